@@ -1,0 +1,6 @@
+//! The CLI verbs that are more than a call into a module: formatting and the "is an agent
+//! there?" checks.
+
+pub mod maps;
+pub mod status;
+pub mod table;

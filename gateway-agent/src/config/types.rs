@@ -1,0 +1,372 @@
+//! The validated configuration: the types the rest of the agent reads, and their defaults.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// The whole configuration, after every rule has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Interfaces,
+    pub inside: Inside,
+    pub outside: Outside,
+    pub dataplane: Dataplane,
+    pub control: Control,
+    pub state: State,
+    pub log: Log,
+    pub services: Services,
+}
+
+impl Config {
+    /// Every (protocol, port) the XDP program must pass to the gateway's inside address:
+    /// enabled services (dns gives tcp and udp), then `dataplane.allow`.
+    pub fn open_ports(&self) -> Vec<PortRule> {
+        self.services
+            .enabled_ports()
+            .map(|(_, rule)| rule)
+            .chain(self.dataplane.allow.iter().copied())
+            .collect()
+    }
+}
+
+/// `[interfaces]`: the two NICs. Both are required; the agent never guesses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces {
+    /// The uplink NIC; the agent makes its macvlan on it.
+    pub outside: String,
+    /// The LAN NIC.
+    pub inside: String,
+}
+
+/// `[inside]`: the gateway's address on the LAN and the LAN's prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inside {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Inside {
+    /// The subnet mask, e.g. 255.255.255.0 for /24.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(mask(self.prefix_len))
+    }
+
+    /// The subnet's network address, e.g. 198.51.100.0.
+    pub fn network(&self) -> Ipv4Addr {
+        network(self.address, self.prefix_len)
+    }
+
+    /// The subnet's broadcast address, e.g. 198.51.100.255.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        broadcast(self.address, self.prefix_len)
+    }
+
+    /// Whether `ip` is in the inside subnet.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        same_subnet(self.address, ip, self.prefix_len)
+    }
+
+    /// The address with its prefix as configured, e.g. `198.51.100.1/24` (what `ip addr add` takes).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.address, self.prefix_len)
+    }
+
+    /// The subnet in CIDR form, e.g. `198.51.100.0/24`.
+    pub fn subnet(&self) -> String {
+        format!("{}/{}", self.network(), self.prefix_len)
+    }
+}
+
+/// How the outside interface gets its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutsideAddress {
+    /// From the uplink's DHCP server (the default).
+    #[default]
+    Dhcp,
+    /// A fixed address; `gateway` is the default router, inside that subnet.
+    Static {
+        address: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+    },
+}
+
+/// `[outside]`: the uplink side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outside {
+    pub address: OutsideAddress,
+}
+
+/// How the XDP program is attached (`dataplane.xdp_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// Native if the driver supports it, else generic (skb).
+    #[default]
+    Auto,
+    Native,
+    Skb,
+}
+
+impl XdpMode {
+    /// The config spelling: `auto`, `native` or `skb`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Skb => "skb",
+        }
+    }
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[dataplane]`: the eBPF side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataplane {
+    /// The bpffs directory maps and links are pinned in.
+    pub bpf_pin_dir: PathBuf,
+    pub xdp_mode: XdpMode,
+    /// Pass ICMP echo to the gateway's inside address.
+    pub allow_ping: bool,
+    /// Extra ports open on the gateway's inside address, beyond the enabled services.
+    pub allow: Vec<PortRule>,
+}
+
+impl Default for Dataplane {
+    fn default() -> Self {
+        Dataplane {
+            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/gateway"),
+            xdp_mode: XdpMode::Auto,
+            allow_ping: true,
+            allow: Vec::new(),
+        }
+    }
+}
+
+/// A transport protocol a port is opened for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One (protocol, port) open on the gateway's inside address; written `tcp/22`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct PortRule {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+impl fmt::Display for PortRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.protocol, self.port)
+    }
+}
+
+impl FromStr for PortRule {
+    /// The problem, worded for a config error.
+    type Err = String;
+
+    /// Parses `tcp/N` or `udp/N` with N in 1..=65535.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let Some((protocol, port)) = text.split_once('/') else {
+            return Err(format!(
+                "{text:?} is not a port rule; expected \"tcp/N\" or \"udp/N\", like \"tcp/22\""
+            ));
+        };
+        let protocol = match protocol {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            other => {
+                return Err(format!(
+                    "{text:?}: unknown protocol {other:?}; expected \"tcp\" or \"udp\""
+                ))
+            }
+        };
+        // u16::from_str would accept "+22"; only plain digits are a port here.
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{text:?}: port {port:?} is not a number; expected 1..=65535"
+            ));
+        }
+        let port = match port.parse::<u64>() {
+            Ok(0) => {
+                return Err(format!(
+                    "{text:?}: port 0 is not a valid port; use 1..=65535"
+                ))
+            }
+            Ok(n) => u16::try_from(n).ok(),
+            Err(_) => None,
+        }
+        .ok_or_else(|| format!("{text:?}: port {port} is out of range 1..=65535"))?;
+        Ok(PortRule { protocol, port })
+    }
+}
+
+/// `[control]`: the agent's control socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Control {
+    pub socket: PathBuf,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: PathBuf::from("/run/gateway/control.sock"),
+        }
+    }
+}
+
+/// `[state]`: where persistent state (leases, PKI, registry) lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    pub dir: PathBuf,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            dir: PathBuf::from("/var/lib/gateway"),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// One of `error`, `warn`, `info`, `debug`, `trace`.
+    pub level: String,
+    /// Per-query / per-connection logs; off by default for privacy.
+    pub queries: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".to_owned(),
+            queries: false,
+        }
+    }
+}
+
+/// The levels `log.level` accepts.
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// One service listening on the gateway's inside address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service {
+    pub enabled: bool,
+    pub port: u16,
+}
+
+impl Service {
+    /// An enabled service on `port`.
+    pub const fn on(port: u16) -> Self {
+        Service {
+            enabled: true,
+            port,
+        }
+    }
+}
+
+/// The services' tables: `[dns]`, `[dhcp]`, `[socks]`, `[http_proxy]`, `[registry]`, `[mirror]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Services {
+    pub dns: Service,
+    pub dhcp: Service,
+    pub socks: Service,
+    pub http_proxy: Service,
+    pub registry: Service,
+    pub mirror: Service,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            dns: Service::on(53),
+            dhcp: Service::on(67),
+            socks: Service::on(9050),
+            http_proxy: Service::on(3128),
+            registry: Service::on(443),
+            mirror: Service::on(5000),
+        }
+    }
+}
+
+impl Services {
+    /// Each service with its table name and protocols, in config order.
+    pub(crate) fn named(&self) -> [(&'static str, Service, &'static [Protocol]); 6] {
+        use Protocol::{Tcp, Udp};
+        [
+            ("dns", self.dns, &[Tcp, Udp]),
+            ("dhcp", self.dhcp, &[Udp]),
+            ("socks", self.socks, &[Tcp]),
+            ("http_proxy", self.http_proxy, &[Tcp]),
+            ("registry", self.registry, &[Tcp]),
+            ("mirror", self.mirror, &[Tcp]),
+        ]
+    }
+
+    /// The ports of enabled services, each with the service's table name.
+    pub(crate) fn enabled_ports(&self) -> impl Iterator<Item = (&'static str, PortRule)> {
+        self.named()
+            .into_iter()
+            .filter(|(_, service, _)| service.enabled)
+            .flat_map(|(name, service, protocols)| {
+                protocols.iter().map(move |&protocol| {
+                    (
+                        name,
+                        PortRule {
+                            protocol,
+                            port: service.port,
+                        },
+                    )
+                })
+            })
+    }
+}
+
+/// The mask of a prefix length; lengths over 32 saturate.
+pub(crate) fn mask(prefix_len: u8) -> u32 {
+    match prefix_len {
+        0 => 0,
+        n => u32::MAX << (32 - u32::from(n.min(32))),
+    }
+}
+
+/// The network address of `address/prefix_len`.
+pub(crate) fn network(address: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) & mask(prefix_len))
+}
+
+/// The broadcast address of `address/prefix_len`.
+pub(crate) fn broadcast(address: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(address) | !mask(prefix_len))
+}
+
+/// Whether `a` and `b` are in the same `/prefix_len` subnet.
+pub(crate) fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
+    let m = mask(prefix_len);
+    u32::from(a) & m == u32::from(b) & m
+}

@@ -1,0 +1,50 @@
+//! Messages on the control socket.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataplane::DataplaneStatus;
+
+/// A request line.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "verb", rename_all = "snake_case")]
+pub enum Request {
+    /// The agent's status.
+    Status,
+}
+
+/// A response line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Status`].
+    Status(AgentStatus),
+    /// The request could not be understood or served.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// What `gateway-agent status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Agent version.
+    pub version: String,
+    /// Process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// The config file the agent runs with.
+    pub config: String,
+    /// Outside interface.
+    pub outside_interface: String,
+    /// Inside interface.
+    pub inside_interface: String,
+    /// The gateway's inside address, CIDR.
+    pub inside_address: String,
+    /// Attached programs.
+    pub dataplane: DataplaneStatus,
+}
+
+/// Longest request line accepted; anything longer is a broken or hostile client.
+pub const MAX_REQUEST_BYTES: usize = 4096;

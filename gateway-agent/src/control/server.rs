@@ -1,0 +1,113 @@
+//! Serves the control socket.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    task::JoinHandle,
+};
+
+use super::protocol::{AgentStatus, Request, Response, MAX_REQUEST_BYTES};
+
+/// What the server answers from.
+pub struct ControlState {
+    /// The status at start; `uptime_secs` is filled in per request.
+    pub status: AgentStatus,
+    /// When the agent started.
+    pub started: Instant,
+}
+
+/// A running control server; removes its socket file when stopped.
+pub struct ControlServer {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Binds `path` (replacing a stale socket left by a crash) and starts serving.
+    pub async fn start(path: &Path, state: ControlState) -> Result<ControlServer> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if UnixStream::connect(path).await.is_ok() {
+                anyhow::bail!(
+                    "another agent is answering on {} (control.socket)",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding the control socket {}", path.display()))?;
+        // Root and the admin group only: status reveals the network layout.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("setting permissions on {}", path.display()))?;
+        let state = Arc::new(state);
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = serve(stream, &state).await {
+                                tracing::debug!("control client: {err:#}");
+                            }
+                        });
+                    }
+                    Err(err) => {
+                        tracing::warn!("control socket accept: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+            task,
+        })
+    }
+
+    /// Stops serving and removes the socket file.
+    pub fn stop(self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve(stream: UnixStream, state: &ControlState) -> Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES as u64));
+    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .context("timed out waiting for a request")??;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(request) => answer(request, state),
+        Err(err) => Response::Error {
+            message: format!("bad request: {err}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    Ok(())
+}
+
+fn answer(request: Request, state: &ControlState) -> Response {
+    match request {
+        Request::Status => {
+            let mut status = state.status.clone();
+            status.uptime_secs = state.started.elapsed().as_secs();
+            Response::Status(status)
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! Reads the pinned maps, so the CLI works from another shell while the agent runs (or after it
+//! crashed, which leaves the pins in place).
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap};
+use gateway_common::{
+    maps::{
+        names, ClientStats, DataplaneConfig, MacKey, PortKey, CONFIG_FLAG_ALLOW_PING,
+        CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
+    },
+    DropReason,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::pins::PinLayout;
+
+/// Every map the dataplane pins, in display order.
+pub const MAP_NAMES: &[&str] = &[
+    names::CONFIG,
+    names::OPEN_PORTS,
+    names::DROPS,
+    names::CLIENT_STATS,
+];
+
+/// A row of `maps list`.
+#[derive(Debug, Serialize)]
+pub struct MapSummary {
+    /// Map name.
+    pub name: String,
+    /// Kernel map type.
+    #[serde(rename = "type")]
+    pub map_type: String,
+    /// Entries in use (hash maps) or slots (arrays).
+    pub entries: usize,
+    /// Capacity.
+    pub max_entries: u32,
+}
+
+/// A row of `maps drops`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct DropCount {
+    /// Reason name.
+    pub reason: &'static str,
+    /// Packets dropped for it, summed over CPUs.
+    pub count: u64,
+}
+
+/// A row of `maps clients`.
+#[derive(Debug, Serialize)]
+pub struct ClientRow {
+    /// Source MAC.
+    pub mac: String,
+    /// The client's IPv4 address if known (the last source address seen from this MAC).
+    pub ip: Option<Ipv4Addr>,
+    /// Frames, summed over CPUs.
+    pub packets: u64,
+    /// Bytes, summed over CPUs.
+    pub bytes: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Seconds since the last frame.
+    pub idle_secs: Option<u64>,
+}
+
+fn open(pins: &PinLayout, name: &str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).with_context(|| {
+        format!(
+            "no pinned map {name} at {} (is the agent running with this config?)",
+            path.display()
+        )
+    })?;
+    Map::from_map_data(data).with_context(|| format!("opening map {name}"))
+}
+
+/// `maps list`.
+pub fn list(pins: &PinLayout) -> Result<Vec<MapSummary>> {
+    MAP_NAMES
+        .iter()
+        .map(|name| {
+            let path = pins.map(name);
+            let info = MapInfo::from_pin(&path)
+                .with_context(|| format!("no pinned map {name} at {}", path.display()))?;
+            let entries = match *name {
+                names::OPEN_PORTS => open_ports(pins)?.len(),
+                names::CLIENT_STATS => clients(pins)?.len(),
+                _ => info.max_entries() as usize,
+            };
+            Ok(MapSummary {
+                name: name.to_string(),
+                map_type: info
+                    .map_type()
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_else(|_| "unknown".into()),
+                entries,
+                max_entries: info.max_entries(),
+            })
+        })
+        .collect()
+}
+
+/// `maps drops`: every reason, zero counts included, so a reason's absence is visible.
+pub fn drops(pins: &PinLayout) -> Result<Vec<DropCount>> {
+    let map: PerCpuArray<_, u64> = open(pins, names::DROPS)?.try_into()?;
+    DropReason::ALL
+        .iter()
+        .map(|reason| {
+            let per_cpu = map
+                .get(&(*reason as u32), 0)
+                .with_context(|| format!("reading the {} counter", reason.name()))?;
+            Ok(DropCount {
+                reason: reason.name(),
+                count: per_cpu.iter().sum(),
+            })
+        })
+        .collect()
+}
+
+/// The drop count for one reason.
+pub fn drop_count(pins: &PinLayout, reason: DropReason) -> Result<u64> {
+    drops(pins)?
+        .into_iter()
+        .find(|d| d.reason == reason.name())
+        .map(|d| d.count)
+        .ok_or_else(|| anyhow!("no counter for {}", reason.name()))
+}
+
+/// `maps clients`, most active first.
+pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
+    let map: PerCpuHashMap<_, MacKey, ClientStats> = open(pins, names::CLIENT_STATS)?.try_into()?;
+    let now = monotonic_ns();
+    let mut rows = Vec::new();
+    for entry in map.iter() {
+        // An entry evicted between listing and reading is simply skipped.
+        let Ok((key, per_cpu)) = entry else { continue };
+        let latest = per_cpu.iter().max_by_key(|s| s.last_seen_ns);
+        let ip = latest
+            .map(|s| s.last_ipv4)
+            .filter(|&ip| ip != 0)
+            .map(|ip| Ipv4Addr::from(ip.to_ne_bytes()));
+        let last_seen = latest.map(|s| s.last_seen_ns).unwrap_or(0);
+        rows.push(ClientRow {
+            mac: format_mac(&key.addr),
+            ip,
+            packets: per_cpu.iter().map(|s| s.packets).sum(),
+            bytes: per_cpu.iter().map(|s| s.bytes).sum(),
+            dropped: per_cpu.iter().map(|s| s.dropped).sum(),
+            idle_secs: now.map(|now| now.saturating_sub(last_seen) / 1_000_000_000),
+        });
+    }
+    rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.mac.cmp(&b.mac)));
+    Ok(rows)
+}
+
+fn open_ports(pins: &PinLayout) -> Result<Vec<String>> {
+    let map: HashMap<_, PortKey, u8> = open(pins, names::OPEN_PORTS)?.try_into()?;
+    let mut ports: Vec<(u8, u16)> = map
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| (k.protocol, k.port))
+        .collect();
+    ports.sort_unstable();
+    Ok(ports
+        .into_iter()
+        .map(|(proto, port)| format!("{}/{port}", protocol_name(proto)))
+        .collect())
+}
+
+/// `maps dump NAME`: the decoded contents (per-CPU values kept apart).
+pub fn dump(pins: &PinLayout, name: &str) -> Result<Value> {
+    match name {
+        names::CONFIG => {
+            let map: Array<_, DataplaneConfig> = open(pins, name)?.try_into()?;
+            let cfg = map.get(&0, 0).context("reading CONFIG[0]")?;
+            let addr = |v: u32| Ipv4Addr::from(v.to_ne_bytes()).to_string();
+            Ok(json!({
+                "inside_ip": addr(cfg.inside_ip),
+                "inside_net": addr(cfg.inside_net),
+                "inside_mask": addr(cfg.inside_mask),
+                "ready": cfg.flags & CONFIG_FLAG_READY != 0,
+                "allow_ping": cfg.flags & CONFIG_FLAG_ALLOW_PING != 0,
+                "flags": cfg.flags,
+            }))
+        }
+        names::OPEN_PORTS => Ok(json!(open_ports(pins)?)),
+        names::DROPS => {
+            let map: PerCpuArray<_, u64> = open(pins, name)?.try_into()?;
+            let mut out = BTreeMap::new();
+            for reason in DropReason::ALL {
+                let per_cpu = map.get(&(*reason as u32), 0)?;
+                out.insert(reason.name(), per_cpu.to_vec());
+            }
+            Ok(json!(out))
+        }
+        names::CLIENT_STATS => {
+            let map: PerCpuHashMap<_, MacKey, ClientStats> = open(pins, name)?.try_into()?;
+            let mut out = BTreeMap::new();
+            for entry in map.iter() {
+                let Ok((key, per_cpu)) = entry else { continue };
+                let cpus: Vec<Value> = per_cpu
+                    .iter()
+                    .map(|s| {
+                        json!({
+                            "packets": s.packets,
+                            "bytes": s.bytes,
+                            "dropped": s.dropped,
+                            "last_seen_ns": s.last_seen_ns,
+                            "last_ipv4": Ipv4Addr::from(s.last_ipv4.to_ne_bytes()).to_string(),
+                        })
+                    })
+                    .collect();
+                out.insert(format_mac(&key.addr), cpus);
+            }
+            Ok(json!(out))
+        }
+        other => bail!(
+            "no map named {other:?}; the maps are: {}",
+            MAP_NAMES.join(", ")
+        ),
+    }
+}
+
+fn protocol_name(proto: u8) -> String {
+    match proto {
+        IPPROTO_TCP => "tcp".into(),
+        IPPROTO_UDP => "udp".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-parameter.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}

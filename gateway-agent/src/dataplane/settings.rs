@@ -1,0 +1,64 @@
+//! Writes the agent's configuration into the `CONFIG` and `OPEN_PORTS` maps.
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, HashMap},
+    Ebpf,
+};
+use gateway_common::maps::{
+    names, DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, CONFIG_FLAG_READY, IPPROTO_TCP,
+    IPPROTO_UDP,
+};
+
+use crate::config::{Config, Protocol};
+
+/// The `CONFIG` entry for `cfg`.
+pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
+    let encode = |addr: std::net::Ipv4Addr| u32::from_ne_bytes(addr.octets());
+    let mut flags = CONFIG_FLAG_READY;
+    if cfg.dataplane.allow_ping {
+        flags |= CONFIG_FLAG_ALLOW_PING;
+    }
+    DataplaneConfig {
+        inside_ip: encode(cfg.inside.address),
+        inside_net: encode(cfg.inside.network()),
+        inside_mask: encode(cfg.inside.netmask()),
+        flags,
+    }
+}
+
+/// The `OPEN_PORTS` keys for `cfg`.
+pub fn open_port_keys(cfg: &Config) -> Vec<PortKey> {
+    cfg.open_ports()
+        .into_iter()
+        .map(|rule| {
+            let protocol = match rule.protocol {
+                Protocol::Tcp => IPPROTO_TCP,
+                Protocol::Udp => IPPROTO_UDP,
+            };
+            PortKey::new(protocol, rule.port)
+        })
+        .collect()
+}
+
+/// Fills the maps. Ports go in before `CONFIG` is marked ready, so a program never sees a
+/// ready config with a half-filled port set.
+pub fn write(ebpf: &mut Ebpf, cfg: &Config) -> Result<()> {
+    let mut ports: HashMap<_, PortKey, u8> = HashMap::try_from(
+        ebpf.map_mut(names::OPEN_PORTS)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::OPEN_PORTS))?,
+    )?;
+    for key in open_port_keys(cfg) {
+        ports
+            .insert(key, 1, 0)
+            .with_context(|| format!("opening port {}/{}", key.protocol, key.port))?;
+    }
+    let mut config: Array<_, DataplaneConfig> = Array::try_from(
+        ebpf.map_mut(names::CONFIG)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::CONFIG))?,
+    )?;
+    config
+        .set(0, dataplane_config(cfg), 0)
+        .context("writing the CONFIG map")?;
+    Ok(())
+}

@@ -1,0 +1,16 @@
+//! Logging: `tracing` to stderr (journald adds timestamps under systemd). Records from the
+//! `log` crate, which is what aya-log emits for the eBPF programs, are forwarded into it.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the subscriber. `RUST_LOG` overrides `level` when set.
+pub fn init(level: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // try_init: a second call (tests) keeps the first subscriber instead of panicking.
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,395 @@
+//! The eBPF programs' verdicts over tables of crafted frames, run in the kernel with
+//! BPF_PROG_TEST_RUN. Each row names the expected verdict and the drop counter it must bump.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use gateway_agent::{config, dataplane};
+use gateway_common::{
+    maps::{names, programs, ClientStats, DataplaneConfig, MacKey},
+    DropReason,
+};
+use support::frames::*;
+
+const XDP_PASS: u32 = 2;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_UNSPEC: u32 = u32::MAX; // -1: hand on to the next program or the stack
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+fn lab_like_config(allow_ping: bool) -> config::Config {
+    let text = format!(
+        r#"
+[interfaces]
+outside = "outside0"
+inside = "inside0"
+[inside]
+address = "198.51.100.1/24"
+[dataplane]
+allow_ping = {allow_ping}
+allow = ["tcp/22"]
+"#
+    );
+    config::parse(&text).expect("the test config is valid")
+}
+
+/// The object loaded, configured (unless `cfg` is None) and both programs loaded.
+fn load(cfg: Option<&config::Config>) -> Ebpf {
+    support::require_root();
+    let mut ebpf = dataplane::load_object().expect("load the eBPF object");
+    if let Some(cfg) = cfg {
+        dataplane::settings::write(&mut ebpf, cfg).expect("fill CONFIG and OPEN_PORTS");
+    }
+    let xdp: &mut Xdp = ebpf
+        .program_mut(programs::INSIDE_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    xdp.load().expect("verifier accepts inside_ingress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::OUTSIDE_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts outside_egress");
+    ebpf
+}
+
+fn drops(ebpf: &Ebpf) -> Vec<u64> {
+    let map: PerCpuArray<_, u64> = ebpf.map(names::DROPS).unwrap().try_into().unwrap();
+    DropReason::ALL
+        .iter()
+        .map(|r| map.get(&(*r as u32), 0).unwrap().iter().sum())
+        .collect()
+}
+
+fn run_xdp(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    let prog: &Xdp = ebpf
+        .program(programs::INSIDE_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN")
+    .return_value
+}
+
+fn run_tc(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    let prog: &SchedClassifier = ebpf
+        .program(programs::OUTSIDE_EGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN")
+    .return_value
+}
+
+/// Runs `frame` and checks the verdict and exactly which counter moved.
+fn expect(
+    ebpf: &Ebpf,
+    run: fn(&Ebpf, &[u8]) -> u32,
+    pass: u32,
+    name: &str,
+    frame: &[u8],
+    want: Option<DropReason>,
+) {
+    let before = drops(ebpf);
+    let verdict = run(ebpf, frame);
+    let after = drops(ebpf);
+    match want {
+        None => assert_eq!(verdict, pass, "{name}: expected pass, got {verdict}"),
+        Some(reason) => assert_ne!(verdict, pass, "{name}: expected a drop ({reason:?})"),
+    }
+    for reason in DropReason::ALL {
+        let i = *reason as usize;
+        let delta = after[i] - before[i];
+        let expected = u64::from(want == Some(*reason));
+        assert_eq!(
+            delta,
+            expected,
+            "{name}: counter {} moved by {delta}, expected {expected}",
+            reason.name()
+        );
+    }
+}
+
+fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Ip {
+    Ip::new(src, dst, protocol)
+}
+
+#[test]
+fn inside_ingress_verdicts() {
+    let cfg = lab_like_config(true);
+    let ebpf = load(Some(&cfg));
+    let (tcp, udp_, icmp_) = (6, 17, 1);
+    let mut truncated_total = client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53));
+    truncated_total.truncate(14 + 20 + 10); // the TCP header is cut, total length says 40
+    let mut fragment_mf = ip(CLIENT, GATEWAY, udp_);
+    fragment_mf.frag = 0x2000;
+    let mut fragment_offset = ip(CLIENT, GATEWAY, udp_);
+    fragment_offset.frag = 0x0010;
+    let mut bad_version = ip(CLIENT, GATEWAY, tcp);
+    bad_version.version_ihl = 0x65;
+    let mut short_ihl = ip(CLIENT, GATEWAY, tcp);
+    short_ihl.version_ihl = 0x44;
+    let ipv4_to_gateway_dns = ipv4(ip(CLIENT, GATEWAY, udp_), &udp(40000, 53));
+    let mut header_only = client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(1, 2));
+    header_only.truncate(14);
+    let mut short_tcp = ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53)[..12]);
+    // A consistent total length, so only the short TCP header is wrong.
+    short_tcp[2..4].copy_from_slice(&(32u16).to_be_bytes());
+    let short_tcp = ethernet(CLIENT_MAC, GATEWAY_MAC, ETH_P_IP, &short_tcp);
+
+    use DropReason::*;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "ARP request",
+            arp_request(CLIENT_MAC, CLIENT, GATEWAY),
+            None,
+        ),
+        (
+            "DHCP discover from 0.0.0.0",
+            client_ipv4(
+                ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                &udp(68, 67),
+            ),
+            None,
+        ),
+        (
+            "DHCP renew unicast to the gateway",
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(68, 67)),
+            None,
+        ),
+        (
+            "DHCP request to a foreign server",
+            client_ipv4(ip(CLIENT, ORIGIN, udp_), &udp(68, 67)),
+            Some(ForeignDestination),
+        ),
+        (
+            "DHCP server reply from a client",
+            client_ipv4(ip(CLIENT, Ipv4Addr::BROADCAST, udp_), &udp(67, 68)),
+            Some(DhcpServerReply),
+        ),
+        (
+            "TCP to the gateway's DNS port",
+            client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53)),
+            None,
+        ),
+        (
+            "UDP to the gateway's DNS port",
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(40000, 53)),
+            None,
+        ),
+        (
+            "TCP to the SOCKS port",
+            client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 9050)),
+            None,
+        ),
+        (
+            "TCP to an admin-allowed port (22)",
+            client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 22)),
+            None,
+        ),
+        (
+            "TCP to a closed gateway port",
+            client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 8080)),
+            Some(PortClosed),
+        ),
+        (
+            "UDP 22 is not TCP 22",
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(40000, 22)),
+            Some(PortClosed),
+        ),
+        (
+            "TCP to an outside address",
+            client_ipv4(ip(CLIENT, ORIGIN, tcp), &tcp_syn(40000, 80)),
+            Some(ForeignDestination),
+        ),
+        (
+            "UDP DNS to an outside resolver",
+            client_ipv4(ip(CLIENT, ORIGIN, udp_), &udp(40000, 53)),
+            Some(ForeignDestination),
+        ),
+        (
+            "ping the gateway",
+            client_ipv4(ip(CLIENT, GATEWAY, icmp_), &icmp(8)),
+            None,
+        ),
+        (
+            "ping an outside address",
+            client_ipv4(ip(CLIENT, ORIGIN, icmp_), &icmp(8)),
+            Some(ForeignDestination),
+        ),
+        (
+            "ICMP timestamp request to the gateway",
+            client_ipv4(ip(CLIENT, GATEWAY, icmp_), &icmp(13)),
+            Some(ProtocolNotAllowed),
+        ),
+        (
+            "GRE to the gateway",
+            client_ipv4(ip(CLIENT, GATEWAY, 47), &[0; 8]),
+            Some(ProtocolNotAllowed),
+        ),
+        (
+            "802.1Q tagged",
+            vlan_tagged(0x8100, 10, &ipv4_to_gateway_dns),
+            Some(VlanTagged),
+        ),
+        (
+            "802.1ad tagged",
+            vlan_tagged(0x88a8, 10, &ipv4_to_gateway_dns),
+            Some(VlanTagged),
+        ),
+        ("IPv6", ipv6_udp(), Some(Ipv6)),
+        (
+            "LLDP (unknown ethertype)",
+            ethernet(CLIENT_MAC, GATEWAY_MAC, 0x88cc, &[0; 46]),
+            Some(UnknownEthertype),
+        ),
+        ("runt: Ethernet header only", header_only, Some(Truncated)),
+        (
+            "total length beyond the frame",
+            truncated_total,
+            Some(Truncated),
+        ),
+        ("TCP header cut short", short_tcp, Some(Truncated)),
+        (
+            "IP version 6 in an IPv4 frame",
+            client_ipv4(bad_version, &tcp_syn(40000, 53)),
+            Some(MalformedIpv4),
+        ),
+        (
+            "IHL below 5",
+            client_ipv4(short_ihl, &tcp_syn(40000, 53)),
+            Some(MalformedIpv4),
+        ),
+        (
+            "first fragment (MF)",
+            client_ipv4(fragment_mf, &udp(40000, 53)),
+            Some(Fragment),
+        ),
+        (
+            "later fragment (offset)",
+            client_ipv4(fragment_offset, &udp(40000, 53)),
+            Some(Fragment),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+}
+
+#[test]
+fn ping_is_dropped_when_not_allowed() {
+    let cfg = lab_like_config(false);
+    let ebpf = load(Some(&cfg));
+    expect(
+        &ebpf,
+        run_xdp,
+        XDP_PASS,
+        "ping the gateway, allow_ping = false",
+        &client_ipv4(Ip::new(CLIENT, GATEWAY, 1), &icmp(8)),
+        Some(DropReason::ProtocolNotAllowed),
+    );
+}
+
+#[test]
+fn unconfigured_dataplane_drops_everything() {
+    let ebpf = load(None);
+    let config: Array<_, DataplaneConfig> = ebpf.map(names::CONFIG).unwrap().try_into().unwrap();
+    assert_eq!(config.get(&0, 0).unwrap(), DataplaneConfig::default());
+    expect(
+        &ebpf,
+        run_xdp,
+        XDP_PASS,
+        "ARP before the agent configured the maps",
+        &arp_request(CLIENT_MAC, CLIENT, GATEWAY),
+        Some(DropReason::NotConfigured),
+    );
+}
+
+#[test]
+fn client_counters_follow_the_source_mac() {
+    let cfg = lab_like_config(true);
+    let ebpf = load(Some(&cfg));
+    let allowed = client_ipv4(Ip::new(CLIENT, GATEWAY, 6), &tcp_syn(40000, 53));
+    let dropped = client_ipv4(Ip::new(CLIENT, ORIGIN, 6), &tcp_syn(40000, 80));
+    run_xdp(&ebpf, &allowed);
+    run_xdp(&ebpf, &dropped);
+    run_xdp(&ebpf, &dropped);
+    let map: PerCpuHashMap<_, MacKey, ClientStats> =
+        ebpf.map(names::CLIENT_STATS).unwrap().try_into().unwrap();
+    let per_cpu = map.get(&MacKey::new(CLIENT_MAC), 0).expect("client entry");
+    let packets: u64 = per_cpu.iter().map(|s| s.packets).sum();
+    let bytes: u64 = per_cpu.iter().map(|s| s.bytes).sum();
+    let dropped_count: u64 = per_cpu.iter().map(|s| s.dropped).sum();
+    assert_eq!(packets, 3);
+    assert_eq!(bytes, (allowed.len() + 2 * dropped.len()) as u64);
+    assert_eq!(dropped_count, 2);
+    let ip = per_cpu
+        .iter()
+        .find(|s| s.last_ipv4 != 0)
+        .map(|s| Ipv4Addr::from(s.last_ipv4.to_ne_bytes()));
+    assert_eq!(ip, Some(CLIENT));
+}
+
+#[test]
+fn outside_egress_verdicts() {
+    let cfg = lab_like_config(true);
+    let ebpf = load(Some(&cfg));
+    let uplink_mac = [0x02, 0, 0, 0, 0, 0x22];
+    let modem_mac = [0x02, 0, 0, 0, 0, 0x33];
+    let out = |src: Ipv4Addr| {
+        ethernet(
+            uplink_mac,
+            modem_mac,
+            ETH_P_IP,
+            &ipv4(Ip::new(src, ORIGIN, 6), &tcp_syn(40000, 80)),
+        )
+    };
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        ("the gateway's own uplink traffic", out(UPLINK), None),
+        (
+            "a client's address leaving by the uplink",
+            out(CLIENT),
+            Some(DropReason::InsideSourceEgress),
+        ),
+        (
+            "the gateway's inside address leaving by the uplink",
+            out(GATEWAY),
+            Some(DropReason::InsideSourceEgress),
+        ),
+        (
+            "ARP for the modem from the uplink address",
+            arp_request(uplink_mac, UPLINK, Ipv4Addr::new(192, 0, 2, 1)),
+            None,
+        ),
+        (
+            "ARP announcing an inside address on the uplink",
+            arp_request(uplink_mac, GATEWAY, Ipv4Addr::new(192, 0, 2, 1)),
+            Some(DropReason::InsideSourceEgress),
+        ),
+        ("IPv6 is not this program's business", ipv6_udp(), None),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_tc, TC_ACT_UNSPEC, name, frame, *want);
+    }
+    // The drop verdict is specifically SHOT.
+    assert_eq!(run_tc(&ebpf, &out(CLIENT)), TC_ACT_SHOT);
+}

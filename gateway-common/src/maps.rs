@@ -1,0 +1,161 @@
+//! Map names, pin layout, and the keys and values stored in the maps.
+
+/// Program names, as the eBPF object exports them.
+pub mod programs {
+    /// XDP on the inside NIC: default deny.
+    pub const INSIDE_INGRESS: &str = "inside_ingress";
+    /// TC egress on the outside device: no inside-sourced packet leaves.
+    pub const OUTSIDE_EGRESS: &str = "outside_egress";
+}
+
+/// Map names, as the eBPF object exports them and as they are pinned.
+pub mod names {
+    /// `Array<DataplaneConfig>` with one entry.
+    pub const CONFIG: &str = "CONFIG";
+    /// `HashMap<PortKey, u8>`: ports open on the gateway's inside address.
+    pub const OPEN_PORTS: &str = "OPEN_PORTS";
+    /// `PerCpuArray<u64>` indexed by [`crate::DropReason`].
+    pub const DROPS: &str = "DROPS";
+    /// `LruPerCpuHashMap<MacKey, ClientStats>`: per inside client.
+    pub const CLIENT_STATS: &str = "CLIENT_STATS";
+}
+
+/// Sub-directories of the configured bpffs pin directory.
+pub mod pins {
+    /// Maps are pinned as `<pin dir>/maps/<NAME>`.
+    pub const MAPS_DIR: &str = "maps";
+    /// Program links are pinned as `<pin dir>/links/<program>`; while a link is pinned its
+    /// program stays attached, even if the agent crashed (fail closed).
+    pub const LINKS_DIR: &str = "links";
+}
+
+/// Maximum number of inside clients tracked in `CLIENT_STATS` before the least recently seen is
+/// evicted (an LRU, so a MAC flood cannot exhaust memory).
+pub const MAX_CLIENTS: u32 = 4096;
+/// Maximum number of open (protocol, port) pairs.
+pub const MAX_OPEN_PORTS: u32 = 256;
+
+/// `DataplaneConfig::flags`: the agent has filled the entry.
+pub const CONFIG_FLAG_READY: u32 = 1 << 0;
+/// `DataplaneConfig::flags`: ICMP echo requests to the gateway are passed.
+pub const CONFIG_FLAG_ALLOW_PING: u32 = 1 << 1;
+
+/// Settings the agent writes once at start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// The gateway's inside address (network-order bytes as a native `u32`).
+    pub inside_ip: u32,
+    /// The inside subnet's network address (same encoding).
+    pub inside_net: u32,
+    /// The inside subnet's mask (same encoding).
+    pub inside_mask: u32,
+    /// `CONFIG_FLAG_*` bits.
+    pub flags: u32,
+}
+
+impl DataplaneConfig {
+    /// Whether `addr` (network-order encoding) is in the inside subnet.
+    #[inline(always)]
+    pub const fn is_inside(&self, addr: u32) -> bool {
+        addr & self.inside_mask == self.inside_net
+    }
+}
+
+/// IP protocol numbers used in [`PortKey`].
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Key of `OPEN_PORTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// `IPPROTO_TCP` or `IPPROTO_UDP`.
+    pub protocol: u8,
+    /// Always zero.
+    pub _pad: u8,
+    /// Destination port, host byte order.
+    pub port: u16,
+}
+
+impl PortKey {
+    /// A key with zeroed padding, so lookups match.
+    pub const fn new(protocol: u8, port: u16) -> Self {
+        PortKey {
+            protocol,
+            _pad: 0,
+            port,
+        }
+    }
+}
+
+/// A MAC address padded to eight bytes, the key of per-client maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    /// The address.
+    pub addr: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
+}
+
+impl MacKey {
+    /// A key with zeroed padding.
+    pub const fn new(addr: [u8; 6]) -> Self {
+        MacKey { addr, _pad: [0; 2] }
+    }
+}
+
+/// Per-client counters (one copy per CPU; readers sum them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Frames received from this MAC.
+    pub packets: u64,
+    /// Bytes received from this MAC (whole frames).
+    pub bytes: u64,
+    /// Of those frames, how many were dropped.
+    pub dropped: u64,
+    /// `bpf_ktime_get_ns()` when last seen (CLOCK_MONOTONIC).
+    pub last_seen_ns: u64,
+    /// Source IPv4 of the last IPv4 frame (network-order encoding), 0 if none yet.
+    pub last_ipv4: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all are repr(C), Copy, with explicit padding and no invalid bit patterns.
+    unsafe impl aya::Pod for super::DataplaneConfig {}
+    unsafe impl aya::Pod for super::PortKey {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::ClientStats {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<DataplaneConfig>(), 16);
+        assert_eq!(core::mem::size_of::<PortKey>(), 4);
+        assert_eq!(core::mem::size_of::<MacKey>(), 8);
+        assert_eq!(core::mem::size_of::<ClientStats>(), 40);
+    }
+
+    #[test]
+    fn inside_subnet_match_uses_network_order_bytes() {
+        let cfg = DataplaneConfig {
+            inside_ip: u32::from_ne_bytes([198, 51, 100, 1]),
+            inside_net: u32::from_ne_bytes([198, 51, 100, 0]),
+            inside_mask: u32::from_ne_bytes([255, 255, 255, 0]),
+            flags: CONFIG_FLAG_READY,
+        };
+        assert!(cfg.is_inside(u32::from_ne_bytes([198, 51, 100, 77])));
+        assert!(!cfg.is_inside(u32::from_ne_bytes([198, 51, 101, 77])));
+        assert!(!cfg.is_inside(u32::from_ne_bytes([203, 0, 113, 10])));
+    }
+}

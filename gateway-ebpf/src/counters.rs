@@ -1,0 +1,48 @@
+//! Counter updates shared by the programs.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use gateway_common::{
+    maps::{ClientStats, MacKey},
+    DropReason,
+};
+
+use crate::maps::{CLIENT_STATS, DROPS};
+
+/// Counts one drop under `reason`.
+#[inline(always)]
+pub fn count_drop(reason: DropReason) {
+    if let Some(counter) = DROPS.get_ptr_mut(reason as u32) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Accounts one frame from `mac` of `len` bytes.
+#[inline(always)]
+pub fn count_client(mac: [u8; 6], len: u64, dropped: bool, ipv4_src: u32) {
+    let key = MacKey::new(mac);
+    let now = unsafe { bpf_ktime_get_ns() };
+    match CLIENT_STATS.get_ptr_mut(&key) {
+        Some(stats) => unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += len;
+            (*stats).dropped += dropped as u64;
+            (*stats).last_seen_ns = now;
+            if ipv4_src != 0 {
+                (*stats).last_ipv4 = ipv4_src;
+            }
+        },
+        None => {
+            let stats = ClientStats {
+                packets: 1,
+                bytes: len,
+                dropped: dropped as u64,
+                last_seen_ns: now,
+                last_ipv4: ipv4_src,
+                _pad: 0,
+            };
+            // A failed insert only loses this frame's count; never a reason to drop it.
+            let _ = CLIENT_STATS.insert(&key, &stats, 0);
+        }
+    }
+}

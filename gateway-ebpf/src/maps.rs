@@ -1,0 +1,37 @@
+//! The maps the programs share with the agent. Names are pinned by the agent; see
+//! `gateway_common::maps::names`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+};
+use gateway_common::{
+    drop_reason::DROP_REASON_COUNT,
+    maps::{ClientStats, DataplaneConfig, MacKey, PortKey, MAX_CLIENTS, MAX_OPEN_PORTS},
+};
+
+/// Written once by the agent before any program is attached.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<DataplaneConfig> = Array::with_max_entries(1, 0);
+
+/// (protocol, port) pairs open on the gateway's inside address.
+#[map(name = "OPEN_PORTS")]
+pub static OPEN_PORTS: HashMap<PortKey, u8> = HashMap::with_max_entries(MAX_OPEN_PORTS, 0);
+
+/// Drop counters by reason.
+#[map(name = "DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_COUNT, 0);
+
+/// Per-client (source MAC) counters; LRU so a MAC flood evicts instead of filling memory.
+#[map(name = "CLIENT_STATS")]
+pub static CLIENT_STATS: LruPerCpuHashMap<MacKey, ClientStats> =
+    LruPerCpuHashMap::with_max_entries(MAX_CLIENTS, 0);
+
+/// The agent's settings, if it has written them.
+#[inline(always)]
+pub fn config() -> Option<&'static DataplaneConfig> {
+    match CONFIG.get(0) {
+        Some(cfg) if cfg.flags & gateway_common::maps::CONFIG_FLAG_READY != 0 => Some(cfg),
+        _ => None,
+    }
+}

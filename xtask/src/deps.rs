@@ -1,0 +1,195 @@
+//! Installing what building and the lab need: Debian packages and `bpf-linker`. Idempotent:
+//! only what is missing is installed, and every installation is announced on stderr.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context, Result};
+
+use crate::process;
+
+/// Debian packages for building the agent and the eBPF object (see TOOLCHAIN.md).
+pub const TOOLCHAIN_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "bpftool",
+    "libsqlite3-dev",
+    "pkg-config",
+];
+
+/// Debian packages the lab runs. `dnsmasq-base` rather than `dnsmasq`: the full package ships a
+/// system service that would take port 53 on the host.
+pub const LAB_PACKAGES: &[&str] = &[
+    "iproute2",
+    "dnsmasq-base",
+    "iputils-ping",
+    "tcpdump",
+    "isc-dhcp-client",
+    "udhcpc",
+    "bind9-dnsutils",
+    "curl",
+    "python3",
+    "procps",
+];
+
+/// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Whether we run as root (effective uid 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails with a message naming `what` unless we run as root.
+pub fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, mounts, apt-get); run it as root");
+    }
+    Ok(())
+}
+
+/// Installs the toolchain packages and bpf-linker, if missing.
+pub fn ensure_toolchain() -> Result<()> {
+    ensure_packages(
+        TOOLCHAIN_PACKAGES,
+        "to build the agent and the eBPF programs",
+    )?;
+    ensure_bpf_linker()
+}
+
+/// Installs the lab's packages, if missing.
+pub fn ensure_lab_packages() -> Result<()> {
+    ensure_packages(LAB_PACKAGES, "for the network-namespace lab")
+}
+
+/// Everything: toolchain, bpf-linker and lab packages.
+pub fn ensure_all() -> Result<()> {
+    ensure_toolchain()?;
+    ensure_lab_packages()
+}
+
+/// Whether dpkg reports `package` as installed.
+pub fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| o.status.success() && o.stdout.trim_ascii() == b"install ok installed")
+}
+
+/// The subset of `packages` that is not installed.
+pub fn missing_packages<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect()
+}
+
+/// Installs those of `packages` that are missing; `why` ends the announcement.
+pub fn ensure_packages(packages: &[&str], why: &str) -> Result<()> {
+    let missing = missing_packages(packages);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing missing packages: {} ({why})",
+        missing.join(" ")
+    );
+    require_root("installing Debian packages")?;
+    apt_update_once()?;
+    process::run_visible(apt_get().args(["install", "-y"]).args(&missing))
+        .context("installing Debian packages")?;
+    let still = missing_packages(&missing);
+    if !still.is_empty() {
+        bail!(
+            "apt-get finished but these are still not installed: {}",
+            still.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// `apt-get` non-interactive, waiting for the dpkg lock rather than failing at once (parallel
+/// test setups may race to install).
+fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["-o", "DPkg::Lock::Timeout=120"]);
+    cmd
+}
+
+/// `apt-get update`, at most once per process.
+fn apt_update_once() -> Result<()> {
+    static UPDATED: AtomicBool = AtomicBool::new(false);
+    if UPDATED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    eprintln!("xtask: apt-get update (before installing)");
+    process::run_visible(apt_get().arg("update")).context("updating the package lists")?;
+    UPDATED.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Where a `cargo install`ed bpf-linker lands when it is not on PATH.
+fn cargo_bin_bpf_linker() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    Some(home.join("bin").join("bpf-linker"))
+}
+
+/// Whether a working bpf-linker is available (on PATH or in ~/.cargo/bin).
+pub fn has_bpf_linker() -> bool {
+    process::run_ok("bpf-linker", ["--version"])
+        || cargo_bin_bpf_linker()
+            .is_some_and(|p| process::run_ok(&p.to_string_lossy(), ["--version"]))
+}
+
+/// Installs bpf-linker from crates.io against LLVM 22 if it is missing.
+pub fn ensure_bpf_linker() -> Result<()> {
+    if has_bpf_linker() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing bpf-linker: cargo install bpf-linker --no-default-features \
+         --features llvm-22 (LLVM_PREFIX={LLVM_PREFIX}; takes a few minutes)"
+    );
+    // Without LLVM_PREFIX its build script finds Debian's default llvm-config (LLVM 14) and
+    // the link fails; the linker's LLVM must match rustc-web's.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ])
+    .env("LLVM_PREFIX", LLVM_PREFIX)
+    // Run outside the workspace so its .cargo/config.toml cannot change the build.
+    .current_dir(std::env::temp_dir());
+    process::run_visible(&mut cmd).context("installing bpf-linker")?;
+    if !has_bpf_linker() {
+        bail!("bpf-linker was installed but `bpf-linker --version` still fails");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dpkg_status_check() {
+        assert!(is_installed("dpkg"));
+        assert!(!is_installed("no-such-package-xtask-test"));
+        assert_eq!(
+            missing_packages(&["dpkg", "no-such-package-xtask-test"]),
+            vec!["no-such-package-xtask-test"]
+        );
+    }
+}

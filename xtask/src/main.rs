@@ -1,0 +1,187 @@
+//! `cargo xtask …`: see `cargo xtask --help`.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::{build, deps, lab, process};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test the gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the toolchain and lab packages (idempotent).
+    Deps,
+    /// Build the eBPF object the agent embeds.
+    BuildEbpf,
+    /// Build everything; prints the agent binary's path last.
+    Build {
+        /// Optimised build.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the agent: in the lab by default, or on this host's NICs with --config.
+    Run {
+        /// A config naming real interfaces; without it the lab is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The network-namespace lab.
+    Lab {
+        #[command(subcommand)]
+        action: LabAction,
+    },
+    /// Build everything, check formatting and lints, run every test.
+    Test {
+        /// Extra arguments for `cargo test` (a filter, `--nocapture`, …).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabAction {
+    /// Create the lab (idempotent).
+    Up,
+    /// Remove the lab; `--all` removes every lab, including test labs left by a crash.
+    Down {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Describe the lab.
+    Status {
+        /// The machine-readable contract for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    if let Err(err) = run(Cli::parse()) {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Task::Deps => deps::ensure_all(),
+        Task::BuildEbpf => build::build_ebpf(true).map(|_| ()),
+        Task::Build { release } => {
+            let agent = build::build_all(release)?;
+            println!("{}", agent.display());
+            Ok(())
+        }
+        Task::Run { config } => run_agent(config),
+        Task::Lab { action } => {
+            deps::require_root("the lab")?;
+            deps::ensure_lab_packages()?;
+            let lab = lab::Lab::default_lab();
+            match action {
+                LabAction::Up => lab.up(),
+                LabAction::Down { all: true } => lab::down_all(),
+                LabAction::Down { all: false } => lab.down(),
+                LabAction::Status { json } => {
+                    let status = lab.status()?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&status)?);
+                    } else {
+                        lab::print_human(&status);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Task::Test { args } => test(&args),
+    }
+}
+
+fn run_agent(config: Option<PathBuf>) -> Result<()> {
+    deps::require_root("running the agent")?;
+    let agent = build::build_all(false)?;
+    let mut cmd = match config {
+        Some(config) => {
+            eprintln!(
+                "xtask: running the agent on this host's interfaces with {}",
+                config.display()
+            );
+            let mut cmd = Command::new(&agent);
+            cmd.arg("--config").arg(config).arg("run");
+            cmd
+        }
+        None => {
+            deps::ensure_lab_packages()?;
+            let lab = lab::Lab::default_lab();
+            lab.up()?;
+            let status = lab.status()?;
+            let gw = lab.ns("gw");
+            let c1 = lab.ns("c1");
+            let cfg = lab.agent_config();
+            eprintln!(
+                "\nThe gateway runs in namespace `{gw}`; try from another shell:\n  \
+                 ip netns exec {c1} ping -c1 {gwip}                      # the gateway answers\n  \
+                 ip netns exec {c1} curl -m3 {origin}   # dropped: inside never reaches outside\n  \
+                 ip netns exec {gw} {agent} --config {cfg} maps drops\n  \
+                 ip netns exec {gw} {agent} --config {cfg} maps clients\n  \
+                 ip netns exec {gw} {agent} --config {cfg} status\n\
+                 Stop with Ctrl-C; `cargo xtask lab down` removes the lab.\n",
+                gwip = status.gateway_inside_ip,
+                origin = status.origin_url,
+                agent = agent.display(),
+                cfg = cfg.display(),
+            );
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &gw])
+                .arg(&agent)
+                .arg("--config")
+                .arg(cfg)
+                .arg("run");
+            cmd
+        }
+    };
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", process::describe(&cmd)))?;
+    if !status.success() {
+        bail!("the agent exited with {status}");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    deps::require_root("the tests (they build network namespaces and load eBPF)")?;
+    deps::ensure_all()?;
+    let agent = build::build_all(false)?;
+    let root = build::workspace_root();
+    let cargo = |args: &[&str]| -> Result<()> {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root)
+            .args(args)
+            .env("GATEWAY_EBPF_OBJECT", build::ebpf_object_path())
+            .env("GATEWAY_AGENT_BIN", &agent);
+        process::run_visible(&mut cmd)
+    };
+    eprintln!("xtask: checking formatting");
+    cargo(&["fmt", "--all", "--check"])?;
+    eprintln!("xtask: clippy");
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // Labs left by an earlier crashed run would only confuse the tests.
+    lab::down_all()?;
+    let mut args = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    let result = cargo(&args);
+    lab::down_all()?;
+    result
+}
