@@ -1,0 +1,308 @@
+//! The real agent in the lab: the inside reaches the gateway's open ports and nothing else, every
+//! drop is counted under its reason, nothing from the inside appears on the uplink, and the
+//! programs go away on SIGTERM but stay (fail closed) after `kill -9`.
+
+use std::time::Duration;
+
+use gateway_tests::{eventually, lab, Agent, Capture, TestLab};
+
+/// The lab's config with an extra admin port open for a test listener.
+fn config_with_port(lab: &TestLab, port: u16) -> std::path::PathBuf {
+    lab.agent_config("agent.toml", |text| {
+        assert!(text.contains("allow = []"), "lab.toml changed shape");
+        text.replace("allow = []", &format!("allow = [\"tcp/{port}\"]"))
+    })
+}
+
+/// Starts a small HTTP server on the gateway's inside address.
+fn listener(lab: &TestLab, port: u16) -> gateway_tests::Background {
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let dir = lab.lab.state_dir();
+    let bg = lab.spawn(
+        "gw",
+        python,
+        &[
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            lab::GATEWAY_INSIDE_IP,
+            "--directory",
+            dir.to_str().expect("UTF-8 state dir"),
+        ],
+    );
+    let url = format!("http://{}:{port}/", lab::GATEWAY_INSIDE_IP);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            lab.exec("gw", "curl", &["-s", "-o", "/dev/null", "-m", "1", &url])
+                .status
+                .success()
+        }),
+        "test listener on {port} did not come up"
+    );
+    bg
+}
+
+fn curl(lab: &TestLab, role: &str, url: &str) -> bool {
+    lab.exec(role, "curl", &["-s", "-o", "/dev/null", "-m", "2", url])
+        .status
+        .success()
+}
+
+#[test]
+fn inside_reaches_only_the_gateways_open_ports() {
+    let lab = TestLab::up();
+    let cfg = config_with_port(&lab, 8080);
+    let _open = listener(&lab, 8080);
+    let _closed = listener(&lab, 8081);
+    let origin = format!("http://{}/", lab::ORIGIN_IP);
+    let open_url = format!("http://{}:8080/", lab::GATEWAY_INSIDE_IP);
+    let closed_url = format!("http://{}:8081/", lab::GATEWAY_INSIDE_IP);
+
+    // Forwarding on, so that only the dataplane stands between c1 and the uplink. Without the
+    // agent c1's packets do leave by the uplink: proof that the capture below can see them.
+    lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let capture = Capture::start(&lab, "up", "br0", "baseline");
+    assert!(
+        curl(&lab, "c1", &closed_url),
+        "without the agent 8081 is open"
+    );
+    curl(&lab, "c1", &origin);
+    let leaked = capture.stop("src net 198.51.100.0/24");
+    assert!(
+        !leaked.is_empty(),
+        "the baseline capture saw nothing from c1: the leak check below would prove nothing"
+    );
+
+    let agent = Agent::start(&lab, &cfg);
+
+    // The allowed service port answers; the other listener is cut off and counted.
+    assert!(curl(&lab, "c1", &open_url), "tcp/8080 is allowed");
+    let closed_before = lab.drops(&cfg, "port_closed");
+    assert!(!curl(&lab, "c1", &closed_url), "tcp/8081 is not allowed");
+    assert!(lab.drops(&cfg, "port_closed") > closed_before);
+    let ping = lab.exec("c1", "ping", &["-c1", "-W2", lab::GATEWAY_INSIDE_IP]);
+    assert!(ping.status.success(), "ping to the gateway is allowed");
+
+    // The outside is unreachable; the drop is counted and the uplink sees nothing from c1.
+    let foreign_before = lab.drops(&cfg, "foreign_destination");
+    let capture = Capture::start(&lab, "up", "br0", "agent");
+    assert!(!curl(&lab, "c1", &origin), "c1 reached the origin");
+    let dns = lab.exec(
+        "c1",
+        "dig",
+        &["+time=1", "+tries=1", "@203.0.113.53", lab::ORIGIN_NAME],
+    );
+    assert!(!dns.status.success(), "c1 reached the outside resolver");
+    let leaked = capture.stop("src net 198.51.100.0/24");
+    assert!(
+        leaked.is_empty(),
+        "packets from the inside on the uplink: {leaked:?}"
+    );
+    assert!(
+        lab.drops(&cfg, "foreign_destination") >= foreign_before + 2,
+        "the origin SYN and the DNS query are counted"
+    );
+
+    // c1 shows in `maps clients`, with its address, and its counters grow.
+    let mac = lab.mac("c1");
+    let client = |lab: &TestLab| {
+        let clients = lab.cli_json(&cfg, &["maps", "clients"]);
+        clients
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["mac"] == mac.as_str()).cloned())
+            .unwrap_or_else(|| panic!("{mac} not in maps clients: {clients}"))
+    };
+    let first = client(&lab);
+    assert_eq!(first["ip"], "198.51.100.11");
+    assert!(curl(&lab, "c1", &open_url));
+    let second = client(&lab);
+    assert!(second["packets"].as_u64() > first["packets"].as_u64());
+    assert!(second["bytes"].as_u64() > first["bytes"].as_u64());
+
+    // `maps list` and `maps dump` read the same pins.
+    let maps = lab.cli_json(&cfg, &["maps", "list"]);
+    let names: Vec<&str> = maps
+        .as_array()
+        .map(|m| m.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["CONFIG", "OPEN_PORTS", "DROPS", "CLIENT_STATS"]);
+    let ports = lab.cli_json(&cfg, &["maps", "dump", "OPEN_PORTS"]);
+    assert!(ports
+        .as_array()
+        .is_some_and(|p| p.contains(&"tcp/8080".into())));
+    assert!(!ports
+        .as_array()
+        .is_some_and(|p| p.contains(&"tcp/8081".into())));
+
+    // The gateway host itself cannot send with an inside source address out of the uplink.
+    lab.exec_ok("gw", "ping", &["-c1", "-W2", lab::MODEM_IP]); // resolves the modem's MAC
+    let egress_before = lab.drops(&cfg, "inside_source_egress");
+    let capture = Capture::start(&lab, "up", "br0", "egress");
+    let spoofed = lab.exec(
+        "gw",
+        "ping",
+        &["-c1", "-W1", "-I", lab::GATEWAY_INSIDE_IP, lab::MODEM_IP],
+    );
+    assert!(
+        !spoofed.status.success(),
+        "an inside-sourced ping left the uplink"
+    );
+    let leaked = capture.stop("src net 198.51.100.0/24");
+    assert!(
+        leaked.is_empty(),
+        "inside-sourced packets on the uplink: {leaked:?}"
+    );
+    assert!(lab.drops(&cfg, "inside_source_egress") > egress_before);
+
+    // SIGTERM: a clean exit that leaves no program attached and no pins.
+    let status = agent.terminate();
+    assert!(status.success(), "agent exit status {status}");
+    assert_no_programs(&lab);
+    let pins = lab.lab.bpf_dir().join("maps");
+    let left: Vec<_> = std::fs::read_dir(&pins)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "map pins left after a clean stop: {left:?}"
+    );
+    let drops = lab.cli(&cfg, &["maps", "drops"]);
+    assert!(!drops.status.success());
+    assert!(String::from_utf8_lossy(&drops.stderr).contains("no agent is answering"));
+}
+
+#[test]
+fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
+    let lab = TestLab::up();
+    let cfg = config_with_port(&lab, 8080);
+    let origin = format!("http://{}/", lab::ORIGIN_IP);
+    lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+
+    let agent = Agent::start(&lab, &cfg);
+    agent.kill9();
+
+    // The pinned links keep both programs attached: still closed, still counting.
+    let link = lab.exec_ok("gw", "ip", &["link", "show", lab::INSIDE_IF]);
+    assert!(link.contains("prog/xdp"), "XDP detached by a crash: {link}");
+    let before = lab.drops(&cfg, "foreign_destination");
+    let capture = Capture::start(&lab, "up", "br0", "crashed");
+    assert!(
+        !curl(&lab, "c1", &origin),
+        "the inside got out while the agent was down"
+    );
+    let leaked = capture.stop("src net 198.51.100.0/24");
+    assert!(
+        leaked.is_empty(),
+        "leak while the agent was down: {leaked:?}"
+    );
+    let out = lab.cli(&cfg, &["maps", "drops", "--json"]);
+    assert!(out.status.success(), "maps are readable after a crash");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no agent is answering"),
+        "the CLI says plainly that no agent is behind the maps"
+    );
+    assert!(lab.drops(&cfg, "foreign_destination") > before);
+
+    // A new run replaces the stale pins and links and serves the control socket again.
+    let agent = Agent::start(&lab, &cfg);
+    assert!(
+        agent.log_text().contains("previous run"),
+        "the restart said it replaced stale pins: {}",
+        agent.log_text()
+    );
+    let status = lab.cli_json(&cfg, &["status"]);
+    assert_eq!(
+        status["dataplane"]["programs"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let xdp_programs = lab
+        .exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF])
+        .matches("prog/xdp")
+        .count();
+    assert_eq!(xdp_programs, 1, "exactly one XDP program after the restart");
+    assert!(!curl(&lab, "c1", &origin));
+    assert!(agent.terminate().success());
+    assert_no_programs(&lab);
+}
+
+#[test]
+fn lab_status_keeps_its_contract_and_down_removes_everything() {
+    let test_lab = TestLab::up();
+    let status = test_lab.lab.status().expect("lab status");
+    let json = serde_json::to_value(&status).expect("status serializes");
+    for key in [
+        "gateway_inside_ip",
+        "inside_subnet",
+        "uplink_subnet",
+        "origin_url",
+        "origin_name",
+        "origin_ip",
+        "uplink_resolver_ip",
+        "bpf_pin_dir",
+        "control_socket",
+        "agent_config",
+        "namespaces",
+    ] {
+        assert!(json.get(key).is_some(), "lab status --json lacks {key}");
+    }
+    let c1 = test_lab.ns("c1");
+    assert_eq!(
+        json["namespaces"][&c1],
+        serde_json::json!(["198.51.100.11/24"])
+    );
+    // The origin and the modem's resolver answer from inside the lab's own namespaces.
+    let page = test_lab.exec_ok(
+        "gw",
+        "curl",
+        &[
+            "-s",
+            "-m",
+            "3",
+            &status.origin_url.replace(lab::ORIGIN_NAME, lab::ORIGIN_IP),
+        ],
+    );
+    assert!(page.contains("gateway lab origin"));
+    let answer = test_lab.exec_ok("gw", "dig", &["+short", "@192.0.2.1", lab::ORIGIN_NAME]);
+    assert_eq!(answer.trim(), lab::ORIGIN_IP);
+
+    let names: Vec<String> = ["up", "gw", "lan", "c1", "c2"]
+        .iter()
+        .map(|r| test_lab.ns(r))
+        .collect();
+    let state = test_lab.lab.state_dir();
+    drop(test_lab);
+    for name in &names {
+        assert!(
+            !gateway_tests::netns_exists(name),
+            "namespace {name} left by lab down"
+        );
+    }
+    assert!(
+        !state.exists(),
+        "state dir {} left by lab down",
+        state.display()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    assert!(
+        !mounts.contains(state.to_str().unwrap_or("?")),
+        "bpffs left mounted"
+    );
+}
+
+fn assert_no_programs(lab: &TestLab) {
+    let inside = lab.exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF]);
+    assert!(
+        !inside.contains("prog/xdp"),
+        "XDP left on inside0: {inside}"
+    );
+    let net = lab.exec_ok("gw", "bpftool", &["net", "show"]);
+    assert!(
+        !net.contains("outside_egress") && !net.contains("inside_ingress"),
+        "programs left attached: {net}"
+    );
+}
