@@ -6,5 +6,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod lease_events;
 pub mod logging;
 pub mod systemd;

@@ -158,6 +158,14 @@ fn inside_reaches_only_the_gateways_open_ports() {
         "inside-sourced packets on the uplink: {leaked:?}"
     );
     assert!(lab.drops(&cfg, "inside_source_egress") > egress_before);
+    // The TC program's aya-log record reaches the agent's log through tracing.
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .log_text()
+            .contains("inside source 198.51.100.1")),
+        "the eBPF log record did not reach the agent's log: {}",
+        agent.log_text()
+    );
 
     // SIGTERM: a clean exit that leaves no program attached and no pins.
     let status = agent.terminate();

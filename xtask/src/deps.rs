@@ -33,6 +33,8 @@ pub const LAB_PACKAGES: &[&str] = &[
     "curl",
     "python3",
     "procps",
+    // `systemd-analyze verify` checks dist/gateway-agent.service (tests/tests/systemd_unit.rs).
+    "systemd",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.

@@ -9,6 +9,7 @@ mod error;
 mod host;
 mod parse;
 mod reader;
+mod services;
 mod types;
 mod validate;
 mod values;
@@ -20,6 +21,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use host::check_host;
+pub use services::{ClientKey, Dhcp, Dns, DnsUpstream, MacvlanMode, Reservation, Uplink};
 pub use types::{
     Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,
     Protocol, Service, Services, State, XdpMode, LOG_LEVELS,

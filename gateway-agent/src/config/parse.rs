@@ -83,6 +83,9 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         state,
         log,
         services,
+        dhcp: Default::default(),
+        dns: Default::default(),
+        uplink: Default::default(),
     })
 }
 

@@ -16,6 +16,12 @@ pub struct Config {
     pub state: State,
     pub log: Log,
     pub services: Services,
+    /// `[dhcp]` settings beyond enabled/port.
+    pub dhcp: super::services::Dhcp,
+    /// `[dns]` settings beyond enabled/port.
+    pub dns: super::services::Dns,
+    /// `[outside]` settings beyond the address: the macvlan and its DHCP client.
+    pub uplink: super::services::Uplink,
 }
 
 impl Config {
