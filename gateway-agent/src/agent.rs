@@ -13,7 +13,7 @@ use crate::{
         server::{ControlServer, ControlState},
     },
     dataplane::Dataplane,
-    systemd,
+    net, systemd,
 };
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -32,6 +32,7 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
+    net::forwarding::ensure_off()?;
     let dataplane = Dataplane::start(&cfg).context("starting the dataplane")?;
     let status = AgentStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -8,4 +8,5 @@ pub mod control;
 pub mod dataplane;
 pub mod lease_events;
 pub mod logging;
+pub mod net;
 pub mod systemd;

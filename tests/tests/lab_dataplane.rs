@@ -79,6 +79,10 @@ fn inside_reaches_only_the_gateways_open_ports() {
     );
 
     let agent = Agent::start(&lab, &cfg);
+    let forward = lab.exec_ok("gw", "sysctl", &["-n", "net.ipv4.ip_forward"]);
+    assert_eq!(forward.trim(), "0", "the agent turns forwarding off");
+    // Someone turns it back on: the dataplane alone must still hold.
+    lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
 
     // The allowed service port answers; the other listener is cut off and counted.
     assert!(curl(&lab, "c1", &open_url), "tcp/8080 is allowed");

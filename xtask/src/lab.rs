@@ -305,6 +305,28 @@ impl Lab {
         fs::write(&path, config).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// `ip netns exec` bind-mounts `/etc/netns/<ns>/resolv.conf` over `/etc/resolv.conf`. Each
+    /// namespace gets the resolver it would have on a real network (the clients the gateway, the
+    /// gateway and the modem the modem), so lookups never head for the host's own resolver and
+    /// DHCP client scripts rewrite this file, not the host's.
+    fn write_resolv_conf(&self, ns: &str) -> Result<()> {
+        let role = ROLES
+            .iter()
+            .find(|role| self.ns(role) == ns)
+            .copied()
+            .unwrap_or("lan");
+        let resolver = match role {
+            "c1" | "c2" => GATEWAY_INSIDE_IP,
+            "up" | "gw" => MODEM_IP,
+            _ => "127.0.0.1",
+        };
+        let dir = Path::new("/etc/netns").join(ns);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let file = dir.join("resolv.conf");
+        fs::write(&file, format!("nameserver {resolver}\n"))
+            .with_context(|| format!("writing {}", file.display()))
+    }
+
     fn write_www(&self) -> Result<()> {
         let www = self.state_dir().join("www");
         fs::create_dir_all(&www).with_context(|| format!("creating {}", www.display()))?;
@@ -325,6 +347,7 @@ impl Lab {
         let gw = self.ns("gw");
         let lan = self.ns("lan");
         for ns in self.ns_names() {
+            self.write_resolv_conf(&ns)?;
             process::run("ip", ["netns", "add", &ns])?;
             ip(&ns, &["link", "set", "lo", "up"])?;
         }
@@ -548,7 +571,11 @@ impl Lab {
             .filter(|ns| ns_exists(ns))
             .collect();
         let state = self.state_dir();
-        if existing.is_empty() && !state.exists() {
+        let resolv_left = self
+            .ns_names()
+            .iter()
+            .any(|ns| Path::new("/etc/netns").join(ns).exists());
+        if existing.is_empty() && !state.exists() && !resolv_left {
             eprintln!("{}: nothing to remove", self.label());
             return Ok(());
         }
@@ -562,6 +589,14 @@ impl Lab {
         for ns in &existing {
             if let Err(err) = process::run("ip", ["netns", "del", ns]) {
                 errors.push(format!("{err:#}"));
+            }
+        }
+        for ns in self.ns_names() {
+            let dir = Path::new("/etc/netns").join(&ns);
+            if dir.exists() {
+                if let Err(err) = fs::remove_dir_all(&dir) {
+                    errors.push(format!("removing {}: {err}", dir.display()));
+                }
             }
         }
         if let Err(err) = unmount_all_under(&state) {

@@ -38,7 +38,7 @@ enum Task {
     },
     /// Build everything, check formatting and lints, run every test.
     Test {
-        /// Extra arguments for `cargo test` (a filter, `--nocapture`, …).
+        /// Extra arguments for `cargo test`, like `--test lab_dataplane -- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -125,13 +125,13 @@ fn run_agent(config: Option<PathBuf>) -> Result<()> {
             eprintln!(
                 "\nThe gateway runs in namespace `{gw}`; try from another shell:\n  \
                  ip netns exec {c1} ping -c1 {gwip}                      # the gateway answers\n  \
-                 ip netns exec {c1} curl -m3 {origin}   # dropped: inside never reaches outside\n  \
+                 ip netns exec {c1} curl -m3 http://{origin_ip}/   # dropped: inside never reaches outside\n  \
                  ip netns exec {gw} {agent} --config {cfg} maps drops\n  \
                  ip netns exec {gw} {agent} --config {cfg} maps clients\n  \
                  ip netns exec {gw} {agent} --config {cfg} status\n\
                  Stop with Ctrl-C; `cargo xtask lab down` removes the lab.\n",
                 gwip = status.gateway_inside_ip,
-                origin = status.origin_url,
+                origin_ip = status.origin_ip,
                 agent = agent.display(),
                 cfg = cfg.display(),
             );

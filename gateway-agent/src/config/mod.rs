@@ -9,10 +9,12 @@ mod error;
 mod host;
 mod parse;
 mod reader;
+mod service_tables;
 mod services;
 mod types;
 mod validate;
 mod values;
+mod values_services;
 
 #[cfg(test)]
 mod tests;

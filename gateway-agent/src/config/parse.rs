@@ -8,11 +8,12 @@ use toml::Table;
 
 use super::error::{ConfigErrors, Errors};
 use super::reader::{self, Field, Section};
+use super::services::{Dhcp, Dns, Uplink};
 use super::types::{
     Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,
     Service, Services, State,
 };
-use super::{validate, values};
+use super::{service_tables, validate, values};
 
 /// The inside subnet needs room for the gateway and at least one client.
 const INSIDE_PREFIXES: RangeInclusive<u8> = 8..=30;
@@ -27,12 +28,12 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
 
     let interfaces = interfaces(root.table("interfaces", &mut errors), &mut errors);
     let inside = inside(root.table("inside", &mut errors), &mut errors);
-    let outside = outside(root.table("outside", &mut errors), &mut errors);
+    let (outside, uplink) = outside(root.table("outside", &mut errors), &mut errors);
     let (dataplane, allow) = dataplane(root.table("dataplane", &mut errors), &mut errors);
     let control = control(root.table("control", &mut errors), &mut errors);
     let state = state(root.table("state", &mut errors), &mut errors);
     let log = log(root.table("log", &mut errors), &mut errors);
-    let services = services(&mut root, &mut errors);
+    let (services, dhcp, dns) = services(&mut root, &mut errors);
     root.finish(&mut errors);
 
     if let (Some(inside), Some(outside)) = (&inside, &outside) {
@@ -44,6 +45,12 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         .chain(allow)
         .collect();
     validate::unique_ports(&port_users, &mut errors);
+    if let (Some(inside), Some(dhcp)) = (&inside, &dhcp) {
+        validate::dhcp_fits_inside(inside, dhcp, &mut errors);
+    }
+    if let (Some(interfaces), Some(uplink)) = (&interfaces, &uplink) {
+        validate::macvlan_name_free(interfaces, uplink, &mut errors);
+    }
 
     let (
         Some(interfaces),
@@ -53,6 +60,9 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         Some(control),
         Some(state),
         Some(log),
+        Some(dhcp),
+        Some(dns),
+        Some(uplink),
         true,
     ) = (
         interfaces,
@@ -62,6 +72,9 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         control,
         state,
         log,
+        dhcp,
+        dns,
+        uplink,
         errors.is_empty(),
     )
     else {
@@ -83,9 +96,9 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         state,
         log,
         services,
-        dhcp: Default::default(),
-        dns: Default::default(),
-        uplink: Default::default(),
+        dhcp,
+        dns,
+        uplink,
     })
 }
 
@@ -141,7 +154,7 @@ fn inside(mut section: Section, errors: &mut Errors) -> Option<Inside> {
     inside
 }
 
-fn outside(mut section: Section, errors: &mut Errors) -> Option<Outside> {
+fn outside(mut section: Section, errors: &mut Errors) -> (Option<Outside>, Option<Uplink>) {
     // `None` is DHCP.
     let address = section.optional("address", None, errors, |value| {
         let text = reader::string(value)?;
@@ -157,8 +170,20 @@ fn outside(mut section: Section, errors: &mut Errors) -> Option<Outside> {
     let gateway = section.field("gateway", errors, |value| {
         values::ipv4(&reader::string(value)?)
     });
+    let uplink = service_tables::uplink(&mut section, errors);
     section.finish(errors);
+    (
+        outside_address(address, gateway, gateway_key, errors),
+        uplink,
+    )
+}
 
+fn outside_address(
+    address: Option<Option<(Ipv4Addr, u8)>>,
+    gateway: Field<Ipv4Addr>,
+    gateway_key: String,
+    errors: &mut Errors,
+) -> Option<Outside> {
     let gateway: Option<Ipv4Addr> = match gateway {
         Field::Absent => None,
         Field::Invalid => return None,
@@ -263,38 +288,49 @@ fn log(mut section: Section, errors: &mut Errors) -> Option<Log> {
     })
 }
 
-/// The service tables. Always returns a value: an invalid service comes back disabled, which only
-/// keeps it out of the port rule, since its errors already reject the config.
-fn services(root: &mut Section, errors: &mut Errors) -> Services {
+/// The service tables. The services always come back: an invalid service comes back disabled,
+/// which only keeps it out of the port rule, since its errors already reject the config.
+fn services(root: &mut Section, errors: &mut Errors) -> (Services, Option<Dhcp>, Option<Dns>) {
     let defaults = Services::default();
-    Services {
-        dns: service(root, "dns", defaults.dns, errors),
-        dhcp: service(root, "dhcp", defaults.dhcp, errors),
-        socks: service(root, "socks", defaults.socks, errors),
-        http_proxy: service(root, "http_proxy", defaults.http_proxy, errors),
-        registry: service(root, "registry", defaults.registry, errors),
-        mirror: service(root, "mirror", defaults.mirror, errors),
-    }
+    let (dns_service, dns) = service(root, "dns", defaults.dns, errors, service_tables::dns);
+    let (dhcp_service, dhcp) = service(root, "dhcp", defaults.dhcp, errors, service_tables::dhcp);
+    let plain = |section: &mut Section, errors: &mut Errors| {
+        let _ = (section, errors);
+        Some(())
+    };
+    let services = Services {
+        dns: dns_service,
+        dhcp: dhcp_service,
+        socks: service(root, "socks", defaults.socks, errors, plain).0,
+        http_proxy: service(root, "http_proxy", defaults.http_proxy, errors, plain).0,
+        registry: service(root, "registry", defaults.registry, errors, plain).0,
+        mirror: service(root, "mirror", defaults.mirror, errors, plain).0,
+    };
+    (services, dhcp, dns)
 }
 
-fn service(
+/// One service table: `enabled`, `port`, then the service's own keys read by `extra`.
+fn service<T>(
     root: &mut Section,
     name: &'static str,
     default: Service,
     errors: &mut Errors,
-) -> Service {
+    extra: impl FnOnce(&mut Section, &mut Errors) -> Option<T>,
+) -> (Service, Option<T>) {
     let mut section = root.table(name, errors);
     let enabled = section.optional("enabled", default.enabled, errors, reader::boolean);
     let port = section.optional("port", default.port, errors, |value| {
         values::port(reader::integer(value)?)
     });
+    let settings = extra(&mut section, errors);
     let broken = section.is_broken();
     section.finish(errors);
-    match (enabled, port, broken) {
+    let service = match (enabled, port, broken) {
         (Some(enabled), Some(port), false) => Service { enabled, port },
         _ => Service {
             enabled: false,
             port: default.port,
         },
-    }
+    };
+    (service, settings)
 }

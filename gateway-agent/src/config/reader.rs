@@ -47,6 +47,16 @@ impl Section {
         }
     }
 
+    /// A table found at `path` some other way than by name (an element of an array of tables).
+    pub(crate) fn nested(path: String, table: Table) -> Self {
+        Section {
+            path,
+            table,
+            known: Vec::new(),
+            broken: false,
+        }
+    }
+
     /// The dotted path of `name` in this table.
     pub(crate) fn key(&self, name: &str) -> String {
         let name = quote_key(name);

@@ -5,6 +5,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use super::types::Inside;
 
+/// The gateway's own names in the local zone; no client may take them.
+pub const SERVICE_NAMES: [&str; 5] = ["gateway", "registry", "mirror", "proxy", "socks"];
+
 /// Who a lease or reservation belongs to (RFC 2131: the client identifier when the client sends
 /// one, else the hardware address).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -670,8 +670,8 @@ fn moved_service_port_clashes_with_allow() {
 #[test]
 fn unknown_keys() {
     assert_error(
-        &with("[dns]\nprot = 53"),
-        "dns.prot",
+        &with("[socks]\nprot = 9050"),
+        "socks.prot",
         "unknown key (known here: enabled, port)",
     );
     assert_error(&with("[firewall]\nopen = true"), "firewall", "unknown key");
@@ -809,4 +809,112 @@ fn check_host_finds_missing_interfaces() {
             "no interface named \"nosuchif0\" on this host (in this network namespace)"
         )]
     );
+}
+
+#[test]
+fn dhcp_dns_and_uplink_keys() {
+    let cfg = parse(&with(
+        r#"
+[outside]
+macvlan_name = "up0"
+macvlan_mode = "private"
+mac = "02:11:22:33:44:55"
+hostname = "gw"
+[dhcp]
+pool = "198.51.100.50-198.51.100.60"
+lease_time = "2h"
+search = ["home.arpa", "lab.example"]
+rate_limit = 5
+[[dhcp.reservations]]
+mac = "02:00:00:00:00:aa"
+address = "198.51.100.20"
+name = "NAS"
+[[dhcp.reservations]]
+client_id = "ff:00:00:00:01"
+address = "198.51.100.21"
+[dns]
+zone = "lan.example"
+upstream = "uplink"
+upstream_servers = ["192.0.2.1", "192.0.2.9:5353"]
+default_ttl = "5m"
+"#,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.uplink.macvlan_name, "up0");
+    assert_eq!(cfg.uplink.macvlan_mode, super::MacvlanMode::Private);
+    assert_eq!(cfg.uplink.mac, Some([2, 0x11, 0x22, 0x33, 0x44, 0x55]));
+    assert_eq!(cfg.uplink.hostname.as_deref(), Some("gw"));
+    assert_eq!(cfg.dhcp.lease_secs, 7200);
+    assert_eq!(
+        cfg.dhcp.pool,
+        Some((
+            "198.51.100.50".parse().unwrap(),
+            "198.51.100.60".parse().unwrap()
+        ))
+    );
+    assert_eq!(cfg.dhcp.search_list("x"), ["home.arpa", "lab.example"]);
+    assert_eq!(cfg.dhcp.reservations.len(), 2);
+    assert_eq!(cfg.dhcp.reservations[0].name.as_deref(), Some("nas"));
+    assert_eq!(
+        cfg.dhcp.reservations[1].owner,
+        super::ClientKey::ClientId(vec![0xff, 0, 0, 0, 1])
+    );
+    assert_eq!(cfg.dns.zone, "lan.example");
+    assert_eq!(cfg.dns.upstream, super::DnsUpstream::Uplink);
+    assert_eq!(cfg.dns.upstream_servers.len(), 2);
+    assert_eq!(cfg.dns.default_ttl, 300);
+}
+
+#[test]
+fn dhcp_dns_and_uplink_defaults() {
+    let cfg = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.dns.upstream,
+        super::DnsUpstream::None,
+        "clearnet only by choice"
+    );
+    assert_eq!(cfg.dns.zone, "home.arpa");
+    assert_eq!(
+        cfg.dhcp.pool_range(&cfg.inside),
+        (
+            "198.51.100.100".parse().unwrap(),
+            "198.51.100.199".parse().unwrap()
+        )
+    );
+    assert_eq!(cfg.uplink.mac, None);
+    assert!(!cfg.uplink.ipv6);
+    assert_eq!(
+        cfg.uplink.hostname, None,
+        "no host name sent upstream by default"
+    );
+}
+
+#[test]
+fn dhcp_dns_and_uplink_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("[dhcp]\npool = \"198.51.100.10-198.51.100.5\"", "dhcp.pool", "ends before it starts"),
+        ("[dhcp]\npool = \"198.51.100.1-198.51.100.5\"", "dhcp.pool", "gateway's own address"),
+        ("[dhcp]\npool = \"198.51.100.10-198.51.101.5\"", "dhcp.pool", "not in the inside subnet"),
+        ("[dhcp]\nlease_time = \"10s\"", "dhcp.lease_time", "too short"),
+        ("[dhcp]\nlease_time = \"12x\"", "dhcp.lease_time", "not a number of seconds"),
+        ("[dhcp]\nsearch = [\"a..b\"]", "dhcp.search[0]", "not a domain name"),
+        ("[[dhcp.reservations]]\naddress = \"198.51.100.20\"", "dhcp.reservations[0]", "missing mac or client_id"),
+        ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\nclient_id = \"01\"\naddress = \"198.51.100.20\"", "dhcp.reservations[0]", "not both"),
+        ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"203.0.113.5\"", "dhcp.reservations[0].address", "not in the inside subnet"),
+        ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\nname = \"gateway\"", "dhcp.reservations[0].name", "service names"),
+        ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:02\"\naddress = \"198.51.100.20\"", "dhcp.reservations[1].address", "already reserved"),
+        ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\nname = \"../etc\"", "dhcp.reservations[0].name", "not a host name label"),
+        ("[dns]\nupstream = \"tor\"", "dns.upstream", "not available"),
+        ("[dns]\nupstream = \"google\"", "dns.upstream", "not an upstream"),
+        ("[dns]\nupstream_servers = [\"resolver.example\"]", "dns.upstream_servers[0]", "not a DNS server address"),
+        ("[dns]\nzone = \"-bad.arpa\"", "dns.zone", "not a domain name"),
+        ("[dns]\ndefault_ttl = 100\nmax_ttl = 10", "dns.default_ttl", "more than dns.max_ttl"),
+        ("[dns]\ncache_size = 0", "dns.cache_size", "out of range"),
+        ("[outside]\nmacvlan_name = \"inside0\"", "outside.macvlan_name", "one of the configured NICs"),
+        ("[outside]\nmacvlan_mode = \"l2\"", "outside.macvlan_mode", "not a macvlan mode"),
+        ("[outside]\nmac = \"01:00:5e:00:00:01\"", "outside.mac", "multicast"),
+    ];
+    for (extra, key, problem) in cases {
+        assert_error(&with(extra), key, problem);
+    }
 }

@@ -3,8 +3,11 @@
 
 use std::collections::hash_map::{Entry, HashMap};
 
+use std::net::Ipv4Addr;
+
 use super::error::Errors;
-use super::types::{same_subnet, Inside, Outside, OutsideAddress, PortRule};
+use super::services::{Dhcp, Uplink, SERVICE_NAMES};
+use super::types::{same_subnet, Inside, Interfaces, Outside, OutsideAddress, PortRule};
 
 /// A static outside subnet must not overlap the inside subnet: the gateway could not tell the
 /// LAN from the uplink, and the egress guard drops inside-sourced packets on the outside.
@@ -42,5 +45,97 @@ pub(crate) fn unique_ports(users: &[(String, PortRule)], errors: &mut Errors) {
                 slot.insert(key);
             }
         }
+    }
+}
+
+/// The DHCP pool and reservations must lie in the inside subnet, away from the gateway's own
+/// address, the network and broadcast addresses; reservations are unique.
+pub(crate) fn dhcp_fits_inside(inside: &Inside, dhcp: &Dhcp, errors: &mut Errors) {
+    let usable = |ip: Ipv4Addr| -> Result<(), String> {
+        if !inside.contains(ip) {
+            return Err(format!(
+                "{ip} is not in the inside subnet {}",
+                inside.subnet()
+            ));
+        }
+        if ip == inside.address {
+            return Err(format!(
+                "{ip} is the gateway's own address (inside.address)"
+            ));
+        }
+        if ip == inside.network() || ip == inside.broadcast() {
+            return Err(format!(
+                "{ip} is the network or broadcast address of {}",
+                inside.subnet()
+            ));
+        }
+        Ok(())
+    };
+    if let Some((start, end)) = dhcp.pool {
+        let problem = usable(start).and_then(|()| usable(end));
+        let gateway_inside = u32::from(start) <= u32::from(inside.address)
+            && u32::from(inside.address) <= u32::from(end);
+        match problem {
+            Err(problem) => errors.push("dhcp.pool", problem),
+            Ok(()) if gateway_inside => errors.push(
+                "dhcp.pool",
+                format!(
+                    "{start}-{end} contains the gateway's own address {}",
+                    inside.address
+                ),
+            ),
+            Ok(()) => {}
+        }
+    }
+    let mut addresses = HashMap::new();
+    let mut owners = HashMap::new();
+    let mut names = HashMap::new();
+    for (i, r) in dhcp.reservations.iter().enumerate() {
+        let key = format!("dhcp.reservations[{i}]");
+        if let Err(problem) = usable(r.address) {
+            errors.push(&format!("{key}.address"), problem);
+        }
+        if let Some(first) = addresses.insert(r.address, i) {
+            errors.push(
+                &format!("{key}.address"),
+                format!(
+                    "{} is already reserved by dhcp.reservations[{first}]",
+                    r.address
+                ),
+            );
+        }
+        if let Some(first) = owners.insert(r.owner.clone(), i) {
+            errors.push(
+                &key,
+                format!("this client already has dhcp.reservations[{first}]"),
+            );
+        }
+        if let Some(name) = &r.name {
+            if SERVICE_NAMES.contains(&name.as_str()) {
+                errors.push(
+                    &format!("{key}.name"),
+                    format!("{name:?} is one of the gateway's own service names"),
+                );
+            }
+            if let Some(first) = names.insert(name.clone(), i) {
+                errors.push(
+                    &format!("{key}.name"),
+                    format!("{name:?} is already the name of dhcp.reservations[{first}]"),
+                );
+            }
+        }
+    }
+}
+
+/// The macvlan the agent creates must not be one of the configured NICs.
+pub(crate) fn macvlan_name_free(interfaces: &Interfaces, uplink: &Uplink, errors: &mut Errors) {
+    if uplink.macvlan_name == interfaces.outside || uplink.macvlan_name == interfaces.inside {
+        errors.push(
+            "outside.macvlan_name",
+            format!(
+                "{:?} is one of the configured NICs; the agent creates this macvlan itself",
+                uplink.macvlan_name
+            ),
+        );
     }
 }

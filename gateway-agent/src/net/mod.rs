@@ -1,0 +1,3 @@
+//! Host networking the agent owns beyond the eBPF programs.
+
+pub mod forwarding;
