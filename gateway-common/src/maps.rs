@@ -18,6 +18,10 @@ pub mod names {
     pub const DROPS: &str = "DROPS";
     /// `LruPerCpuHashMap<MacKey, ClientStats>`: per inside client.
     pub const CLIENT_STATS: &str = "CLIENT_STATS";
+    /// `HashMap<MacKey, LeaseValue>`: live DHCP leases, written by the agent.
+    pub const LEASES: &str = "LEASES";
+    /// `HashMap<u32, MacKey>`: the same leases by address (network-order encoding).
+    pub const LEASES_BY_IP: &str = "LEASES_BY_IP";
 }
 
 /// Sub-directories of the configured bpffs pin directory.
@@ -32,6 +36,8 @@ pub mod pins {
 /// Maximum number of inside clients tracked in `CLIENT_STATS` before the least recently seen is
 /// evicted (an LRU, so a MAC flood cannot exhaust memory).
 pub const MAX_CLIENTS: u32 = 4096;
+/// Maximum number of live leases (a /16 worth).
+pub const MAX_LEASES: u32 = 65_536;
 /// Maximum number of open (protocol, port) pairs.
 pub const MAX_OPEN_PORTS: u32 = 256;
 
@@ -125,6 +131,21 @@ pub struct ClientStats {
     pub _pad: u32,
 }
 
+/// `LeaseValue::flags`: the address comes from a static reservation.
+pub const LEASE_FLAG_RESERVED: u32 = 1 << 0;
+
+/// Value of `LEASES`: the address a MAC holds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LeaseValue {
+    /// The leased IPv4 address (network-order encoding).
+    pub ipv4: u32,
+    /// `LEASE_FLAG_*` bits.
+    pub flags: u32,
+    /// Seconds since the Unix epoch when the lease ends.
+    pub expires_unix: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all are repr(C), Copy, with explicit padding and no invalid bit patterns.
@@ -132,6 +153,7 @@ mod pod {
     unsafe impl aya::Pod for super::PortKey {}
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::ClientStats {}
+    unsafe impl aya::Pod for super::LeaseValue {}
 }
 
 #[cfg(test)]
@@ -144,6 +166,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<PortKey>(), 4);
         assert_eq!(core::mem::size_of::<MacKey>(), 8);
         assert_eq!(core::mem::size_of::<ClientStats>(), 40);
+        assert_eq!(core::mem::size_of::<LeaseValue>(), 16);
     }
 
     #[test]

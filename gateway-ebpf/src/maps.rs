@@ -7,7 +7,10 @@ use aya_ebpf::{
 };
 use gateway_common::{
     drop_reason::DROP_REASON_COUNT,
-    maps::{ClientStats, DataplaneConfig, MacKey, PortKey, MAX_CLIENTS, MAX_OPEN_PORTS},
+    maps::{
+        ClientStats, DataplaneConfig, LeaseValue, MacKey, PortKey, MAX_CLIENTS, MAX_LEASES,
+        MAX_OPEN_PORTS,
+    },
 };
 
 /// Written once by the agent before any program is attached.
@@ -26,6 +29,15 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_C
 #[map(name = "CLIENT_STATS")]
 pub static CLIENT_STATS: LruPerCpuHashMap<MacKey, ClientStats> =
     LruPerCpuHashMap::with_max_entries(MAX_CLIENTS, 0);
+
+/// Live DHCP leases by MAC, kept by the agent. The IP source guard and ARP checks of a later
+/// issue read them; for now the agent and the CLI do.
+#[map(name = "LEASES")]
+pub static LEASES: HashMap<MacKey, LeaseValue> = HashMap::with_max_entries(MAX_LEASES, 0);
+
+/// The same leases by address.
+#[map(name = "LEASES_BY_IP")]
+pub static LEASES_BY_IP: HashMap<u32, MacKey> = HashMap::with_max_entries(MAX_LEASES, 0);
 
 /// The agent's settings, if it has written them.
 #[inline(always)]

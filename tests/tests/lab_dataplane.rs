@@ -134,7 +134,17 @@ fn inside_reaches_only_the_gateways_open_ports() {
         .as_array()
         .map(|m| m.iter().filter_map(|r| r["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["CONFIG", "OPEN_PORTS", "DROPS", "CLIENT_STATS"]);
+    assert_eq!(
+        names,
+        [
+            "CONFIG",
+            "OPEN_PORTS",
+            "DROPS",
+            "CLIENT_STATS",
+            "LEASES",
+            "LEASES_BY_IP"
+        ]
+    );
     let ports = lab.cli_json(&cfg, &["maps", "dump", "OPEN_PORTS"]);
     assert!(ports
         .as_array()

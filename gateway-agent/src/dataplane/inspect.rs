@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap};
 use gateway_common::{
     maps::{
-        names, ClientStats, DataplaneConfig, MacKey, PortKey, CONFIG_FLAG_ALLOW_PING,
+        names, ClientStats, DataplaneConfig, LeaseValue, MacKey, PortKey, CONFIG_FLAG_ALLOW_PING,
         CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
     },
     DropReason,
@@ -23,6 +23,8 @@ pub const MAP_NAMES: &[&str] = &[
     names::OPEN_PORTS,
     names::DROPS,
     names::CLIENT_STATS,
+    names::LEASES,
+    names::LEASES_BY_IP,
 ];
 
 /// A row of `maps list`.
@@ -53,8 +55,10 @@ pub struct DropCount {
 pub struct ClientRow {
     /// Source MAC.
     pub mac: String,
-    /// The client's IPv4 address if known (the last source address seen from this MAC).
+    /// The client's IPv4 address if known: its DHCP lease, else the last source address seen.
     pub ip: Option<Ipv4Addr>,
+    /// Where `ip` comes from: `lease` or `seen`.
+    pub ip_source: Option<&'static str>,
     /// Frames, summed over CPUs.
     pub packets: u64,
     /// Bytes, summed over CPUs.
@@ -87,6 +91,8 @@ pub fn list(pins: &PinLayout) -> Result<Vec<MapSummary>> {
             let entries = match *name {
                 names::OPEN_PORTS => open_ports(pins)?.len(),
                 names::CLIENT_STATS => clients(pins)?.len(),
+                names::LEASES => leases(pins)?.len(),
+                names::LEASES_BY_IP => leases(pins)?.len(),
                 _ => info.max_entries() as usize,
             };
             Ok(MapSummary {
@@ -132,6 +138,7 @@ pub fn drop_count(pins: &PinLayout, reason: DropReason) -> Result<u64> {
 pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
     let map: PerCpuHashMap<_, MacKey, ClientStats> = open(pins, names::CLIENT_STATS)?.try_into()?;
     let now = monotonic_ns();
+    let leases = leases(pins)?;
     let mut rows = Vec::new();
     for entry in map.iter() {
         // An entry evicted between listing and reading is simply skipped.
@@ -142,9 +149,19 @@ pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
             .filter(|&ip| ip != 0)
             .map(|ip| Ipv4Addr::from(ip.to_ne_bytes()));
         let last_seen = latest.map(|s| s.last_seen_ns).unwrap_or(0);
+        let leased = leases
+            .iter()
+            .find(|(mac, _)| *mac == key.addr)
+            .map(|(_, v)| Ipv4Addr::from(v.ipv4.to_ne_bytes()));
+        let (ip, ip_source) = match (leased, ip) {
+            (Some(lease), _) => (Some(lease), Some("lease")),
+            (None, Some(seen)) => (Some(seen), Some("seen")),
+            (None, None) => (None, None),
+        };
         rows.push(ClientRow {
             mac: format_mac(&key.addr),
             ip,
+            ip_source,
             packets: per_cpu.iter().map(|s| s.packets).sum(),
             bytes: per_cpu.iter().map(|s| s.bytes).sum(),
             dropped: per_cpu.iter().map(|s| s.dropped).sum(),
@@ -153,6 +170,16 @@ pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
     }
     rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.mac.cmp(&b.mac)));
     Ok(rows)
+}
+
+/// The live leases in the dataplane, by MAC.
+pub fn leases(pins: &PinLayout) -> Result<Vec<([u8; 6], LeaseValue)>> {
+    let map: HashMap<_, MacKey, LeaseValue> = open(pins, names::LEASES)?.try_into()?;
+    Ok(map
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| (k.addr, v))
+        .collect())
 }
 
 fn open_ports(pins: &PinLayout) -> Result<Vec<String>> {
@@ -214,6 +241,36 @@ pub fn dump(pins: &PinLayout, name: &str) -> Result<Value> {
                     .collect();
                 out.insert(format_mac(&key.addr), cpus);
             }
+            Ok(json!(out))
+        }
+        names::LEASES => {
+            let out: BTreeMap<String, Value> = leases(pins)?
+                .into_iter()
+                .map(|(mac, v)| {
+                    (
+                        format_mac(&mac),
+                        json!({
+                            "ip": Ipv4Addr::from(v.ipv4.to_ne_bytes()).to_string(),
+                            "flags": v.flags,
+                            "expires_unix": v.expires_unix,
+                        }),
+                    )
+                })
+                .collect();
+            Ok(json!(out))
+        }
+        names::LEASES_BY_IP => {
+            let map: HashMap<_, u32, MacKey> = open(pins, name)?.try_into()?;
+            let out: BTreeMap<String, String> = map
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(ip, mac)| {
+                    (
+                        Ipv4Addr::from(ip.to_ne_bytes()).to_string(),
+                        format_mac(&mac.addr),
+                    )
+                })
+                .collect();
             Ok(json!(out))
         }
         other => bail!(

@@ -3,6 +3,7 @@
 
 mod attach;
 pub mod inspect;
+pub mod leases;
 mod log_forward;
 mod object;
 pub mod pins;
@@ -65,6 +66,8 @@ impl Dataplane {
             names::OPEN_PORTS,
             names::DROPS,
             names::CLIENT_STATS,
+            names::LEASES,
+            names::LEASES_BY_IP,
         ] {
             let path = pins.map(name);
             ebpf.map(name)
@@ -96,6 +99,11 @@ impl Dataplane {
             pins,
             log_task,
         })
+    }
+
+    /// A [`crate::lease_events::LeaseSink`] that keeps the lease maps in step with DHCP.
+    pub fn lease_maps(&self) -> Result<leases::LeaseMaps> {
+        leases::LeaseMaps::open(&self.pins)
     }
 
     /// What is attached where.
