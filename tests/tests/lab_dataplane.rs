@@ -233,7 +233,7 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     // A new run replaces the stale pins and links and serves the control socket again.
     let agent = Agent::start(&lab, &cfg);
     assert!(
-        agent.log_text().contains("previous run"),
+        agent.log_text().contains("previous run") && agent.log_text().contains("in place"),
         "the restart said it replaced stale pins: {}",
         agent.log_text()
     );

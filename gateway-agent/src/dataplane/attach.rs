@@ -1,13 +1,16 @@
 //! Loading, attaching and pinning the programs.
 //!
-//! Links are pinned, so a crashed agent leaves the inside closed rather than open; the next run
-//! removes those stale links before attaching its own.
+//! Links are pinned, so a crashed agent leaves the inside closed rather than open. A link's pin
+//! is named `<program>@<interface>`: the next run swaps its new program into the old link on the
+//! same interface atomically (no moment without a filter), and removes links on interfaces the
+//! config no longer names.
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
-        tc::TcAttachType,
+        tc::{SchedClassifierLink, TcAttachType},
+        xdp::XdpLink,
         SchedClassifier, Xdp, XdpMode,
     },
     Ebpf,
@@ -54,15 +57,30 @@ pub fn inside_ingress(
         .try_into()?;
     prog.load()
         .with_context(|| format!("loading {INSIDE_INGRESS} (verifier)"))?;
-    remove_stale_link(pins, INSIDE_INGRESS)?;
     let aya_mode = match mode {
         config::XdpMode::Auto => XdpMode::Default,
         config::XdpMode::Native => XdpMode::Driver,
         config::XdpMode::Skb => XdpMode::Skb,
     };
-    let id = prog.attach(interface, aya_mode).with_context(|| {
-        format!("attaching {INSIDE_INGRESS} to {interface} in XDP mode {mode:?}")
-    })?;
+    let replaced =
+        take_stale_links(pins, INSIDE_INGRESS, interface)?.and_then(|old| match XdpLink::try_from(
+            old,
+        ) {
+            Ok(old) => prog.attach_to_link(old).ok(),
+            Err(_) => None,
+        });
+    let id = match replaced {
+        Some(id) => {
+            tracing::warn!(
+                program = INSIDE_INGRESS,
+                "took over the link a previous run left pinned (crash or kill), in place"
+            );
+            id
+        }
+        None => prog.attach(interface, aya_mode).with_context(|| {
+            format!("attaching {INSIDE_INGRESS} to {interface} in XDP mode {mode:?}")
+        })?,
+    };
     let link: FdLink = prog
         .take_link(id)?
         .try_into()
@@ -79,11 +97,25 @@ pub fn outside_egress(ebpf: &mut Ebpf, pins: &PinLayout, interface: &str) -> Res
         .try_into()?;
     prog.load()
         .with_context(|| format!("loading {OUTSIDE_EGRESS} (verifier)"))?;
-    remove_stale_link(pins, OUTSIDE_EGRESS)?;
-    // TCX (kernel >= 6.6) gives a bpf_link, which is what makes pinning possible.
-    let id = prog
-        .attach(interface, TcAttachType::Egress)
-        .with_context(|| format!("attaching {OUTSIDE_EGRESS} to {interface} egress"))?;
+    let replaced = take_stale_links(pins, OUTSIDE_EGRESS, interface)?.and_then(|old| {
+        match SchedClassifierLink::try_from(old) {
+            Ok(old) => prog.attach_to_link(old).ok(),
+            Err(_) => None,
+        }
+    });
+    let id = match replaced {
+        Some(id) => {
+            tracing::warn!(
+                program = OUTSIDE_EGRESS,
+                "took over the link a previous run left pinned (crash or kill), in place"
+            );
+            id
+        }
+        // TCX (kernel >= 6.6) gives a bpf_link, which is what makes pinning possible.
+        None => prog
+            .attach(interface, TcAttachType::Egress)
+            .with_context(|| format!("attaching {OUTSIDE_EGRESS} to {interface} egress"))?,
+    };
     let link: FdLink = prog
         .take_link(id)?
         .try_into()
@@ -98,7 +130,7 @@ fn pin(
     interface: &str,
     hook: String,
 ) -> Result<Attached> {
-    let path = pins.link(program);
+    let path = pins.link(&link_name(program, interface));
     let link = link
         .pin(&path)
         .with_context(|| format!("pinning the link of {program} at {}", path.display()))?;
@@ -111,18 +143,35 @@ fn pin(
     })
 }
 
-/// Removes a link pinned by a previous run that did not stop cleanly, detaching its program.
-fn remove_stale_link(pins: &PinLayout, program: &str) -> Result<()> {
-    let path = pins.link(program);
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            tracing::warn!(
-                program,
-                "replaced a link left pinned by a previous run (crash or kill)"
-            );
-            Ok(())
+fn link_name(program: &str, interface: &str) -> String {
+    format!("{program}@{interface}")
+}
+
+/// Unpins every link of `program` a previous run left behind. The one on `interface` comes back
+/// (still attached, for an in-place swap); links on other interfaces are detached.
+fn take_stale_links(pins: &PinLayout, program: &str, interface: &str) -> Result<Option<FdLink>> {
+    let wanted = link_name(program, interface);
+    let prefix = format!("{program}@");
+    let dir = pins.link("");
+    let mut same = None;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == wanted {
+            let link = PinnedLink::from_pin(entry.path())
+                .with_context(|| format!("opening stale link {}", entry.path().display()))?;
+            same = Some(link.unpin().context("unpinning the stale link")?);
+        } else if name.starts_with(&prefix) {
+            // On an interface the config no longer names: removing the pin detaches it.
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing stale link {}", entry.path().display()))?;
+            tracing::warn!(program, link = %name, "removed a stale link on another interface");
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing stale link {}", path.display())),
     }
+    Ok(same)
 }
