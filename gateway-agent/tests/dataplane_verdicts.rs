@@ -187,6 +187,16 @@ fn inside_ingress_verdicts() {
             Some(DhcpServerReply),
         ),
         (
+            "DHCP server reply unicast to a client",
+            client_ipv4(ip(CLIENT, ORIGIN, udp_), &udp(67, 68)),
+            Some(DhcpServerReply),
+        ),
+        (
+            "relayed DHCP request to the gateway (the server decides)",
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(67, 67)),
+            None,
+        ),
+        (
             "TCP to the gateway's DNS port",
             client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53)),
             None,

@@ -102,7 +102,9 @@ fn udp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), D
     let Some((sport, dport)) = pkt.ports_at(l4) else {
         return Err(DropReason::Truncated);
     };
-    if sport == DHCP_SERVER_PORT {
+    // A server's reply goes to the client port; a relay's request (67 -> 67) is not a reply
+    // and goes on to the open-port check, and the DHCP server decides whether to accept relays.
+    if sport == DHCP_SERVER_PORT && dport == DHCP_CLIENT_PORT {
         return Err(DropReason::DhcpServerReply);
     }
     // DHCP clients broadcast before they have an address (source 0.0.0.0) and unicast to the
