@@ -62,7 +62,8 @@ pub struct DnsServerSettings {
     pub inside: Inside,
     /// `[dns]`: cache size, TTLs, rate limit (the zone itself is the [`LocalZone`]'s).
     pub dns: Dns,
-    /// The gateway's inside address, which the service names point at.
+    /// The gateway's inside address. The [`LocalZone`] is built with it (the service names
+    /// point at it); the server only logs it.
     pub gateway_ip: Ipv4Addr,
     /// Log every query (client, name, type, outcome) at INFO.
     pub log_queries: bool,
@@ -110,6 +111,7 @@ impl DnsServer {
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(
             address = %local_addr,
+            gateway = %settings.gateway_ip,
             upstream = shared.upstream.as_ref().map(|u| u.name()).unwrap_or("none"),
             "DNS server listening (udp and tcp)"
         );
