@@ -19,7 +19,7 @@ use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
 use super::names::{is_localhost, NeverForward};
 use super::ratelimit::RateLimiter;
 use super::rebind;
-use super::stats::{bump, Counters};
+use super::stats::{add, bump, Counters};
 use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::{LocalZone, ZoneAnswer};
 use crate::config::Inside;
@@ -174,10 +174,7 @@ impl Shared {
             Ok(UpstreamAnswer::Records(records)) => {
                 let ttl_all = self.policy.positive(&records, gives_ttls);
                 let filtered = rebind::filter(records, qtype, &self.inside);
-                counters.rebinding_dropped.fetch_add(
-                    filtered.dropped as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                add(&counters.rebinding_dropped, filtered.dropped);
                 if filtered.blocked {
                     bump(&counters.rebinding_refused);
                     (Cached::Blocked, ttl_all)

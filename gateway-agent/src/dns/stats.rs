@@ -2,10 +2,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// A snapshot of the server's counters since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// A snapshot of the server's counters since start (for the control socket, both ways).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsStats {
     /// Queries received (every one, refused ones included).
     pub queries: u64,
@@ -63,7 +63,12 @@ pub(crate) struct Counters {
 
 /// Adds one.
 pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+    add(counter, 1);
+}
+
+/// Adds `n`.
+pub(crate) fn add(counter: &AtomicU64, n: usize) {
+    counter.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 impl Counters {
