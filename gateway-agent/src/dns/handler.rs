@@ -92,7 +92,7 @@ impl Reply {
         reply
     }
 
-    fn authoritative(answer: ZoneAnswer) -> Self {
+    fn from_zone(answer: ZoneAnswer) -> Self {
         let mut reply = Reply::error(ResponseCode::NoError, Origin::Local);
         reply.authoritative = true;
         match answer {
@@ -149,7 +149,7 @@ impl Shared {
         let local = self.zone.lookup(name, qtype);
         if local != ZoneAnswer::NotAuthoritative {
             bump(&counters.local_answers);
-            return Reply::authoritative(local);
+            return Reply::from_zone(local);
         }
         if let Some(reply) = self.special(name, qtype) {
             bump(&counters.never_forwarded);
