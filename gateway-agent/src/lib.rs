@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod lease_events;
 pub mod logging;
 pub mod net;

@@ -1,0 +1,375 @@
+//! The request pipeline: ACL → rate limit → local zone → never-forwarded names → cache →
+//! upstream → rebinding filter → cache → reply. One function, [`Shared::answer`], decides;
+//! [`Handler`] only adapts it to hickory-server's request/response types.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, LowerQuery, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::instrument::WithSubscriber;
+
+use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
+use super::names::{is_localhost, NeverForward};
+use super::ratelimit::RateLimiter;
+use super::rebind;
+use super::stats::{add, bump, Counters};
+use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
+use super::zone::{LocalZone, ZoneAnswer};
+use crate::config::Inside;
+
+/// The largest UDP reply we send, whatever the client offers: DNS Flag Day 2020's 1232
+/// bytes avoids IP fragmentation; bigger answers are truncated and fetched over TCP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+/// A safety net over the upstream's own timeouts, so a broken upstream implementation cannot
+/// hold a request (and a TCP client) forever.
+const UPSTREAM_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Everything the pipeline needs, shared by the UDP and TCP paths and the server handle.
+pub(crate) struct Shared {
+    pub inside: Inside,
+    pub zone: Arc<LocalZone>,
+    pub never: NeverForward,
+    pub upstream: Option<Arc<dyn Upstream>>,
+    pub cache: Mutex<Cache>,
+    pub limiter: Mutex<RateLimiter>,
+    pub policy: TtlPolicy,
+    pub counters: Counters,
+    pub log_queries: bool,
+}
+
+/// Where an answer came from, for the query log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Acl,
+    RateLimit,
+    BadRequest,
+    Local,
+    Special,
+    Cache,
+    Upstream,
+    NoUpstream,
+}
+
+/// The decision for one request, before encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub rcode: ResponseCode,
+    pub authoritative: bool,
+    pub answers: Vec<Record>,
+    pub authorities: Vec<Record>,
+    pub origin: Origin,
+}
+
+impl Reply {
+    fn error(rcode: ResponseCode, origin: Origin) -> Self {
+        Reply {
+            rcode,
+            authoritative: false,
+            answers: Vec::new(),
+            authorities: Vec::new(),
+            origin,
+        }
+    }
+
+    fn from_cached(value: Cached, origin: Origin) -> Self {
+        let mut reply = Reply::error(ResponseCode::NoError, origin);
+        match value {
+            Cached::Records(records) => reply.answers = records,
+            Cached::NoData { soa } => reply.authorities = soa.into_iter().collect(),
+            Cached::NxDomain { soa } => {
+                reply.rcode = ResponseCode::NXDomain;
+                reply.authorities = soa.into_iter().collect();
+            }
+            Cached::Blocked => reply.rcode = ResponseCode::Refused,
+        }
+        reply
+    }
+
+    fn from_zone(answer: ZoneAnswer) -> Self {
+        let mut reply = Reply::error(ResponseCode::NoError, Origin::Local);
+        reply.authoritative = true;
+        match answer {
+            ZoneAnswer::Records(records) => reply.answers = records,
+            ZoneAnswer::NoData { soa } => reply.authorities = vec![soa],
+            ZoneAnswer::NxDomain { soa } => {
+                reply.rcode = ResponseCode::NXDomain;
+                reply.authorities = vec![soa];
+            }
+            ZoneAnswer::NotAuthoritative => reply.rcode = ResponseCode::ServFail,
+        }
+        reply
+    }
+}
+
+/// The parts of a request the pipeline looks at.
+pub(crate) struct Question<'a> {
+    pub src: IpAddr,
+    pub op_code: OpCode,
+    pub queries: &'a [LowerQuery],
+    /// The EDNS version, if the request had an OPT record.
+    pub edns_version: Option<u8>,
+}
+
+impl Shared {
+    pub fn cache(&self) -> MutexGuard<'_, Cache> {
+        // Every cache operation leaves it consistent, so a poisoned lock is still usable.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+        self.limiter.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Decides the reply to `q`, received at `now`.
+    pub async fn answer(&self, q: &Question<'_>, now: Instant) -> Reply {
+        let counters = &self.counters;
+        bump(&counters.queries);
+        if !self.admits(q.src) {
+            bump(&counters.refused_acl);
+            return Reply::error(ResponseCode::Refused, Origin::Acl);
+        }
+        if !self.limiter().allow(q.src, now) {
+            bump(&counters.rate_limited);
+            return Reply::error(ResponseCode::Refused, Origin::RateLimit);
+        }
+        if let Some(rcode) = malformed(q) {
+            bump(&counters.bad_requests);
+            return Reply::error(rcode, Origin::BadRequest);
+        }
+        let query = q.queries[0].original();
+        let (name, qtype) = (query.name(), query.query_type());
+
+        let local = self.zone.lookup(name, qtype);
+        if local != ZoneAnswer::NotAuthoritative {
+            bump(&counters.local_answers);
+            return Reply::from_zone(local);
+        }
+        if let Some(reply) = self.special(name, qtype) {
+            bump(&counters.never_forwarded);
+            return reply;
+        }
+
+        let key = CacheKey::new(name, qtype, DNSClass::IN);
+        if let Some(hit) = self.cache().get(&key, now) {
+            bump(&counters.cache_hits);
+            return Reply::from_cached(hit, Origin::Cache);
+        }
+        let Some(upstream) = &self.upstream else {
+            bump(&counters.servfail);
+            return Reply::error(ResponseCode::ServFail, Origin::NoUpstream);
+        };
+        bump(&counters.forwarded);
+        let result = tokio::time::timeout(UPSTREAM_DEADLINE, upstream.lookup(name, qtype))
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout));
+        let gives_ttls = upstream.gives_ttls();
+        let (value, ttl) = match result {
+            Ok(UpstreamAnswer::Records(records)) => {
+                let ttl_all = self.policy.positive(&records, gives_ttls);
+                let filtered = rebind::filter(records, qtype, &self.inside);
+                add(&counters.rebinding_dropped, filtered.dropped);
+                if filtered.blocked {
+                    bump(&counters.rebinding_refused);
+                    (Cached::Blocked, ttl_all)
+                } else {
+                    let ttl = self.policy.positive(&filtered.records, gives_ttls);
+                    (Cached::Records(filtered.records), ttl)
+                }
+            }
+            Ok(UpstreamAnswer::NoData { soa }) => {
+                let ttl = self.policy.negative(soa.as_ref(), gives_ttls);
+                (Cached::NoData { soa }, ttl)
+            }
+            Ok(UpstreamAnswer::NxDomain { soa }) => {
+                let ttl = self.policy.negative(soa.as_ref(), gives_ttls);
+                (Cached::NxDomain { soa }, ttl)
+            }
+            Err(UpstreamError::Unsupported(_)) => {
+                return Reply::error(ResponseCode::NotImp, Origin::Upstream);
+            }
+            Err(err) => {
+                tracing::debug!(upstream = upstream.name(), error = %err, "upstream failed");
+                bump(&counters.upstream_errors);
+                bump(&counters.servfail);
+                return Reply::error(ResponseCode::ServFail, Origin::Upstream);
+            }
+        };
+        let value = with_ttl(value, ttl);
+        self.cache().insert(key, value.clone(), ttl, now);
+        Reply::from_cached(value, Origin::Upstream)
+    }
+
+    /// Only clients in the inside subnet are served; the gateway is nobody's open resolver.
+    fn admits(&self, src: IpAddr) -> bool {
+        let v4 = match src {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        v4.is_some_and(|v4| self.inside.contains(v4))
+    }
+
+    /// Local answers for names that must not be forwarded: loopback for `localhost`
+    /// (RFC 6761 §6.3), NXDOMAIN under a synthesized SOA for the rest.
+    fn special(&self, name: &Name, qtype: RecordType) -> Option<Reply> {
+        let apex = self.never.zone_of(name)?;
+        let ttl = self.policy.default_ttl;
+        let mut reply = Reply::error(ResponseCode::NoError, Origin::Special);
+        reply.authoritative = true;
+        let soa = synthetic_soa(apex, ttl);
+        if is_localhost(name) {
+            let v4 = || Record::from_rdata(name.clone(), ttl, RData::A(A(Ipv4Addr::LOCALHOST)));
+            let v6 =
+                || Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST)));
+            match qtype {
+                RecordType::A => reply.answers = vec![v4()],
+                RecordType::AAAA => reply.answers = vec![v6()],
+                RecordType::ANY => reply.answers = vec![v4(), v6()],
+                _ => reply.authorities = vec![soa],
+            }
+        } else {
+            reply.rcode = ResponseCode::NXDomain;
+            reply.authorities = vec![soa];
+        }
+        Some(reply)
+    }
+}
+
+/// What is wrong with a request the pipeline will not serve, if anything.
+fn malformed(q: &Question<'_>) -> Option<ResponseCode> {
+    if q.edns_version.is_some_and(|v| v > 0) {
+        return Some(ResponseCode::BADVERS);
+    }
+    if q.op_code != OpCode::Query {
+        return Some(ResponseCode::NotImp);
+    }
+    let [query] = q.queries else {
+        return Some(ResponseCode::FormErr);
+    };
+    if query.query_class() != DNSClass::IN {
+        // CHAOS `version.bind` and friends: nothing to tell.
+        return Some(ResponseCode::Refused);
+    }
+    match query.query_type() {
+        RecordType::AXFR | RecordType::IXFR => Some(ResponseCode::Refused),
+        RecordType::OPT => Some(ResponseCode::FormErr),
+        _ => None,
+    }
+}
+
+/// An SOA for a zone the gateway answers negatively on its own (RFC 6303 style).
+fn synthetic_soa(apex: &Name, ttl: u32) -> Record {
+    let localhost = Name::from_ascii("localhost.").unwrap_or_else(|_| Name::root());
+    let nobody = Name::from_ascii("nobody.invalid.").unwrap_or_else(|_| Name::root());
+    let soa = SOA::new(localhost, nobody, 1, 3600, 1200, 604_800, ttl);
+    Record::from_rdata(apex.clone(), ttl, RData::SOA(soa))
+}
+
+/// The EDNS record of a reply to a request with `request` EDNS: version 0, our buffer size
+/// (the client's, at least 512, at most [`MAX_UDP_PAYLOAD`]), which is also the size the
+/// reply is truncated to over UDP.
+pub(crate) fn reply_edns(request: Option<&Edns>) -> Option<Edns> {
+    request.map(|req| {
+        let mut edns = Edns::new();
+        edns.set_version(0);
+        edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+        edns
+    })
+}
+
+/// hickory-server's adapter around [`Shared`].
+pub(crate) struct Handler(pub Arc<Shared>);
+
+impl Handler {
+    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+        let shared = &self.0;
+        let question = Question {
+            src: request.src().ip(),
+            op_code: request.metadata.op_code,
+            queries: request.queries.queries(),
+            edns_version: request.edns.as_ref().map(Edns::version),
+        };
+        let reply = shared.answer(&question, Instant::now()).await;
+        if shared.log_queries {
+            log_query(&question, &reply);
+        }
+
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = reply.rcode;
+        metadata.authoritative = reply.authoritative;
+        metadata.recursion_available = shared.upstream.is_some();
+        let edns = reply_edns(request.edns.as_ref());
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let message = builder.build(
+            metadata,
+            reply.answers.iter(),
+            reply.authorities.iter(),
+            std::iter::empty(),
+            std::iter::empty(),
+        );
+        // hickory-server logs every response at INFO, client address and name included; the
+        // query log is ours to switch on, so its subscriber is muted for the send.
+        let sent = response
+            .send_response(message)
+            .with_subscriber(tracing::subscriber::NoSubscriber::default())
+            .await;
+        match sent {
+            Ok(info) => {
+                if info.truncation {
+                    bump(&shared.counters.truncated);
+                }
+                info
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "sending a DNS reply failed");
+                let mut failed = Metadata::response_from_request(&request.metadata);
+                failed.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata: failed,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+fn log_query(q: &Question<'_>, reply: &Reply) {
+    let (name, qtype) = match q.queries {
+        [query] => (query.name().to_string(), query.query_type().to_string()),
+        _ => (String::from("-"), String::from("-")),
+    };
+    tracing::info!(
+        client = %q.src,
+        %name,
+        %qtype,
+        rcode = %reply.rcode,
+        origin = ?reply.origin,
+        answers = reply.answers.len(),
+        "dns query"
+    );
+}
+
+// `RequestHandler` is declared with `#[async_trait]`; this is that macro's expansion, written
+// out so the crate does not need async-trait for one impl.
+impl RequestHandler for Handler {
+    fn handle_request<'life0, 'life1, 'async_trait, R, T>(
+        &'life0 self,
+        request: &'life1 Request,
+        response_handle: R,
+    ) -> Pin<Box<dyn std::future::Future<Output = ResponseInfo> + Send + 'async_trait>>
+    where
+        R: 'async_trait + ResponseHandler,
+        T: 'async_trait + Time,
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.handle(request, response_handle))
+    }
+}

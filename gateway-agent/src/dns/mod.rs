@@ -1,0 +1,174 @@
+//! The inside DNS server: authoritative for the local zone (`home.arpa`: leases,
+//! reservations, the gateway's service names) and the inside subnet's reverse zones, a
+//! caching forwarder for everything else through an [`Upstream`], never forwarding
+//! special-use or private names, and dropping upstream answers that point into private space.
+//!
+//! Served on UDP and TCP on the inside address, to inside clients only, rate limited per
+//! client. Queries are logged only when `log_queries` is set.
+
+mod cache;
+mod handler;
+mod names;
+mod ratelimit;
+mod rebind;
+mod stats;
+mod uplink;
+mod upstream;
+mod zone;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{Dns, Inside};
+
+pub use handler::MAX_UDP_PAYLOAD;
+pub use stats::DnsStats;
+pub use uplink::UplinkUpstream;
+pub use upstream::{Upstream, UpstreamAnswer, UpstreamError};
+pub use zone::{LocalZone, ZoneAnswer, ZoneError};
+
+use cache::{Cache, TtlPolicy};
+use handler::{Handler, Shared};
+use names::NeverForward;
+use ratelimit::{RateLimiter, MAX_TRACKED_CLIENTS};
+
+/// The gateway's service names in the local zone; they all point at the gateway.
+pub const SERVICE_NAMES: &[&str] = &["gateway", "registry", "mirror", "proxy", "socks"];
+
+/// A `tracing` filter directive that keeps hickory's own per-request logs (DEBUG and above
+/// name clients and queries) out of the log; add it to the subscriber's filter.
+pub const QUIET_HICKORY: &str = "hickory_server=warn,hickory_net=warn,hickory_proto=warn";
+
+/// How long an idle TCP client may keep its connection.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Replies queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 16;
+
+/// What the DNS server needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct DnsServerSettings {
+    /// The address to serve on: the inside address.
+    pub listen: Ipv4Addr,
+    /// The port (53; 0 picks a free one, the same for UDP and TCP, for tests).
+    pub port: u16,
+    /// The inside subnet: who may ask, and whose reverse zone is local.
+    pub inside: Inside,
+    /// `[dns]`: cache size, TTLs, rate limit (the zone itself is the [`LocalZone`]'s).
+    pub dns: Dns,
+    /// The gateway's inside address. The [`LocalZone`] is built with it (the service names
+    /// point at it); the server only logs it.
+    pub gateway_ip: Ipv4Addr,
+    /// Log every query (client, name, type, outcome) at INFO.
+    pub log_queries: bool,
+}
+
+/// A running DNS server. Dropping it stops it too; [`DnsServer::stop`] waits for that.
+pub struct DnsServer {
+    server: hickory_server::Server<Handler>,
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl DnsServer {
+    /// Binds UDP and TCP on `listen:port` and starts serving `zone`, forwarding other names
+    /// to `upstream` (`None`: they get SERVFAIL).
+    pub async fn start(
+        settings: DnsServerSettings,
+        zone: Arc<LocalZone>,
+        upstream: Option<Arc<dyn Upstream>>,
+    ) -> Result<DnsServer> {
+        let (udp, tcp) = bind(settings.listen, settings.port).await?;
+        let local_addr = udp
+            .local_addr()
+            .context("reading the DNS socket's address")?;
+        let never = NeverForward::new(zone.origin(), &settings.inside);
+        let shared = Arc::new(Shared {
+            inside: settings.inside,
+            zone,
+            never,
+            upstream,
+            cache: Mutex::new(Cache::new(settings.dns.cache_size)),
+            limiter: Mutex::new(RateLimiter::new(
+                settings.dns.rate_limit,
+                MAX_TRACKED_CLIENTS,
+            )),
+            policy: TtlPolicy {
+                default_ttl: settings.dns.default_ttl,
+                max_ttl: settings.dns.max_ttl,
+            },
+            counters: Default::default(),
+            log_queries: settings.log_queries,
+        });
+        let mut server = hickory_server::Server::new(Handler(shared.clone()));
+        server.register_socket(udp);
+        server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        tracing::info!(
+            address = %local_addr,
+            gateway = %settings.gateway_ip,
+            upstream = shared.upstream.as_ref().map(|u| u.name()).unwrap_or("none"),
+            "DNS server listening (udp and tcp)"
+        );
+        Ok(DnsServer {
+            server,
+            shared,
+            local_addr,
+        })
+    }
+
+    /// The address served on (UDP and TCP).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The counters since start, with the cache and zone sizes now.
+    pub fn stats(&self) -> DnsStats {
+        let mut stats = self.shared.counters.snapshot();
+        {
+            let cache = self.shared.cache();
+            stats.cache_entries = cache.len() as u64;
+            stats.cache_evictions = cache.evictions();
+        }
+        stats.zone_names = self.shared.zone.names().len() as u64;
+        stats.upstream = self.shared.upstream.as_ref().map(|u| u.name().to_owned());
+        stats
+    }
+
+    /// Stops serving and waits (briefly) for the sockets to close.
+    pub async fn stop(mut self) {
+        match tokio::time::timeout(Duration::from_secs(5), self.server.shutdown_gracefully()).await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "DNS server stopped with an error"),
+            Err(_) => tracing::warn!("DNS server did not stop within 5s; its tasks are dropped"),
+        }
+    }
+}
+
+/// UDP and TCP sockets on the same address and port. With port 0 the kernel picks the UDP
+/// port and TCP takes the same number, retried a few times in case it is taken for TCP.
+async fn bind(listen: Ipv4Addr, port: u16) -> Result<(UdpSocket, TcpListener)> {
+    let mut last_err = None;
+    for _ in 0..if port == 0 { 8 } else { 1 } {
+        let udp = UdpSocket::bind((listen, port))
+            .await
+            .with_context(|| format!("binding DNS udp {listen}:{port}"))?;
+        let actual = udp
+            .local_addr()
+            .context("reading the DNS socket's address")?;
+        match TcpListener::bind(actual).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(err) => last_err = Some(err),
+        }
+    }
+    let err = last_err
+        .map(anyhow::Error::from)
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt"));
+    Err(err.context(format!("binding DNS tcp {listen}:{port}")))
+}
