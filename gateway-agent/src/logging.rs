@@ -8,7 +8,9 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// Installs the subscriber. `RUST_LOG` overrides `level` when set.
 pub fn init(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        // hickory logs every answer with the client's address and name: silence its chatter
+        // unless RUST_LOG asks for it (privacy: no per-query logs by default).
+        .or_else(|_| EnvFilter::try_new(format!("{level},{}", crate::dns::QUIET_HICKORY)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.
     // Colour only on a terminal: journald and log files would keep the escape codes.
