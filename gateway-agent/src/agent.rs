@@ -1,20 +1,27 @@
-//! `gateway-agent run`: bring the dataplane and the control socket up, wait for a signal, and
-//! take everything down again.
+//! `gateway-agent run`: bring the dataplane, the services and the control socket up, wait for a
+//! signal, and take everything down again in reverse order.
 
-use std::{path::Path, time::Instant};
+use std::{path::Path, sync::Arc, time::Instant};
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::watch,
+};
 
 use crate::{
-    config::Config,
+    config::{Config, DnsUpstream},
     control::{
         protocol::AgentStatus,
         server::{ControlServer, ControlState},
     },
     dataplane::Dataplane,
+    dns::{self, DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream},
     net, systemd,
 };
+
+/// How long the uplink forwarder waits for an upstream answer.
+const UPLINK_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
@@ -26,35 +33,46 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
     runtime.block_on(serve(cfg, config_path))
 }
 
+/// Everything that runs, in start order; stopped in reverse.
+struct Running {
+    dataplane: Option<Dataplane>,
+    dns: Option<DnsServer>,
+    control: Option<ControlServer>,
+}
+
+impl Running {
+    async fn stop(mut self) -> Result<()> {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        if let Some(dns) = self.dns.take() {
+            dns.stop().await;
+        }
+        match self.dataplane.take() {
+            Some(dataplane) => dataplane.shutdown().context("detaching the dataplane"),
+            None => Ok(()),
+        }
+    }
+}
+
 async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
     let started = Instant::now();
     // Install the handlers before attaching, so a signal during start-up is not lost.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    net::forwarding::ensure_off()?;
-    let dataplane = Dataplane::start(&cfg).context("starting the dataplane")?;
-    let status = AgentStatus {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-        uptime_secs: 0,
-        config: config_path.display().to_string(),
-        outside_interface: cfg.interfaces.outside.clone(),
-        inside_interface: cfg.interfaces.inside.clone(),
-        inside_address: cfg.inside.cidr(),
-        dataplane: dataplane.status(),
+    let mut running = Running {
+        dataplane: None,
+        dns: None,
+        control: None,
     };
-    let control =
-        match ControlServer::start(&cfg.control.socket, ControlState { status, started }).await {
-            Ok(control) => control,
-            Err(err) => {
-                // Do not leave programs behind for an agent that never ran.
-                if let Err(detach) = dataplane.shutdown() {
-                    tracing::error!("detaching after a failed start: {detach:#}");
-                }
-                return Err(err);
-            }
-        };
+    if let Err(err) = start(&cfg, config_path, started, &mut running).await {
+        // Do not leave programs or sockets behind for an agent that never ran.
+        if let Err(stop) = running.stop().await {
+            tracing::error!("stopping after a failed start: {stop:#}");
+        }
+        return Err(err);
+    }
     systemd::notify("READY=1");
     tracing::info!(
         inside = %cfg.interfaces.inside,
@@ -69,8 +87,90 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
     };
     tracing::info!("{which}: stopping");
     systemd::notify("STOPPING=1");
-    control.stop();
-    dataplane.shutdown().context("detaching the dataplane")?;
+    running.stop().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+async fn start(
+    cfg: &Config,
+    config_path: &Path,
+    started: Instant,
+    running: &mut Running,
+) -> Result<()> {
+    net::forwarding::ensure_off()?;
+    let dataplane = Dataplane::start(cfg).context("starting the dataplane")?;
+    let dataplane_status = dataplane.status();
+    running.dataplane = Some(dataplane);
+
+    let zone = Arc::new(
+        LocalZone::new(
+            &cfg.dns.zone,
+            cfg.inside,
+            cfg.inside.address,
+            &dns::SERVICE_NAMES[..],
+            &cfg.dhcp.reservations,
+            cfg.dns.local_ttl,
+        )
+        .context("building the local DNS zone")?,
+    );
+    if cfg.services.dns.enabled {
+        let upstream = dns_upstream(cfg);
+        let settings = DnsServerSettings {
+            listen: cfg.inside.address,
+            port: cfg.services.dns.port,
+            inside: cfg.inside,
+            dns: cfg.dns.clone(),
+            gateway_ip: cfg.inside.address,
+            log_queries: cfg.log.queries,
+        };
+        let server = DnsServer::start(settings, zone.clone(), upstream)
+            .await
+            .context("starting the DNS server")?;
+        running.dns = Some(server);
+    }
+
+    let base = AgentStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        uptime_secs: 0,
+        config: config_path.display().to_string(),
+        outside_interface: cfg.interfaces.outside.clone(),
+        inside_interface: cfg.interfaces.inside.clone(),
+        inside_address: cfg.inside.cidr(),
+        dataplane: dataplane_status,
+        dns: None,
+    };
+    let dns_stats = running.dns.as_ref().map(DnsServer::stats_reader);
+    let status = move || {
+        let mut status = base.clone();
+        status.uptime_secs = started.elapsed().as_secs();
+        status.dns = dns_stats.as_ref().map(|reader| reader.stats());
+        status
+    };
+    let control = ControlServer::start(
+        &cfg.control.socket,
+        ControlState {
+            status: Box::new(status),
+        },
+    )
+    .await?;
+    running.control = Some(control);
+    Ok(())
+}
+
+/// The forwarder for non-local names: none unless the config chose one.
+fn dns_upstream(cfg: &Config) -> Option<Arc<dyn Upstream>> {
+    match cfg.dns.upstream {
+        DnsUpstream::None => None,
+        DnsUpstream::Uplink => {
+            // The servers can change at run time (a new uplink lease); a fixed list never does.
+            let (_tx, rx) = watch::channel(cfg.dns.upstream_servers.clone());
+            Some(Arc::new(UplinkUpstream::new(
+                rx,
+                Some(cfg.interfaces.outside.clone()),
+                UPLINK_DNS_TIMEOUT,
+            )))
+        }
+    }
 }

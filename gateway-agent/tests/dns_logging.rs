@@ -42,7 +42,7 @@ async fn ask(log_queries: bool, name: &str) {
             "home.arpa",
             inside,
             Ipv4Addr::LOCALHOST,
-            SERVICE_NAMES,
+            &SERVICE_NAMES,
             &[],
             60,
         )

@@ -181,7 +181,7 @@ async fn server_with(
             &dns.zone,
             inside,
             GATEWAY,
-            SERVICE_NAMES,
+            &SERVICE_NAMES,
             &[],
             dns.local_ttl,
         )

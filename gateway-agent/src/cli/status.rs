@@ -34,5 +34,16 @@ pub fn run(socket: &Path, json: bool) -> Result<()> {
             prog.name, prog.interface, prog.hook
         );
     }
+    if let Some(dns) = &status.dns {
+        println!(
+            "  dns         {} queries, {} local, {} cached, {} forwarded to {}, {} refused",
+            dns.queries,
+            dns.local_answers,
+            dns.cache_hits,
+            dns.forwarded,
+            dns.upstream.as_deref().unwrap_or("nothing"),
+            dns.refused_acl + dns.rate_limited + dns.rebinding_refused,
+        );
+    }
     Ok(())
 }

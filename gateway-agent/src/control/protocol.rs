@@ -17,7 +17,7 @@ pub enum Request {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// Answer to [`Request::Status`].
-    Status(AgentStatus),
+    Status(Box<AgentStatus>),
     /// The request could not be understood or served.
     Error {
         /// What went wrong.
@@ -44,6 +44,9 @@ pub struct AgentStatus {
     pub inside_address: String,
     /// Attached programs.
     pub dataplane: DataplaneStatus,
+    /// The DNS server's counters, if it runs.
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsStats>,
 }
 
 /// Longest request line accepted; anything longer is a broken or hostile client.

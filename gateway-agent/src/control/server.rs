@@ -4,7 +4,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -16,12 +16,10 @@ use tokio::{
 
 use super::protocol::{AgentStatus, Request, Response, MAX_REQUEST_BYTES};
 
-/// What the server answers from.
+/// What the server answers from: closures over the running services' live state.
 pub struct ControlState {
-    /// The status at start; `uptime_secs` is filled in per request.
-    pub status: AgentStatus,
-    /// When the agent started.
-    pub started: Instant,
+    /// The agent's status now.
+    pub status: Box<dyn Fn() -> AgentStatus + Send + Sync>,
 }
 
 /// A running control server; removes its socket file when stopped.
@@ -104,10 +102,6 @@ async fn serve(stream: UnixStream, state: &ControlState) -> Result<()> {
 
 fn answer(request: Request, state: &ControlState) -> Response {
     match request {
-        Request::Status => {
-            let mut status = state.status.clone();
-            status.uptime_secs = state.started.elapsed().as_secs();
-            Response::Status(status)
-        }
+        Request::Status => Response::Status(Box::new((state.status)())),
     }
 }

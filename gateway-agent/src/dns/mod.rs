@@ -39,8 +39,8 @@ use handler::{Handler, Shared};
 use names::NeverForward;
 use ratelimit::{RateLimiter, MAX_TRACKED_CLIENTS};
 
-/// The gateway's service names in the local zone; they all point at the gateway.
-pub const SERVICE_NAMES: &[&str] = &["gateway", "registry", "mirror", "proxy", "socks"];
+/// The gateway's own names in the zone (one list with the config's reservation check).
+pub use crate::config::SERVICE_NAMES;
 
 /// A `tracing` filter directive that keeps hickory's own per-request logs (DEBUG and above
 /// name clients and queries) out of the log; add it to the subscriber's filter.
@@ -129,17 +129,36 @@ impl DnsServer {
 
     /// The counters since start, with the cache and zone sizes now.
     pub fn stats(&self) -> DnsStats {
-        let mut stats = self.shared.counters.snapshot();
+        self.stats_reader().stats()
+    }
+
+    /// A handle that reads [`DnsServer::stats`] while the server runs, for the control socket.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.shared.clone())
+    }
+}
+
+/// Reads a running server's counters (see [`DnsServer::stats_reader`]).
+#[derive(Clone)]
+pub struct StatsReader(Arc<Shared>);
+
+impl StatsReader {
+    /// The counters since start, with the cache and zone sizes now.
+    pub fn stats(&self) -> DnsStats {
+        let shared = &self.0;
+        let mut stats = shared.counters.snapshot();
         {
-            let cache = self.shared.cache();
+            let cache = shared.cache();
             stats.cache_entries = cache.len() as u64;
             stats.cache_evictions = cache.evictions();
         }
-        stats.zone_names = self.shared.zone.names().len() as u64;
-        stats.upstream = self.shared.upstream.as_ref().map(|u| u.name().to_owned());
+        stats.zone_names = shared.zone.names().len() as u64;
+        stats.upstream = shared.upstream.as_ref().map(|u| u.name().to_owned());
         stats
     }
+}
 
+impl DnsServer {
     /// Stops serving and waits (briefly) for the sockets to close.
     pub async fn stop(mut self) {
         match tokio::time::timeout(Duration::from_secs(5), self.server.shutdown_gracefully()).await

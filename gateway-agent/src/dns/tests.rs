@@ -113,7 +113,8 @@ fn inside() -> Inside {
 }
 
 fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
-    let zone = Arc::new(LocalZone::new("home.arpa", inside(), GW, SERVICE_NAMES, &[], 60).unwrap());
+    let zone =
+        Arc::new(LocalZone::new("home.arpa", inside(), GW, &SERVICE_NAMES, &[], 60).unwrap());
     Shared {
         inside: inside(),
         never: NeverForward::new(zone.origin(), &inside()),
