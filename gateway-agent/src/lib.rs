@@ -9,3 +9,4 @@ pub mod dataplane;
 pub mod lease_events;
 pub mod logging;
 pub mod systemd;
+pub mod uplink;
