@@ -11,3 +11,4 @@ pub mod lease_events;
 pub mod logging;
 pub mod net;
 pub mod systemd;
+pub mod uplink;

@@ -1,0 +1,325 @@
+//! The uplink macvlan: found or made on the outside NIC, with a MAC that is the same on every
+//! start, IPv6 as configured, and up.
+
+use anyhow::{bail, Context, Result};
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkInfo, LinkMessage, MacVlanMode,
+};
+use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
+
+use crate::config::{self, MacvlanMode};
+
+/// The macvlan as the agent uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Macvlan {
+    pub index: u32,
+    pub name: String,
+    /// Its MAC as the kernel reports it after set-up (the DHCP chaddr and client id).
+    pub mac: [u8; 6],
+    /// Made by this start (false: reused).
+    pub created: bool,
+}
+
+/// Finds or creates the macvlan `uplink.macvlan_name` on `parent` and brings both up.
+pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> Result<Macvlan> {
+    let name = uplink.macvlan_name.as_str();
+    let Some(parent_link) = find(handle, parent)
+        .await
+        .with_context(|| format!("looking up the outside interface {parent:?}"))?
+    else {
+        bail!("interfaces.outside: there is no interface {parent:?}");
+    };
+    let parent_index = parent_link.header.index;
+    let parent_mac = mac_of(&parent_link).with_context(|| {
+        format!("interfaces.outside: {parent:?} has no Ethernet address to put a macvlan on")
+    })?;
+    let mode = kernel_mode(uplink.macvlan_mode);
+    // In passthru mode the macvlan takes the NIC's own MAC (and setting one changes the NIC's),
+    // so only an explicitly configured MAC is applied there.
+    let wanted_mac = match (uplink.mac, uplink.macvlan_mode) {
+        (Some(mac), _) => Some(mac),
+        (None, MacvlanMode::Passthru) => None,
+        (None, _) => Some(derive_mac(&parent_mac)),
+    };
+
+    let existing = find(handle, name)
+        .await
+        .with_context(|| format!("looking up the uplink macvlan {name:?}"))?;
+    let created = existing.is_none();
+    let index = match existing {
+        Some(link) => {
+            reuse(handle, &link, name, parent, parent_index, mode).await?;
+            link.header.index
+        }
+        None => {
+            let mut builder = LinkMacVlan::new(name, parent_index, mode);
+            if let Some(mac) = wanted_mac {
+                builder = builder.address(mac.to_vec());
+            }
+            handle
+                .link()
+                .add(builder.build())
+                .execute()
+                .await
+                .with_context(|| {
+                    format!("outside.macvlan_name: creating macvlan {name:?} on {parent:?}")
+                })?;
+            let Some(link) = find(handle, name).await? else {
+                bail!("the macvlan {name:?} vanished right after it was created");
+            };
+            link.header.index
+        }
+    };
+
+    if let Some(mac) = wanted_mac {
+        set_mac_if_different(handle, index, name, mac).await?;
+    }
+    // Before the link comes up, so no IPv6 link-local address or router solicitation ever
+    // carries the MAC upstream.
+    set_ipv6(name, uplink.ipv6)?;
+    set_up(handle, parent_index)
+        .await
+        .with_context(|| format!("bringing the outside interface {parent:?} up"))?;
+    set_up(handle, index)
+        .await
+        .with_context(|| format!("bringing the uplink macvlan {name:?} up"))?;
+
+    let Some(link) = find(handle, name).await? else {
+        bail!("the macvlan {name:?} vanished while it was being set up");
+    };
+    let mac = mac_of(&link).with_context(|| format!("reading the MAC of {name:?}"))?;
+    Ok(Macvlan {
+        index,
+        name: name.to_owned(),
+        mac,
+        created,
+    })
+}
+
+/// Checks that a link left from an earlier run is our kind of macvlan; fixes its mode.
+async fn reuse(
+    handle: &Handle,
+    link: &LinkMessage,
+    name: &str,
+    parent: &str,
+    parent_index: u32,
+    mode: MacVlanMode,
+) -> Result<()> {
+    let infos = link_infos(link);
+    let kind = infos.iter().find_map(|info| match info {
+        LinkInfo::Kind(kind) => Some(kind.clone()),
+        _ => None,
+    });
+    if kind != Some(InfoKind::MacVlan) {
+        let kind = kind.map_or_else(|| "plain device".to_owned(), |k| k.to_string());
+        bail!(
+            "outside.macvlan_name: an interface {name:?} already exists and is a {kind}, not a \
+             macvlan; remove it or choose another outside.macvlan_name"
+        );
+    }
+    let lower = link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Link(index) => Some(*index),
+        _ => None,
+    });
+    if lower != Some(parent_index) {
+        bail!(
+            "outside.macvlan_name: the macvlan {name:?} already exists on another interface \
+             (index {}), not on {parent:?}; remove it or choose another outside.macvlan_name",
+            lower.map_or_else(|| "unknown".to_owned(), |i| i.to_string())
+        );
+    }
+    let current_mode = infos.iter().find_map(|info| match info {
+        LinkInfo::Data(InfoData::MacVlan(data)) => data.iter().find_map(|d| match d {
+            InfoMacVlan::Mode(mode) => Some(*mode),
+            _ => None,
+        }),
+        _ => None,
+    });
+    if current_mode != Some(mode) {
+        let change = LinkMessageBuilder::<LinkMacVlan>::new(name)
+            .index(link.header.index)
+            .mode(mode)
+            .build();
+        handle
+            .link()
+            .change(change)
+            .execute()
+            .await
+            .with_context(|| {
+                format!(
+                    "outside.macvlan_mode: changing the mode of the existing macvlan {name:?} \
+                 (delete it to have it re-created)"
+                )
+            })?;
+    }
+    Ok(())
+}
+
+async fn set_mac_if_different(handle: &Handle, index: u32, name: &str, mac: [u8; 6]) -> Result<()> {
+    let Some(link) = find_index(handle, index).await? else {
+        bail!("the macvlan {name:?} vanished while it was being set up");
+    };
+    if mac_of(&link).ok() == Some(mac) {
+        return Ok(());
+    }
+    handle
+        .link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .with_context(|| {
+            format!(
+                "outside.mac: setting the MAC of {name:?} to {}",
+                format_mac(&mac)
+            )
+        })
+}
+
+async fn set_up(handle: &Handle, index: u32) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await?;
+    Ok(())
+}
+
+/// `net.ipv6.conf.<dev>.disable_ipv6`, written to /proc directly. /proc/sys/net shows the
+/// namespace of the thread that opens it, hence a plain blocking write on the calling thread
+/// rather than tokio::fs (which would run it on a pool thread).
+fn set_ipv6(device: &str, enabled: bool) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{device}/disable_ipv6");
+    let value = if enabled { "0\n" } else { "1\n" };
+    match std::fs::write(&path, value) {
+        Ok(()) => Ok(()),
+        // A kernel without IPv6 has no such file, and nothing to disable.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && !enabled => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("outside.ipv6: writing {value:?} to {path}")),
+    }
+}
+
+/// The link called `name`, if there is one.
+async fn find(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    not_found_is_none(
+        handle
+            .link()
+            .get()
+            .match_name(name)
+            .execute()
+            .try_next()
+            .await,
+    )
+}
+
+async fn find_index(handle: &Handle, index: u32) -> Result<Option<LinkMessage>> {
+    not_found_is_none(
+        handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await,
+    )
+}
+
+fn not_found_is_none(
+    result: Result<Option<LinkMessage>, rtnetlink::Error>,
+) -> Result<Option<LinkMessage>> {
+    match result {
+        Ok(link) => Ok(link),
+        Err(rtnetlink::Error::NetlinkError(err))
+            if err.code.map(|c| c.get()) == Some(-libc::ENODEV) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
+    link.attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::LinkInfo(infos) => Some(infos.as_slice()),
+            _ => None,
+        })
+        .unwrap_or(&[])
+}
+
+fn mac_of(link: &LinkMessage) -> Result<[u8; 6]> {
+    link.attributes
+        .iter()
+        .find_map(|attr| match attr {
+            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            _ => None,
+        })
+        .context("no 6-byte hardware address")
+}
+
+fn kernel_mode(mode: MacvlanMode) -> MacVlanMode {
+    match mode {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
+    }
+}
+
+/// A MAC derived from the NIC's: the same on every start (so the upstream server hands back
+/// the same lease), unlinkable to the NIC's own without knowing this function, locally
+/// administered and unicast. FNV-1a, because std's hashers are not stable across releases.
+pub fn derive_mac(parent: &[u8; 6]) -> [u8; 6] {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in b"gateway uplink macvlan\0".iter().chain(parent) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let bytes = hash.to_be_bytes();
+    let mut mac = [bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]];
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    if mac == *parent {
+        // Vanishingly unlikely, but two equal MACs on one segment would be a real outage.
+        mac[5] ^= 0x01;
+    }
+    mac
+}
+
+/// `02:11:22:33:44:55`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_is_stable_local_unicast() {
+        let parent = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        let mac = derive_mac(&parent);
+        assert_eq!(mac, derive_mac(&parent), "the same on every call");
+        assert_eq!(mac[0] & 0x01, 0, "unicast");
+        assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        assert_ne!(mac, parent);
+        assert_ne!(derive_mac(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x57]), mac);
+        // Pinned: a change here changes every deployed gateway's MAC, and with it its lease.
+        assert_eq!(format_mac(&mac), "9a:d7:38:0c:62:2e");
+    }
+
+    #[test]
+    fn mac_format() {
+        assert_eq!(
+            format_mac(&[2, 0x11, 0xab, 0, 0xff, 9]),
+            "02:11:ab:00:ff:09"
+        );
+    }
+}
