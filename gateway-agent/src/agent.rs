@@ -1,7 +1,12 @@
 //! `gateway-agent run`: bring the dataplane, the services and the control socket up, wait for a
 //! signal, and take everything down again in reverse order.
 
-use std::{path::Path, sync::Arc, time::Instant};
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use tokio::{
@@ -18,6 +23,7 @@ use crate::{
     dataplane::Dataplane,
     dns::{self, DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream},
     net, systemd,
+    uplink::{Uplink, UplinkSettings},
 };
 
 /// How long the uplink forwarder waits for an upstream answer.
@@ -34,7 +40,9 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
 }
 
 /// Everything that runs, in start order; stopped in reverse.
+#[derive(Default)]
 struct Running {
+    uplink: Option<Uplink>,
     dataplane: Option<Dataplane>,
     dns: Option<DnsServer>,
     control: Option<ControlServer>,
@@ -47,6 +55,11 @@ impl Running {
         }
         if let Some(dns) = self.dns.take() {
             dns.stop().await;
+        }
+        // Release the uplink lease while the egress guard is still in place; the dataplane
+        // goes last so the inside stays closed until the very end.
+        if let Some(uplink) = self.uplink.take() {
+            uplink.stop().await;
         }
         match self.dataplane.take() {
             Some(dataplane) => dataplane.shutdown().context("detaching the dataplane"),
@@ -61,11 +74,7 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
-    let mut running = Running {
-        dataplane: None,
-        dns: None,
-        control: None,
-    };
+    let mut running = Running::default();
     if let Err(err) = start(&cfg, config_path, started, &mut running).await {
         // Do not leave programs or sockets behind for an agent that never ran.
         if let Err(stop) = running.stop().await {
@@ -99,7 +108,20 @@ async fn start(
     running: &mut Running,
 ) -> Result<()> {
     net::forwarding::ensure_off()?;
-    let dataplane = Dataplane::start(cfg).context("starting the dataplane")?;
+    // The macvlan first: the egress guard attaches to it. Its lease arrives asynchronously.
+    let uplink = Uplink::start(UplinkSettings {
+        parent: cfg.interfaces.outside.clone(),
+        address: cfg.outside.address,
+        uplink: cfg.uplink.clone(),
+        state_dir: cfg.state.dir.clone(),
+    })
+    .await
+    .context("starting the uplink")?;
+    let outside_device = uplink.device().to_owned();
+    let uplink_dns = uplink.dns_servers();
+    let uplink_status = uplink.status_watch();
+    running.uplink = Some(uplink);
+    let dataplane = Dataplane::start(cfg, &outside_device).context("starting the dataplane")?;
     let dataplane_status = dataplane.status();
     running.dataplane = Some(dataplane);
 
@@ -115,7 +137,7 @@ async fn start(
         .context("building the local DNS zone")?,
     );
     if cfg.services.dns.enabled {
-        let upstream = dns_upstream(cfg);
+        let upstream = dns_upstream(cfg, &outside_device, uplink_dns);
         let settings = DnsServerSettings {
             listen: cfg.inside.address,
             port: cfg.services.dns.port,
@@ -140,12 +162,14 @@ async fn start(
         inside_address: cfg.inside.cidr(),
         dataplane: dataplane_status,
         dns: None,
+        uplink: None,
     };
     let dns_stats = running.dns.as_ref().map(DnsServer::stats_reader);
     let status = move || {
         let mut status = base.clone();
         status.uptime_secs = started.elapsed().as_secs();
         status.dns = dns_stats.as_ref().map(|reader| reader.stats());
+        status.uplink = Some(uplink_status.borrow().clone());
         status
     };
     let control = ControlServer::start(
@@ -160,17 +184,43 @@ async fn start(
 }
 
 /// The forwarder for non-local names: none unless the config chose one.
-fn dns_upstream(cfg: &Config) -> Option<Arc<dyn Upstream>> {
+fn dns_upstream(
+    cfg: &Config,
+    outside_device: &str,
+    lease_servers: watch::Receiver<Vec<Ipv4Addr>>,
+) -> Option<Arc<dyn Upstream>> {
     match cfg.dns.upstream {
         DnsUpstream::None => None,
         DnsUpstream::Uplink => {
-            // The servers can change at run time (a new uplink lease); a fixed list never does.
-            let (_tx, rx) = watch::channel(cfg.dns.upstream_servers.clone());
+            let servers = if cfg.dns.upstream_servers.is_empty() {
+                follow_lease_servers(lease_servers)
+            } else {
+                // A fixed list never changes; the receiver keeps the value after the sender goes.
+                watch::channel(cfg.dns.upstream_servers.clone()).1
+            };
             Some(Arc::new(UplinkUpstream::new(
-                rx,
-                Some(cfg.interfaces.outside.clone()),
+                servers,
+                Some(outside_device.to_owned()),
                 UPLINK_DNS_TIMEOUT,
             )))
         }
     }
+}
+
+/// The resolvers of the current uplink lease, as DNS server addresses.
+fn follow_lease_servers(
+    mut lease: watch::Receiver<Vec<Ipv4Addr>>,
+) -> watch::Receiver<Vec<SocketAddr>> {
+    let to_sockets =
+        |ips: &[Ipv4Addr]| -> Vec<SocketAddr> { ips.iter().map(|ip| (*ip, 53).into()).collect() };
+    let (tx, rx) = watch::channel(to_sockets(&lease.borrow_and_update()));
+    tokio::spawn(async move {
+        while lease.changed().await.is_ok() {
+            let servers = to_sockets(&lease.borrow_and_update());
+            if tx.send(servers).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }

@@ -124,6 +124,20 @@ impl TestLab {
             .unwrap_or_else(|| panic!("no drop reason {reason} in {drops}"))
     }
 
+    /// Waits until the agent's uplink holds a DHCP lease; returns its address.
+    pub fn wait_uplink(&self, config: &Path) -> String {
+        let mut last = serde_json::Value::Null;
+        let bound = eventually(Duration::from_secs(30), || {
+            last = self.cli_json(config, &["status"]);
+            last["uplink"]["state"] == "bound"
+        });
+        assert!(bound, "the uplink got no lease: {}", last["uplink"]);
+        last["uplink"]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// The MAC address of `role`'s `eth0`.
     pub fn mac(&self, role: &str) -> String {
         let out = self.exec_ok(role, "cat", &["/sys/class/net/eth0/address"]);

@@ -65,7 +65,18 @@ fn inside_reaches_only_the_gateways_open_ports() {
 
     // Forwarding on, so that only the dataplane stands between c1 and the uplink. Without the
     // agent c1's packets do leave by the uplink: proof that the capture below can see them.
+    // (Before the agent there is no uplink lease, so the baseline borrows a static address.)
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    lab.exec_ok(
+        "gw",
+        "ip",
+        &["addr", "add", "192.0.2.250/24", "dev", lab::OUTSIDE_IF],
+    );
+    lab.exec_ok(
+        "gw",
+        "ip",
+        &["route", "add", "default", "via", lab::MODEM_IP],
+    );
     let capture = Capture::start(&lab, "up", "br0", "baseline");
     assert!(
         curl(&lab, "c1", &closed_url),
@@ -77,6 +88,8 @@ fn inside_reaches_only_the_gateways_open_ports() {
         !leaked.is_empty(),
         "the baseline capture saw nothing from c1: the leak check below would prove nothing"
     );
+    lab.exec_ok("gw", "ip", &["route", "del", "default"]);
+    lab.exec_ok("gw", "ip", &["addr", "flush", "dev", lab::OUTSIDE_IF]);
 
     let agent = Agent::start(&lab, &cfg);
     let forward = lab.exec_ok("gw", "sysctl", &["-n", "net.ipv4.ip_forward"]);
@@ -154,6 +167,8 @@ fn inside_reaches_only_the_gateways_open_ports() {
         .is_some_and(|p| p.contains(&"tcp/8081".into())));
 
     // The gateway host itself cannot send with an inside source address out of the uplink.
+    let uplink = lab.wait_uplink(&cfg);
+    assert!(uplink.starts_with("192.0.2."), "uplink address {uplink}");
     lab.exec_ok("gw", "ping", &["-c1", "-W2", lab::MODEM_IP]); // resolves the modem's MAC
     let egress_before = lab.drops(&cfg, "inside_source_egress");
     let capture = Capture::start(&lab, "up", "br0", "egress");
@@ -279,7 +294,7 @@ fn lab_status_keeps_its_contract_and_down_removes_everything() {
     );
     // The origin and the modem's resolver answer from inside the lab's own namespaces.
     let page = test_lab.exec_ok(
-        "gw",
+        "up",
         "curl",
         &[
             "-s",
@@ -289,7 +304,7 @@ fn lab_status_keeps_its_contract_and_down_removes_everything() {
         ],
     );
     assert!(page.contains("gateway lab origin"));
-    let answer = test_lab.exec_ok("gw", "dig", &["+short", "@192.0.2.1", lab::ORIGIN_NAME]);
+    let answer = test_lab.exec_ok("up", "dig", &["+short", "@192.0.2.1", lab::ORIGIN_NAME]);
     assert_eq!(answer.trim(), lab::ORIGIN_IP);
 
     let names: Vec<String> = ["up", "gw", "lan", "c1", "c2"]

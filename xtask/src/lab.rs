@@ -34,8 +34,8 @@ pub const CLIENTS: [(&str, &str); 2] = [("c1", "198.51.100.11"), ("c2", "198.51.
 pub const UPLINK_SUBNET: &str = "192.0.2.0/24";
 /// The modem: uplink router, DHCP server and DNS resolver.
 pub const MODEM_IP: &str = "192.0.2.1";
-/// The gateway's outside address (static until the agent takes a DHCP lease).
-pub const GATEWAY_OUTSIDE_IP: &str = "192.0.2.2";
+/// The modem's DHCP range: the gateway's uplink address comes from here.
+pub const UPLINK_DHCP_RANGE: (&str, &str) = ("192.0.2.100", "192.0.2.199");
 /// The stand-in internet behind the modem.
 pub const INTERNET_SUBNET: &str = "203.0.113.0/24";
 /// The HTTP origin.
@@ -74,7 +74,8 @@ pub struct LabStatus {
     /// The lab's prefix ("" for the default lab).
     pub prefix: String,
     pub gateway_inside_ip: String,
-    pub gateway_outside_ip: String,
+    /// The gateway's uplink address, once the agent's DHCP client has one.
+    pub gateway_outside_ip: Option<String>,
     pub inside_subnet: String,
     pub uplink_subnet: String,
     pub internet_subnet: String,
@@ -374,18 +375,9 @@ impl Lab {
             ],
         )?;
         ip(&up, &["link", "set", "gw0", "master", "br0", "up"])?;
-        ip(
-            &gw,
-            &[
-                "addr",
-                "add",
-                &format!("{GATEWAY_OUTSIDE_IP}/24"),
-                "dev",
-                OUTSIDE_IF,
-            ],
-        )?;
+        // No address here: the agent makes its macvlan on outside0 and takes a DHCP lease from
+        // the modem, as on a real uplink.
         ip(&gw, &["link", "set", OUTSIDE_IF, "up"])?;
-        ip(&gw, &["route", "add", "default", "via", MODEM_IP])?;
 
         // The inside LAN bridge and the gateway's inside leg.
         ip(&lan, &["link", "add", "br0", "type", "bridge"])?;
@@ -628,7 +620,15 @@ impl Lab {
             up: self.is_up(),
             prefix: self.prefix.clone(),
             gateway_inside_ip: GATEWAY_INSIDE_IP.into(),
-            gateway_outside_ip: GATEWAY_OUTSIDE_IP.into(),
+            gateway_outside_ip: namespaces
+                .get(&self.ns("gw"))
+                .and_then(|addrs: &Vec<String>| {
+                    addrs
+                        .iter()
+                        .find(|a| a.starts_with("192.0.2."))
+                        .and_then(|a| a.split('/').next())
+                        .map(str::to_owned)
+                }),
             inside_subnet: INSIDE_SUBNET.into(),
             uplink_subnet: UPLINK_SUBNET.into(),
             internet_subnet: INTERNET_SUBNET.into(),

@@ -131,14 +131,8 @@ fn lab_config() {
     assert_eq!(lab.interfaces.outside, "outside0");
     assert_eq!(lab.interfaces.inside, "inside0");
     assert_eq!(lab.inside.cidr(), "198.51.100.1/24");
-    assert_eq!(
-        lab.outside.address,
-        OutsideAddress::Static {
-            address: Ipv4Addr::new(192, 0, 2, 2),
-            prefix_len: 24,
-            gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
-        }
-    );
+    assert_eq!(lab.outside.address, OutsideAddress::Dhcp);
+    assert_eq!(lab.dns.upstream, super::DnsUpstream::Uplink);
     assert_eq!(lab.dataplane.xdp_mode, XdpMode::Native);
     assert!(lab.dataplane.allow.is_empty());
     // The lab rewrites exactly this prefix for parallel labs.

@@ -47,6 +47,9 @@ pub struct AgentStatus {
     /// The DNS server's counters, if it runs.
     #[serde(default)]
     pub dns: Option<crate::dns::DnsStats>,
+    /// The uplink: macvlan, lease, state.
+    #[serde(default)]
+    pub uplink: Option<crate::uplink::UplinkStatus>,
 }
 
 /// Longest request line accepted; anything longer is a broken or hostile client.

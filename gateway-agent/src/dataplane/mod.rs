@@ -50,8 +50,9 @@ pub struct ProgramStatus {
 }
 
 impl Dataplane {
-    /// Loads and attaches everything for `cfg`. Must run inside a tokio runtime (log forwarding).
-    pub fn start(cfg: &Config) -> Result<Dataplane> {
+    /// Loads and attaches everything for `cfg`, the egress guard on `outside_device` (the
+    /// uplink's macvlan). Must run inside a tokio runtime (log forwarding).
+    pub fn start(cfg: &Config, outside_device: &str) -> Result<Dataplane> {
         let pins = PinLayout::new(&cfg.dataplane.bpf_pin_dir);
         pins.prepare()?;
         let stale = pins.remove_maps()?;
@@ -76,7 +77,7 @@ impl Dataplane {
                 .with_context(|| format!("pinning map {name} at {}", path.display()))?;
         }
         // Outside first: by the time the inside is open nothing from it can leave.
-        let outside = attach::outside_egress(&mut ebpf, &pins, &cfg.interfaces.outside)?;
+        let outside = attach::outside_egress(&mut ebpf, &pins, outside_device)?;
         let inside = match attach::inside_ingress(
             &mut ebpf,
             &pins,

@@ -9,6 +9,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::dhcp_client::Destination;
+use super::raw_send::RawBroadcast;
 
 /// Large enough for any DHCP message on an Ethernet link.
 const RECV_BUFFER: usize = 2048;
@@ -16,6 +17,8 @@ const RECV_BUFFER: usize = 2048;
 /// A UDP socket on port 68 that only sees and sends traffic of one device.
 pub struct ClientSocket {
     socket: UdpSocket,
+    /// Broadcasts go out here, so their source is the client's own (0.0.0.0 while unbound).
+    broadcast: RawBroadcast,
     buffer: Vec<u8>,
 }
 
@@ -48,6 +51,7 @@ impl ClientSocket {
             .context("registering the DHCP client socket with tokio")?;
         Ok(ClientSocket {
             socket,
+            broadcast: RawBroadcast::open(device)?,
             buffer: vec![0; RECV_BUFFER],
         })
     }
@@ -56,7 +60,12 @@ impl ClientSocket {
     pub async fn send(&self, msg: &Message, to: Destination) -> Result<()> {
         let bytes = encode(msg)?;
         let ip = match to {
-            Destination::Broadcast => Ipv4Addr::BROADCAST,
+            // ciaddr is 0.0.0.0 until bound, the leased address when rebinding (RFC 2131 4.1).
+            Destination::Broadcast => {
+                return self
+                    .broadcast
+                    .send(msg.ciaddr(), CLIENT_PORT, SERVER_PORT, &bytes)
+            }
             Destination::Unicast(ip) => ip,
         };
         let dest = SocketAddrV4::new(ip, SERVER_PORT);
@@ -92,7 +101,11 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
     if bytes.len() < HEADER + 4 || bytes[HEADER..HEADER + 4] != dhcproto::v4::MAGIC {
         return None;
     }
-    Message::decode(&mut Decoder::new(bytes)).ok()
+    // dhcproto has debug assertions on option lengths that a hostile server can trip (an
+    // option 81 shorter than 3 bytes); a reply that trips one is dropped, not a crash.
+    std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)).ok())
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
@@ -137,6 +150,11 @@ mod tests {
             noisy.push((x >> 16) as u8);
             let _ = decode(&noisy);
         }
+        // An option 81 (client FQDN) shorter than its 3 fixed bytes trips a debug assertion
+        // inside dhcproto; it must come back as "not a message", not a panic.
+        let mut short_fqdn = bytes[..240].to_vec();
+        short_fqdn.extend_from_slice(&[53, 1, 2, 81, 1, 0, 255]);
+        let _ = decode(&short_fqdn);
         // An hlen beyond chaddr's 16 bytes decodes; the client checks hlen before chaddr().
         let mut long_hlen = bytes.clone();
         long_hlen[2] = 200;

@@ -12,6 +12,7 @@ mod client_socket;
 pub mod dhcp_client;
 mod lease_file;
 mod macvlan;
+mod raw_send;
 mod task;
 
 use std::net::Ipv4Addr;
