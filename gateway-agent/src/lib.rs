@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dhcp;
 pub mod lease_events;
 pub mod logging;
 pub mod systemd;
