@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{anyhow, Result};
 
-use crate::config::{ClientKey, Reservation};
+use crate::config::{ClientKey, Inside, Reservation};
 use crate::lease_events::LeaseEvent;
 
 use super::hostname;
@@ -68,6 +68,7 @@ pub(crate) struct Outcome {
 #[derive(Debug, Clone)]
 struct Settings {
     server_ip: Ipv4Addr,
+    inside: Inside,
     netmask: Ipv4Addr,
     lease_secs: u32,
     accept_relayed: bool,
@@ -182,6 +183,7 @@ impl Handler {
         Ok(Handler {
             settings: Settings {
                 server_ip: settings.server_ip,
+                inside: settings.inside,
                 netmask: settings.inside.netmask(),
                 lease_secs: dhcp.lease_secs,
                 accept_relayed: dhcp.accept_relayed,
@@ -557,10 +559,14 @@ impl Handler {
     }
 
     fn inform(&mut self, request: &Request, source: SocketAddrV4) -> Outcome {
-        // RFC 2131 §4.3.5: options only, to the address the client already has.
+        // RFC 2131 §4.3.5: options only, to the address the client already has. Only on our
+        // link (unless relayed): a forged ciaddr must not aim our reply anywhere else.
         let target = [request.ciaddr, *source.ip()]
             .into_iter()
-            .find(|address| !address.is_unspecified());
+            .find(|address| !address.is_unspecified())
+            .filter(|&address| {
+                !request.giaddr.is_unspecified() || self.settings.inside.contains(address)
+            });
         let Some(target) = target else {
             self.stats.ignored += 1;
             return Outcome::default();
@@ -734,11 +740,14 @@ impl Handler {
     }
 
     /// Stores `lease`, telling the sinks about any bound lease it displaces: the client's own
-    /// at another address, or a past lease of someone else at this one.
+    /// at another address or from another MAC (the maps are keyed by MAC), or a past lease of
+    /// someone else at this one.
     fn put(&mut self, lease: Lease, out: &mut Outcome) {
         if let Some(old) = self.leases.get(&lease.key) {
             if old.state == State::Bound
-                && (old.address != lease.address || lease.state != State::Bound)
+                && (old.address != lease.address
+                    || old.mac != lease.mac
+                    || lease.state != State::Bound)
             {
                 out.events.push(LeaseEvent::Removed(old.info()));
             }

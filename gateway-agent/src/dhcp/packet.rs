@@ -119,7 +119,7 @@ pub(crate) enum Rejected {
     BadOp,
     /// A server message (BOOTREPLY, or OFFER/ACK/NAK) arriving from the inside.
     ServerReply,
-    /// Not Ethernet (htype 1, hlen 6).
+    /// Not Ethernet (htype 1, hlen 6), or a chaddr no NIC has (zero, multicast).
     BadHardware,
     BadCookie,
     /// Truncated option, bad length for an option we read, bad overload value.
@@ -144,6 +144,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
         _ => return Err(Rejected::BadOp),
     }
     if bytes[1] != 1 || bytes[2] != 6 {
+        return Err(Rejected::BadHardware);
+    }
+    // No client has an all-zero or a group (multicast, broadcast) address; a lease for one
+    // would only ever be a spoof, and an ARP entry for it nonsense.
+    let chaddr: [u8; 6] = field(bytes, 28);
+    if chaddr == [0; 6] || chaddr[0] & 1 != 0 {
         return Err(Rejected::BadHardware);
     }
     if bytes[236..240] != MAGIC_COOKIE {
@@ -206,7 +212,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
         flags: u16::from_be_bytes(field(bytes, 10)),
         ciaddr: Ipv4Addr::from(field::<4>(bytes, 12)),
         giaddr: Ipv4Addr::from(field::<4>(bytes, 24)),
-        chaddr: field(bytes, 28),
+        chaddr,
         requested_ip: address_option(&mut options, code::REQUESTED_IP)?,
         server_id: address_option(&mut options, code::SERVER_ID)?,
         client_id,

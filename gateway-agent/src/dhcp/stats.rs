@@ -15,7 +15,7 @@ pub struct DhcpStats {
     pub too_long: u64,
     /// op neither BOOTREQUEST nor BOOTREPLY.
     pub bad_op: u64,
-    /// Not Ethernet (htype 1, hlen 6).
+    /// Not Ethernet (htype 1, hlen 6), or a zero or multicast chaddr.
     pub bad_hardware: u64,
     pub bad_cookie: u64,
     /// Truncated options, bad lengths, bad option overload.

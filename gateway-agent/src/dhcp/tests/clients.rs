@@ -79,8 +79,13 @@ fn a_lease_belongs_to_the_client_id_when_there_is_one() {
     // id decides.
     let (first, ack) = bench.dora(&Client::new(1).id(&duid(1)));
     assert_eq!(bound(&ack)[0].client_id, Some(duid(1)));
-    let (moved, _) = bench.dora(&Client::new(2).id(&duid(1)));
+    let (moved, ack) = bench.dora(&Client::new(2).id(&duid(1)));
     assert_eq!(moved, first, "same client id, new MAC: same lease");
+    // The old MAC's map entry goes before the new one comes.
+    let gone = removed(&ack);
+    assert_eq!(gone.len(), 1);
+    assert_eq!((gone[0].mac, gone[0].address), ([2, 0, 0, 0, 0, 1], first));
+    assert_eq!(bound(&ack)[0].mac, [2, 0, 0, 0, 0, 2]);
     // Same MAC, different client id: a different client.
     let (other, _) = bench.dora(&Client::new(2).id(&duid(2)));
     assert_ne!(other, first);

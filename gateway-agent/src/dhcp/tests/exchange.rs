@@ -254,6 +254,11 @@ fn inform_gets_options_but_no_lease() {
     );
     assert!(outcome.store.is_empty() && outcome.events.is_empty());
     assert_eq!(bench.handler.stats().informs, 1);
+
+    // A forged address off our link gets nothing: no reply aimed elsewhere.
+    let forged = bench.send(&Client::new(1).inform(Ipv4Addr::new(203, 0, 113, 9)));
+    assert!(forged.reply.is_none());
+    assert_eq!(bench.handler.stats().ignored, 1);
 }
 
 #[test]

@@ -42,6 +42,25 @@ fn malformed_packets_are_dropped_and_counted() {
         ("bad op", edit(0, 3), |s| s.bad_op),
         ("token ring", edit(1, 6), |s| s.bad_hardware),
         ("long hlen", edit(2, 16), |s| s.bad_hardware),
+        ("multicast chaddr", edit(28, 0x01), |s| s.bad_hardware),
+        (
+            "broadcast chaddr",
+            {
+                let mut b = valid.clone();
+                b[28..34].fill(0xff);
+                b
+            },
+            |s| s.bad_hardware,
+        ),
+        (
+            "zero chaddr",
+            {
+                let mut b = valid.clone();
+                b[28..34].fill(0);
+                b
+            },
+            |s| s.bad_hardware,
+        ),
         ("bad cookie", edit(236, 0), |s| s.bad_cookie),
         (
             "option past the end",
