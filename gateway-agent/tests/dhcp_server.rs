@@ -555,3 +555,52 @@ fn garbage_and_rogue_replies_do_not_stop_the_server() {
     let env = world.udhcpc(&[]);
     assert!(in_pool(&env["ip"]));
 }
+
+#[test]
+fn stop_releases_the_store_and_a_second_server_is_refused_meanwhile() {
+    let world = World::new();
+    let path = Path::new("/run/netns").join(&world.server_ns.0);
+    let store = world.dir.path().join("leases.redb");
+    let settings = move || DhcpServerSettings {
+        interface: SERVER_IF.into(),
+        server_ip: SERVER,
+        inside: Inside {
+            address: SERVER,
+            prefix_len: 24,
+        },
+        port: 6767,
+        client_port: 6868,
+        dhcp: Dhcp::default(),
+        zone: "home.arpa".into(),
+        reserved_names: Vec::new(),
+        store_path: store.clone(),
+        log_queries: false,
+    };
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(path).unwrap();
+        // SAFETY: setns on an open netns fd; affects only this thread, which then builds the
+        // runtime, so the server's socket lives in the server namespace.
+        assert_eq!(
+            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = DhcpServer::start(settings(), Vec::new()).await.unwrap();
+            assert!(server.leases().is_empty());
+            assert_eq!(server.stats().pool_size, 100);
+            let Err(error) = DhcpServer::start(settings(), Vec::new()).await else {
+                panic!("two servers on one store");
+            };
+            assert!(format!("{error:#}").contains("lease store"), "{error:#}");
+            server.stop().await;
+            let again = DhcpServer::start(settings(), Vec::new()).await.unwrap();
+            again.stop().await;
+        });
+    })
+    .join()
+    .unwrap();
+}
