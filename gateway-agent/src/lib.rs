@@ -1,11 +1,12 @@
-//! The gateway agent: loads the eBPF dataplane, serves the control socket, and (in later
-//! issues) the inside services. The binary in `main.rs` is a thin CLI over these modules.
+//! The gateway agent: the uplink, the eBPF dataplane, the inside services (DHCP, DNS) and the
+//! control socket. The binary in `main.rs` is a thin CLI over these modules.
 
 pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod dhcp;
 pub mod dns;
 pub mod lease_events;
 pub mod logging;

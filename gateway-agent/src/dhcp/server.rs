@@ -1,0 +1,165 @@
+//! The server task: receive, handle, then store → sinks → reply, in that order, so a lease is
+//! on disk before the client hears DHCPACK, and in DNS and the dataplane maps before the
+//! client can use the address. A periodic sweep ends expired leases.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
+
+use crate::lease_events::{LeaseEvent, LeaseSink};
+
+use super::handler::{Handler, Now, Outcome};
+use super::packet::MAX_LEN;
+use super::socket::DhcpSocket;
+use super::store::Store;
+
+/// How often expired leases and offers are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// At most one error log of a kind this often (a failing disk or socket would otherwise log
+/// once per packet); the counters have the totals.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Locks the handler; a panic elsewhere while it was held leaves consistent-enough state
+/// (every mutation is a whole-record replace), so poisoning is ignored.
+pub(crate) fn lock(handler: &Mutex<Handler>) -> MutexGuard<'_, Handler> {
+    handler
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}
+
+/// The I/O half of the server.
+pub(crate) struct Server {
+    handler: Arc<Mutex<Handler>>,
+    store: Arc<Store>,
+    socket: DhcpSocket,
+    sinks: Vec<Arc<dyn LeaseSink>>,
+    started: Instant,
+    store_error_logged: Option<Instant>,
+    send_error_logged: Option<Instant>,
+}
+
+impl Server {
+    pub(crate) fn new(
+        handler: Arc<Mutex<Handler>>,
+        store: Arc<Store>,
+        socket: DhcpSocket,
+        sinks: Vec<Arc<dyn LeaseSink>>,
+    ) -> Server {
+        Server {
+            handler,
+            store,
+            socket,
+            sinks,
+            started: Instant::now(),
+            store_error_logged: None,
+            send_error_logged: None,
+        }
+    }
+
+    /// Serves until `stop` fires or its sender is dropped.
+    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        // One byte over the limit, so an oversized datagram shows as too long, not truncated.
+        let mut buf = vec![0u8; MAX_LEN + 1];
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = sweep.tick() => {
+                    let outcome = self.guarded(|handler, now| handler.sweep(now.unix));
+                    self.finish(outcome).await;
+                }
+                received = self.socket.recv(&mut buf) => match received {
+                    Ok((len, source)) => {
+                        let packet = &buf[..len];
+                        let outcome = self.guarded(|handler, now| {
+                            handler.handle_packet(packet, source, now)
+                        });
+                        self.finish(outcome).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "receiving on the DHCP socket");
+                        // Do not spin on an error that repeats.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Sends `events` to every sink; a sink that panics is logged, not fatal.
+    pub(crate) fn emit(&self, events: &[LeaseEvent]) {
+        for event in events {
+            for sink in &self.sinks {
+                if catch_unwind(AssertUnwindSafe(|| sink.apply(event))).is_err() {
+                    tracing::error!("a lease sink panicked; the DHCP server carries on");
+                    lock(&self.handler).stats_mut().internal_errors += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on the handler; a bug that panics costs one packet, not the server.
+    fn guarded(&self, body: impl FnOnce(&mut Handler, Now) -> Outcome) -> Outcome {
+        let now = Now {
+            unix: unix_now(),
+            mono_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut handler = lock(&self.handler);
+        match catch_unwind(AssertUnwindSafe(|| body(&mut handler, now))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                handler.stats_mut().internal_errors += 1;
+                tracing::error!("the DHCP handler panicked on a packet; dropped it");
+                Outcome::default()
+            }
+        }
+    }
+
+    /// Store, then sinks, then reply.
+    async fn finish(&mut self, outcome: Outcome) {
+        if !outcome.store.is_empty() {
+            let store = self.store.clone();
+            let ops = outcome.store;
+            let written = tokio::task::spawn_blocking(move || store.apply(&ops))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|result| result);
+            if let Err(error) = written {
+                lock(&self.handler).stats_mut().store_errors += 1;
+                if due(&mut self.store_error_logged) {
+                    tracing::error!("writing the DHCP lease store: {error:#}; reply withheld");
+                }
+                return;
+            }
+        }
+        self.emit(&outcome.events);
+        if let Some(outgoing) = outcome.reply {
+            if let Err(error) = self.socket.send(&outgoing).await {
+                lock(&self.handler).stats_mut().send_errors += 1;
+                if due(&mut self.send_error_logged) {
+                    tracing::warn!(%error, destination = ?outgoing.destination, "sending a DHCP reply");
+                }
+            }
+        }
+    }
+}
+
+/// Whether a throttled log may be written now (and records that it was).
+fn due(last: &mut Option<Instant>) -> bool {
+    if last.is_some_and(|at| at.elapsed() < ERROR_LOG_INTERVAL) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}

@@ -1,0 +1,606 @@
+//! The DHCP server against real clients (busybox udhcpc, ISC dhclient) on a veth pair between
+//! two network namespaces each test makes for itself. The server runs in a child process (this
+//! test binary again, running the ignored `server_child` test inside the server namespace), so
+//! a test can SIGKILL it and start it again on the same store.
+//!
+//! Traffic only ever flows between the two namespaces; the host's interfaces are not touched.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gateway_agent::config::{Dhcp, Inside};
+use gateway_agent::dhcp::{DhcpServer, DhcpServerSettings, DhcpStats, LeaseRecord};
+use gateway_agent::lease_events::{LeaseEvent, LeaseSink};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const SERVER_IF: &str = "srv0";
+const CLIENT_IF: &str = "cli0";
+
+// ---- the server process ----------------------------------------------------------------
+
+const ENV_DIR: &str = "GATEWAY_DHCP_TEST_DIR";
+
+/// Writes every lease event as a line: `bound|removed <address> <hostname or ->`.
+struct FileSink(Mutex<std::fs::File>);
+
+impl LeaseSink for FileSink {
+    fn apply(&self, event: &LeaseEvent) {
+        let (verb, info) = match event {
+            LeaseEvent::Bound(info) => ("bound", info),
+            LeaseEvent::Removed(info) => ("removed", info),
+        };
+        let line = format!(
+            "{verb} {} {}\n",
+            info.address,
+            info.hostname.as_deref().unwrap_or("-")
+        );
+        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A test helper: a failed write shows up as a missing line.
+        let _ = file.write_all(line.as_bytes());
+    }
+}
+
+/// The server, run by the tests in the server namespace (`ip netns exec … --ignored`). Does
+/// nothing when run directly.
+#[test]
+#[ignore = "the DHCP server process the other tests start"]
+fn server_child() {
+    let Ok(dir) = std::env::var(ENV_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter("debug")
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let events = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events"))
+            .unwrap();
+        let sink: Arc<dyn LeaseSink> = Arc::new(FileSink(Mutex::new(events)));
+        let settings = DhcpServerSettings {
+            interface: SERVER_IF.into(),
+            server_ip: SERVER,
+            inside: Inside {
+                address: SERVER,
+                prefix_len: 24,
+            },
+            port: 67,
+            client_port: 68,
+            dhcp: Dhcp::default(),
+            zone: "home.arpa".into(),
+            reserved_names: vec!["gateway".into()],
+            store_path: dir.join("leases.redb"),
+            log_queries: true,
+        };
+        let server = DhcpServer::start(settings, vec![sink]).await.unwrap();
+        println!("READY");
+        loop {
+            let state = serde_json::to_vec(&(server.stats(), server.leases())).unwrap();
+            std::fs::write(dir.join("state.tmp"), state).unwrap();
+            std::fs::rename(dir.join("state.tmp"), dir.join("state")).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
+
+// ---- namespaces and processes, cleaned up on drop (also on panic) -------------------------
+
+struct Netns(String);
+
+impl Netns {
+    fn new(role: &str) -> Netns {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "gwdhcp-{role}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
+        // A leftover from a crashed run with the same pid.
+        if Path::new("/run/netns").join(&name).exists() {
+            run("ip", &["netns", "del", &name]);
+        }
+        run("ip", &["netns", "add", &name]);
+        let netns = Netns(name);
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// `ip netns exec <ns> program args…`.
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.0, program]);
+        command
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A process we started; SIGKILLed by its pid on drop.
+struct Process(Child);
+
+impl Process {
+    fn kill(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
+            // SAFETY: kill(2) on our own child, which has not been reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn run(program: &str, args: &[&str]) {
+    let output = Command::new(program).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn require_tool(path: &str, package: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: install the Debian package {package} (cargo xtask deps)"
+    );
+}
+
+// ---- the test world -----------------------------------------------------------------------
+
+/// Two namespaces joined by a veth pair; the server side has the gateway's address.
+struct World {
+    // Field order is drop order: the server dies before its namespace and its files go.
+    server: Option<Process>,
+    client: Netns,
+    server_ns: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        support::require_root();
+        let server_ns = Netns::new("s");
+        let client = Netns::new("c");
+        server_ns.ip(&[
+            "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns", &client.0,
+        ]);
+        server_ns.ip(&["addr", "add", "198.51.100.1/24", "dev", SERVER_IF]);
+        server_ns.ip(&["link", "set", SERVER_IF, "up"]);
+        client.ip(&["link", "set", CLIENT_IF, "up"]);
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            server: None,
+            client,
+            server_ns,
+        }
+    }
+
+    /// Starts the server process and waits until it has restored its leases and serves.
+    fn start_server(&mut self) {
+        let _ = std::fs::remove_file(self.dir.path().join("events"));
+        let mut child = self
+            .server_ns
+            .command(std::env::current_exe().unwrap().to_str().unwrap())
+            .args(["--exact", "server_child", "--ignored", "--nocapture"])
+            .env(ENV_DIR, self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("server.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        self.server = Some(Process(child));
+        let (ready, ready_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("READY") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        if ready_rx.recv_timeout(Duration::from_secs(20)).is_err() {
+            panic!("the server did not start:\n{}", self.server_log());
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill_server(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill();
+        }
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("events"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The server's latest stats and lease table (written every 100 ms).
+    fn state(&self) -> (DhcpStats, Vec<LeaseRecord>) {
+        let mut state = None;
+        assert!(poll(Duration::from_secs(5), || {
+            state = std::fs::read(self.dir.path().join("state"))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+            state.is_some()
+        }));
+        state.unwrap()
+    }
+
+    /// Runs busybox udhcpc once (`-q`: quit when bound); returns its script's environment.
+    fn udhcpc(&self, extra: &[&str]) -> BTreeMap<String, String> {
+        require_tool("/usr/sbin/udhcpc", "udhcpc");
+        let out = self.dir.path().join("udhcpc.env");
+        let _ = std::fs::remove_file(&out);
+        let script = self.script(
+            "udhcpc.sh",
+            &format!("[ \"$1\" = bound ] && env > {}\nexit 0\n", out.display()),
+        );
+        let mut args = vec![
+            "-f", "-q", "-n", "-i", CLIENT_IF, "-t", "5", "-T", "2", "-A", "1", "-s",
+        ];
+        args.push(script.to_str().unwrap());
+        args.extend_from_slice(extra);
+        let child = self
+            .client
+            .command("udhcpc")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut process = Process(child);
+        let status = wait(&mut process.0, Duration::from_secs(30));
+        let mut stderr = String::new();
+        if let Some(pipe) = process.0.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(pipe, &mut stderr);
+        }
+        assert!(
+            status,
+            "udhcpc got no lease:\n{stderr}\nserver:\n{}",
+            self.server_log()
+        );
+        read_env(&out)
+    }
+
+    /// Runs ISC dhclient until its script sees BOUND; returns that environment.
+    fn dhclient(&self, config: &str) -> BTreeMap<String, String> {
+        require_tool("/usr/sbin/dhclient", "isc-dhcp-client");
+        let dir = self.dir.path();
+        let out = dir.join("dhclient.env");
+        let script = self.script(
+            "dhclient.sh",
+            &format!(
+                "[ \"$reason\" = BOUND ] && env > {}.tmp && mv {0}.tmp {0}\nexit 0\n",
+                out.display()
+            ),
+        );
+        std::fs::write(dir.join("dhclient.conf"), config).unwrap();
+        let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+        let child = self
+            .client
+            .command("dhclient")
+            .args(["-1", "-d", "-v", "-cf", &path("dhclient.conf")])
+            .args([
+                "-lf",
+                &path("dhclient.leases"),
+                "-pf",
+                &path("dhclient.pid"),
+            ])
+            .args(["-sf", script.to_str().unwrap(), CLIENT_IF])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _dhclient = Process(child); // stays in the foreground; killed on drop
+        assert!(
+            poll(Duration::from_secs(30), || out.exists()),
+            "dhclient got no lease; server:\n{}",
+            self.server_log()
+        );
+        read_env(&out)
+    }
+
+    fn script(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Runs `body` on a thread inside the client namespace (setns is per thread).
+    fn in_client_ns<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = Path::new("/run/netns").join(&self.client.0);
+        std::thread::spawn(move || {
+            let netns = std::fs::File::open(path).unwrap();
+            // SAFETY: setns on an open netns fd; affects only this thread.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            body()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// `KEY=VALUE` lines, quotes stripped.
+fn read_env(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+fn in_pool(address: &str) -> bool {
+    let address: Ipv4Addr = address.parse().unwrap();
+    let last = address.octets()[3];
+    address.octets()[..3] == [198, 51, 100] && (100..=199).contains(&last)
+}
+
+// ---- the tests ----------------------------------------------------------------------------
+
+#[test]
+fn udhcpc_gets_a_lease_with_our_options() {
+    let mut world = World::new();
+    world.start_server();
+    let env = world.udhcpc(&["-x", "hostname:Evil_Name../../x"]);
+    assert!(in_pool(&env["ip"]), "{env:?}");
+    assert_eq!(env["subnet"], "255.255.255.0");
+    assert_eq!(env["router"], "198.51.100.1");
+    assert_eq!(env["dns"], "198.51.100.1");
+    assert_eq!(env["serverid"], "198.51.100.1");
+    assert_eq!(env["domain"], "home.arpa");
+    assert_eq!(env["search"], "home.arpa");
+    assert_eq!(env["lease"], "43200");
+    // The OFFER and ACK were unicast to the new address through an ARP entry, not broadcast.
+    assert!(
+        !world.server_log().contains("no ARP entry"),
+        "{}",
+        world.server_log()
+    );
+    assert!(world.server_log().contains("DHCPREQUEST -> DHCPACK"));
+    let ip = env["ip"].clone();
+    assert!(
+        poll(Duration::from_secs(5), || world
+            .events()
+            .contains(&format!("bound {ip} evil-name"))),
+        "{:?}",
+        world.events()
+    );
+
+    // Again, asking for broadcast replies: the same lease.
+    let again = world.udhcpc(&["-B", "-x", "hostname:Evil_Name../../x"]);
+    assert_eq!(again["ip"], ip);
+    assert!(poll(Duration::from_secs(5), || world.state().0.acks >= 2));
+    let (stats, leases) = world.state();
+    assert!(stats.offers >= 2, "{stats:?}");
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0].state, "bound");
+    assert_eq!(leases[0].hostname.as_deref(), Some("evil-name"));
+}
+
+#[test]
+fn dhclient_gets_a_lease_with_our_options_and_fqdn() {
+    let mut world = World::new();
+    world.start_server();
+    let env = world.dhclient(
+        "send host-name \"plain\";\n\
+         send fqdn.fqdn \"Real-FQDN.example.org.\";\n\
+         send fqdn.encoded on;\n\
+         send fqdn.server-update on;\n\
+         request subnet-mask, routers, domain-name-servers, domain-name, domain-search;\n",
+    );
+    let ip = env["new_ip_address"].clone();
+    assert!(in_pool(&ip), "{env:?}");
+    assert_eq!(env["new_subnet_mask"], "255.255.255.0");
+    assert_eq!(env["new_routers"], "198.51.100.1");
+    assert_eq!(env["new_domain_name_servers"], "198.51.100.1");
+    assert_eq!(env["new_dhcp_server_identifier"], "198.51.100.1");
+    assert_eq!(env["new_domain_name"], "home.arpa");
+    assert!(env["new_domain_search"].contains("home.arpa"), "{env:?}");
+    // Our option 81 answer: the name it got, in our zone, and that we update the zone.
+    assert_eq!(env["new_fqdn_fqdn"], "real-fqdn.home.arpa");
+    assert_eq!(env["new_fqdn_server_update"], "true");
+    // Option 81 wins over option 12, and the zone is ours.
+    assert!(
+        poll(Duration::from_secs(5), || world
+            .events()
+            .contains(&format!("bound {ip} real-fqdn"))),
+        "{:?}",
+        world.events()
+    );
+}
+
+#[test]
+fn after_kill_9_every_lease_is_back() {
+    let mut world = World::new();
+    world.start_server();
+    // Two clients from one interface, told apart by their client identifiers.
+    let first = world.udhcpc(&["-x", "0x3d:ff00000001", "-x", "hostname:first"]);
+    let keeper = world.udhcpc(&["-x", "0x3d:ff00000002", "-x", "hostname:keeper"]);
+    assert_ne!(first["ip"], keeper["ip"]);
+
+    world.kill_server();
+    world.start_server();
+    // Announced to the sinks before serving: names back in DNS.
+    let events = world.events();
+    for (env, name) in [(&first, "first"), (&keeper, "keeper")] {
+        assert!(
+            events.contains(&format!("bound {} {name}", env["ip"])),
+            "{events:?}"
+        );
+    }
+    // The second client asks first this time: without the restored lease of the first it
+    // would get the lowest address.
+    let keeper_again = world.udhcpc(&["-x", "0x3d:ff00000002", "-x", "hostname:keeper"]);
+    assert_eq!(keeper_again["ip"], keeper["ip"]);
+    let first_again = world.udhcpc(&["-x", "0x3d:ff00000001", "-x", "hostname:first"]);
+    assert_eq!(first_again["ip"], first["ip"]);
+}
+
+#[test]
+fn garbage_and_rogue_replies_do_not_stop_the_server() {
+    let mut world = World::new();
+    world.start_server();
+    world
+        .client
+        .ip(&["addr", "add", "198.51.100.50/24", "dev", CLIENT_IF]);
+    let sent = world.in_client_ns(|| {
+        let socket = UdpSocket::bind("198.51.100.50:68").unwrap();
+        socket.set_broadcast(true).unwrap();
+        let target = SocketAddrV4::new(SERVER, 67);
+        let mut state = 0x1234_5678_9abc_def0u64;
+        let mut sent = 0;
+        for round in 0..300usize {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = [0, 1, 100, 239, 240, 300, 576, 1400][round % 8];
+            let mut packet: Vec<u8> = (0..len).map(|i| (state >> (i % 56)) as u8).collect();
+            if len >= 240 {
+                // Mostly-valid headers get further into the decoder.
+                packet[..4].copy_from_slice(&[if round % 3 == 0 { 2 } else { 1 }, 1, 6, 0]);
+                packet[236..240].copy_from_slice(&[99, 130, 83, 99]);
+            }
+            if socket.send_to(&packet, target).is_ok() {
+                sent += 1;
+            }
+            // Paced, so the socket buffer does not overflow and every packet is counted.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        sent
+    });
+    assert_eq!(sent, 300);
+    assert!(
+        poll(Duration::from_secs(5), || world.state().0.received >= sent),
+        "{:?}",
+        world.state().0
+    );
+    let (stats, _) = world.state();
+    assert!(
+        stats.malformed > 0 && stats.server_reply_dropped > 0,
+        "{stats:?}"
+    );
+    assert_eq!(stats.internal_errors, 0);
+
+    // Still serving.
+    let env = world.udhcpc(&[]);
+    assert!(in_pool(&env["ip"]));
+}
+
+#[test]
+fn stop_releases_the_store_and_a_second_server_is_refused_meanwhile() {
+    let world = World::new();
+    let path = Path::new("/run/netns").join(&world.server_ns.0);
+    let store = world.dir.path().join("leases.redb");
+    let settings = move || DhcpServerSettings {
+        interface: SERVER_IF.into(),
+        server_ip: SERVER,
+        inside: Inside {
+            address: SERVER,
+            prefix_len: 24,
+        },
+        port: 6767,
+        client_port: 6868,
+        dhcp: Dhcp::default(),
+        zone: "home.arpa".into(),
+        reserved_names: Vec::new(),
+        store_path: store.clone(),
+        log_queries: false,
+    };
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(path).unwrap();
+        // SAFETY: setns on an open netns fd; affects only this thread, which then builds the
+        // runtime, so the server's socket lives in the server namespace.
+        assert_eq!(
+            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = DhcpServer::start(settings(), Vec::new()).await.unwrap();
+            assert!(server.leases().is_empty());
+            assert_eq!(server.stats().pool_size, 100);
+            let Err(error) = DhcpServer::start(settings(), Vec::new()).await else {
+                panic!("two servers on one store");
+            };
+            assert!(format!("{error:#}").contains("lease store"), "{error:#}");
+            server.stop().await;
+            let again = DhcpServer::start(settings(), Vec::new()).await.unwrap();
+            again.stop().await;
+        });
+    })
+    .join()
+    .unwrap();
+}
