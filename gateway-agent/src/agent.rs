@@ -21,10 +21,15 @@ use crate::{
         server::{ControlServer, ControlState},
     },
     dataplane::Dataplane,
+    dhcp::{DhcpServer, DhcpServerSettings},
     dns::{self, DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream},
+    lease_events::LeaseSink,
     net, systemd,
     uplink::{Uplink, UplinkSettings},
 };
+
+/// The DHCP client port the server answers to.
+const DHCP_CLIENT_PORT: u16 = 68;
 
 /// How long the uplink forwarder waits for an upstream answer.
 const UPLINK_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -45,6 +50,7 @@ struct Running {
     uplink: Option<Uplink>,
     dataplane: Option<Dataplane>,
     dns: Option<DnsServer>,
+    dhcp: Option<DhcpServer>,
     control: Option<ControlServer>,
 }
 
@@ -52,6 +58,9 @@ impl Running {
     async fn stop(mut self) -> Result<()> {
         if let Some(control) = self.control.take() {
             control.stop();
+        }
+        if let Some(dhcp) = self.dhcp.take() {
+            dhcp.stop().await;
         }
         if let Some(dns) = self.dns.take() {
             dns.stop().await;
@@ -152,6 +161,33 @@ async fn start(
         running.dns = Some(server);
     }
 
+    if cfg.services.dhcp.enabled {
+        // Leases reach the zone (names) and the dataplane (lease maps) before the ACK leaves.
+        let lease_maps = running
+            .dataplane
+            .as_ref()
+            .context("the dataplane runs before DHCP")?
+            .lease_maps()
+            .context("opening the dataplane's lease maps")?;
+        let sinks: Vec<Arc<dyn LeaseSink>> = vec![zone.clone(), Arc::new(lease_maps)];
+        let settings = DhcpServerSettings {
+            interface: cfg.interfaces.inside.clone(),
+            server_ip: cfg.inside.address,
+            inside: cfg.inside,
+            port: cfg.services.dhcp.port,
+            client_port: DHCP_CLIENT_PORT,
+            dhcp: cfg.dhcp.clone(),
+            zone: cfg.dns.zone.clone(),
+            reserved_names: dns::SERVICE_NAMES.iter().map(|n| n.to_string()).collect(),
+            store_path: state_dir(cfg)?.join("dhcp-leases.redb"),
+            log_queries: cfg.log.queries,
+        };
+        let server = DhcpServer::start(settings, sinks)
+            .await
+            .context("starting the DHCP server")?;
+        running.dhcp = Some(server);
+    }
+
     let base = AgentStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
@@ -162,13 +198,17 @@ async fn start(
         inside_address: cfg.inside.cidr(),
         dataplane: dataplane_status,
         dns: None,
+        dhcp: None,
         uplink: None,
     };
     let dns_stats = running.dns.as_ref().map(DnsServer::stats_reader);
+    let dhcp = running.dhcp.as_ref().map(DhcpServer::reader);
+    let dhcp_stats = dhcp.clone();
     let status = move || {
         let mut status = base.clone();
         status.uptime_secs = started.elapsed().as_secs();
         status.dns = dns_stats.as_ref().map(|reader| reader.stats());
+        status.dhcp = dhcp_stats.as_ref().map(|reader| reader.stats());
         status.uplink = Some(uplink_status.borrow().clone());
         status
     };
@@ -176,11 +216,26 @@ async fn start(
         &cfg.control.socket,
         ControlState {
             status: Box::new(status),
+            leases: dhcp.map(|reader| {
+                Box::new(move || reader.leases()) as Box<dyn Fn() -> _ + Send + Sync>
+            }),
         },
     )
     .await?;
     running.control = Some(control);
     Ok(())
+}
+
+/// The state directory, created (owner only) if missing: leases live here.
+fn state_dir(cfg: &Config) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = cfg.state.dir.clone();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating the state directory {} (state.dir)", dir.display()))?;
+    Ok(dir)
 }
 
 /// The forwarder for non-local names: none unless the config chose one.

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{maps, status},
+    cli::{leases, maps, status},
     config::{self, Config},
     logging,
 };
@@ -35,6 +35,12 @@ enum Command {
     CheckConfig {
         /// The file to check (default: --config).
         file: Option<PathBuf>,
+    },
+    /// The DHCP leases (asks the control socket).
+    Leases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// The running agent's status (asks the control socket).
     Status {
@@ -77,6 +83,12 @@ fn main() -> ExitCode {
             };
             logging::init(&cfg.log.level);
             report(agent::run(cfg, &cli.config))
+        }
+        Command::Leases { json } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            report(leases::run(&cfg.control.socket, json))
         }
         Command::Status { json } => {
             let Some(cfg) = load(&cli.config) else {

@@ -153,92 +153,43 @@ impl Drop for TestLab {
     }
 }
 
-/// Which real DHCP client a lab client runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DhcpClient {
-    /// ISC dhclient (isc-dhcp-client).
-    Dhclient,
-    /// busybox udhcpc.
-    Udhcpc,
-}
+pub use xtask::lab::DhcpClient;
 
 /// One event a DHCP client reported through its hook script (`reason`, `ip`, `router`, `dns`,
 /// `domain`, `search`, `lease`, `mask`).
 pub type DhcpEvent = std::collections::BTreeMap<String, String>;
 
-impl TestLab {
-    fn dhcp_log(&self, role: &str) -> PathBuf {
-        self.lab.state_dir().join(format!("{role}.dhcp-events"))
-    }
+/// Events that mean "bound" for dhclient and udhcpc.
+const BOUND: [&str; 4] = ["BOUND", "REBOOT", "RENEW", "bound"];
 
-    /// Runs a real DHCP client on `role`'s eth0 until it is bound; it keeps running (and
-    /// renewing) until the lab goes down. Returns the bound event.
-    pub fn dhcp(&self, role: &str, client: DhcpClient) -> DhcpEvent {
-        let log = self.dhcp_log(role);
-        let log_env = format!("LAB_DHCP_LOG={}", log.display());
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
-        let state = self.lab.state_dir();
-        match client {
-            DhcpClient::Dhclient => {
-                let script = fixtures.join("dhclient-script.sh");
-                let leases = state.join(format!("{role}.dhclient.leases"));
-                let pid = state.join(format!("{role}.dhclient.pid"));
-                // -1: one try, then exit non-zero; once bound it daemonizes and keeps renewing.
-                let out = self.exec(
-                    role,
-                    "env",
-                    &[
-                        &log_env,
-                        "dhclient",
-                        "-4",
-                        "-1",
-                        "-lf",
-                        path_str(&leases),
-                        "-pf",
-                        path_str(&pid),
-                        "-sf",
-                        path_str(&script),
-                        "eth0",
-                    ],
-                );
-                assert!(
-                    out.status.success(),
-                    "dhclient in {role} got no lease: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            DhcpClient::Udhcpc => {
-                let script = fixtures.join("udhcpc-script.sh");
-                // Foreground, kept running for renewals; the lab's down stops it.
-                let child = Command::new("ip")
-                    .args(["netns", "exec", &self.ns(role), "env", &log_env])
-                    .args(["udhcpc", "-f", "-i", "eth0", "-t", "10", "-T", "1", "-s"])
-                    .arg(&script)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting udhcpc");
-                std::mem::forget(child);
-            }
-        }
+impl TestLab {
+    /// Runs a real DHCP client on `role`'s eth0 (with `extra` arguments) until it is bound;
+    /// it keeps running and renewing until the lab goes down. Returns the bound event.
+    pub fn dhcp(&self, role: &str, client: DhcpClient, extra: &[&str]) -> DhcpEvent {
+        let before = self.dhcp_events(role).len();
+        self.lab
+            .start_dhcp_client(role, client, extra)
+            .unwrap_or_else(|err| panic!("starting {client:?} in {role}: {err:#}"));
         let mut bound = None;
         let ok = eventually(Duration::from_secs(30), || {
-            bound = self.dhcp_events(role).into_iter().rev().find(|e| {
-                matches!(
-                    e.get("reason").map(String::as_str),
-                    Some("BOUND" | "REBOOT" | "bound")
-                )
-            });
+            bound = self
+                .dhcp_events(role)
+                .into_iter()
+                .skip(before)
+                .find(|e| BOUND.contains(&e.get("reason").map(String::as_str).unwrap_or("")));
             bound.is_some()
         });
-        assert!(ok, "{client:?} in {role} reported no lease");
+        assert!(
+            ok,
+            "{client:?} in {role} reported no lease: {:?}",
+            self.dhcp_events(role)
+        );
         bound.unwrap_or_default()
     }
 
     /// Every event `role`'s DHCP client reported so far, oldest first.
     pub fn dhcp_events(&self, role: &str) -> Vec<DhcpEvent> {
-        let text = std::fs::read_to_string(self.dhcp_log(role)).unwrap_or_default();
+        let text = std::fs::read_to_string(self.lab.dhcp_log(role)).unwrap_or_default();
         text.split("--\n")
             .filter(|chunk| !chunk.trim().is_empty())
             .map(|chunk| {

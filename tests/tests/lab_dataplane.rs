@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_tests::{eventually, lab, Agent, Capture, TestLab};
+use gateway_tests::{eventually, lab, Agent, Capture, DhcpClient, TestLab};
 
 /// The lab's config with an extra admin port open for a test listener.
 fn config_with_port(lab: &TestLab, port: u16) -> std::path::PathBuf {
@@ -77,6 +77,16 @@ fn inside_reaches_only_the_gateways_open_ports() {
         "ip",
         &["route", "add", "default", "via", lab::MODEM_IP],
     );
+    lab.exec_ok(
+        "c1",
+        "ip",
+        &["addr", "add", "198.51.100.250/24", "dev", "eth0"],
+    );
+    lab.exec_ok(
+        "c1",
+        "ip",
+        &["route", "add", "default", "via", lab::GATEWAY_INSIDE_IP],
+    );
     let capture = Capture::start(&lab, "up", "br0", "baseline");
     assert!(
         curl(&lab, "c1", &closed_url),
@@ -90,12 +100,15 @@ fn inside_reaches_only_the_gateways_open_ports() {
     );
     lab.exec_ok("gw", "ip", &["route", "del", "default"]);
     lab.exec_ok("gw", "ip", &["addr", "flush", "dev", lab::OUTSIDE_IF]);
+    lab.exec_ok("c1", "ip", &["addr", "flush", "dev", "eth0"]);
 
     let agent = Agent::start(&lab, &cfg);
     let forward = lab.exec_ok("gw", "sysctl", &["-n", "net.ipv4.ip_forward"]);
     assert_eq!(forward.trim(), "0", "the agent turns forwarding off");
     // Someone turns it back on: the dataplane alone must still hold.
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    let lease = lab.dhcp("c1", DhcpClient::Dhclient, &[]);
+    let c1_ip = lease["ip"].clone();
 
     // The allowed service port answers; the other listener is cut off and counted.
     assert!(curl(&lab, "c1", &open_url), "tcp/8080 is allowed");
@@ -135,7 +148,8 @@ fn inside_reaches_only_the_gateways_open_ports() {
             .unwrap_or_else(|| panic!("{mac} not in maps clients: {clients}"))
     };
     let first = client(&lab);
-    assert_eq!(first["ip"], "198.51.100.11");
+    assert_eq!(first["ip"], c1_ip.as_str());
+    assert_eq!(first["ip_source"], "lease");
     assert!(curl(&lab, "c1", &open_url));
     let second = client(&lab);
     assert!(second["packets"].as_u64() > first["packets"].as_u64());
@@ -221,6 +235,7 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
 
     let agent = Agent::start(&lab, &cfg);
+    lab.dhcp("c1", DhcpClient::Dhclient, &[]);
     agent.kill9();
 
     // The pinned links keep both programs attached: still closed, still counting.
@@ -290,7 +305,8 @@ fn lab_status_keeps_its_contract_and_down_removes_everything() {
     let c1 = test_lab.ns("c1");
     assert_eq!(
         json["namespaces"][&c1],
-        serde_json::json!(["198.51.100.11/24"])
+        serde_json::json!([]),
+        "clients have no address until the gateway's DHCP server gives them one"
     );
     // The origin and the modem's resolver answer from inside the lab's own namespaces.
     let page = test_lab.exec_ok(

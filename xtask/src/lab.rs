@@ -27,8 +27,19 @@ use crate::process;
 pub const STATE_ROOT: &str = "/run/gateway-lab";
 /// Namespace roles, in creation order.
 pub const ROLES: [&str; 5] = ["up", "gw", "lan", "c1", "c2"];
-/// Client roles and their (static, until the DHCP server lands) addresses.
-pub const CLIENTS: [(&str, &str); 2] = [("c1", "198.51.100.11"), ("c2", "198.51.100.12")];
+/// Client roles and the DHCP client each runs (`cargo xtask run` starts them).
+pub const CLIENTS: [(&str, DhcpClient); 2] =
+    [("c1", DhcpClient::Dhclient), ("c2", DhcpClient::Udhcpc)];
+
+/// A real DHCP client a lab client runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpClient {
+    /// ISC dhclient (isc-dhcp-client).
+    Dhclient,
+    /// busybox udhcpc.
+    Udhcpc,
+}
 
 /// The uplink LAN between modem and gateway.
 pub const UPLINK_SUBNET: &str = "192.0.2.0/24";
@@ -97,8 +108,8 @@ pub struct LabStatus {
     pub origin_log: String,
     /// Role → namespace name.
     pub roles: BTreeMap<String, String>,
-    /// Client namespace → its static address.
-    pub clients: BTreeMap<String, String>,
+    /// Client namespace → the DHCP client it runs.
+    pub clients: BTreeMap<String, DhcpClient>,
     /// Existing namespace → IPv4 addresses (CIDR) on its interfaces other than `lo`.
     pub namespaces: BTreeMap<String, Vec<String>>,
 }
@@ -401,7 +412,7 @@ impl Lab {
         )?;
         ip(&gw, &["link", "set", INSIDE_IF, "up"])?;
 
-        for (role, addr) in CLIENTS {
+        for (role, _) in CLIENTS {
             let client = self.ns(role);
             ip(
                 &lan,
@@ -410,15 +421,8 @@ impl Lab {
                 ],
             )?;
             ip(&lan, &["link", "set", role, "master", "br0", "up"])?;
-            ip(
-                &client,
-                &["addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-            )?;
+            // No address: clients take theirs from the gateway's DHCP server.
             ip(&client, &["link", "set", "eth0", "up"])?;
-            ip(
-                &client,
-                &["route", "add", "default", "via", GATEWAY_INSIDE_IP],
-            )?;
         }
         Ok(())
     }
@@ -554,6 +558,63 @@ impl Lab {
     /// Removes everything this lab made: stops every process in its namespaces (agents,
     /// tcpdumps and the lab's own daemons), deletes the namespaces, unmounts its bpffs and
     /// removes its state dir. Works from names alone, so also after a crash.
+    /// Where `role`'s DHCP client records its events (see `xtask/lab/*-script.sh`).
+    pub fn dhcp_log(&self, role: &str) -> PathBuf {
+        self.state_dir().join(format!("{role}.dhcp-events"))
+    }
+
+    /// Starts a real DHCP client on `role`'s eth0 in the background; it keeps renewing until the
+    /// lab goes down. `extra` goes to the client's command line (a host name, say). Returns
+    /// once the client runs, not once it has a lease: read [`Lab::dhcp_log`] for that.
+    pub fn start_dhcp_client(&self, role: &str, client: DhcpClient, extra: &[&str]) -> Result<()> {
+        let ns = self.ns(role);
+        let state = self.state_dir();
+        let script = match client {
+            DhcpClient::Dhclient => "dhclient-script.sh",
+            DhcpClient::Udhcpc => "udhcpc-script.sh",
+        };
+        // dhclient gives its hook a fresh environment, so the log path travels in a wrapper.
+        let hook = state.join(format!("{role}-dhcp-hook.sh"));
+        fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nLAB_DHCP_LOG='{}' exec /bin/sh '{}' \"$@\"\n",
+                self.dhcp_log(role).display(),
+                lab_script(script).display()
+            ),
+        )
+        .with_context(|| format!("writing {}", hook.display()))?;
+        fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| format!("making {} executable", hook.display()))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns]);
+        match client {
+            DhcpClient::Dhclient => {
+                // -nw: do not wait for a lease before going to the background.
+                cmd.args(["dhclient", "-4", "-nw", "-lf"])
+                    .arg(state.join(format!("{role}.dhclient.leases")))
+                    .arg("-pf")
+                    .arg(state.join(format!("{role}.dhclient.pid")))
+                    .arg("-sf")
+                    .arg(&hook)
+                    .args(extra)
+                    .arg("eth0");
+                process::run_command(&mut cmd).map(|_| ())
+            }
+            DhcpClient::Udhcpc => {
+                // -b: go to the background at once and keep trying.
+                cmd.args([
+                    "udhcpc", "-b", "-i", "eth0", "-t", "5", "-T", "1", "-A", "1", "-s",
+                ])
+                .arg(&hook)
+                .args(["-p"])
+                .arg(state.join(format!("{role}.udhcpc.pid")))
+                .args(extra);
+                process::run_command(&mut cmd).map(|_| ())
+            }
+        }
+    }
+
     pub fn down(&self) -> Result<()> {
         self.check_prefix()?;
         deps::require_root("lab down")?;
@@ -650,7 +711,7 @@ impl Lab {
             roles: ROLES.iter().map(|r| (r.to_string(), self.ns(r))).collect(),
             clients: CLIENTS
                 .iter()
-                .map(|(role, addr)| (self.ns(role), addr.to_string()))
+                .map(|(role, client)| (self.ns(role), *client))
                 .collect(),
             namespaces,
         })
@@ -745,6 +806,14 @@ pub fn down_all() -> Result<()> {
         bail!("{}", errors.join("; "));
     }
     Ok(())
+}
+
+/// A script the lab's DHCP clients run, from `xtask/lab/`.
+pub fn lab_script(name: &str) -> PathBuf {
+    crate::build::workspace_root()
+        .join("xtask")
+        .join("lab")
+        .join(name)
 }
 
 /// The committed agent config for the lab, in the workspace root.

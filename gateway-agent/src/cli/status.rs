@@ -14,6 +14,7 @@ pub fn run(socket: &Path, json: bool) -> Result<()> {
     let status = match client::request(socket, &Request::Status)? {
         Response::Status(status) => status,
         Response::Error { message } => bail!("the agent refused: {message}"),
+        other => bail!("the agent answered something else: {other:?}"),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -32,6 +33,28 @@ pub fn run(socket: &Path, json: bool) -> Result<()> {
         println!(
             "  program     {} on {} ({})",
             prog.name, prog.interface, prog.hook
+        );
+    }
+    if let Some(uplink) = &status.uplink {
+        let address = match (uplink.address, uplink.prefix_len) {
+            (Some(a), Some(p)) => format!("{a}/{p}"),
+            _ => "no address".into(),
+        };
+        println!(
+            "  uplink      {} on {} ({}): {address}, router {}",
+            uplink.device,
+            uplink.parent,
+            uplink.state,
+            uplink
+                .router
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let Some(dhcp) = &status.dhcp {
+        println!(
+            "  dhcp        {} bound of {}, {} acks, {} naks, {} malformed, {} rate-limited",
+            dhcp.bound, dhcp.pool_size, dhcp.acks, dhcp.naks, dhcp.malformed, dhcp.rate_limited,
         );
     }
     if let Some(dns) = &status.dns {

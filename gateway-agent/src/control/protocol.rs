@@ -10,6 +10,8 @@ use crate::dataplane::DataplaneStatus;
 pub enum Request {
     /// The agent's status.
     Status,
+    /// The DHCP server's leases.
+    Leases,
 }
 
 /// A response line.
@@ -18,6 +20,8 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(Box<AgentStatus>),
+    /// Answer to [`Request::Leases`].
+    Leases(Vec<crate::dhcp::LeaseRecord>),
     /// The request could not be understood or served.
     Error {
         /// What went wrong.
@@ -47,6 +51,9 @@ pub struct AgentStatus {
     /// The DNS server's counters, if it runs.
     #[serde(default)]
     pub dns: Option<crate::dns::DnsStats>,
+    /// The DHCP server's counters, if it runs.
+    #[serde(default)]
+    pub dhcp: Option<crate::dhcp::DhcpStats>,
     /// The uplink: macvlan, lease, state.
     #[serde(default)]
     pub uplink: Option<crate::uplink::UplinkStatus>,

@@ -15,11 +15,14 @@ use tokio::{
 };
 
 use super::protocol::{AgentStatus, Request, Response, MAX_REQUEST_BYTES};
+use crate::dhcp::LeaseRecord;
 
 /// What the server answers from: closures over the running services' live state.
 pub struct ControlState {
     /// The agent's status now.
     pub status: Box<dyn Fn() -> AgentStatus + Send + Sync>,
+    /// The DHCP leases now (`None`: the DHCP server is off).
+    pub leases: Option<Box<dyn Fn() -> Vec<LeaseRecord> + Send + Sync>>,
 }
 
 /// A running control server; removes its socket file when stopped.
@@ -103,5 +106,11 @@ async fn serve(stream: UnixStream, state: &ControlState) -> Result<()> {
 fn answer(request: Request, state: &ControlState) -> Response {
     match request {
         Request::Status => Response::Status(Box::new((state.status)())),
+        Request::Leases => match &state.leases {
+            Some(leases) => Response::Leases(leases()),
+            None => Response::Error {
+                message: "the DHCP server is disabled (dhcp.enabled = false)".into(),
+            },
+        },
     }
 }

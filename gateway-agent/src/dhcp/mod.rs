@@ -155,6 +155,11 @@ impl DhcpServer {
         server::lock(&self.handler).stats()
     }
 
+    /// A handle that reads leases and counters while the server runs, for the control socket.
+    pub fn reader(&self) -> DhcpReader {
+        DhcpReader(self.handler.clone())
+    }
+
     /// Stops serving. Nothing needs flushing: every change was synced when it was made.
     pub async fn stop(self) {
         // An error means the task has already ended.
@@ -162,5 +167,21 @@ impl DhcpServer {
         if let Err(error) = self.task.await {
             tracing::error!("the DHCP server task failed: {error}");
         }
+    }
+}
+
+/// Reads a running server's leases and counters (see [`DhcpServer::reader`]).
+#[derive(Clone)]
+pub struct DhcpReader(Arc<Mutex<Handler>>);
+
+impl DhcpReader {
+    /// The leases, as `gateway-agent leases` shows them.
+    pub fn leases(&self) -> Vec<LeaseRecord> {
+        server::lock(&self.0).records()
+    }
+
+    /// The counters since start.
+    pub fn stats(&self) -> DhcpStats {
+        server::lock(&self.0).stats()
     }
 }

@@ -1,0 +1,49 @@
+//! `gateway-agent leases`: the DHCP server's leases, from the running agent.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use super::table;
+use crate::control::{
+    client,
+    protocol::{Request, Response},
+};
+
+/// Prints the leases; fails plainly when no agent answers.
+pub fn run(socket: &Path, json: bool) -> Result<()> {
+    let leases = match client::request(socket, &Request::Leases)? {
+        Response::Leases(leases) => leases,
+        Response::Error { message } => bail!("the agent refused: {message}"),
+        other => bail!("the agent answered something else: {other:?}"),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&leases)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let rows: Vec<Vec<String>> = leases
+        .iter()
+        .map(|l| {
+            vec![
+                l.address.to_string(),
+                l.mac.clone(),
+                l.client_id.clone().unwrap_or_else(|| "-".into()),
+                l.hostname.clone().unwrap_or_else(|| "-".into()),
+                format!("{}s", l.expires_unix.saturating_sub(now)),
+                l.state.clone(),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table::render(
+            &["address", "mac", "client-id", "name", "expires in", "state"],
+            &rows
+        )
+    );
+    Ok(())
+}
