@@ -163,12 +163,12 @@ pub type DhcpEvent = std::collections::BTreeMap<String, String>;
 const BOUND: [&str; 4] = ["BOUND", "REBOOT", "RENEW", "bound"];
 
 impl TestLab {
-    /// Runs a real DHCP client on `role`'s eth0 (with `extra` arguments) until it is bound;
-    /// it keeps running and renewing until the lab goes down. Returns the bound event.
-    pub fn dhcp(&self, role: &str, client: DhcpClient, extra: &[&str]) -> DhcpEvent {
+    /// Runs a real DHCP client on `role`'s eth0 (sending `hostname` if given) until it is
+    /// bound; it keeps running and renewing until the lab goes down. Returns the bound event.
+    pub fn dhcp(&self, role: &str, client: DhcpClient, hostname: Option<&str>) -> DhcpEvent {
         let before = self.dhcp_events(role).len();
         self.lab
-            .start_dhcp_client(role, client, extra)
+            .start_dhcp_client(role, client, hostname)
             .unwrap_or_else(|err| panic!("starting {client:?} in {role}: {err:#}"));
         let mut bound = None;
         let ok = eventually(Duration::from_secs(30), || {

@@ -107,7 +107,7 @@ fn inside_reaches_only_the_gateways_open_ports() {
     assert_eq!(forward.trim(), "0", "the agent turns forwarding off");
     // Someone turns it back on: the dataplane alone must still hold.
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    let lease = lab.dhcp("c1", DhcpClient::Dhclient, &[]);
+    let lease = lab.dhcp("c1", DhcpClient::Dhclient, None);
     let c1_ip = lease["ip"].clone();
 
     // The allowed service port answers; the other listener is cut off and counted.
@@ -235,7 +235,7 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
 
     let agent = Agent::start(&lab, &cfg);
-    lab.dhcp("c1", DhcpClient::Dhclient, &[]);
+    lab.dhcp("c1", DhcpClient::Dhclient, None);
     agent.kill9();
 
     // The pinned links keep both programs attached: still closed, still counting.

@@ -564,9 +564,14 @@ impl Lab {
     }
 
     /// Starts a real DHCP client on `role`'s eth0 in the background; it keeps renewing until the
-    /// lab goes down. `extra` goes to the client's command line (a host name, say). Returns
-    /// once the client runs, not once it has a lease: read [`Lab::dhcp_log`] for that.
-    pub fn start_dhcp_client(&self, role: &str, client: DhcpClient, extra: &[&str]) -> Result<()> {
+    /// lab goes down, sending `hostname` (option 12) if given. Returns once the client runs,
+    /// not once it has a lease: read [`Lab::dhcp_log`] for that.
+    pub fn start_dhcp_client(
+        &self,
+        role: &str,
+        client: DhcpClient,
+        hostname: Option<&str>,
+    ) -> Result<()> {
         let ns = self.ns(role);
         let state = self.state_dir();
         let script = match client {
@@ -590,26 +595,34 @@ impl Lab {
         cmd.args(["netns", "exec", &ns]);
         match client {
             DhcpClient::Dhclient => {
+                let conf = state.join(format!("{role}.dhclient.conf"));
+                let text = hostname
+                    .map(|name| format!("send host-name \"{name}\";\n"))
+                    .unwrap_or_default();
+                fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
                 // -nw: do not wait for a lease before going to the background.
-                cmd.args(["dhclient", "-4", "-nw", "-lf"])
+                cmd.args(["dhclient", "-4", "-nw", "-cf"])
+                    .arg(&conf)
+                    .arg("-lf")
                     .arg(state.join(format!("{role}.dhclient.leases")))
                     .arg("-pf")
                     .arg(state.join(format!("{role}.dhclient.pid")))
                     .arg("-sf")
                     .arg(&hook)
-                    .args(extra)
                     .arg("eth0");
                 process::run_command(&mut cmd).map(|_| ())
             }
             DhcpClient::Udhcpc => {
-                // -b: go to the background at once and keep trying.
+                // -b: go to the background if the first tries get no lease, and keep trying.
                 cmd.args([
                     "udhcpc", "-b", "-i", "eth0", "-t", "5", "-T", "1", "-A", "1", "-s",
                 ])
                 .arg(&hook)
                 .args(["-p"])
-                .arg(state.join(format!("{role}.udhcpc.pid")))
-                .args(extra);
+                .arg(state.join(format!("{role}.udhcpc.pid")));
+                if let Some(name) = hostname {
+                    cmd.args(["-x", &format!("hostname:{name}")]);
+                }
                 process::run_command(&mut cmd).map(|_| ())
             }
         }

@@ -114,41 +114,81 @@ fn run_agent(config: Option<PathBuf>) -> Result<()> {
             cmd.arg("--config").arg(config).arg("run");
             cmd
         }
-        None => {
-            deps::ensure_lab_packages()?;
-            let lab = lab::Lab::default_lab();
-            lab.up()?;
-            let status = lab.status()?;
-            let gw = lab.ns("gw");
-            let c1 = lab.ns("c1");
-            let cfg = lab.agent_config();
-            eprintln!(
-                "\nThe gateway runs in namespace `{gw}`; try from another shell:\n  \
-                 ip netns exec {c1} ping -c1 {gwip}                      # the gateway answers\n  \
-                 ip netns exec {c1} curl -m3 http://{origin_ip}/   # dropped: inside never reaches outside\n  \
-                 ip netns exec {gw} {agent} --config {cfg} maps drops\n  \
-                 ip netns exec {gw} {agent} --config {cfg} maps clients\n  \
-                 ip netns exec {gw} {agent} --config {cfg} status\n\
-                 Stop with Ctrl-C; `cargo xtask lab down` removes the lab.\n",
-                gwip = status.gateway_inside_ip,
-                origin_ip = status.origin_ip,
-                agent = agent.display(),
-                cfg = cfg.display(),
-            );
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &gw])
-                .arg(&agent)
-                .arg("--config")
-                .arg(cfg)
-                .arg("run");
-            cmd
-        }
+        None => return run_in_lab(&agent),
     };
     let status = cmd
         .status()
         .with_context(|| format!("starting {}", process::describe(&cmd)))?;
     if !status.success() {
         bail!("the agent exited with {status}");
+    }
+    Ok(())
+}
+
+/// Brings the lab up, runs the agent in `gw`, and starts the clients' DHCP clients once it
+/// answers; returns when the agent exits (Ctrl-C).
+fn run_in_lab(agent: &std::path::Path) -> Result<()> {
+    deps::ensure_lab_packages()?;
+    let lab = lab::Lab::default_lab();
+    lab.up()?;
+    let status = lab.status()?;
+    let gw = lab.ns("gw");
+    let cfg = lab.agent_config();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &gw])
+        .arg(agent)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .spawn()
+        .context("starting the agent in the lab")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready = Command::new("ip")
+            .args(["netns", "exec", &gw])
+            .arg(agent)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("status")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ready {
+            break;
+        }
+        if let Some(exit) = child.try_wait()? {
+            bail!("the agent exited with {exit}");
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the agent did not answer on its control socket within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for (role, client) in lab::CLIENTS {
+        lab.start_dhcp_client(role, client, Some(role))?;
+    }
+    let c1 = lab.ns("c1");
+    eprintln!(
+        "\nThe gateway runs in namespace `{gw}`; c1 (dhclient) and c2 (udhcpc) are taking leases.\n\
+         Try from another shell:\n  \
+         ip netns exec {c1} ip -4 addr show eth0                  # a lease from the gateway\n  \
+         ip netns exec {c1} dig +short c2.home.arpa              # the other client, by name\n  \
+         ip netns exec {c1} dig +short {origin}           # forwarded to the uplink\n  \
+         ip netns exec {c1} curl -m3 http://{origin_ip}/   # dropped: inside never reaches outside\n  \
+         ip netns exec {gw} {agent} --config {cfg} leases\n  \
+         ip netns exec {gw} {agent} --config {cfg} maps drops\n  \
+         ip netns exec {gw} {agent} --config {cfg} status\n\
+         Stop with Ctrl-C; `cargo xtask lab down` removes the lab.\n",
+        origin = status.origin_name,
+        origin_ip = status.origin_ip,
+        agent = agent.display(),
+        cfg = cfg.display(),
+    );
+    let exit = child.wait().context("waiting for the agent")?;
+    if !exit.success() {
+        bail!("the agent exited with {exit}");
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::control::{
 /// Prints the leases; fails plainly when no agent answers.
 pub fn run(socket: &Path, json: bool) -> Result<()> {
     let leases = match client::request(socket, &Request::Leases)? {
-        Response::Leases(leases) => leases,
+        Response::Leases { leases } => leases,
         Response::Error { message } => bail!("the agent refused: {message}"),
         other => bail!("the agent answered something else: {other:?}"),
     };

@@ -20,8 +20,12 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(Box<AgentStatus>),
-    /// Answer to [`Request::Leases`].
-    Leases(Vec<crate::dhcp::LeaseRecord>),
+    /// Answer to [`Request::Leases`]. (A struct variant: an internally tagged enum cannot
+    /// carry a bare sequence.)
+    Leases {
+        /// The leases.
+        leases: Vec<crate::dhcp::LeaseRecord>,
+    },
     /// The request could not be understood or served.
     Error {
         /// What went wrong.
@@ -61,3 +65,41 @@ pub struct AgentStatus {
 
 /// Longest request line accepted; anything longer is a broken or hostile client.
 pub const MAX_REQUEST_BYTES: usize = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_response_round_trips() {
+        let lease = crate::dhcp::LeaseRecord {
+            address: std::net::Ipv4Addr::new(198, 51, 100, 100),
+            mac: "02:00:00:00:00:01".into(),
+            client_id: Some("01020000000001".into()),
+            hostname: Some("c1".into()),
+            expires_unix: 1,
+            state: "bound".into(),
+        };
+        let responses = [
+            Response::Leases {
+                leases: vec![lease],
+            },
+            Response::Error {
+                message: "no".into(),
+            },
+        ];
+        for response in responses {
+            let text = serde_json::to_string(&response).unwrap_or_else(|e| panic!("{e}"));
+            let back: Response = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                serde_json::to_string(&back).unwrap_or_default(),
+                text,
+                "{text}"
+            );
+        }
+        for request in [Request::Status, Request::Leases] {
+            let text = serde_json::to_string(&request).unwrap_or_default();
+            assert_eq!(serde_json::from_str::<Request>(&text).ok(), Some(request));
+        }
+    }
+}

@@ -107,7 +107,7 @@ fn answer(request: Request, state: &ControlState) -> Response {
     match request {
         Request::Status => Response::Status(Box::new((state.status)())),
         Request::Leases => match &state.leases {
-            Some(leases) => Response::Leases(leases()),
+            Some(leases) => Response::Leases { leases: leases() },
             None => Response::Error {
                 message: "the DHCP server is disabled (dhcp.enabled = false)".into(),
             },
