@@ -449,6 +449,9 @@ impl Lab {
             "--no-resolv".to_string(),
             "--no-hosts".to_string(),
             format!("--host-record={ORIGIN_NAME},{ORIGIN_IP}"),
+            // dnsmasq answers its own records with TTL 0 by default; real zones have TTLs, and
+            // the gateway's cache honours them.
+            "--local-ttl=300".to_string(),
             // Every other name is answered locally (NXDOMAIN): the lab has no real internet.
             "--local=/#/".to_string(),
             "--log-queries".to_string(),
