@@ -210,11 +210,21 @@ fn kea_config(leases: &Path) -> String {
 /// The lab's agent config with `extra` appended (as new tables).
 fn bench_config(lab: &lab::Lab, extra: &str) -> Result<PathBuf> {
     let base = std::fs::read_to_string(lab.agent_config()).context("reading the lab config")?;
+    // Tables the benchmark sets itself are dropped from the base (TOML allows a table once).
+    let own: Vec<&str> = extra
+        .lines()
+        .filter(|l| l.starts_with('[') && !l.starts_with("[["))
+        .collect();
     let mut text = String::new();
+    let mut skipping = false;
     for line in base.lines() {
-        // Tables the benchmark sets itself are dropped from the base.
-        text.push_str(line);
-        text.push('\n');
+        if line.starts_with('[') {
+            skipping = own.contains(&line.trim());
+        }
+        if !skipping {
+            text.push_str(line);
+            text.push('\n');
+        }
     }
     text.push_str(extra);
     let path = lab.state_dir().join("bench.toml");
@@ -225,7 +235,11 @@ fn bench_config(lab: &lab::Lab, extra: &str) -> Result<PathBuf> {
 /// c1 needs an address on the inside subnet for the load generators.
 fn ensure_client_address(lab: &lab::Lab) -> Result<()> {
     let c1 = lab.ns("c1");
-    process::ns_run(&c1, "ip", ["addr", "replace", "198.51.100.11/24", "dev", "eth0"])
+    process::ns_run(
+        &c1,
+        "ip",
+        ["addr", "replace", "198.51.100.11/24", "dev", "eth0"],
+    )
 }
 
 /// A server process in a namespace, stopped when dropped.
@@ -379,7 +393,9 @@ pub fn parse_dnsperf(out: &str) -> Result<Measurement> {
 fn perfdhcp(client: &str) -> Result<Measurement> {
     let secs = RUN_SECS.to_string();
     let out = Command::new("ip")
-        .args(["netns", "exec", client, "perfdhcp", "-4", "-r", "2000", "-R", "200"])
+        .args([
+            "netns", "exec", client, "perfdhcp", "-4", "-r", "2000", "-R", "200",
+        ])
         .args(["-p", &secs, "-l", "eth0", lab::GATEWAY_INSIDE_IP])
         .output()
         .context("running perfdhcp")?;
@@ -422,7 +438,9 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
         return None;
     }
     let rank = ((sorted.len() as f64) * q).ceil() as usize;
-    sorted.get(rank.saturating_sub(1).min(sorted.len() - 1)).copied()
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
 }
 
 /// Replaces this benchmark's section of `bench/RESULTS.md`.
@@ -476,7 +494,11 @@ fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<()> {
                 .map_or(existing.len(), |i| start + marker.len() + i);
             format!("{}{}{}", &existing[..start], section, &existing[end..])
         }
-        None => format!("{}{}", existing.trim_end_matches('\n').to_string() + "\n", section),
+        None => format!(
+            "{}{}",
+            existing.trim_end_matches('\n').to_string() + "\n",
+            section
+        ),
     };
     std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
     println!("{section}");

@@ -1,6 +1,7 @@
 //! Tasks behind `cargo xtask`: installing dependencies, building the eBPF object and the agent,
 //! and the network-namespace lab the gateway runs and is tested in.
 
+pub mod bench;
 pub mod build;
 pub mod deps;
 pub mod lab;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::{build, deps, lab, process};
+use xtask::{bench, build, deps, lab, process};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test the gateway")]
@@ -35,6 +35,12 @@ enum Task {
     Lab {
         #[command(subcommand)]
         action: LabAction,
+    },
+    /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq) or `dhcp`
+    /// (vs Kea); results in bench/RESULTS.md.
+    Bench {
+        /// `dns` or `dhcp`.
+        which: String,
     },
     /// Build everything, check formatting and lints, run every test.
     Test {
@@ -98,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Task::Test { args } => test(&args),
+        Task::Bench { which } => bench::run(&which),
     }
 }
 
