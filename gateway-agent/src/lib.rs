@@ -8,6 +8,7 @@ pub mod control;
 pub mod dataplane;
 pub mod dhcp;
 pub mod dns;
+pub mod egress;
 pub mod lease_events;
 pub mod logging;
 pub mod net;

@@ -102,12 +102,42 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
         "the query came from the gateway's uplink address {uplink_ip}: {queries:?}"
     );
 
+    // A release takes the name and the dataplane's lease entry away at once.
+    let state = lab.lab.state_dir();
+    let leases_file = state.join("c1.dhclient.leases");
+    let pid_file = state.join("c1.dhclient.pid");
+    let hook = state.join("c1-dhcp-hook.sh");
+    lab.exec_ok(
+        "c1",
+        "dhclient",
+        &[
+            "-4",
+            "-r",
+            "-lf",
+            leases_file.to_str().unwrap_or_default(),
+            "-pf",
+            pid_file.to_str().unwrap_or_default(),
+            "-sf",
+            hook.to_str().unwrap_or_default(),
+            "eth0",
+        ],
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || dig(&lab, "c2", &["laptop.home.arpa"])
+            .is_empty()),
+        "the released name still resolves"
+    );
+    let lease_map = lab.cli_json(&cfg, &["maps", "dump", "LEASES"]);
+    assert!(lease_map.get(&c1_mac).is_none(), "{lease_map}");
+    assert_eq!(dig(&lab, "c1", &["phone.home.arpa"]), "", "c1 has no address now");
+    assert_eq!(dig(&lab, "c2", &["phone.home.arpa"]), c2["ip"]);
+
     // Names that must never leave: answered locally, nothing reaches the modem.
     let before = dnsmasq_log(&lab);
     for name in ["printer.local", "nothing.home.arpa", "x.invalid"] {
-        dig(&lab, "c1", &[name]);
+        dig(&lab, "c2", &[name]);
     }
-    dig(&lab, "c1", &["-x", "192.168.1.1"]);
+    dig(&lab, "c2", &["-x", "192.168.1.1"]);
     let after = dnsmasq_log(&lab);
     let new = &after[before.len().min(after.len())..];
     assert!(
