@@ -25,7 +25,7 @@ use crate::{
     dns::{self, DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream},
     lease_events::LeaseSink,
     net, systemd,
-    uplink::{Uplink, UplinkSettings},
+    uplink::{Uplink, UplinkSettings, UplinkStatus},
 };
 
 /// The DHCP client port the server answers to.
@@ -146,7 +146,7 @@ async fn start(
         .context("building the local DNS zone")?,
     );
     if cfg.services.dns.enabled {
-        let upstream = dns_upstream(cfg, &outside_device, uplink_dns);
+        let upstream = dns_upstream(cfg, &outside_device, uplink_dns, uplink_status.clone());
         let settings = DnsServerSettings {
             listen: cfg.inside.address,
             port: cfg.services.dns.port,
@@ -243,6 +243,7 @@ fn dns_upstream(
     cfg: &Config,
     outside_device: &str,
     lease_servers: watch::Receiver<Vec<Ipv4Addr>>,
+    uplink: watch::Receiver<UplinkStatus>,
 ) -> Option<Arc<dyn Upstream>> {
     match cfg.dns.upstream {
         DnsUpstream::None => None,
@@ -253,13 +254,33 @@ fn dns_upstream(
                 // A fixed list never changes; the receiver keeps the value after the sender goes.
                 watch::channel(cfg.dns.upstream_servers.clone()).1
             };
-            Some(Arc::new(UplinkUpstream::new(
-                servers,
-                Some(outside_device.to_owned()),
-                UPLINK_DNS_TIMEOUT,
-            )))
+            Some(Arc::new(
+                UplinkUpstream::new(servers, Some(outside_device.to_owned()), UPLINK_DNS_TIMEOUT)
+                    .with_source(follow_uplink_address(uplink)),
+            ))
         }
     }
+}
+
+/// The uplink's current address (none until it has a lease).
+fn follow_uplink_address(
+    mut uplink: watch::Receiver<UplinkStatus>,
+) -> watch::Receiver<Option<Ipv4Addr>> {
+    let (tx, rx) = watch::channel(uplink.borrow_and_update().address);
+    tokio::spawn(async move {
+        while uplink.changed().await.is_ok() {
+            let address = uplink.borrow_and_update().address;
+            tx.send_if_modified(|current| {
+                let changed = *current != address;
+                *current = address;
+                changed
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The resolvers of the current uplink lease, as DNS server addresses.

@@ -22,6 +22,16 @@ pub mod names {
     pub const LEASES: &str = "LEASES";
     /// `HashMap<u32, MacKey>`: the same leases by address (network-order encoding).
     pub const LEASES_BY_IP: &str = "LEASES_BY_IP";
+
+    /// Every map the agent pins, in display order.
+    pub const ALL: &[&str] = &[
+        CONFIG,
+        OPEN_PORTS,
+        DROPS,
+        CLIENT_STATS,
+        LEASES,
+        LEASES_BY_IP,
+    ];
 }
 
 /// Sub-directories of the configured bpffs pin directory.

@@ -48,7 +48,7 @@ pub fn run(which: &str) -> Result<()> {
     deps::require_root("the benchmarks")?;
     deps::ensure_all()?;
     deps::ensure_packages(BENCH_PACKAGES, "for the benchmarks")?;
-    let agent = build::build_all(true)?;
+    let agent = build::build_agent(true)?;
     let lab = lab::Lab::new(PREFIX);
     lab.down()?;
     lab.up()?;

@@ -94,6 +94,23 @@ pub fn build_all(release: bool) -> Result<PathBuf> {
     Ok(agent_binary(release))
 }
 
+/// Builds only the agent binary (after the eBPF object) and returns its path.
+pub fn build_agent(release: bool) -> Result<PathBuf> {
+    build_ebpf(true)?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(workspace_root())
+        .args(["build", "-p", "gateway-agent", "--bin", "gateway-agent"])
+        .env("GATEWAY_EBPF_OBJECT", ebpf_object_path());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    Ok(agent_binary(release))
+}
+
 /// The agent binary that `build_all` produces.
 pub fn agent_binary(release: bool) -> PathBuf {
     let profile = if release { "release" } else { "debug" };

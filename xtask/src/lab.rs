@@ -319,8 +319,8 @@ impl Lab {
 
     /// `ip netns exec` bind-mounts `/etc/netns/<ns>/resolv.conf` over `/etc/resolv.conf`. Each
     /// namespace gets the resolver it would have on a real network (the clients the gateway, the
-    /// gateway and the modem the modem), so lookups never head for the host's own resolver and
-    /// DHCP client scripts rewrite this file, not the host's.
+    /// gateway and the modem the modem), so lookups never head for the host's own resolver, and
+    /// a DHCP client hook that writes resolv.conf would write this file, not the host's.
     fn write_resolv_conf(&self, ns: &str) -> Result<()> {
         let role = ROLES
             .iter()

@@ -6,7 +6,7 @@ use std::collections::hash_map::{Entry, HashMap};
 use std::net::Ipv4Addr;
 
 use super::error::Errors;
-use super::services::{Dhcp, Uplink, SERVICE_NAMES};
+use super::services::{Dhcp, Dns, DnsUpstream, Uplink, SERVICE_NAMES};
 use super::types::{same_subnet, Inside, Interfaces, Outside, OutsideAddress, PortRule};
 
 /// A static outside subnet must not overlap the inside subnet: the gateway could not tell the
@@ -136,6 +136,20 @@ pub(crate) fn macvlan_name_free(interfaces: &Interfaces, uplink: &Uplink, errors
                 "{:?} is one of the configured NICs; the agent creates this macvlan itself",
                 uplink.macvlan_name
             ),
+        );
+    }
+}
+
+/// With a static uplink no DHCP lease names resolvers, so forwarding to the uplink needs them
+/// configured; otherwise every non-local name would get SERVFAIL.
+pub(crate) fn uplink_dns_has_servers(outside: &Outside, dns: &Dns, errors: &mut Errors) {
+    if dns.upstream == DnsUpstream::Uplink
+        && dns.upstream_servers.is_empty()
+        && matches!(outside.address, OutsideAddress::Static { .. })
+    {
+        errors.push(
+            "dns.upstream_servers",
+            "empty, but dns.upstream = \"uplink\" with a static outside.address: no DHCP lease names the uplink's resolvers, so list them here",
         );
     }
 }

@@ -18,14 +18,7 @@ use serde_json::{json, Value};
 use super::pins::PinLayout;
 
 /// Every map the dataplane pins, in display order.
-pub const MAP_NAMES: &[&str] = &[
-    names::CONFIG,
-    names::OPEN_PORTS,
-    names::DROPS,
-    names::CLIENT_STATS,
-    names::LEASES,
-    names::LEASES_BY_IP,
-];
+pub const MAP_NAMES: &[&str] = names::ALL;
 
 /// A row of `maps list`.
 #[derive(Debug, Serialize)]

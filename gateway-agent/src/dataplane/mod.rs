@@ -62,14 +62,7 @@ impl Dataplane {
         let mut ebpf = object::load()?;
         let log_task = log_forward::spawn(&mut ebpf)?;
         settings::write(&mut ebpf, cfg)?;
-        for name in [
-            names::CONFIG,
-            names::OPEN_PORTS,
-            names::DROPS,
-            names::CLIENT_STATS,
-            names::LEASES,
-            names::LEASES_BY_IP,
-        ] {
+        for &name in names::ALL {
             let path = pins.map(name);
             ebpf.map(name)
                 .ok_or_else(|| anyhow!("the eBPF object has no {name} map"))?

@@ -28,6 +28,8 @@ const MAX_CHAIN: usize = 16;
 pub struct UplinkUpstream {
     servers: watch::Receiver<Vec<SocketAddr>>,
     bind_device: Option<String>,
+    /// The uplink's own address to send from, when set (see [`UplinkUpstream::with_source`]).
+    source: Option<watch::Receiver<Option<Ipv4Addr>>>,
     timeout: Duration,
 }
 
@@ -43,7 +45,37 @@ impl UplinkUpstream {
         UplinkUpstream {
             servers,
             bind_device,
+            source: None,
             timeout,
+        }
+    }
+
+    /// Sends from the uplink's current address, and not at all while it has none. Binding to
+    /// the device alone is not enough: with no address on it the kernel picks another
+    /// interface's address as the source — the gateway's inside address — for a packet that
+    /// leaves by the uplink.
+    pub fn with_source(mut self, source: watch::Receiver<Option<Ipv4Addr>>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// The address to bind to: the uplink's, `None` when unconstrained, an error when the
+    /// uplink has no address yet.
+    fn source_ip(&self, server: SocketAddr) -> std::io::Result<IpAddr> {
+        match (&self.source, server) {
+            (Some(source), SocketAddr::V4(_)) => match *source.borrow() {
+                Some(ip) => Ok(ip.into()),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    "the uplink has no address yet",
+                )),
+            },
+            (Some(_), SocketAddr::V6(_)) => Err(std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                "the uplink has no IPv6 address",
+            )),
+            (None, SocketAddr::V4(_)) => Ok(Ipv4Addr::UNSPECIFIED.into()),
+            (None, SocketAddr::V6(_)) => Ok(Ipv6Addr::UNSPECIFIED.into()),
         }
     }
 
@@ -113,6 +145,7 @@ impl UplinkUpstream {
             if let Some(device) = &self.bind_device {
                 socket.bind_device(Some(device.as_bytes()))?;
             }
+            socket.bind(SocketAddr::new(self.source_ip(server)?, 0))?;
             let mut stream = socket.connect(server).await?;
             let len = u16::try_from(bytes.len())
                 .map_err(|_| std::io::Error::other("query too long for TCP"))?;
@@ -142,11 +175,7 @@ impl UplinkUpstream {
             socket.bind_device(Some(device.as_bytes()))?;
         }
         // Port 0: the kernel picks a random ephemeral port for every question.
-        let any: IpAddr = match server {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        socket.bind(&SocketAddr::new(any, 0).into())?;
+        socket.bind(&SocketAddr::new(self.source_ip(server)?, 0).into())?;
         // Connected: the kernel drops datagrams from anyone but the server.
         socket.connect(&server.into())?;
         UdpSocket::from_std(socket.into())
