@@ -435,6 +435,40 @@ async fn connect_tunnel_to_an_allowed_port() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
+    let origin = Origin::start().await;
+    let port = origin.port;
+    let proxy = Proxy::start(|s| {
+        s.connect_ports = vec![port];
+        s.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut stream = TcpStream::connect(proxy.proxy.local_addr())
+        .await
+        .expect("connect to the proxy");
+    let request =
+        format!("CONNECT origin.test:{port} HTTP/1.1\r\nHost: origin.test:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // The origin waits for a request that never comes; the proxy must not wait with it.
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("the tunnel is closed")
+        .expect("read the tunnel");
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(took >= Duration::from_millis(400), "closed after {took:?}");
+    // The tunnel held the connection's place until it ended.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while proxy.proxy.stats().active != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(proxy.proxy.stats().active, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_a_port_not_allowed_is_403() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(|_| {}).await;

@@ -194,10 +194,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             continue;
         };
         let shared = shared.clone();
-        tokio::spawn(async move {
-            serve(stream, peer.ip(), shared).await;
-            drop(slot);
-        });
+        let active = Arc::new(ActiveGuard::new(shared.counters.clone(), slot));
+        tokio::spawn(serve(stream, peer.ip(), shared, active));
     }
 }
 
@@ -210,8 +208,7 @@ fn is_inside(inside: &Inside, ip: IpAddr) -> bool {
 }
 
 /// One client connection: HTTP/1.1 requests until it closes, times out or becomes a tunnel.
-async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>) {
-    let active = Arc::new(ActiveGuard::new(shared.counters.clone()));
+async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>, active: Arc<ActiveGuard>) {
     let mut shutdown = shared.shutdown.clone();
     let counters = shared.counters.clone();
     let service = {

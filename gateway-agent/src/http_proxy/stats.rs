@@ -6,6 +6,7 @@ use std::sync::{
 };
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::egress::EgressError;
 
@@ -112,19 +113,26 @@ impl Counters {
     }
 }
 
-/// One open client connection in [`Counters::active`], shared with the tunnel it may become;
-/// the last clone to go ends it.
-pub(crate) struct ActiveGuard(Arc<Counters>);
+/// One open client connection: counted in [`Counters::active`] and holding one of the
+/// `max_connections` slots. Shared with the tunnel the connection may become, so a tunnel keeps
+/// both; the last clone to go frees them.
+pub(crate) struct ActiveGuard {
+    counters: Arc<Counters>,
+    _slot: OwnedSemaphorePermit,
+}
 
 impl ActiveGuard {
-    pub fn new(counters: Arc<Counters>) -> Self {
+    pub fn new(counters: Arc<Counters>, slot: OwnedSemaphorePermit) -> Self {
         counters.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(counters)
+        ActiveGuard {
+            counters,
+            _slot: slot,
+        }
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.counters.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
