@@ -537,6 +537,25 @@ async fn connector_errors_fail_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_origin_is_504() {
+    // Accepts, reads, never answers.
+    let silent = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind the silent origin");
+    let port = silent.local_addr().expect("silent origin address").port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let proxy = Proxy::start(|s| s.idle_timeout = Duration::from_millis(500)).await;
+    let out = curl(&["-x", &proxy.url(), &format!("http://127.0.0.1:{port}/")]).await;
+    assert_eq!(out.status, 504, "{out:?}");
+    assert_eq!(proxy.proxy.stats().upstream_failures.timeout, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_outside_the_inside_subnet_are_closed() {
     let origin = Origin::start().await;
     let proxy = Proxy::start(|s| {

@@ -92,6 +92,7 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
     };
     let idle = shared.settings.idle_timeout;
     let mut shutdown = shared.shutdown.clone();
+    let watched = activity.clone();
     // One connection per request: it ends with the response body, when idle, or at stop.
     tokio::spawn(async move {
         tokio::select! {
@@ -104,6 +105,14 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
     let sent = tokio::time::timeout(idle, sender.send_request(Request::from_parts(parts, body)));
     let response = match sent.await {
         Ok(Ok(response)) => response,
+        // The idle watchdog dropped the connection: a silent origin, not a broken one.
+        Ok(Err(_)) if watched.is_idle(idle) => {
+            bump(&counters.timeout);
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("{target} did not answer in time\n"),
+            );
+        }
         Ok(Err(_)) => {
             bump(&counters.protocol);
             return text(

@@ -38,6 +38,11 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Whether nothing has moved for `idle`.
+    pub fn is_idle(&self, idle: Duration) -> bool {
+        self.idle_for() >= idle
+    }
+
     fn idle_for(&self) -> Duration {
         let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         Instant::now().saturating_duration_since(last)
