@@ -1,4 +1,4 @@
-//! The gateway agent: the uplink, the eBPF dataplane, the inside services (DHCP, DNS) and the
+//! The gateway agent: the uplink, the eBPF dataplane, the inside services (DHCP, DNS, HTTP proxy) and the
 //! control socket. The binary in `main.rs` is a thin CLI over these modules.
 
 pub mod agent;
@@ -9,6 +9,7 @@ pub mod dataplane;
 pub mod dhcp;
 pub mod dns;
 pub mod egress;
+pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;
 pub mod net;

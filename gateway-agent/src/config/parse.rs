@@ -8,7 +8,7 @@ use toml::Table;
 
 use super::error::{ConfigErrors, Errors};
 use super::reader::{self, Field, Section};
-use super::services::{Dhcp, Dns, Uplink};
+use super::services::{Dhcp, Dns, HttpProxy, Uplink};
 use super::types::{
     Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,
     Service, Services, State,
@@ -33,7 +33,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     let control = control(root.table("control", &mut errors), &mut errors);
     let state = state(root.table("state", &mut errors), &mut errors);
     let log = log(root.table("log", &mut errors), &mut errors);
-    let (services, dhcp, dns) = services(&mut root, &mut errors);
+    let (services, dhcp, dns, http_proxy) = services(&mut root, &mut errors);
     root.finish(&mut errors);
 
     if let (Some(inside), Some(outside)) = (&inside, &outside) {
@@ -66,6 +66,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         Some(dhcp),
         Some(dns),
         Some(uplink),
+        Some(http_proxy),
         true,
     ) = (
         interfaces,
@@ -78,6 +79,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dhcp,
         dns,
         uplink,
+        http_proxy,
         errors.is_empty(),
     )
     else {
@@ -102,6 +104,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dhcp,
         dns,
         uplink,
+        http_proxy,
     })
 }
 
@@ -293,7 +296,10 @@ fn log(mut section: Section, errors: &mut Errors) -> Option<Log> {
 
 /// The service tables. The services always come back: an invalid service comes back disabled,
 /// which only keeps it out of the port rule, since its errors already reject the config.
-fn services(root: &mut Section, errors: &mut Errors) -> (Services, Option<Dhcp>, Option<Dns>) {
+fn services(
+    root: &mut Section,
+    errors: &mut Errors,
+) -> (Services, Option<Dhcp>, Option<Dns>, Option<HttpProxy>) {
     let defaults = Services::default();
     let (dns_service, dns) = service(root, "dns", defaults.dns, errors, service_tables::dns);
     let (dhcp_service, dhcp) = service(root, "dhcp", defaults.dhcp, errors, service_tables::dhcp);
@@ -301,15 +307,22 @@ fn services(root: &mut Section, errors: &mut Errors) -> (Services, Option<Dhcp>,
         let _ = (section, errors);
         Some(())
     };
+    let (http_proxy_service, http_proxy) = service(
+        root,
+        "http_proxy",
+        defaults.http_proxy,
+        errors,
+        service_tables::http_proxy,
+    );
     let services = Services {
         dns: dns_service,
         dhcp: dhcp_service,
         socks: service(root, "socks", defaults.socks, errors, plain).0,
-        http_proxy: service(root, "http_proxy", defaults.http_proxy, errors, plain).0,
+        http_proxy: http_proxy_service,
         registry: service(root, "registry", defaults.registry, errors, plain).0,
         mirror: service(root, "mirror", defaults.mirror, errors, plain).0,
     };
-    (services, dhcp, dns)
+    (services, dhcp, dns, http_proxy)
 }
 
 /// One service table: `enabled`, `port`, then the service's own keys read by `extra`.

@@ -5,7 +5,7 @@ use toml::Value;
 
 use super::error::Errors;
 use super::reader::{self, Section};
-use super::services::{ClientKey, Dhcp, Dns, Reservation, Uplink};
+use super::services::{ClientKey, Dhcp, Dns, HttpProxy, Reservation, Uplink};
 use super::{values, values_services as v};
 
 /// The shortest lease accepted: clients renew at half of it.
@@ -94,6 +94,35 @@ pub(crate) fn dns(section: &mut Section, errors: &mut Errors) -> Option<Dns> {
         local_ttl: local_ttl?,
         rate_limit: u32::try_from(rate_limit?).ok()?,
     })
+}
+
+/// The keys of `[http_proxy]` beyond enabled/port.
+pub(crate) fn http_proxy(section: &mut Section, errors: &mut Errors) -> Option<HttpProxy> {
+    let ports_key = section.key("connect_ports");
+    let entries = section.optional("connect_ports", None, errors, |value| {
+        reader::array(value).map(Some)
+    })?;
+    let Some(entries) = entries else {
+        return Some(HttpProxy::default());
+    };
+    let mut connect_ports = Vec::new();
+    let mut ok = true;
+    for (i, entry) in entries.into_iter().enumerate() {
+        let port = reader::integer(entry)
+            .and_then(values::port)
+            .and_then(|port| {
+                if connect_ports.contains(&port) {
+                    Err(format!("{port} is listed twice"))
+                } else {
+                    Ok(port)
+                }
+            });
+        match errors.check(&format!("{ports_key}[{i}]"), port) {
+            Some(port) => connect_ports.push(port),
+            None => ok = false,
+        }
+    }
+    ok.then_some(HttpProxy { connect_ports })
 }
 
 /// The keys of `[dhcp]` beyond enabled/port.

@@ -141,6 +141,23 @@ impl Default for Dns {
     }
 }
 
+/// `[http_proxy]` beyond enabled/port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProxy {
+    /// Ports CONNECT may reach. Only 443 by default, like Squid's `SSL_ports`: plain HTTP goes
+    /// in absolute form, and a CONNECT to any port would make the proxy a general TCP relay
+    /// (that is what SOCKS is for).
+    pub connect_ports: Vec<u16>,
+}
+
+impl Default for HttpProxy {
+    fn default() -> Self {
+        HttpProxy {
+            connect_ports: vec![443],
+        }
+    }
+}
+
 /// `outside.macvlan_mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MacvlanMode {

@@ -111,6 +111,7 @@ fn minimal_config_takes_every_default() {
             }
         );
     }
+    assert_eq!(config.http_proxy.connect_ports, [443]);
 }
 
 #[test]
@@ -123,6 +124,7 @@ fn example_config_shows_the_real_defaults() {
     assert_eq!(example.state, defaults.state);
     assert_eq!(example.log, defaults.log);
     assert_eq!(example.services, defaults.services);
+    assert_eq!(example.http_proxy, defaults.http_proxy);
 }
 
 #[test]
@@ -912,4 +914,46 @@ fn dhcp_dns_and_uplink_errors() {
     for (extra, key, problem) in cases {
         assert_error(&with(extra), key, problem);
     }
+}
+
+// ---- [http_proxy] ----
+
+#[test]
+fn http_proxy_connect_ports() {
+    let config = parse_ok(&with("[http_proxy]\nconnect_ports = [443, 8443]"));
+    assert_eq!(config.http_proxy.connect_ports, [443, 8443]);
+    let config = parse_ok(&with("[http_proxy]\nconnect_ports = []"));
+    assert!(
+        config.http_proxy.connect_ports.is_empty(),
+        "[] turns CONNECT off"
+    );
+}
+
+#[test]
+fn http_proxy_connect_ports_errors_name_the_entry() {
+    assert_error(
+        &with("[http_proxy]\nconnect_ports = [443, 0]"),
+        "http_proxy.connect_ports[1]",
+        "",
+    );
+    assert_error(
+        &with("[http_proxy]\nconnect_ports = [443, 70000]"),
+        "http_proxy.connect_ports[1]",
+        "",
+    );
+    assert_error(
+        &with("[http_proxy]\nconnect_ports = [\"443\"]"),
+        "http_proxy.connect_ports[0]",
+        "",
+    );
+    assert_error(
+        &with("[http_proxy]\nconnect_ports = [443, 443]"),
+        "http_proxy.connect_ports[1]",
+        "listed twice",
+    );
+    assert_error(
+        &with("[http_proxy]\nconnect_ports = 443"),
+        "http_proxy.connect_ports",
+        "",
+    );
 }

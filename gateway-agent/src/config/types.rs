@@ -22,6 +22,8 @@ pub struct Config {
     pub dns: super::services::Dns,
     /// `[outside]` settings beyond the address: the macvlan and its DHCP client.
     pub uplink: super::services::Uplink,
+    /// `[http_proxy]` settings beyond enabled/port.
+    pub http_proxy: super::services::HttpProxy,
 }
 
 impl Config {

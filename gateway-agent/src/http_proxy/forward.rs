@@ -1,0 +1,267 @@
+//! One proxy request: forward an absolute-form request, or open a CONNECT tunnel. Every
+//! outbound stream comes from the connector; a failure is an HTTP status for the client, never
+//! a fallback.
+
+use std::{convert::Infallible, net::IpAddr, sync::Arc};
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::{
+    body::Incoming, client::conn::http1 as client, header, upgrade::OnUpgrade, Method, Request,
+    Response, StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use super::{
+    idle::{Activity, Tracked},
+    request::{self, BadRequest},
+    stats::{bump, ActiveGuard},
+    Shared,
+};
+use crate::egress::{BoxStream, EgressError, Isolation, Target};
+
+/// The body of every response the proxy sends.
+pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Answers one request from `client`.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    client: IpAddr,
+    active: Arc<ActiveGuard>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let method = req.method().clone();
+    let shown = shown_target(&req);
+    let response = if method == Method::CONNECT {
+        connect(&shared, client, active, req).await
+    } else {
+        forward(&shared, client, req).await
+    };
+    if shared.settings.log_queries {
+        // Host and port only: paths and queries often carry tokens.
+        tracing::info!(
+            %client,
+            %method,
+            target = %shown,
+            status = response.status().as_u16(),
+            "http proxy"
+        );
+    }
+    response
+}
+
+/// `host:port` of the request line for the query log.
+fn shown_target(req: &Request<Incoming>) -> String {
+    match req.uri().authority() {
+        Some(authority) => authority
+            .as_str()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// An absolute-form request: rewritten to origin-form and sent over a fresh stream.
+async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+    let counters = &shared.counters;
+    bump(&counters.requests);
+    let (mut parts, body) = req.into_parts();
+    let target = match request::absolute_target(&parts.uri) {
+        Ok(target) => target,
+        Err(problem) => return bad_request(shared, &problem),
+    };
+    if let Err(problem) = request::to_origin_form(&mut parts) {
+        return bad_request(shared, &problem);
+    }
+    let stream = match open(shared, client, &target).await {
+        Ok(stream) => stream,
+        Err(response) => return response,
+    };
+
+    let activity = Activity::new();
+    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+    let (mut sender, connection) = match client::handshake(io).await {
+        Ok(pair) => pair,
+        Err(_) => {
+            bump(&counters.protocol);
+            return text(StatusCode::BAD_GATEWAY, "the origin connection failed\n");
+        }
+    };
+    let idle = shared.settings.idle_timeout;
+    let mut shutdown = shared.shutdown.clone();
+    let watched = activity.clone();
+    // One connection per request: it ends with the response body, when idle, or at stop.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection => {}
+            _ = activity.idle(idle) => {}
+            _ = shutdown.changed() => {}
+        }
+    });
+
+    let sent = tokio::time::timeout(idle, sender.send_request(Request::from_parts(parts, body)));
+    let response = match sent.await {
+        Ok(Ok(response)) => response,
+        // The idle watchdog dropped the connection: a silent origin, not a broken one.
+        Ok(Err(_)) if watched.is_idle(idle) => {
+            bump(&counters.timeout);
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("{target} did not answer in time\n"),
+            );
+        }
+        Ok(Err(_)) => {
+            bump(&counters.protocol);
+            return text(
+                StatusCode::BAD_GATEWAY,
+                &format!("no valid HTTP answer from {target}\n"),
+            );
+        }
+        Err(_) => {
+            bump(&counters.timeout);
+            return text(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("{target} did not answer in time\n"),
+            );
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    request::strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// CONNECT host:port: the stream first, so a failure is a real status; then 200 and the
+/// bytes both ways once hyper hands over the client connection.
+async fn connect(
+    shared: &Shared,
+    client: IpAddr,
+    active: Arc<ActiveGuard>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    bump(&shared.counters.connects);
+    let target = match request::connect_target(req.uri()) {
+        Ok(target) => target,
+        Err(problem) => return bad_request(shared, &problem),
+    };
+    if !shared.settings.connect_ports.contains(&target.port) {
+        bump(&shared.counters.denied_ports);
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "CONNECT to port {} is not allowed here (http_proxy.connect_ports)\n",
+                target.port
+            ),
+        );
+    }
+    let upstream = match open(shared, client, &target).await {
+        Ok(stream) => stream,
+        Err(response) => return response,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let idle = shared.settings.idle_timeout;
+    let shutdown = shared.shutdown.clone();
+    tokio::spawn(tunnel(on_upgrade, upstream, idle, shutdown, active));
+    Response::new(
+        Empty::new()
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    )
+}
+
+/// Copies both ways until either side closes, nothing moves for `idle`, or the proxy stops.
+async fn tunnel(
+    on_upgrade: OnUpgrade,
+    upstream: BoxStream,
+    idle: std::time::Duration,
+    mut shutdown: watch::Receiver<()>,
+    _active: Arc<ActiveGuard>,
+) {
+    // Fails when the client went away before the 200 reached it: nothing to do.
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let activity = Activity::new();
+    let mut client = Tracked::new(TokioIo::new(upgraded), activity.clone());
+    let mut upstream = Tracked::new(upstream, activity.clone());
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = activity.idle(idle) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// A stream to `target` for `client`, or the response that explains why not.
+async fn open(
+    shared: &Shared,
+    client: IpAddr,
+    target: &Target,
+) -> Result<BoxStream, Response<ProxyBody>> {
+    let isolation = Isolation::client(client);
+    let connect = shared.connector.connect(target, &isolation);
+    match tokio::time::timeout(shared.settings.connect_timeout, connect).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(error)) => {
+            shared.counters.egress_error(&error);
+            Err(egress_response(shared.connector.name(), target, &error))
+        }
+        Err(_) => {
+            bump(&shared.counters.timeout);
+            Err(text(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!("no connection to {target} in time\n"),
+            ))
+        }
+    }
+}
+
+/// The status and short text for a connector error. Not found is a 502 like Squid's DNS
+/// failure page, not a 504: nothing timed out.
+fn egress_response(connector: &str, target: &Target, error: &EgressError) -> Response<ProxyBody> {
+    let via = if connector == "tor" { "Tor" } else { connector };
+    let (status, message) = match error {
+        EgressError::NotReady(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{via} is not ready yet, so nothing was sent; try again shortly\n"),
+        ),
+        EgressError::Refused(_) => (
+            StatusCode::FORBIDDEN,
+            format!("the gateway's policy does not allow {target}\n"),
+        ),
+        EgressError::NotFound(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{target}: host not found (via {via})\n"),
+        ),
+        EgressError::Unreachable(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("{target} is unreachable (via {via})\n"),
+        ),
+        EgressError::Failed(_) => (
+            StatusCode::BAD_GATEWAY,
+            format!("could not connect to {target} (via {via})\n"),
+        ),
+    };
+    text(status, &message)
+}
+
+fn bad_request(shared: &Shared, problem: &BadRequest) -> Response<ProxyBody> {
+    bump(&shared.counters.bad_requests);
+    text(StatusCode::BAD_REQUEST, &format!("{problem}\n"))
+}
+
+/// A short plain-text answer from the proxy itself.
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body.to_owned()))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
