@@ -181,8 +181,10 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let notes = format!(
         "perfdhcp -4 -r 2000 -R 200 for {RUN_SECS} s from c1, acting as a relay (giaddr = c1) \
          towards 198.51.100.1:67; both servers accept relayed requests, hand out \
-         198.51.100.20-250 with 1 h leases and persist every lease before acknowledging it (the \
-         agent in redb, Kea in its memfile CSV). The agent runs with its XDP program attached, \
+         198.51.100.20-250 with 1 h leases. The agent commits every lease to redb with an fsync \
+         before it acknowledges it (crash safety is a requirement); Kea's memfile appends to its \
+         CSV without an fsync, so most of the gap is the disk flush per ACK. perfdhcp reports \
+         no percentile, only the average. The agent runs with its XDP program attached, \
          Kea after the agent stopped."
     );
     Ok(("DHCP (perfdhcp)".into(), rows, notes))
