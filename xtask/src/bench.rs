@@ -183,7 +183,7 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          towards 198.51.100.1:67; both servers accept relayed requests, hand out \
          198.51.100.20-250 with 1 h leases. The agent commits every lease to redb with an fsync \
          before it acknowledges it (crash safety is a requirement); Kea's memfile appends to its \
-         CSV without an fsync, so most of the gap is the disk flush per ACK. perfdhcp reports \
+         CSV without an fsync, which is likely much of the gap (not measured separately). perfdhcp reports \
          no percentile, only the average. The agent runs with its XDP program attached, \
          Kea after the agent stopped."
     );
