@@ -12,5 +12,7 @@ pub mod egress;
 pub mod lease_events;
 pub mod logging;
 pub mod net;
+pub mod socks;
 pub mod systemd;
+pub mod tor;
 pub mod uplink;

@@ -24,7 +24,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::check_host;
 pub use services::{
-    ClientKey, Dhcp, Dns, DnsUpstream, MacvlanMode, Reservation, Uplink, SERVICE_NAMES,
+    ClientKey, Dhcp, Dns, DnsUpstream, MacvlanMode, Reservation, Tor, Uplink, SERVICE_NAMES,
 };
 pub use types::{
     Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,

@@ -33,7 +33,10 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     let control = control(root.table("control", &mut errors), &mut errors);
     let state = state(root.table("state", &mut errors), &mut errors);
     let log = log(root.table("log", &mut errors), &mut errors);
-    let (services, dhcp, dns) = services(&mut root, &mut errors);
+    let tor = service_tables::tor(root.table("tor", &mut errors), &mut errors);
+    // A broken [tor] table already rejects the config; its default keeps the rest quiet.
+    let tor_enabled = tor.as_ref().is_none_or(|tor| tor.enabled);
+    let (services, dhcp, dns) = services(&mut root, tor_enabled, &mut errors);
     root.finish(&mut errors);
 
     if let (Some(inside), Some(outside)) = (&inside, &outside) {
@@ -63,6 +66,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         Some(dhcp),
         Some(dns),
         Some(uplink),
+        Some(tor),
         true,
     ) = (
         interfaces,
@@ -75,6 +79,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dhcp,
         dns,
         uplink,
+        tor,
         errors.is_empty(),
     )
     else {
@@ -99,6 +104,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dhcp,
         dns,
         uplink,
+        tor,
     })
 }
 
@@ -290,9 +296,16 @@ fn log(mut section: Section, errors: &mut Errors) -> Option<Log> {
 
 /// The service tables. The services always come back: an invalid service comes back disabled,
 /// which only keeps it out of the port rule, since its errors already reject the config.
-fn services(root: &mut Section, errors: &mut Errors) -> (Services, Option<Dhcp>, Option<Dns>) {
+/// SOCKS only goes over Tor: it is on by default with Tor, and an error without it.
+fn services(
+    root: &mut Section,
+    tor_enabled: bool,
+    errors: &mut Errors,
+) -> (Services, Option<Dhcp>, Option<Dns>) {
     let defaults = Services::default();
-    let (dns_service, dns) = service(root, "dns", defaults.dns, errors, service_tables::dns);
+    let (dns_service, dns) = service(root, "dns", defaults.dns, errors, |section, errors| {
+        service_tables::dns(section, tor_enabled, errors)
+    });
     let (dhcp_service, dhcp) = service(root, "dhcp", defaults.dhcp, errors, service_tables::dhcp);
     let plain = |section: &mut Section, errors: &mut Errors| {
         let _ = (section, errors);
@@ -301,11 +314,24 @@ fn services(root: &mut Section, errors: &mut Errors) -> (Services, Option<Dhcp>,
     let services = Services {
         dns: dns_service,
         dhcp: dhcp_service,
-        socks: service(root, "socks", defaults.socks, errors, plain).0,
+        socks: service(
+            root,
+            "socks",
+            Service {
+                enabled: tor_enabled && defaults.socks.enabled,
+                ..defaults.socks
+            },
+            errors,
+            plain,
+        )
+        .0,
         http_proxy: service(root, "http_proxy", defaults.http_proxy, errors, plain).0,
         registry: service(root, "registry", defaults.registry, errors, plain).0,
         mirror: service(root, "mirror", defaults.mirror, errors, plain).0,
     };
+    if services.socks.enabled && !tor_enabled {
+        errors.push("socks.enabled", "the SOCKS server needs tor.enabled = true");
+    }
     (services, dhcp, dns)
 }
 

@@ -22,6 +22,8 @@ pub struct Config {
     pub dns: super::services::Dns,
     /// `[outside]` settings beyond the address: the macvlan and its DHCP client.
     pub uplink: super::services::Uplink,
+    /// `[tor]`: the embedded Tor client.
+    pub tor: super::services::Tor,
 }
 
 impl Config {
