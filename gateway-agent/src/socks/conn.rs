@@ -45,6 +45,7 @@ async fn handshake(stream: &mut TcpStream) -> Result<SocksRequest, &'static str>
     let mut buf = Buffer::new_precise();
     let mut version = None;
     let mut socks5_request_stage = false;
+    let mut socks5_auth_stage = false;
     let err = loop {
         match hs.step(&mut buf) {
             Ok(NextStep::Recv(mut recv)) => {
@@ -62,6 +63,7 @@ async fn handshake(stream: &mut TcpStream) -> Result<SocksRequest, &'static str>
                 // [5, 0]: no authentication chosen; [1, 0]: credentials taken. Either way the
                 // request comes next.
                 socks5_request_stage = data == [5, 0] || data == [1, 0];
+                socks5_auth_stage = data == [5, 2];
             }
             Ok(NextStep::Finished(done)) => return done.into_output().map_err(|_| "malformed"),
             Err(err) => break err,
@@ -80,6 +82,8 @@ async fn handshake(stream: &mut TcpStream) -> Result<SocksRequest, &'static str>
             let _ = stream.write_all(&reply::socks5_reply(rejection)).await;
             return Err(reason);
         }
+        // RFC 1929: a status other than 0 fails the sub-negotiation.
+        (_, Some(5)) if socks5_auth_stage => (&[1, 1], "bad_auth"),
         (SocksError::NotImplemented(_), Some(5)) => {
             (&reply::SOCKS5_NO_METHODS, "no_acceptable_auth")
         }

@@ -382,6 +382,18 @@ async fn protocol_errors_get_their_codes_or_a_clean_close() {
     c.write_all(&[5, 1, 0x80]).await.unwrap();
     assert_eq!(read_to_close(&mut c).await, [5, 0xff]);
 
+    // Credentials sub-negotiation with a bad version: failed (RFC 1929).
+    let mut c = h.client().await;
+    c.write_all(&[5, 1, 2]).await.unwrap();
+    assert_eq!(read_n(&mut c, 2).await, [5, 2]);
+    c.write_all(&[9, 1, b'u', 1, b'p']).await.unwrap();
+    assert_eq!(
+        read_to_close(&mut c).await,
+        [1, 1],
+        "{:?}",
+        h.server.stats()
+    );
+
     // SOCKS4 with an unknown command: rejected.
     let mut c = h.client().await;
     c.write_all(&[4, 9, 0, 80, 1, 2, 3, 4, 0]).await.unwrap();
@@ -395,6 +407,7 @@ async fn protocol_errors_get_their_codes_or_a_clean_close() {
         ("truncated", 2),
         ("handshake_timeout", 1),
         ("no_acceptable_auth", 1),
+        ("bad_auth", 1),
     ] {
         assert_eq!(stats.failures.get(reason), Some(&n), "{reason}: {stats:?}");
     }
