@@ -13,9 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gateway_agent::dns::{TorUpstream, Upstream, UpstreamAnswer, UpstreamError};
 use gateway_agent::egress::{Isolation, TorConnector};
 use gateway_agent::socks::{SocksServer, SocksSettings};
 use gateway_agent::tor::{Tor, TorSettings};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -252,6 +255,26 @@ fn start_network(root: &Path, ns: &Netns) -> (Nodes, PathBuf) {
         });
     }
     let mut children = Nodes(Vec::new());
+    // The exits' resolver: names for the tests, NXDOMAIN for the rest (TORLAB.md).
+    let dnsmasq = ns
+        .command("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/#/",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--user=root",
+            &format!("--pid-file={}", root.join("dnsmasq.pid").display()),
+            "--host-record=origin.test,127.0.0.1",
+            "--host-record=doc.test,192.0.2.77",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq");
+    children.0.push(dnsmasq);
     for (node, kind) in nodes.iter().zip(&kinds) {
         let rc = node.dir.join("torrc");
         std::fs::write(&rc, torrc(node, &nodes, kind, &resolv)).unwrap();
@@ -428,8 +451,67 @@ async fn agent_side(state_dir: PathBuf, arti_config: PathBuf) {
 
     let status = tor.status();
     assert!(status.bootstrapped, "{status:?}");
-    // The bare client and the one with credentials: two groups (lookups would add more).
+    // The bare client and the one with credentials: two groups.
     assert_eq!(status.isolation_groups_created, 2, "{status:?}");
+
+    // A name, resolved by the exit.
+    let mut c = TcpStream::connect(socks.local_addr()).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    c.read_exact(&mut [0; 2]).await.unwrap();
+    let mut req = vec![5, 1, 0, 3, 11];
+    req.extend(b"origin.test");
+    req.extend(echo_addr.port().to_be_bytes());
+    c.write_all(&req).await.unwrap();
+    let mut reply = [0; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[1], 0, "CONNECT by name");
+    c.write_all(b"n").await.unwrap();
+    c.read_exact(&mut [0; 1]).await.unwrap();
+
+    // Tor's RESOLVE and RESOLVE_PTR through the SOCKS server.
+    let mut c = TcpStream::connect(socks.local_addr()).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    c.read_exact(&mut [0; 2]).await.unwrap();
+    let mut req = vec![5, 0xf0, 0, 3, 8];
+    req.extend(b"doc.test");
+    req.extend([0, 0]);
+    c.write_all(&req).await.unwrap();
+    let mut reply = [0; 10];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[..8], [5, 0, 0, 1, 192, 0, 2, 77], "RESOLVE");
+    let mut c = TcpStream::connect(socks.local_addr()).await.unwrap();
+    c.write_all(&[5, 1, 0]).await.unwrap();
+    c.read_exact(&mut [0; 2]).await.unwrap();
+    c.write_all(&[5, 0xf1, 0, 1, 192, 0, 2, 77, 0, 0])
+        .await
+        .unwrap();
+    let mut reply = [0; 5 + 8 + 2];
+    c.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[..5], [5, 0, 0, 3, 8], "RESOLVE_PTR");
+    assert_eq!(&reply[5..13], b"doc.test");
+
+    // DNS over Tor, as the DNS server asks it.
+    let upstream = TorUpstream::new(Arc::new(tor.clone()));
+    let name = Name::from_ascii("doc.test.").unwrap();
+    let Ok(UpstreamAnswer::Records(records)) = upstream.lookup(&name, RecordType::A).await else {
+        panic!("no A records for doc.test");
+    };
+    assert_eq!(records[0].data, RData::A(A("192.0.2.77".parse().unwrap())));
+    let missing = Name::from_ascii("missing.test.").unwrap();
+    assert_eq!(
+        upstream.lookup(&missing, RecordType::A).await,
+        Ok(UpstreamAnswer::NxDomain { soa: None })
+    );
+    let reverse = Name::from_ascii("77.2.0.192.in-addr.arpa.").unwrap();
+    let Ok(UpstreamAnswer::Records(records)) = upstream.lookup(&reverse, RecordType::PTR).await
+    else {
+        panic!("no PTR records for 192.0.2.77");
+    };
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        upstream.lookup(&name, RecordType::MX).await,
+        Err(UpstreamError::Unsupported(RecordType::MX))
+    );
     let bare = Isolation::client("127.0.0.1".parse().unwrap());
     assert_eq!(tor.isolation_group(&bare), 1);
     socks.stop().await;
