@@ -247,6 +247,8 @@ fn dns_upstream(
 ) -> Option<Arc<dyn Upstream>> {
     match cfg.dns.upstream {
         DnsUpstream::None => None,
+        // Not wired yet (dns::TorUpstream over the tor::Tor handle): SERVFAIL, never clear text.
+        DnsUpstream::Tor => None,
         DnsUpstream::Uplink => {
             let servers = if cfg.dns.upstream_servers.is_empty() {
                 follow_lease_servers(lease_servers)

@@ -13,5 +13,7 @@ pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;
 pub mod net;
+pub mod socks;
 pub mod systemd;
+pub mod tor;
 pub mod uplink;

@@ -24,7 +24,8 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::check_host;
 pub use services::{
-    ClientKey, Dhcp, Dns, DnsUpstream, HttpProxy, MacvlanMode, Reservation, Uplink, SERVICE_NAMES,
+    ClientKey, Dhcp, Dns, DnsUpstream, HttpProxy, MacvlanMode, Reservation, Tor, Uplink,
+    SERVICE_NAMES,
 };
 pub use types::{
     Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,

@@ -33,7 +33,10 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     let control = control(root.table("control", &mut errors), &mut errors);
     let state = state(root.table("state", &mut errors), &mut errors);
     let log = log(root.table("log", &mut errors), &mut errors);
-    let (services, dhcp, dns, http_proxy) = services(&mut root, &mut errors);
+    let tor = service_tables::tor(root.table("tor", &mut errors), &mut errors);
+    // A broken [tor] table already rejects the config; its default keeps the rest quiet.
+    let tor_enabled = tor.as_ref().is_none_or(|tor| tor.enabled);
+    let (services, dhcp, dns, http_proxy) = services(&mut root, tor_enabled, &mut errors);
     root.finish(&mut errors);
 
     if let (Some(inside), Some(outside)) = (&inside, &outside) {
@@ -67,6 +70,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         Some(dns),
         Some(uplink),
         Some(http_proxy),
+        Some(tor),
         true,
     ) = (
         interfaces,
@@ -80,6 +84,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dns,
         uplink,
         http_proxy,
+        tor,
         errors.is_empty(),
     )
     else {
@@ -105,6 +110,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         dns,
         uplink,
         http_proxy,
+        tor,
     })
 }
 
@@ -296,12 +302,16 @@ fn log(mut section: Section, errors: &mut Errors) -> Option<Log> {
 
 /// The service tables. The services always come back: an invalid service comes back disabled,
 /// which only keeps it out of the port rule, since its errors already reject the config.
+/// SOCKS only goes over Tor: it is on by default with Tor, and an error without it.
 fn services(
     root: &mut Section,
+    tor_enabled: bool,
     errors: &mut Errors,
 ) -> (Services, Option<Dhcp>, Option<Dns>, Option<HttpProxy>) {
     let defaults = Services::default();
-    let (dns_service, dns) = service(root, "dns", defaults.dns, errors, service_tables::dns);
+    let (dns_service, dns) = service(root, "dns", defaults.dns, errors, |section, errors| {
+        service_tables::dns(section, tor_enabled, errors)
+    });
     let (dhcp_service, dhcp) = service(root, "dhcp", defaults.dhcp, errors, service_tables::dhcp);
     let plain = |section: &mut Section, errors: &mut Errors| {
         let _ = (section, errors);
@@ -317,11 +327,24 @@ fn services(
     let services = Services {
         dns: dns_service,
         dhcp: dhcp_service,
-        socks: service(root, "socks", defaults.socks, errors, plain).0,
+        socks: service(
+            root,
+            "socks",
+            Service {
+                enabled: tor_enabled && defaults.socks.enabled,
+                ..defaults.socks
+            },
+            errors,
+            plain,
+        )
+        .0,
         http_proxy: http_proxy_service,
         registry: service(root, "registry", defaults.registry, errors, plain).0,
         mirror: service(root, "mirror", defaults.mirror, errors, plain).0,
     };
+    if services.socks.enabled && !tor_enabled {
+        errors.push("socks.enabled", "the SOCKS server needs tor.enabled = true");
+    }
     (services, dhcp, dns, http_proxy)
 }
 

@@ -5,7 +5,7 @@ use toml::Value;
 
 use super::error::Errors;
 use super::reader::{self, Section};
-use super::services::{ClientKey, Dhcp, Dns, HttpProxy, Reservation, Uplink};
+use super::services::{ClientKey, Dhcp, Dns, DnsUpstream, HttpProxy, Reservation, Tor, Uplink};
 use super::{values, values_services as v};
 
 /// The shortest lease accepted: clients renew at half of it.
@@ -42,15 +42,32 @@ pub(crate) fn uplink(section: &mut Section, errors: &mut Errors) -> Option<Uplin
     })
 }
 
-/// The keys of `[dns]` beyond enabled/port.
-pub(crate) fn dns(section: &mut Section, errors: &mut Errors) -> Option<Dns> {
-    let d = Dns::default();
+/// The keys of `[dns]` beyond enabled/port. `upstream` defaults to Tor when `tor_enabled`;
+/// asking for Tor without it is an error on `dns.upstream`.
+pub(crate) fn dns(section: &mut Section, tor_enabled: bool, errors: &mut Errors) -> Option<Dns> {
+    let d = Dns {
+        upstream: if tor_enabled {
+            DnsUpstream::Tor
+        } else {
+            DnsUpstream::None
+        },
+        ..Dns::default()
+    };
     let zone = section.optional("zone", d.zone, errors, |value| {
         v::domain(&reader::string(value)?)
     });
-    let upstream = section.optional("upstream", d.upstream, errors, |value| {
-        v::dns_upstream(&reader::string(value)?)
-    });
+    let upstream = section.optional(
+        "upstream",
+        d.upstream,
+        errors,
+        |value| match v::dns_upstream(&reader::string(value)?)? {
+            DnsUpstream::Tor if !tor_enabled => Err(
+                "\"tor\" needs tor.enabled = true; use \"none\" or \"uplink\" without Tor"
+                    .to_owned(),
+            ),
+            upstream => Ok(upstream),
+        },
+    );
     let servers_key = section.key("upstream_servers");
     let servers = section.optional("upstream_servers", Vec::new(), errors, reader::array);
     let cache_size = section.optional("cache_size", d.cache_size as u64, errors, |value| {
@@ -123,6 +140,20 @@ pub(crate) fn http_proxy(section: &mut Section, errors: &mut Errors) -> Option<H
         }
     }
     ok.then_some(HttpProxy { connect_ports })
+}
+
+/// `[tor]`: `enabled`, `arti_config`.
+pub(crate) fn tor(mut section: Section, errors: &mut Errors) -> Option<Tor> {
+    let d = Tor::default();
+    let enabled = section.optional("enabled", d.enabled, errors, reader::boolean);
+    let arti_config = section.optional("arti_config", d.arti_config, errors, |value| {
+        values::absolute_path(&reader::string(value)?).map(Some)
+    });
+    section.finish(errors);
+    Some(Tor {
+        enabled: enabled?,
+        arti_config: arti_config?,
+    })
 }
 
 /// The keys of `[dhcp]` beyond enabled/port.

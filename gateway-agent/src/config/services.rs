@@ -2,6 +2,7 @@
 //! uplink (`[outside]` beyond `address`). The types the service modules read, with defaults.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use super::types::Inside;
 
@@ -97,9 +98,11 @@ impl Dhcp {
 /// Where the DNS server sends questions that are not local (`dns.upstream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DnsUpstream {
-    /// Nothing is forwarded: non-local names get SERVFAIL. The default until Tor lands.
+    /// Nothing is forwarded: non-local names get SERVFAIL. The default when Tor is disabled.
     #[default]
     None,
+    /// Tor exits (A, AAAA, PTR; other types NOTIMP). The default when Tor is enabled.
+    Tor,
     /// The uplink's resolvers, in clear text through the outside interface. Only ever an
     /// explicit choice.
     Uplink,
@@ -154,6 +157,25 @@ impl Default for HttpProxy {
     fn default() -> Self {
         HttpProxy {
             connect_ports: vec![443],
+        }
+    }
+}
+
+/// `[tor]`: the embedded Tor client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tor {
+    /// Run the Tor client (and with it, by default, the SOCKS server and DNS over Tor).
+    pub enabled: bool,
+    /// An arti TOML file merged into arti's defaults (a private network, say); its state and
+    /// cache directories are always under `state.dir`.
+    pub arti_config: Option<PathBuf>,
+}
+
+impl Default for Tor {
+    fn default() -> Self {
+        Tor {
+            enabled: true,
+            arti_config: None,
         }
     }
 }

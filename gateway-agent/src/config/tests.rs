@@ -125,6 +125,8 @@ fn example_config_shows_the_real_defaults() {
     assert_eq!(example.log, defaults.log);
     assert_eq!(example.services, defaults.services);
     assert_eq!(example.http_proxy, defaults.http_proxy);
+    assert_eq!(example.tor, defaults.tor);
+    assert_eq!(example.dns.upstream, defaults.dns.upstream);
 }
 
 #[test]
@@ -866,9 +868,12 @@ fn dhcp_dns_and_uplink_defaults() {
     let cfg = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         cfg.dns.upstream,
-        super::DnsUpstream::None,
-        "clearnet only by choice"
+        super::DnsUpstream::Tor,
+        "names go over Tor by default; clearnet only by choice"
     );
+    assert!(cfg.tor.enabled);
+    assert_eq!(cfg.tor.arti_config, None);
+    assert!(cfg.services.socks.enabled);
     assert_eq!(cfg.dns.zone, "home.arpa");
     assert_eq!(
         cfg.dhcp.pool_range(&cfg.inside),
@@ -900,7 +905,11 @@ fn dhcp_dns_and_uplink_errors() {
         ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\nname = \"gateway\"", "dhcp.reservations[0].name", "service names"),
         ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\n[[dhcp.reservations]]\nmac = \"02:00:00:00:00:02\"\naddress = \"198.51.100.20\"", "dhcp.reservations[1].address", "already reserved"),
         ("[[dhcp.reservations]]\nmac = \"02:00:00:00:00:01\"\naddress = \"198.51.100.20\"\nname = \"../etc\"", "dhcp.reservations[0].name", "not a host name label"),
-        ("[dns]\nupstream = \"tor\"", "dns.upstream", "not available"),
+        ("[tor]\nenabled = false\n[dns]\nupstream = \"tor\"", "dns.upstream", "needs tor.enabled"),
+        ("[tor]\nenabled = false\n[socks]\nenabled = true", "socks.enabled", "needs tor.enabled"),
+        ("[tor]\narti_config = \"arti.toml\"", "tor.arti_config", "not an absolute path"),
+        ("[tor]\nenabled = \"yes\"", "tor.enabled", ""),
+        ("[tor]\nbridges = 1", "tor.bridges", ""),
         ("[dns]\nupstream = \"google\"", "dns.upstream", "not an upstream"),
         ("[dns]\nupstream_servers = [\"resolver.example\"]", "dns.upstream_servers[0]", "not a DNS server address"),
         ("[dns]\nzone = \"-bad.arpa\"", "dns.zone", "not a domain name"),
@@ -956,4 +965,29 @@ fn http_proxy_connect_ports_errors_name_the_entry() {
         "http_proxy.connect_ports",
         "",
     );
+}
+
+#[test]
+fn tor_table() {
+    let off = parse_ok(&with("[tor]\nenabled = false"));
+    assert!(!off.tor.enabled);
+    assert_eq!(
+        off.dns.upstream,
+        super::DnsUpstream::None,
+        "no Tor: nothing forwarded by default"
+    );
+    assert!(!off.services.socks.enabled, "no Tor: no SOCKS by default");
+    let uplink = parse_ok(&with(
+        "[tor]\nenabled = false\n[dns]\nupstream = \"uplink\"",
+    ));
+    assert_eq!(uplink.dns.upstream, super::DnsUpstream::Uplink);
+    let custom = parse_ok(&with(
+        "[tor]\narti_config = \"/etc/gateway/arti.toml\"\n[dns]\nupstream = \"none\"\n[socks]\nport = 9150",
+    ));
+    assert_eq!(
+        custom.tor.arti_config.as_deref(),
+        Some(Path::new("/etc/gateway/arti.toml"))
+    );
+    assert_eq!(custom.dns.upstream, super::DnsUpstream::None);
+    assert_eq!(custom.services.socks, Service::on(9150));
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub uplink: super::services::Uplink,
     /// `[http_proxy]` settings beyond enabled/port.
     pub http_proxy: super::services::HttpProxy,
+    /// `[tor]`: the embedded Tor client.
+    pub tor: super::services::Tor,
 }
 
 impl Config {

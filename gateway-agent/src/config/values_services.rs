@@ -130,13 +130,15 @@ pub(crate) fn dns_server(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-/// `none` or `uplink` (`tor` arrives with the Tor issue).
+/// `tor`, `none` or `uplink`.
 pub(crate) fn dns_upstream(text: &str) -> Result<DnsUpstream, String> {
     match text {
+        "tor" => Ok(DnsUpstream::Tor),
         "none" => Ok(DnsUpstream::None),
         "uplink" => Ok(DnsUpstream::Uplink),
-        "tor" => Err("\"tor\" is not available in this version; use \"none\" (SERVFAIL for non-local names) or \"uplink\" (clear text through the outside interface)".to_owned()),
-        other => Err(format!("{other:?} is not an upstream; expected \"none\" or \"uplink\"")),
+        other => Err(format!(
+            "{other:?} is not an upstream; expected \"tor\", \"none\" or \"uplink\""
+        )),
     }
 }
 

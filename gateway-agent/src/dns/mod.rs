@@ -12,6 +12,7 @@ mod names;
 mod ratelimit;
 mod rebind;
 mod stats;
+mod tor_upstream;
 mod uplink;
 mod upstream;
 mod zone;
@@ -30,6 +31,7 @@ use crate::config::{Dns, Inside};
 
 pub use handler::MAX_UDP_PAYLOAD;
 pub use stats::DnsStats;
+pub use tor_upstream::TorUpstream;
 pub use uplink::UplinkUpstream;
 pub use upstream::{Upstream, UpstreamAnswer, UpstreamError};
 pub use zone::{LocalZone, ZoneAnswer, ZoneError};

@@ -3,7 +3,13 @@
 //! through the outside interface, only ever an explicit choice). A connector that cannot
 //! serve refuses; nothing ever falls back from `tor` to `direct`.
 
+mod direct;
+mod tor;
+
 use std::{fmt, net::IpAddr};
+
+pub use direct::{DirectConnector, DirectSettings};
+pub use tor::TorConnector;
 
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};

@@ -1,0 +1,88 @@
+//! The `tor` connector: streams through the embedded Tor client, one isolation group per
+//! [`Isolation`] key. Refuses while Tor is not bootstrapped; never falls back to `direct`.
+
+use arti_client::config::BoolOrAuto;
+use futures::future::BoxFuture;
+
+use super::{BoxStream, Connector, EgressError, Host, Isolation, Target};
+use crate::tor::{egress_error, Tor};
+
+/// Opens streams through Tor: names are resolved by the exit, `.onion` names reach onion
+/// services.
+#[derive(Clone)]
+pub struct TorConnector {
+    tor: Tor,
+}
+
+impl TorConnector {
+    /// A connector over `tor`.
+    pub fn new(tor: Tor) -> Self {
+        TorConnector { tor }
+    }
+}
+
+impl Connector for TorConnector {
+    fn connect<'a>(
+        &'a self,
+        target: &'a Target,
+        isolation: &'a Isolation,
+    ) -> BoxFuture<'a, Result<BoxStream, EgressError>> {
+        Box::pin(async move {
+            self.tor.check_ready()?;
+            let mut prefs = self.tor.prefs(isolation);
+            let client = self.tor.client();
+            let stream = match &target.host {
+                Host::Name(name) => {
+                    if is_onion(name) {
+                        prefs.connect_to_onion_services(BoolOrAuto::Explicit(true));
+                    }
+                    client
+                        .connect_with_prefs((name.as_str(), target.port), &prefs)
+                        .await
+                }
+                Host::Ip(ip) => {
+                    // An address target is what the client asked for; arti's address filter
+                    // (local addresses refused unless the arti config allows them) still applies.
+                    let addr = arti_client::DangerouslyIntoTorAddr::into_tor_addr_dangerously((
+                        *ip,
+                        target.port,
+                    ))
+                    .map_err(|err| EgressError::Refused(err.to_string()))?;
+                    client.connect_with_prefs(addr, &prefs).await
+                }
+            };
+            match stream {
+                Ok(stream) => Ok(Box::new(stream) as BoxStream),
+                Err(err) => Err(egress_error(&err)),
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "tor"
+    }
+}
+
+/// Whether `name` is an onion service address (`….onion`, any case, optional root dot).
+pub(crate) fn is_onion(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() > ".onion".len()
+        && name
+            .get(name.len() - ".onion".len()..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".onion"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_onion;
+
+    #[test]
+    fn onion_names() {
+        assert!(is_onion("abcdefghijklmnop.onion"));
+        assert!(is_onion("sub.abcdefghijklmnop.ONION."));
+        assert!(!is_onion(".onion"));
+        assert!(!is_onion("onion"));
+        assert!(!is_onion("example.com"));
+        assert!(!is_onion("notonion"));
+    }
+}
