@@ -123,13 +123,21 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
         ],
     );
     assert!(
-        eventually(Duration::from_secs(5), || dig(&lab, "c2", &["laptop.home.arpa"])
-            .is_empty()),
+        eventually(Duration::from_secs(5), || dig(
+            &lab,
+            "c2",
+            &["laptop.home.arpa"]
+        )
+        .is_empty()),
         "the released name still resolves"
     );
     let lease_map = lab.cli_json(&cfg, &["maps", "dump", "LEASES"]);
     assert!(lease_map.get(&c1_mac).is_none(), "{lease_map}");
-    assert_eq!(dig(&lab, "c1", &["phone.home.arpa"]), "", "c1 has no address now");
+    assert_eq!(
+        dig(&lab, "c1", &["phone.home.arpa"]),
+        "",
+        "c1 has no address now"
+    );
     assert_eq!(dig(&lab, "c2", &["phone.home.arpa"]), c2["ip"]);
 
     // Names that must never leave: answered locally, nothing reaches the modem.
