@@ -189,6 +189,21 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
     // Names resolve at the exits with the modem's dnsmasq, forward and reverse.
     assert_eq!(tor_resolve(&lab, &["origin.example.com"]), ORIGIN_IP);
     assert_eq!(tor_resolve(&lab, &["-x", ORIGIN_IP]), ORIGIN_NAME);
+    // Tor randomises the case of names it asks for, and its resolver does not bind the exit's
+    // own address: the queries come from inet0's first address, on the stand-in internet.
+    let dnsmasq = fs::read_to_string(lab.lab.dnsmasq_log())
+        .unwrap_or_default()
+        .to_lowercase();
+    let asked_by_exit = |query: &str| {
+        dnsmasq
+            .lines()
+            .any(|l| l.contains(query) && l.contains(" from 203.0.113."))
+    };
+    assert!(
+        asked_by_exit("query[a] origin.example.com")
+            && asked_by_exit("query[ptr] 10.113.0.203.in-addr.arpa"),
+        "the exits did not ask the modem:\n{dnsmasq}"
+    );
 
     // The onion service on relay1 forwards to the origin.
     let begin = Instant::now();

@@ -1058,6 +1058,19 @@ mod tests {
     }
 
     #[test]
+    fn arti_config_sits_where_the_lab_config_template_points() {
+        // config/lab.toml names this path; each lab's copy is rewritten into its state dir.
+        assert_eq!(
+            arti_config_path(&Lab::default_lab()),
+            PathBuf::from("/run/gateway-lab/default/arti.toml")
+        );
+        assert_eq!(
+            arti_config_path(&Lab::new("t1")),
+            PathBuf::from("/run/gateway-lab/t1/arti.toml")
+        );
+    }
+
+    #[test]
     fn key_files() {
         assert_eq!(
             second_field("auth1 09B9C34BB4C1AD3057BF03210CB0E610CA44D57D\n"),
