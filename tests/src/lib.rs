@@ -15,6 +15,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 pub use xtask::lab;
 use xtask::lab::Lab;
+pub use xtask::lab_tor;
 
 /// A lab that exists for the lifetime of the value.
 pub struct TestLab {
@@ -136,6 +137,13 @@ impl TestLab {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    /// Waits until the lab's private Tor network has a fresh consensus listing every node
+    /// (bounded by [`lab_tor::READY_TIMEOUT`]); returns how long that took.
+    pub fn wait_tor(&self) -> Duration {
+        lab_tor::wait_ready(&self.lab, lab_tor::READY_TIMEOUT)
+            .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
     }
 
     /// The MAC address of `role`'s `eth0`.

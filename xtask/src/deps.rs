@@ -35,6 +35,9 @@ pub const LAB_PACKAGES: &[&str] = &[
     "procps",
     // `systemd-analyze verify` checks dist/gateway-agent.service (tests/tests/systemd_unit.rs).
     "systemd",
+    // The private Tor network (tor, tor-gencert, tor-resolve) and clients that use a SOCKS port.
+    "tor",
+    "torsocks",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.
@@ -65,7 +68,25 @@ pub fn ensure_toolchain() -> Result<()> {
 
 /// Installs the lab's packages, if missing.
 pub fn ensure_lab_packages() -> Result<()> {
-    ensure_packages(LAB_PACKAGES, "for the network-namespace lab")
+    let tor_was_missing = !is_installed("tor");
+    ensure_packages(LAB_PACKAGES, "for the network-namespace lab")?;
+    if tor_was_missing {
+        disable_system_tor();
+    }
+    Ok(())
+}
+
+/// Debian's `tor` ships a system service (a client on the host's 127.0.0.1:9050); the lab runs
+/// its own nodes in namespaces and needs none, so a service we just installed is switched off.
+fn disable_system_tor() {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        // No systemd: nothing was started.
+        return;
+    }
+    eprintln!("xtask: disabling the tor system service that came with the package (the lab does not use it)");
+    if let Err(err) = process::run("systemctl", ["disable", "--now", "tor.service"]) {
+        eprintln!("xtask: warning: {err:#}");
+    }
 }
 
 /// Everything: toolchain, bpf-linker and lab packages.

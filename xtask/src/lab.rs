@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::deps;
+use crate::lab_tor::{self, TorNodeStatus};
 use crate::process;
 
 /// Where every lab keeps its state: `<root>/default` or `<root>/<prefix>`.
@@ -110,6 +111,18 @@ pub struct LabStatus {
     pub roles: BTreeMap<String, String>,
     /// Client namespace → the DHCP client it runs.
     pub clients: BTreeMap<String, DhcpClient>,
+    /// The private Tor network has a fresh consensus listing every node (see `lab_tor`).
+    pub tor_ready: bool,
+    /// Why it is not ready, if it is not.
+    pub tor_not_ready_because: Option<String>,
+    /// The Tor network's nodes: role, address, ports, running, identities.
+    pub tor_nodes: Vec<TorNodeStatus>,
+    /// The onion service in front of the origin (`<56 chars>.onion`).
+    pub onion_address: Option<String>,
+    /// Its URL (`http://<onion address>/`).
+    pub onion_url: Option<String>,
+    /// arti's settings for the lab's Tor network (authorities, fallbacks, path rules).
+    pub arti_config: String,
     /// Existing namespace → IPv4 addresses (CIDR) on its interfaces other than `lo`.
     pub namespaces: BTreeMap<String, Vec<String>>,
 }
@@ -212,6 +225,9 @@ impl Lab {
         if self.is_up() {
             // Re-render so that edits to config/lab.toml reach a lab that is already up.
             self.write_agent_config()?;
+            // And bring the Tor network back if `lab tor stop` stopped it.
+            lab_tor::setup(self)?;
+            lab_tor::start(self)?;
             eprintln!(
                 "{}: already up ({})",
                 self.label(),
@@ -245,7 +261,7 @@ impl Lab {
     }
 
     /// Whether the pid in `pid_file` is alive and in this lab's `up` namespace (not a reused pid).
-    fn daemon_alive(&self, pid_file: &str) -> bool {
+    pub(crate) fn daemon_alive(&self, pid_file: impl AsRef<Path>) -> bool {
         let Some(pid) = read_pid(&self.state_dir().join(pid_file)) else {
             return false;
         };
@@ -292,7 +308,11 @@ impl Lab {
         );
         self.start_dnsmasq()?;
         self.start_origin()?;
-        self.wait_ready()
+        self.wait_ready()?;
+
+        // Not waited for: the first usable consensus takes 10–50 s; `lab status` tells.
+        lab_tor::setup(self)?;
+        lab_tor::start(self)
     }
 
     /// Copies `config/lab.toml` with its paths pointed into this lab's state dir.
@@ -693,6 +713,7 @@ impl Lab {
             }
         }
         let path = |p: PathBuf| p.display().to_string();
+        let tor = lab_tor::status(self);
         Ok(LabStatus {
             up: self.is_up(),
             prefix: self.prefix.clone(),
@@ -729,6 +750,12 @@ impl Lab {
                 .iter()
                 .map(|(role, client)| (self.ns(role), *client))
                 .collect(),
+            tor_ready: tor.ready,
+            tor_not_ready_because: tor.not_ready_because,
+            tor_nodes: tor.nodes,
+            onion_url: tor.onion_address.as_ref().map(|a| format!("http://{a}/")),
+            onion_address: tor.onion_address,
+            arti_config: path(tor.arti_config),
             namespaces,
         })
     }
@@ -757,6 +784,24 @@ impl fmt::Display for LabStatus {
             "  origin        {} ({} = {})",
             self.origin_url, self.origin_name, self.origin_ip
         )?;
+        let running = self.tor_nodes.iter().filter(|n| n.running).count();
+        let tor = if self.tor_ready {
+            "ready".to_string()
+        } else {
+            format!(
+                "not ready ({})",
+                self.tor_not_ready_because.as_deref().unwrap_or("?")
+            )
+        };
+        writeln!(
+            f,
+            "  tor           {tor}; {running}/{} nodes run",
+            self.tor_nodes.len()
+        )?;
+        if let Some(url) = &self.onion_url {
+            writeln!(f, "  onion         {url} (the origin)")?;
+        }
+        writeln!(f, "  arti config   {}", self.arti_config)?;
         writeln!(f, "  agent config  {}", self.agent_config)?;
         writeln!(f, "  bpf pin dir   {}", self.bpf_pin_dir)?;
         writeln!(f, "  control sock  {}", self.control_socket)?;
@@ -868,7 +913,7 @@ fn ns_exists(ns: &str) -> bool {
 }
 
 /// `ip -n <ns> <args…>`.
-fn ip(ns: &str, args: &[&str]) -> Result<()> {
+pub(crate) fn ip(ns: &str, args: &[&str]) -> Result<()> {
     process::run("ip", ["-n", ns].iter().chain(args))
 }
 
@@ -886,7 +931,7 @@ fn ns_pids(ns: &str) -> Vec<i32> {
 }
 
 /// SIGTERM, a short bounded wait, then SIGKILL for what is left.
-fn stop_processes(pids: &BTreeSet<i32>) {
+pub(crate) fn stop_processes(pids: &BTreeSet<i32>) {
     signal_all(pids, libc::SIGTERM);
     if wait_dead(pids, Duration::from_secs(3)) {
         return;
@@ -930,7 +975,7 @@ fn pid_alive(pid: i32) -> bool {
     !matches!(state, Some("Z") | Some("X") | None)
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
@@ -1023,7 +1068,7 @@ fn unmount_all_under(dir: &Path) -> Result<()> {
 }
 
 /// The last lines of a log, for error messages.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     match fs::read_to_string(path) {
         Ok(text) => {
             let lines: Vec<&str> = text.lines().collect();

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::{bench, build, deps, lab, process};
+use xtask::{bench, build, deps, lab, lab_tor, process};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test the gateway")]
@@ -33,6 +33,10 @@ enum Task {
     },
     /// The network-namespace lab.
     Lab {
+        /// Work on the lab with this prefix (namespaces `<prefix>-up`, …) instead of the default
+        /// one, e.g. one a test left behind, or a second lab beside the default.
+        #[arg(long, default_value = "")]
+        prefix: String,
         #[command(subcommand)]
         action: LabAction,
     },
@@ -65,6 +69,28 @@ enum LabAction {
         #[arg(long)]
         json: bool,
     },
+    /// The lab's private Tor network (in `up`).
+    Tor {
+        #[command(subcommand)]
+        action: TorAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TorAction {
+    /// Start the nodes that do not run, with the keys they have (idempotent).
+    Start {
+        /// Wait until a fresh consensus lists every node.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Stop every node; keys and state stay.
+    Stop,
+    /// Nodes, consensus, onion address.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -84,10 +110,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Task::Run { config } => run_agent(config),
-        Task::Lab { action } => {
+        Task::Lab { prefix, action } => {
             deps::require_root("the lab")?;
             deps::ensure_lab_packages()?;
-            let lab = lab::Lab::default_lab();
+            let lab = lab::Lab::new(&prefix);
             match action {
                 LabAction::Up => lab.up(),
                 LabAction::Down { all: true } => lab::down_all(),
@@ -101,10 +127,40 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     Ok(())
                 }
+                LabAction::Tor { action } => lab_tor_action(&lab, action),
             }
         }
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench::run(&which),
+    }
+}
+
+fn lab_tor_action(lab: &lab::Lab, action: TorAction) -> Result<()> {
+    match action {
+        TorAction::Start { wait } => {
+            if !lab.is_up() {
+                bail!("the lab is not up: `cargo xtask lab up` starts it with its Tor network");
+            }
+            lab_tor::setup(lab)?;
+            lab_tor::start(lab)?;
+            if wait {
+                let took = lab_tor::wait_ready(lab, lab_tor::READY_TIMEOUT)?;
+                eprintln!("lab: Tor network ready after {:.1} s", took.as_secs_f64());
+            } else {
+                eprintln!("lab: Tor nodes run; `cargo xtask lab tor status` says when the network is ready");
+            }
+            Ok(())
+        }
+        TorAction::Stop => lab_tor::stop(lab),
+        TorAction::Status { json } => {
+            let status = lab_tor::status(lab);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+            Ok(())
+        }
     }
 }
 
