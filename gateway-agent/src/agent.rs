@@ -22,9 +22,14 @@ use crate::{
     },
     dataplane::Dataplane,
     dhcp::{DhcpServer, DhcpServerSettings},
-    dns::{self, DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream},
+    dns::{self, DnsServer, DnsServerSettings, LocalZone, TorUpstream, UplinkUpstream, Upstream},
+    egress::{Connector, TorConnector},
+    http_proxy::{HttpProxy, HttpProxySettings},
     lease_events::LeaseSink,
-    net, systemd,
+    net,
+    socks::{SocksServer, SocksSettings},
+    systemd,
+    tor::{Tor, TorSettings},
     uplink::{Uplink, UplinkSettings, UplinkStatus},
 };
 
@@ -49,8 +54,11 @@ pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
 struct Running {
     uplink: Option<Uplink>,
     dataplane: Option<Dataplane>,
+    tor: Option<Tor>,
     dns: Option<DnsServer>,
     dhcp: Option<DhcpServer>,
+    socks: Option<SocksServer>,
+    http_proxy: Option<HttpProxy>,
     control: Option<ControlServer>,
 }
 
@@ -59,11 +67,20 @@ impl Running {
         if let Some(control) = self.control.take() {
             control.stop();
         }
+        if let Some(proxy) = self.http_proxy.take() {
+            proxy.stop().await;
+        }
+        if let Some(socks) = self.socks.take() {
+            socks.stop().await;
+        }
         if let Some(dhcp) = self.dhcp.take() {
             dhcp.stop().await;
         }
         if let Some(dns) = self.dns.take() {
             dns.stop().await;
+        }
+        if let Some(tor) = self.tor.take() {
+            tor.stop();
         }
         // Release the uplink lease while the egress guard is still in place; the dataplane
         // goes last so the inside stays closed until the very end.
@@ -134,6 +151,17 @@ async fn start(
     let dataplane_status = dataplane.status();
     running.dataplane = Some(dataplane);
 
+    if cfg.tor.enabled {
+        // Bootstraps in the background; until it is done every Tor user refuses (fail closed).
+        let tor = Tor::start(TorSettings {
+            state_dir: state_dir(cfg)?.join("tor"),
+            arti_config: cfg.tor.arti_config.clone(),
+            network_up: Some(follow_uplink_up(uplink_status.clone())),
+        })
+        .context("starting the Tor client")?;
+        running.tor = Some(tor);
+    }
+
     let zone = Arc::new(
         LocalZone::new(
             &cfg.dns.zone,
@@ -146,7 +174,13 @@ async fn start(
         .context("building the local DNS zone")?,
     );
     if cfg.services.dns.enabled {
-        let upstream = dns_upstream(cfg, &outside_device, uplink_dns, uplink_status.clone());
+        let upstream = dns_upstream(
+            cfg,
+            &outside_device,
+            uplink_dns,
+            uplink_status.clone(),
+            running.tor.as_ref(),
+        );
         let settings = DnsServerSettings {
             listen: cfg.inside.address,
             port: cfg.services.dns.port,
@@ -188,6 +222,35 @@ async fn start(
         running.dhcp = Some(server);
     }
 
+    if let Some(tor) = &running.tor {
+        let connector: Arc<dyn Connector> = Arc::new(TorConnector::new(tor.clone()));
+        if cfg.services.socks.enabled {
+            let mut settings =
+                SocksSettings::new((cfg.inside.address, cfg.services.socks.port).into());
+            settings.log_queries = cfg.log.queries;
+            let server = SocksServer::start(settings, connector.clone(), Arc::new(tor.clone()))
+                .await
+                .context("starting the SOCKS server")?;
+            running.socks = Some(server);
+        }
+        if cfg.services.http_proxy.enabled {
+            let mut settings = HttpProxySettings::new(
+                (cfg.inside.address, cfg.services.http_proxy.port).into(),
+                cfg.inside,
+            );
+            settings.connect_ports = cfg.http_proxy.connect_ports.clone();
+            settings.log_queries = cfg.log.queries;
+            let proxy = HttpProxy::start(settings, connector)
+                .await
+                .context("starting the HTTP proxy")?;
+            running.http_proxy = Some(proxy);
+        }
+    } else if cfg.services.http_proxy.enabled {
+        // Its only egress is Tor for now; without Tor the port stays closed rather than open
+        // to the clearnet.
+        tracing::warn!("the HTTP proxy needs Tor (tor.enabled = false): not started");
+    }
+
     let base = AgentStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
@@ -200,15 +263,24 @@ async fn start(
         dns: None,
         dhcp: None,
         uplink: None,
+        tor: None,
+        socks: None,
+        http_proxy: None,
     };
     let dns_stats = running.dns.as_ref().map(DnsServer::stats_reader);
     let dhcp = running.dhcp.as_ref().map(DhcpServer::reader);
     let dhcp_stats = dhcp.clone();
+    let tor = running.tor.clone();
+    let socks_stats = running.socks.as_ref().map(SocksServer::stats_reader);
+    let proxy_stats = running.http_proxy.as_ref().map(HttpProxy::stats_reader);
     let status = move || {
         let mut status = base.clone();
         status.uptime_secs = started.elapsed().as_secs();
         status.dns = dns_stats.as_ref().map(|reader| reader.stats());
         status.dhcp = dhcp_stats.as_ref().map(|reader| reader.stats());
+        status.tor = tor.as_ref().map(Tor::status);
+        status.socks = socks_stats.as_ref().map(|reader| reader.stats());
+        status.http_proxy = proxy_stats.as_ref().map(|reader| reader.stats());
         status.uplink = Some(uplink_status.borrow().clone());
         status
     };
@@ -244,11 +316,14 @@ fn dns_upstream(
     outside_device: &str,
     lease_servers: watch::Receiver<Vec<Ipv4Addr>>,
     uplink: watch::Receiver<UplinkStatus>,
+    tor: Option<&Tor>,
 ) -> Option<Arc<dyn Upstream>> {
     match cfg.dns.upstream {
         DnsUpstream::None => None,
-        // Not wired yet (dns::TorUpstream over the tor::Tor handle): SERVFAIL, never clear text.
-        DnsUpstream::Tor => None,
+        // The config rejects dns.upstream = "tor" without Tor; None here would only SERVFAIL.
+        DnsUpstream::Tor => {
+            tor.map(|tor| Arc::new(TorUpstream::new(Arc::new(tor.clone()))) as Arc<dyn Upstream>)
+        }
         DnsUpstream::Uplink => {
             let servers = if cfg.dns.upstream_servers.is_empty() {
                 follow_lease_servers(lease_servers)
@@ -262,6 +337,21 @@ fn dns_upstream(
             ))
         }
     }
+}
+
+/// Whether the uplink has an address (a lease, or a static one).
+fn follow_uplink_up(mut uplink: watch::Receiver<UplinkStatus>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(uplink.borrow_and_update().address.is_some());
+    tokio::spawn(async move {
+        while uplink.changed().await.is_ok() {
+            let up = uplink.borrow_and_update().address.is_some();
+            tx.send_if_modified(|current| std::mem::replace(current, up) != up);
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// The uplink's current address (none until it has a lease).

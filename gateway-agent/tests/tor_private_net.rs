@@ -414,6 +414,7 @@ async fn agent_side(
     });
 
     let tor = Tor::start(TorSettings {
+        network_up: None,
         state_dir,
         arti_config: Some(arti_config),
     })

@@ -91,6 +91,16 @@ impl TestLab {
         path
     }
 
+    /// The lab's config without Tor: DNS forwarded to the uplink's resolver in clear text, for
+    /// tests about the dataplane, DHCP and DNS that should not wait for (or load) Tor.
+    pub fn config_without_tor(&self, name: &str) -> PathBuf {
+        self.agent_config(name, |text| {
+            assert!(text.contains("[tor]\n") && text.contains("upstream = \"tor\""));
+            text.replace("[tor]\n", "[tor]\nenabled = false\n")
+                .replace("upstream = \"tor\"", "upstream = \"uplink\"")
+        })
+    }
+
     /// Runs the agent's CLI in `gw` with `config`.
     pub fn cli(&self, config: &Path, args: &[&str]) -> Output {
         let bin = agent_bin();

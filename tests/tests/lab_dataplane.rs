@@ -8,7 +8,9 @@ use gateway_tests::{eventually, lab, Agent, Capture, DhcpClient, TestLab};
 
 /// The lab's config with an extra admin port open for a test listener.
 fn config_with_port(lab: &TestLab, port: u16) -> std::path::PathBuf {
-    lab.agent_config("agent.toml", |text| {
+    let base = lab.config_without_tor("base.toml");
+    let text = std::fs::read_to_string(&base).unwrap_or_default();
+    lab.agent_config("agent.toml", |_| {
         assert!(text.contains("allow = []"), "lab.toml changed shape");
         text.replace("allow = []", &format!("allow = [\"tcp/{port}\"]"))
     })

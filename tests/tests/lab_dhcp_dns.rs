@@ -8,7 +8,9 @@ use serde_json::Value;
 
 /// The lab's config with `dhcp` appended as a `[dhcp]` table.
 fn config(lab: &TestLab, name: &str, dhcp: &str) -> PathBuf {
-    lab.agent_config(name, |text| format!("{text}\n[dhcp]\n{dhcp}\n"))
+    let base = lab.config_without_tor(&format!("base-{name}"));
+    let text = std::fs::read_to_string(&base).unwrap_or_default();
+    lab.agent_config(name, |_| format!("{text}\n[dhcp]\n{dhcp}\n"))
 }
 
 fn dig(lab: &TestLab, role: &str, args: &[&str]) -> String {
@@ -46,7 +48,7 @@ fn in_pool(ip: &str) -> bool {
 #[test]
 fn clients_get_leases_and_their_names_resolve_at_once() {
     let lab = TestLab::up();
-    let cfg = lab.lab.agent_config();
+    let cfg = lab.config_without_tor("agent.toml");
     let _agent = Agent::start(&lab, &cfg);
     lab.wait_uplink(&cfg);
 
@@ -152,7 +154,7 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
 #[test]
 fn acknowledged_leases_survive_kill_9() {
     let lab = TestLab::up();
-    let cfg = lab.lab.agent_config();
+    let cfg = lab.config_without_tor("agent.toml");
     let agent = Agent::start(&lab, &cfg);
     let first = lab.dhcp("c1", DhcpClient::Dhclient, Some("survivor"));
     let ip = first["ip"].clone();
@@ -176,7 +178,7 @@ fn acknowledged_leases_survive_kill_9() {
 #[test]
 fn hostile_dhcp_input_is_dropped_counted_and_survived() {
     let lab = TestLab::up();
-    let cfg = lab.lab.agent_config();
+    let cfg = lab.config_without_tor("agent.toml");
     let agent = Agent::start(&lab, &cfg);
     let c1 = lab.dhcp("c1", DhcpClient::Dhclient, Some("laptop"));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/send_dhcp.py");
@@ -291,7 +293,7 @@ fn an_exhausted_pool_answers_nothing() {
 #[test]
 fn the_uplink_takes_and_renews_its_lease_through_the_macvlan() {
     let lab = TestLab::up();
-    let cfg = lab.lab.agent_config();
+    let cfg = lab.config_without_tor("agent.toml");
     let _agent = Agent::start(&lab, &cfg);
     let address = lab.wait_uplink(&cfg);
     let range = address
@@ -326,7 +328,7 @@ fn no_forwarding_before_the_uplink_has_an_address() {
     // No modem DHCP: the uplink never gets an address in this test.
     let pid = std::fs::read_to_string(lab.lab.state_dir().join("dnsmasq.pid")).unwrap_or_default();
     lab.exec_ok("up", "kill", &[pid.trim()]);
-    let cfg = lab.lab.agent_config();
+    let cfg = lab.config_without_tor("agent.toml");
     let _agent = Agent::start(&lab, &cfg);
     let capture = gateway_tests::Capture::start(&lab, "up", "br0", "early");
     let out = lab.exec(

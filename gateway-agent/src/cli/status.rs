@@ -57,6 +57,35 @@ pub fn run(socket: &Path, json: bool) -> Result<()> {
             dhcp.bound, dhcp.pool_size, dhcp.acks, dhcp.naks, dhcp.malformed, dhcp.rate_limited,
         );
     }
+    if let Some(tor) = &status.tor {
+        println!(
+            "  tor         {} ({}%: {}), {} isolation groups{}",
+            if tor.bootstrapped {
+                "ready"
+            } else {
+                "not ready"
+            },
+            tor.percent,
+            tor.progress,
+            tor.isolation_groups,
+            tor.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(socks) = &status.socks {
+        println!(
+            "  socks       {} connections ({} active), {} streams, {} resolves",
+            socks.connections, socks.active, socks.streams, socks.resolves,
+        );
+    }
+    if let Some(proxy) = &status.http_proxy {
+        println!(
+            "  http proxy  {} requests, {} CONNECTs, {} active",
+            proxy.requests, proxy.connects, proxy.active,
+        );
+    }
     if let Some(dns) = &status.dns {
         println!(
             "  dns         {} queries, {} local, {} cached, {} forwarded to {}, {} refused",

@@ -136,7 +136,11 @@ fn lab_config() {
     assert_eq!(lab.interfaces.inside, "inside0");
     assert_eq!(lab.inside.cidr(), "198.51.100.1/24");
     assert_eq!(lab.outside.address, OutsideAddress::Dhcp);
-    assert_eq!(lab.dns.upstream, super::DnsUpstream::Uplink);
+    assert_eq!(lab.dns.upstream, super::DnsUpstream::Tor);
+    assert_eq!(
+        lab.tor.arti_config.as_deref(),
+        Some(Path::new("/run/gateway-lab/default/arti.toml"))
+    );
     assert_eq!(lab.dataplane.xdp_mode, XdpMode::Native);
     assert!(lab.dataplane.allow.is_empty());
     // The lab rewrites exactly this prefix for parallel labs.

@@ -58,6 +58,15 @@ pub struct AgentStatus {
     /// The DHCP server's counters, if it runs.
     #[serde(default)]
     pub dhcp: Option<crate::dhcp::DhcpStats>,
+    /// Tor bootstrap and isolation groups, if Tor is enabled.
+    #[serde(default)]
+    pub tor: Option<crate::tor::TorStatus>,
+    /// The SOCKS server's counters, if it runs.
+    #[serde(default)]
+    pub socks: Option<crate::socks::SocksStats>,
+    /// The HTTP proxy's counters, if it runs.
+    #[serde(default)]
+    pub http_proxy: Option<crate::http_proxy::HttpProxyStats>,
     /// The uplink: macvlan, lease, state.
     #[serde(default)]
     pub uplink: Option<crate::uplink::UplinkStatus>,

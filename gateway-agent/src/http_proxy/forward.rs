@@ -207,11 +207,16 @@ async fn open(
             shared.counters.egress_error(&error);
             Err(egress_response(shared.connector.name(), target, &error))
         }
+        // No stream at all: the egress (Tor) failed us, which is a bad gateway; 504 is kept for
+        // an origin that was reached but stays silent.
         Err(_) => {
             bump(&shared.counters.timeout);
             Err(text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("no connection to {target} in time\n"),
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "no connection to {target} through {} in time\n",
+                    shared.connector.name()
+                ),
             ))
         }
     }

@@ -46,7 +46,7 @@ pub struct UpstreamFailures {
     pub unreachable: u64,
     /// Any other connector error: 502.
     pub failed: u64,
-    /// No stream or no response head within the timeout: 504.
+    /// No stream within the timeout (502), or no response head (504).
     pub timeout: u64,
     /// The origin's answer was not valid HTTP, or the stream broke before it: 502.
     pub protocol: u64,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 /// What the SOCKS server has done since start.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SocksStats {
     /// Connections accepted.
     pub connections: u64,

@@ -42,10 +42,14 @@ pub struct TorSettings {
     /// fallbacks, path rules, address filter). Its `storage` directories are overridden by
     /// `state_dir`.
     pub arti_config: Option<PathBuf>,
+    /// When given, bootstrap waits until it reads `true` (the uplink has an address): an
+    /// attempt without a route fails and arti's back-off then delays Tor long after the
+    /// uplink comes up.
+    pub network_up: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Bootstrap progress, for `status` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct TorStatus {
     /// Whether the client can open streams now.
     pub bootstrapped: bool,
@@ -126,7 +130,7 @@ impl Tor {
         let weak = Arc::downgrade(&inner);
         let events = inner.client.bootstrap_events();
         let watcher = tokio::spawn(watch_progress(weak.clone(), events));
-        let bootstrapper = tokio::spawn(bootstrap_loop(weak));
+        let bootstrapper = tokio::spawn(bootstrap_loop(weak, settings.network_up.clone()));
         lock(&inner.tasks).extend([watcher, bootstrapper]);
         tracing::info!(state_dir = %settings.state_dir.display(), "Tor client started; bootstrapping");
         Ok(Tor { inner })
@@ -295,9 +299,18 @@ fn private_dir(dir: &Path) -> Result<PathBuf> {
 
 /// Bootstraps until it succeeds. arti keeps the directory fresh by itself afterwards and
 /// rebuilds circuits when the network comes back, so one success is enough.
-async fn bootstrap_loop(inner: std::sync::Weak<Inner>) {
+async fn bootstrap_loop(
+    inner: std::sync::Weak<Inner>,
+    mut network_up: Option<tokio::sync::watch::Receiver<bool>>,
+) {
     let mut pause = FIRST_RETRY;
     loop {
+        if let Some(up) = network_up.as_mut() {
+            // An error means the sender is gone: go ahead rather than wait forever.
+            if up.wait_for(|up| *up).await.is_err() {
+                network_up = None;
+            }
+        }
         let Some(strong) = inner.upgrade() else {
             return;
         };

@@ -27,6 +27,7 @@ fn settings(dir: &Path) -> TorSettings {
     let arti = dir.join("arti.toml");
     std::fs::write(&arti, NOWHERE).unwrap();
     TorSettings {
+        network_up: None,
         state_dir: dir.join("tor"),
         arti_config: Some(arti),
     }
@@ -103,6 +104,7 @@ async fn a_bad_arti_config_names_the_file() {
     let arti = dir.path().join("arti.toml");
     std::fs::write(&arti, "[tor_network]\nauthorities = 5\n").unwrap();
     let err = Tor::start(TorSettings {
+        network_up: None,
         state_dir: dir.path().join("tor"),
         arti_config: Some(arti.clone()),
     })
@@ -113,6 +115,7 @@ async fn a_bad_arti_config_names_the_file() {
         "{err:#}"
     );
     let missing = Tor::start(TorSettings {
+        network_up: None,
         state_dir: dir.path().join("tor"),
         arti_config: Some(dir.path().join("missing.toml")),
     })
