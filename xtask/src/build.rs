@@ -79,27 +79,20 @@ pub fn build_ebpf(release: bool) -> Result<PathBuf> {
 
 /// Builds every workspace crate (after the eBPF object) and returns the agent binary's path.
 pub fn build_all(release: bool) -> Result<PathBuf> {
-    build_ebpf(true)?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(workspace_root())
-        .args(["build", "--workspace", "--all-targets"])
-        .env("GATEWAY_EBPF_OBJECT", ebpf_object_path());
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd.status().context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed ({status})");
-    }
-    Ok(agent_binary(release))
+    cargo_build(&["--workspace", "--all-targets"], release)
 }
 
 /// Builds only the agent binary (after the eBPF object) and returns its path.
 pub fn build_agent(release: bool) -> Result<PathBuf> {
+    cargo_build(&["-p", "gateway-agent", "--bin", "gateway-agent"], release)
+}
+
+fn cargo_build(what: &[&str], release: bool) -> Result<PathBuf> {
     build_ebpf(true)?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "gateway-agent", "--bin", "gateway-agent"])
+        .arg("build")
+        .args(what)
         .env("GATEWAY_EBPF_OBJECT", ebpf_object_path());
     if release {
         cmd.arg("--release");

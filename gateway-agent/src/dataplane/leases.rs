@@ -34,13 +34,23 @@ impl LeaseMaps {
         })
     }
 
+    /// Both maps, always locked in this order.
+    #[allow(clippy::type_complexity)]
+    fn lock(
+        &self,
+    ) -> Result<(
+        std::sync::MutexGuard<'_, HashMap<MapData, MacKey, LeaseValue>>,
+        std::sync::MutexGuard<'_, HashMap<MapData, u32, MacKey>>,
+    )> {
+        let poisoned = || anyhow::anyhow!("a lease map lock was poisoned");
+        let by_mac = self.by_mac.lock().map_err(|_| poisoned())?;
+        let by_ip = self.by_ip.lock().map_err(|_| poisoned())?;
+        Ok((by_mac, by_ip))
+    }
+
     fn bind(&self, lease: &LeaseInfo) -> Result<()> {
         let key = MacKey::new(lease.mac);
-        let mut by_mac = self
-            .by_mac
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let mut by_ip = self.by_ip.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let (mut by_mac, mut by_ip) = self.lock()?;
         // A client that moved to another address leaves no stale reverse entry.
         if let Ok(old) = by_mac.get(&key, 0) {
             if old.ipv4 != encode(lease.address) {
@@ -61,11 +71,7 @@ impl LeaseMaps {
 
     fn remove(&self, lease: &LeaseInfo) -> Result<()> {
         let key = MacKey::new(lease.mac);
-        let mut by_mac = self
-            .by_mac
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let mut by_ip = self.by_ip.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let (mut by_mac, mut by_ip) = self.lock()?;
         // Only entries that still describe this lease: a newer lease of the MAC stays.
         if by_mac
             .get(&key, 0)
