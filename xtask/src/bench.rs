@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, deps, lab, process};
+use crate::{build, deps, lab, lab_tor, process};
 
 /// Debian packages the benchmarks drive.
 pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "kea-dhcp4-server", "kea-admin"];
@@ -55,7 +55,10 @@ pub fn run(which: &str) -> Result<()> {
     let result = match which {
         "dns" => dns(&lab, &agent),
         "dhcp" => dhcp(&lab, &agent),
-        other => Err(anyhow::anyhow!("no benchmark {other:?}; try dns or dhcp")),
+        "tor" => tor(&lab, &agent),
+        other => Err(anyhow::anyhow!(
+            "no benchmark {other:?}; try dns, dhcp or tor"
+        )),
     };
     let down = lab.down();
     let (title, rows, notes) = result?;
@@ -188,6 +191,173 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          Kea after the agent stopped."
     );
     Ok(("DHCP (perfdhcp)".into(), rows, notes))
+}
+
+/// Size of the object fetched through Tor.
+const TOR_OBJECT_BYTES: usize = 10 << 20;
+/// Fetches per client; the median is reported.
+const TOR_RUNS: usize = 3;
+/// The C-tor client's SOCKS port, on the gateway's inside address.
+const C_TOR_SOCKS_PORT: u16 = 9150;
+
+fn tor(lab: &lab::Lab, agent: &Path) -> Result<Report> {
+    let state = lab.state_dir();
+    let gw = lab.ns("gw");
+    let client = lab.ns("c1");
+    ensure_client_address(lab)?;
+    lab_tor::wait_ready(lab, lab_tor::READY_TIMEOUT)?;
+    // The object: random bytes, so no compression anywhere can flatter either side.
+    let object = state.join("www").join("10m.bin");
+    let mut bytes = vec![0u8; TOR_OBJECT_BYTES];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("reading random bytes")?;
+    std::fs::write(&object, &bytes).context("writing the 10 MiB object")?;
+    let url = format!("http://{}/10m.bin", lab::ORIGIN_NAME);
+
+    // The C-tor client's port must pass the agent's XDP program.
+    let base = std::fs::read_to_string(lab.agent_config()).context("reading the lab config")?;
+    let config = state.join("bench.toml");
+    std::fs::write(
+        &config,
+        base.replace(
+            "allow = []",
+            &format!("allow = [\"tcp/{C_TOR_SOCKS_PORT}\"]"),
+        ),
+    )
+    .context("writing the bench config")?;
+    let server = Server::agent(&gw, agent, &config)?;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let status = process::ns_output(
+            &gw,
+            &agent.display().to_string(),
+            [
+                "--config",
+                &config.display().to_string(),
+                "status",
+                "--json",
+            ],
+        )
+        .unwrap_or_default();
+        if status.contains("\"bootstrapped\": true") {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the agent's Tor did not bootstrap");
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+
+    let data = state.join("bench-ctor");
+    // tor refuses a DataDirectory others can read.
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&data)
+        .context("creating the C-tor client's data dir")?;
+    let torrc = lab_tor::client_torrc(lab, &data, C_TOR_SOCKS_PORT)?.replace(
+        &format!("SocksPort 127.0.0.1:{C_TOR_SOCKS_PORT}"),
+        &format!("SocksPort {}:{C_TOR_SOCKS_PORT}", lab::GATEWAY_INSIDE_IP),
+    );
+    let torrc_path = data.join("torrc");
+    std::fs::write(&torrc_path, torrc).context("writing the C-tor client's torrc")?;
+    let ctor = Server::spawn(
+        &gw,
+        &[
+            "tor".into(),
+            "-f".into(),
+            torrc_path.display().to_string(),
+            "--RunAsDaemon".into(),
+            "0".into(),
+        ],
+    )?;
+    let log = data.join("notice.log");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("Bootstrapped 100%")
+    {
+        if Instant::now() > deadline {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            bail!("the C-tor client did not bootstrap: {tail:?}");
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+
+    let mut rows = Vec::new();
+    for (name, port, process) in [
+        ("gateway-agent (arti)", 9050, &server),
+        ("tor (C) client", C_TOR_SOCKS_PORT, &ctor),
+    ] {
+        let proxy = format!("{}:{port}", lab::GATEWAY_INSIDE_IP);
+        let mut m = fetch_through(&client, &proxy, &url)?;
+        m.server = name.into();
+        m.peak_rss_kib = process.peak_rss_kib();
+        rows.push(m);
+    }
+    drop(ctor);
+    drop(server);
+    let notes = format!(
+        "A 10 MiB object from the lab's origin, by name through the lab's private Tor network \
+         (3 authorities, 3 relays, 3 exits on one host), fetched with curl --socks5-hostname \
+         from c1: through the agent's SOCKS port and through a C-tor client's SocksPort on the \
+         same gateway address. \"per second\" is MiB/s and \"avg ms\" the time to first byte, each \
+         the median of {TOR_RUNS} fetches after one warm-up; circuits differ from fetch to fetch, \
+         so expect noise. Peak RSS is the agent's whole process (Tor bootstrapped, plus its DNS, \
+         DHCP and other services) against the C-tor client alone."
+    );
+    Ok(("Tor (10 MiB through SOCKS)".into(), rows, notes))
+}
+
+/// One warm-up fetch (retried while the first circuits are built), then the median of
+/// [`TOR_RUNS`] timed ones.
+fn fetch_through(client: &str, proxy: &str, url: &str) -> Result<Measurement> {
+    let fetch = || -> Option<(f64, f64)> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                client,
+                "curl",
+                "-s",
+                "-f",
+                "-o",
+                "/dev/null",
+            ])
+            .args(["-m", "120", "-w", "%{time_starttransfer} %{speed_download}"])
+            .args(["--socks5-hostname", proxy, url])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut parts = text.split_whitespace();
+        let ttfb = parts.next()?.parse::<f64>().ok()?;
+        let speed = parts.next()?.parse::<f64>().ok()?;
+        Some((ttfb, speed))
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fetch().is_none() {
+        if Instant::now() > deadline {
+            bail!("no fetch through {proxy} succeeded");
+        }
+        thread::sleep(Duration::from_secs(2));
+    }
+    let mut ttfb = Vec::new();
+    let mut speed = Vec::new();
+    for _ in 0..TOR_RUNS {
+        let (t, s) = fetch().with_context(|| format!("a timed fetch through {proxy} failed"))?;
+        ttfb.push(t);
+        speed.push(s);
+    }
+    ttfb.sort_by(f64::total_cmp);
+    speed.sort_by(f64::total_cmp);
+    Ok(Measurement {
+        rate: speed[TOR_RUNS / 2] / f64::from(1u32 << 20),
+        avg_ms: Some(ttfb[TOR_RUNS / 2] * 1000.0),
+        ..Default::default()
+    })
 }
 
 fn kea_config(leases: &Path) -> String {
@@ -463,11 +633,15 @@ fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<()> {
     section.push_str("|---|---|---|---|---|---|\n");
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
     for m in rows {
+        let rate = if m.rate < 100.0 {
+            format!("{:.2}", m.rate)
+        } else {
+            format!("{:.0}", m.rate)
+        };
         let _ = writeln!(
             section,
-            "| {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {rate} | {} | {} | {} | {} |",
             m.server,
-            m.rate,
             fmt(m.p99_ms),
             fmt(m.avg_ms),
             m.peak_rss_kib

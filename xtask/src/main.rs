@@ -40,10 +40,10 @@ enum Task {
         #[command(subcommand)]
         action: LabAction,
     },
-    /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq) or `dhcp`
-    /// (vs Kea); results in bench/RESULTS.md.
+    /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq), `dhcp`
+    /// (vs Kea) or `tor` (vs a C-tor client); results in bench/RESULTS.md.
     Bench {
-        /// `dns` or `dhcp`.
+        /// `dns`, `dhcp` or `tor`.
         which: String,
     },
     /// Build everything, check formatting and lints, run every test.
