@@ -580,13 +580,8 @@ impl Handler {
         } else {
             self.relay_destination(request)
         };
-        let bytes = reply::encode(&reply, request.max_message_size);
         Outcome {
-            reply: Some(Outgoing {
-                reply,
-                bytes,
-                destination,
-            }),
+            reply: Some(outgoing(reply, request, destination)),
             ..Outcome::default()
         }
     }
@@ -616,13 +611,8 @@ impl Handler {
         if let Some(info) = &request.relay_agent_info {
             reply.push(code::RELAY_AGENT_INFO, info.clone());
         }
-        let bytes = reply::encode(&reply, request.max_message_size);
         Outcome {
-            reply: Some(Outgoing {
-                reply,
-                bytes,
-                destination,
-            }),
+            reply: Some(outgoing(reply, request, destination)),
             ..Outcome::default()
         }
     }
@@ -721,12 +711,7 @@ impl Handler {
                 mac: request.chaddr,
             }
         };
-        let bytes = reply::encode(&reply, request.max_message_size);
-        Outgoing {
-            reply,
-            bytes,
-            destination,
-        }
+        outgoing(reply, request, destination)
     }
 
     fn relay_destination(&self, request: &Request) -> Destination {
@@ -832,4 +817,14 @@ pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
 /// Lowercase hex, no separators.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// `reply` encoded for `request`'s size limit, addressed to `destination`.
+fn outgoing(reply: Reply, request: &Request, destination: Destination) -> Outgoing {
+    let bytes = reply::encode(&reply, request.max_message_size);
+    Outgoing {
+        reply,
+        bytes,
+        destination,
+    }
 }
