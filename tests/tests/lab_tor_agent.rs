@@ -1,6 +1,6 @@
-//! The agent's embedded Tor on the lab's private Tor network: SOCKS5 (names, torsocks,
-//! isolation), DNS over Tor, the HTTP proxy, and failing closed while the network is
-//! down, without a restart when it returns.
+//! The agent's embedded Tor on the lab's private Tor network: SOCKS5 (names, torsocks, the
+//! lab's onion service, isolation, protocol errors with their reply codes), DNS over Tor, the
+//! HTTP proxy, and failing closed while the network is down, without a restart when it returns.
 
 use std::{path::Path, time::Duration};
 
@@ -17,9 +17,14 @@ fn status(lab: &TestLab, cfg: &Path) -> Value {
 
 /// curl from c1 with `args`; the page on success.
 fn curl(lab: &TestLab, args: &[&str]) -> Option<String> {
+    curl_from(lab, "c1", args)
+}
+
+/// curl from `role` with `args`; the page on success.
+fn curl_from(lab: &TestLab, role: &str, args: &[&str]) -> Option<String> {
     let mut all = vec!["-s", "-f", "-m", "20"];
     all.extend_from_slice(args);
-    let out = lab.exec("c1", "curl", &all);
+    let out = lab.exec(role, "curl", &all);
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
@@ -36,6 +41,42 @@ fn origin_clients(lab: &TestLab) -> Vec<String> {
 
 fn is_exit(addr: &str) -> bool {
     ["203.0.113.41", "203.0.113.42", "203.0.113.43"].contains(&addr)
+}
+
+/// Raw SOCKS from c1 to the gateway (tests/fixtures/socks_probe.py): the steps, then every
+/// byte the server sent (hex) and whether it closed.
+fn socks_probe(lab: &TestLab, steps: &[String]) -> (String, bool) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/socks_probe.py");
+    let script = script.to_string_lossy();
+    let mut args = vec![script.as_ref(), "198.51.100.1", "9050"];
+    args.extend(steps.iter().map(String::as_str));
+    let out = lab.exec_ok("c1", "python3", &args);
+    let v: Value = serde_json::from_str(out.trim()).expect("socks_probe.py prints JSON");
+    (
+        v["received"].as_str().unwrap_or_default().to_string(),
+        v["closed"] == true,
+    )
+}
+
+/// A SOCKS5 exchange without authentication: greeting, then `request`.
+fn socks5(request: &[u8]) -> Vec<String> {
+    vec![
+        "send:050100".to_string(),
+        "recv:2".to_string(),
+        format!("send:{}", hex(request)),
+    ]
+}
+
+/// A SOCKS5 request for `name`:`port` with command `cmd`.
+fn by_name(cmd: u8, name: &str, port: u16) -> Vec<u8> {
+    let mut req = vec![5, cmd, 0, 3, name.len() as u8];
+    req.extend_from_slice(name.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    req
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -83,6 +124,88 @@ fn tor_serves_the_inside_and_fails_closed() {
         String::from_utf8_lossy(&out.stdout).contains("gateway lab origin"),
         "torsocks: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The lab's onion service (on relay1, in front of the origin), by its .onion name. The
+    // service may still be publishing its descriptors: retry for a while.
+    let onion = lab_tor::onion_address(&lab.lab).expect("the lab's onion address");
+    let onion_url = format!("http://{onion}/");
+    let mut onion_page = None;
+    let reached = eventually(Duration::from_secs(120), || {
+        onion_page = curl(&lab, &["--socks5-hostname", SOCKS, &onion_url]);
+        onion_page.is_some()
+    });
+    assert!(
+        reached,
+        "no page from {onion}: {}",
+        status(&lab, &cfg)["tor"]
+    );
+    assert!(onion_page
+        .unwrap_or_default()
+        .contains("gateway lab origin"));
+    let onion_host = lab_tor::NODES
+        .iter()
+        .find(|n| n.nick == lab_tor::ONION_HOST)
+        .map(|n| n.address.to_string())
+        .expect("the onion host is a lab node");
+    assert_eq!(
+        origin_clients(&lab).last(),
+        Some(&onion_host),
+        "the onion service's host fetched the page"
+    );
+
+    // SOCKS protocol errors from a real client: RFC 1928 codes or a clean close, and the
+    // server carries on.
+    // Four 60-byte labels: fine for SOCKS, too long for a DNS name (253 at most).
+    let long_name = format!("{}.example.com", vec!["a".repeat(60); 4].join("."));
+    assert_eq!(long_name.len(), 255);
+    let mut socks4a_long = vec![4, 1, 0, 80, 0, 0, 0, 1, 0];
+    socks4a_long.extend_from_slice("c".repeat(300).as_bytes());
+    socks4a_long.push(0);
+    let cases: Vec<(&str, Vec<String>, &str)> = vec![
+        ("bad version", vec!["send:060100".into()], ""),
+        (
+            "truncated greeting",
+            vec!["send:0503".into(), "shut".into()],
+            "",
+        ),
+        (
+            "BIND: 07",
+            socks5(&by_name(2, lab::ORIGIN_NAME, 80)),
+            "05000507",
+        ),
+        (
+            "address type 5: 08",
+            socks5(&[5, 1, 0, 5, 1, 2, 3, 4, 0, 80]),
+            "05000508",
+        ),
+        (
+            "a 255-byte name that cannot exist: 04",
+            socks5(&by_name(1, &long_name, 80)),
+            "05000504",
+        ),
+        (
+            "a name the exits cannot resolve: 04",
+            socks5(&by_name(1, "nonexistent.example.com", 80)),
+            "05000504",
+        ),
+        (
+            "a 300-byte SOCKS4a name: rejected",
+            vec![format!("send:{}", hex(&socks4a_long))],
+            "005b",
+        ),
+    ];
+    for (what, steps, want) in cases {
+        let (got, closed) = socks_probe(&lab, &steps);
+        assert!(closed, "{what}: the server left the connection open");
+        assert!(
+            got.starts_with(want) && (!want.is_empty() || got.is_empty()),
+            "{what}: got {got:?}, want {want:?}…"
+        );
+    }
+    assert!(
+        curl(&lab, &["--socks5-hostname", SOCKS, &url]).is_some(),
+        "SOCKS serves after the bad requests"
     );
 
     // DNS over Tor: the modem's resolver is asked by an exit, never by the gateway.
@@ -133,6 +256,14 @@ fn tor_serves_the_inside_and_fails_closed() {
     }
     assert_eq!(created(&lab), before + 2, "{}", status(&lab, &cfg)["tor"]);
 
+    // Isolation: a second client gets a group of its own, once.
+    lab.dhcp("c2", DhcpClient::Udhcpc, None);
+    let before = created(&lab);
+    for _ in 0..2 {
+        curl_from(&lab, "c2", &["--socks5-hostname", SOCKS, &url]).expect("no page from c2");
+    }
+    assert_eq!(created(&lab), before + 1, "{}", status(&lab, &cfg)["tor"]);
+
     // Tor down: SOCKS fails, DNS SERVFAILs, the proxy answers 502; nothing goes out directly.
     lab_tor::stop(&lab.lab).expect("stopping the lab's Tor nodes");
     let capture = Capture::start(&lab, "up", "br0", "tor-down");
@@ -142,6 +273,11 @@ fn tor_serves_the_inside_and_fails_closed() {
         &["-s", "-m", "30", "--socks5-hostname", SOCKS, &url],
     );
     assert!(!socks.status.success(), "SOCKS fetched with Tor down");
+    let (reply, _) = socks_probe(&lab, &socks5(&by_name(1, lab::ORIGIN_NAME, 80)));
+    assert!(
+        reply.starts_with("05000501"),
+        "Tor down is a general failure (01), not a verdict on the host: {reply}"
+    );
     let dns = lab.exec_ok(
         "c1",
         "dig",

@@ -40,6 +40,14 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Voting interval and vote/distribution delays of the authorities, in seconds.
 const VOTING_INTERVAL: u32 = 20;
+/// The onion-service time period, in minutes, published as the consensus parameter
+/// `hsdir_interval`. C tor on a `TestingTorNetwork` ignores that parameter and makes the period one
+/// shared-random run (24 voting intervals: 8 minutes here); arti reads the parameter (default one
+/// day). Unless both agree they derive different blinded keys and HSDir rings, and arti's
+/// descriptor fetches get 404 from every HSDir.
+const HSDIR_INTERVAL_MIN: u32 = 24 * VOTING_INTERVAL / 60;
+// arti accepts 5..=14400 minutes, and the run must be whole minutes.
+const _: () = assert!((24 * VOTING_INTERVAL) % 60 == 0 && HSDIR_INTERVAL_MIN >= 5);
 const VOTE_DELAY: u32 = 4;
 const DIST_DELAY: u32 = 4;
 
@@ -477,6 +485,7 @@ pub fn render_torrc(
                 let _ = writeln!(t, "{prefix}VoteDelay {VOTE_DELAY}");
                 let _ = writeln!(t, "{prefix}DistDelay {DIST_DELAY}");
             }
+            let _ = writeln!(t, "ConsensusParams hsdir_interval={HSDIR_INTERVAL_MIN}");
             t.push_str("ExitRelay 0\nExitPolicy reject *:*\n");
         }
         Role::Relay => t.push_str("ExitRelay 0\nExitPolicy reject *:*\n"),
@@ -555,7 +564,12 @@ pub fn render_arti_config(keys: &[(Node, NodeKeys)]) -> String {
          ipv6_subnet_family_prefix = 129\n\n\
          [address_filter]\n\
          allow_local_addrs = true\n\
-         allow_resolving_local_addrs = true\n",
+         allow_resolving_local_addrs = true\n\n\
+         # Onion-service time periods last 8 minutes here, not a day: a descriptor fetch that\n\
+         # came before the service published (or before it rotated) must not lock the HSDirs\n\
+         # out for the default 15 minutes.\n\
+         [circuit_timing]\n\
+         hs_dir_requery_interval = \"5 sec\"\n",
     );
     t
 }
@@ -970,6 +984,7 @@ mod tests {
             "OutboundBindAddress 203.0.113.22",
             "V3AuthoritativeDirectory 1",
             "V3AuthVotingInterval 20",
+            "ConsensusParams hsdir_interval=8",
             "TestingV3AuthInitialDistDelay 4",
             "ExitPolicy reject *:*",
             "PidFile /run/gateway-lab/t1/tor/auth2/tor.pid",
@@ -1054,6 +1069,10 @@ mod tests {
         assert_eq!(
             value["address_filter"]["allow_resolving_local_addrs"].as_bool(),
             Some(true)
+        );
+        assert_eq!(
+            value["circuit_timing"]["hs_dir_requery_interval"].as_str(),
+            Some("5 sec")
         );
     }
 

@@ -237,9 +237,12 @@ impl Resolve for Tor {
 pub(crate) fn egress_error(err: &arti_client::Error) -> EgressError {
     let text = err.to_string();
     match err.kind() {
-        ErrorKind::RemoteHostNotFound | ErrorKind::OnionServiceNotFound => {
-            EgressError::NotFound(text)
-        }
+        // A name that cannot exist (too long, a malformed .onion) is as unreachable as one
+        // that does not: 04, not a policy refusal.
+        ErrorKind::RemoteHostNotFound
+        | ErrorKind::OnionServiceNotFound
+        | ErrorKind::InvalidStreamTarget
+        | ErrorKind::OnionServiceAddressInvalid => EgressError::NotFound(text),
         ErrorKind::RemoteConnectionRefused
         | ErrorKind::RemoteNetworkFailed
         | ErrorKind::RemoteNetworkTimeout
@@ -251,8 +254,6 @@ pub(crate) fn egress_error(err: &arti_client::Error) -> EgressError {
         | ErrorKind::OnionServiceConnectionFailed => EgressError::Unreachable(text),
         ErrorKind::ExitPolicyRejected
         | ErrorKind::ForbiddenStreamTarget
-        | ErrorKind::InvalidStreamTarget
-        | ErrorKind::OnionServiceAddressInvalid
         | ErrorKind::OnionServiceMissingClientAuth
         | ErrorKind::OnionServiceWrongClientAuth => EgressError::Refused(text),
         ErrorKind::BootstrapRequired
