@@ -47,7 +47,7 @@ const VOTING_INTERVAL: u32 = 20;
 /// descriptor fetches get 404 from every HSDir.
 const HSDIR_INTERVAL_MIN: u32 = 24 * VOTING_INTERVAL / 60;
 // arti accepts 5..=14400 minutes, and the run must be whole minutes.
-const _: () = assert!((24 * VOTING_INTERVAL) % 60 == 0 && HSDIR_INTERVAL_MIN >= 5);
+const _: () = assert!((24 * VOTING_INTERVAL).is_multiple_of(60) && HSDIR_INTERVAL_MIN >= 5);
 const VOTE_DELAY: u32 = 4;
 const DIST_DELAY: u32 = 4;
 
