@@ -1,5 +1,5 @@
-//! `gateway-agent run`: bring the dataplane, the services and the control socket up, wait for a
-//! signal, and take everything down again in reverse order.
+//! `gateway-agent run`: bring the dataplane, the services, the control socket and the metrics
+//! endpoint up, wait for a signal, and take everything down again in reverse order.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -20,12 +20,13 @@ use crate::{
         protocol::AgentStatus,
         server::{ControlServer, ControlState},
     },
-    dataplane::Dataplane,
+    dataplane::{inspect, Dataplane},
     dhcp::{DhcpServer, DhcpServerSettings},
     dns::{self, DnsServer, DnsServerSettings, LocalZone, TorUpstream, UplinkUpstream, Upstream},
     egress::{Connector, TorConnector},
     http_proxy::{HttpProxy, HttpProxySettings},
     lease_events::LeaseSink,
+    metrics::{MetricsServer, MetricsSource},
     net,
     socks::{SocksServer, SocksSettings},
     systemd,
@@ -60,10 +61,14 @@ struct Running {
     socks: Option<SocksServer>,
     http_proxy: Option<HttpProxy>,
     control: Option<ControlServer>,
+    metrics: Option<MetricsServer>,
 }
 
 impl Running {
     async fn stop(mut self) -> Result<()> {
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop().await;
+        }
         if let Some(control) = self.control.take() {
             control.stop();
         }
@@ -273,7 +278,8 @@ async fn start(
     let tor = running.tor.clone();
     let socks_stats = running.socks.as_ref().map(SocksServer::stats_reader);
     let proxy_stats = running.http_proxy.as_ref().map(HttpProxy::stats_reader);
-    let status = move || {
+    // One status for the control socket and the metrics endpoint: no second stats path.
+    let status: Arc<dyn Fn() -> AgentStatus + Send + Sync> = Arc::new(move || {
         let mut status = base.clone();
         status.uptime_secs = started.elapsed().as_secs();
         status.dns = dns_stats.as_ref().map(|reader| reader.stats());
@@ -283,11 +289,11 @@ async fn start(
         status.http_proxy = proxy_stats.as_ref().map(|reader| reader.stats());
         status.uplink = Some(uplink_status.borrow().clone());
         status
-    };
+    });
     let control = ControlServer::start(
         &cfg.control.socket,
         ControlState {
-            status: Box::new(status),
+            status: status.clone(),
             leases: dhcp.map(|reader| {
                 Box::new(move || reader.leases()) as Box<dyn Fn() -> _ + Send + Sync>
             }),
@@ -295,6 +301,20 @@ async fn start(
     )
     .await?;
     running.control = Some(control);
+
+    if cfg.metrics.enabled {
+        let pins = running
+            .dataplane
+            .as_ref()
+            .context("the dataplane runs before the metrics endpoint")?
+            .pins();
+        let source = MetricsSource::new(status, Box::new(move || inspect::drops(&pins)));
+        let metrics = MetricsServer::start(cfg.metrics.listen, source)
+            .await
+            .context("starting the metrics endpoint")?;
+        tracing::info!("metrics on http://{}/metrics", metrics.local_addr());
+        running.metrics = Some(metrics);
+    }
     Ok(())
 }
 

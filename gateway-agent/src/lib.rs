@@ -1,5 +1,5 @@
-//! The gateway agent: the uplink, the eBPF dataplane, the inside services (DHCP, DNS, HTTP proxy) and the
-//! control socket. The binary in `main.rs` is a thin CLI over these modules.
+//! The gateway agent: the uplink, the eBPF dataplane, the inside services (DHCP, DNS, HTTP proxy), the
+//! control socket and the metrics endpoint. The binary in `main.rs` is a thin CLI over these modules.
 
 pub mod agent;
 pub mod cli;
@@ -12,6 +12,7 @@ pub mod egress;
 pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod socks;
 pub mod systemd;

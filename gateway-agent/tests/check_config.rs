@@ -124,6 +124,11 @@ fn bad_configs() -> Vec<(&'static str, String, &'static str)> {
             "dataplane.allow[1]: tcp/3128 is already used by http_proxy.port",
         ),
         (
+            "metrics_listen_without_port",
+            base("[metrics]\nlisten = \"127.0.0.1\""),
+            "metrics.listen: \"127.0.0.1\" is not an address and port",
+        ),
+        (
             "unknown_key",
             base("[dns]\nprot = 53"),
             "dns.prot: unknown key",

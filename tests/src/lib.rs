@@ -135,6 +135,12 @@ impl TestLab {
             .unwrap_or_else(|| panic!("no drop reason {reason} in {drops}"))
     }
 
+    /// The agent's metrics page, fetched in `gw` from the lab config's `metrics.listen` (the
+    /// namespace's own loopback).
+    pub fn metrics(&self) -> String {
+        self.exec_ok("gw", "curl", &["-sf", "-m", "5", METRICS_URL])
+    }
+
     /// Waits until the agent's uplink holds a DHCP lease; returns its address.
     pub fn wait_uplink(&self, config: &Path) -> String {
         let mut last = serde_json::Value::Null;
@@ -219,6 +225,22 @@ impl TestLab {
             })
             .collect()
     }
+}
+
+/// The metrics endpoint of the lab's config (`metrics.listen` in `config/lab.toml`).
+pub const METRICS_URL: &str = "http://127.0.0.1:9101/metrics";
+
+/// The value of one series on a metrics page, `series` written as the agent writes it: the name
+/// and, if it has labels, `{label="value",…}`. `None` if the page has no such series.
+pub fn metric(page: &str, series: &str) -> Option<u64> {
+    page.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| {
+            value
+                .parse()
+                .unwrap_or_else(|_| panic!("{series}: {value:?} is not a count"))
+        })
 }
 
 /// A background process, killed (and reaped) when dropped.

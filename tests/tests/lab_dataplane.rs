@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_tests::{eventually, lab, Agent, Capture, DhcpClient, TestLab};
+use gateway_tests::{eventually, lab, metric, Agent, Capture, DhcpClient, TestLab};
 
 /// The lab's config with an extra admin port open for a test listener.
 fn config_with_port(lab: &TestLab, port: u16) -> std::path::PathBuf {
@@ -114,9 +114,24 @@ fn inside_reaches_only_the_gateways_open_ports() {
 
     // The allowed service port answers; the other listener is cut off and counted.
     assert!(curl(&lab, "c1", &open_url), "tcp/8080 is allowed");
+    // The metrics endpoint reads the same counter.
+    let port_closed = r#"gateway_dataplane_drops_total{reason="port_closed"}"#;
     let closed_before = lab.drops(&cfg, "port_closed");
+    let metric_before = metric(&lab.metrics(), port_closed).expect("a port_closed series");
+    assert!(metric_before >= closed_before);
     assert!(!curl(&lab, "c1", &closed_url), "tcp/8081 is not allowed");
-    assert!(lab.drops(&cfg, "port_closed") > closed_before);
+    let closed_after = lab.drops(&cfg, "port_closed");
+    assert!(closed_after > closed_before);
+    let page = lab.metrics();
+    let metric_after = metric(&page, port_closed).expect("a port_closed series");
+    assert!(
+        metric_after > metric_before && metric_after >= closed_after,
+        "port_closed: {metric_before} -> {metric_after} on the page, {closed_after} in the map"
+    );
+    assert!(
+        !page.contains(&c1_ip) && !page.contains(&lab.mac("c1")),
+        "the page names a client:\n{page}"
+    );
     let ping = lab.exec("c1", "ping", &["-c1", "-W2", lab::GATEWAY_INSIDE_IP]);
     assert!(ping.status.success(), "ping to the gateway is allowed");
 

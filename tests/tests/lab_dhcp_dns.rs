@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use gateway_tests::{eventually, lab, Agent, DhcpClient, TestLab};
+use gateway_tests::{eventually, lab, metric, Agent, DhcpClient, TestLab};
 use serde_json::Value;
 
 /// The lab's config with `dhcp` appended as a `[dhcp]` table.
@@ -72,6 +72,45 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
     assert_eq!(dig(&lab, "c1", &["phone.home.arpa"]), c2["ip"]);
     assert_eq!(dig(&lab, "c2", &["-x", &c1["ip"]]), "laptop.home.arpa.");
     assert_eq!(dig(&lab, "c1", &["gateway.home.arpa"]), "198.51.100.1");
+
+    // The metrics endpoint counts the same traffic, and names no client.
+    let page = lab.metrics();
+    let acks = metric(&page, r#"gateway_dhcp_replies_total{type="ack"}"#);
+    assert!(
+        acks >= Some(2),
+        "two clients acknowledged: {acks:?}\n{page}"
+    );
+    assert_eq!(
+        metric(&page, "gateway_dhcp_leases_bound"),
+        Some(2),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, "gateway_uplink_has_address"),
+        Some(1),
+        "{page}"
+    );
+    assert_eq!(
+        metric(&page, r#"gateway_service_running{service="tor"}"#),
+        Some(0),
+        "{page}"
+    );
+    for client in [&c1["ip"], &c2["ip"], &lab.mac("c1"), &lab.mac("c2")] {
+        assert!(
+            !page.contains(client.as_str()),
+            "{client} on the page:\n{page}"
+        );
+    }
+    let local_answers = r#"gateway_dns_answers_total{source="local_zone"}"#;
+    let queries_before = metric(&page, "gateway_dns_queries_total").unwrap_or_default();
+    let local_before = metric(&page, local_answers).unwrap_or_default();
+    assert!(local_before >= 4, "the four local answers above: {page}");
+    assert_eq!(dig(&lab, "c1", &["phone.home.arpa"]), c2["ip"]);
+    let page = lab.metrics();
+    let queries = metric(&page, "gateway_dns_queries_total");
+    assert!(queries > Some(queries_before), "{queries:?}\n{page}");
+    let local = metric(&page, local_answers);
+    assert!(local > Some(local_before), "{local:?}\n{page}");
 
     // `leases` (from the running agent) and the dataplane's lease map agree.
     let all = leases(&lab, &cfg);

@@ -28,8 +28,8 @@ pub use services::{
     SERVICE_NAMES,
 };
 pub use types::{
-    Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,
-    Protocol, Service, Services, State, XdpMode, LOG_LEVELS,
+    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress,
+    PortRule, Protocol, Service, Services, State, XdpMode, LOG_LEVELS,
 };
 
 /// Reads, parses and validates the config file at `path`.

@@ -10,8 +10,8 @@ use super::error::{ConfigErrors, Errors};
 use super::reader::{self, Field, Section};
 use super::services::{Dhcp, Dns, HttpProxy, Uplink};
 use super::types::{
-    Config, Control, Dataplane, Inside, Interfaces, Log, Outside, OutsideAddress, PortRule,
-    Service, Services, State,
+    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress,
+    PortRule, Service, Services, State,
 };
 use super::{service_tables, validate, values};
 
@@ -31,6 +31,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     let (outside, uplink) = outside(root.table("outside", &mut errors), &mut errors);
     let (dataplane, allow) = dataplane(root.table("dataplane", &mut errors), &mut errors);
     let control = control(root.table("control", &mut errors), &mut errors);
+    let metrics = metrics(root.table("metrics", &mut errors), &mut errors);
     let state = state(root.table("state", &mut errors), &mut errors);
     let log = log(root.table("log", &mut errors), &mut errors);
     let tor = service_tables::tor(root.table("tor", &mut errors), &mut errors);
@@ -57,6 +58,9 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     if let (Some(interfaces), Some(uplink)) = (&interfaces, &uplink) {
         validate::macvlan_name_free(interfaces, uplink, &mut errors);
     }
+    if let (Some(inside), Some(metrics)) = (&inside, &metrics) {
+        validate::metrics_port_free(inside, metrics, &services, &mut errors);
+    }
 
     let (
         Some(interfaces),
@@ -64,6 +68,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         Some(outside),
         Some(dataplane),
         Some(control),
+        Some(metrics),
         Some(state),
         Some(log),
         Some(dhcp),
@@ -78,6 +83,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         outside,
         dataplane,
         control,
+        metrics,
         state,
         log,
         dhcp,
@@ -103,6 +109,7 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
         outside,
         dataplane,
         control,
+        metrics,
         state,
         log,
         services,
@@ -277,6 +284,19 @@ fn control(mut section: Section, errors: &mut Errors) -> Option<Control> {
     });
     section.finish(errors);
     Some(Control { socket: socket? })
+}
+
+fn metrics(mut section: Section, errors: &mut Errors) -> Option<Metrics> {
+    let defaults = Metrics::default();
+    let enabled = section.optional("enabled", defaults.enabled, errors, reader::boolean);
+    let listen = section.optional("listen", defaults.listen, errors, |value| {
+        values::listen_address(&reader::string(value)?)
+    });
+    section.finish(errors);
+    Some(Metrics {
+        enabled: enabled?,
+        listen: listen?,
+    })
 }
 
 fn state(mut section: Section, errors: &mut Errors) -> Option<State> {

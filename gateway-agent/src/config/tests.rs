@@ -91,6 +91,13 @@ fn minimal_config_takes_every_default() {
         config.control.socket,
         Path::new("/run/gateway/control.sock")
     );
+    assert_eq!(
+        config.metrics,
+        Metrics {
+            enabled: true,
+            listen: "127.0.0.1:9101".parse().unwrap(),
+        }
+    );
     assert_eq!(config.state.dir, Path::new("/var/lib/gateway"));
     assert_eq!(config.log.level, "info");
     assert!(!config.log.queries, "query logging must be off by default");
@@ -121,6 +128,7 @@ fn example_config_shows_the_real_defaults() {
     assert_eq!(example.outside, defaults.outside);
     assert_eq!(example.dataplane, defaults.dataplane);
     assert_eq!(example.control, defaults.control);
+    assert_eq!(example.metrics, defaults.metrics);
     assert_eq!(example.state, defaults.state);
     assert_eq!(example.log, defaults.log);
     assert_eq!(example.services, defaults.services);
@@ -148,6 +156,8 @@ fn lab_config() {
     assert_eq!(lab.dataplane.bpf_pin_dir, prefix.join("bpf"));
     assert_eq!(lab.control.socket, prefix.join("control.sock"));
     assert_eq!(lab.state.dir, prefix.join("state"));
+    // The gw namespace's own loopback: the integration tests scrape it there.
+    assert_eq!(lab.metrics, Metrics::default());
 }
 
 #[test]
@@ -173,6 +183,10 @@ allow = ["tcp/22", "udp/123"]
 
 [control]
 socket = "/run/gw2/control.sock"
+
+[metrics]
+enabled = false
+listen = "[::1]:9200"
 
 [state]
 dir = "/srv/gateway"
@@ -224,6 +238,13 @@ port = 5001
         vec![rule(Protocol::Tcp, 22), rule(Protocol::Udp, 123)]
     );
     assert_eq!(config.control.socket, Path::new("/run/gw2/control.sock"));
+    assert_eq!(
+        config.metrics,
+        Metrics {
+            enabled: false,
+            listen: "[::1]:9200".parse().unwrap(),
+        }
+    );
     assert_eq!(config.state.dir, Path::new("/srv/gateway"));
     assert_eq!(
         config.log,
@@ -539,6 +560,85 @@ fn bad_log_level() {
         "log.level",
         "error, warn, info, debug, trace",
     );
+}
+
+#[test]
+fn metrics_listen_takes_any_address() {
+    for listen in [
+        "0.0.0.0:9101",
+        "198.51.100.1:9101",
+        "192.0.2.7:80",
+        "[::]:9101",
+    ] {
+        let config = parse_ok(&with(&format!("[metrics]\nlisten = {listen:?}")));
+        assert_eq!(config.metrics.listen, listen.parse().unwrap());
+        assert!(config.metrics.enabled);
+    }
+}
+
+#[test]
+fn metrics_errors_name_their_key() {
+    for bad in [
+        "127.0.0.1",
+        "localhost:9101",
+        "127.0.0.1:99999",
+        "127.0.0.1:",
+        "::1:9101",
+    ] {
+        assert_error(
+            &with(&format!("[metrics]\nlisten = {bad:?}")),
+            "metrics.listen",
+            "not an address and port, like \"127.0.0.1:9101\"",
+        );
+    }
+    assert_error(
+        &with("[metrics]\nlisten = \"127.0.0.1:0\""),
+        "metrics.listen",
+        "port 0",
+    );
+    assert_error(
+        &with("[metrics]\nlisten = 9101"),
+        "metrics.listen",
+        "expected a string, found an integer (9101)",
+    );
+    assert_error(
+        &with("[metrics]\nenabled = \"no\""),
+        "metrics.enabled",
+        "expected a boolean",
+    );
+    assert_error(
+        &with("[metrics]\nport = 9101"),
+        "metrics.port",
+        "unknown key (known here: enabled, listen)",
+    );
+}
+
+#[test]
+fn metrics_on_the_inside_address_must_not_take_a_service_port() {
+    assert_error(
+        &with("[metrics]\nlisten = \"198.51.100.1:3128\""),
+        "metrics.listen",
+        "already used by http_proxy.port",
+    );
+    assert_error(
+        &with("[metrics]\nlisten = \"0.0.0.0:53\""),
+        "metrics.listen",
+        "already used by dns.port",
+    );
+    // Elsewhere, for a disabled service, or on a UDP-only port, there is nothing to clash with.
+    parse_ok(&with("[metrics]\nlisten = \"127.0.0.1:53\""));
+    parse_ok(&with(
+        "[metrics]\nlisten = \"198.51.100.1:3128\"\n[http_proxy]\nenabled = false",
+    ));
+    parse_ok(&with("[metrics]\nlisten = \"198.51.100.1:67\""));
+    parse_ok(&with(
+        "[metrics]\nenabled = false\nlisten = \"198.51.100.1:53\"",
+    ));
+    // Opening the port to the inside is what dataplane.allow is for.
+    let open = parse_ok(&with(
+        "[metrics]\nlisten = \"198.51.100.1:9101\"\n[dataplane]\nallow = [\"tcp/9101\"]",
+    ));
+    assert_eq!(open.dataplane.allow, [rule(Protocol::Tcp, 9101)]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The validated configuration: the types the rest of the agent reads, and their defaults.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -13,6 +13,7 @@ pub struct Config {
     pub outside: Outside,
     pub dataplane: Dataplane,
     pub control: Control,
+    pub metrics: Metrics,
     pub state: State,
     pub log: Log,
     pub services: Services,
@@ -244,6 +245,23 @@ impl Default for Control {
     fn default() -> Self {
         Control {
             socket: PathBuf::from("/run/gateway/control.sock"),
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint. Aggregate counters only: no client addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub enabled: bool,
+    /// Where `GET /metrics` is served; loopback by default, so only the host can read it.
+    pub listen: SocketAddr,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            enabled: true,
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9101)),
         }
     }
 }

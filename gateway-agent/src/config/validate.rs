@@ -3,11 +3,13 @@
 
 use std::collections::hash_map::{Entry, HashMap};
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::error::Errors;
 use super::services::{Dhcp, Dns, DnsUpstream, Uplink, SERVICE_NAMES};
-use super::types::{same_subnet, Inside, Interfaces, Outside, OutsideAddress, PortRule};
+use super::types::{
+    same_subnet, Inside, Interfaces, Metrics, Outside, OutsideAddress, PortRule, Protocol, Services,
+};
 
 /// A static outside subnet must not overlap the inside subnet: the gateway could not tell the
 /// LAN from the uplink, and the egress guard drops inside-sourced packets on the outside.
@@ -150,6 +152,33 @@ pub(crate) fn uplink_dns_has_servers(outside: &Outside, dns: &Dns, errors: &mut 
         errors.push(
             "dns.upstream_servers",
             "empty, but dns.upstream = \"uplink\" with a static outside.address: no DHCP lease names the uplink's resolvers, so list them here",
+        );
+    }
+}
+
+/// A metrics endpoint on the inside address (or on every address) must not take an enabled
+/// service's TCP port; the bind would fail only at start. `dataplane.allow` may name the port:
+/// that is how the inside reaches such an endpoint.
+pub(crate) fn metrics_port_free(
+    inside: &Inside,
+    metrics: &Metrics,
+    services: &Services,
+    errors: &mut Errors,
+) {
+    let ip = metrics.listen.ip();
+    if !metrics.enabled || !(ip.is_unspecified() || ip == IpAddr::V4(inside.address)) {
+        return;
+    }
+    let clash = services
+        .enabled_ports()
+        .find(|(_, rule)| rule.protocol == Protocol::Tcp && rule.port == metrics.listen.port());
+    if let Some((service, rule)) = clash {
+        errors.push(
+            "metrics.listen",
+            format!(
+                "{} takes {rule} on the inside address, already used by {service}.port",
+                metrics.listen
+            ),
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Rules for single values, each returning the problem worded for the administrator.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
@@ -143,6 +143,20 @@ pub(crate) fn port(number: i64) -> Result<u16, String> {
         Ok(port) => Ok(port),
         Err(_) => Err(format!("port {number} is out of range 1..=65535")),
     }
+}
+
+/// An address and port to listen on, `a.b.c.d:port` or `[v6]:port`, port 1..=65535.
+pub(crate) fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let address = text
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{text:?} is not an address and port, like \"127.0.0.1:9101\""))?;
+    if address.port() == 0 {
+        // A random port could not be scraped.
+        return Err(format!(
+            "{text:?}: port 0 is not a valid port; use 1..=65535"
+        ));
+    }
+    Ok(address)
 }
 
 /// `auto`, `native` or `skb`.

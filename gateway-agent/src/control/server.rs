@@ -19,8 +19,8 @@ use crate::dhcp::LeaseRecord;
 
 /// What the server answers from: closures over the running services' live state.
 pub struct ControlState {
-    /// The agent's status now.
-    pub status: Box<dyn Fn() -> AgentStatus + Send + Sync>,
+    /// The agent's status now (shared with the metrics endpoint).
+    pub status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
     /// The DHCP leases now (`None`: the DHCP server is off).
     pub leases: Option<Box<dyn Fn() -> Vec<LeaseRecord> + Send + Sync>>,
 }

@@ -100,6 +100,11 @@ impl Dataplane {
         leases::LeaseMaps::open(&self.pins)
     }
 
+    /// Where its maps are pinned, for readers such as the drop counters' ([`inspect::drops`]).
+    pub fn pins(&self) -> PinLayout {
+        self.pins.clone()
+    }
+
     /// What is attached where.
     pub fn status(&self) -> DataplaneStatus {
         DataplaneStatus {

@@ -63,6 +63,18 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of the diagram.
+    pub const ALL: [State; 8] = [
+        State::Init,
+        State::Selecting,
+        State::Requesting,
+        State::Rebooting,
+        State::Bound,
+        State::Renewing,
+        State::Rebinding,
+        State::Stopped,
+    ];
+
     /// Lower-case name, as the status shows it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -74,6 +74,14 @@ pub struct UplinkStatus {
     pub renewals: u64,
 }
 
+/// Every value [`UplinkStatus::state`] takes: `static`, then the DHCP client's states.
+pub fn states() -> impl Iterator<Item = &'static str> {
+    std::iter::once(STATIC_STATE).chain(dhcp_client::State::ALL.iter().map(|s| s.as_str()))
+}
+
+/// [`UplinkStatus::state`] of a static address.
+const STATIC_STATE: &str = "static";
+
 /// The running uplink. Dropping it without [`Uplink::stop`] ends the DHCP client without a
 /// release, as a crash would: the address stays until its lease runs out (the kernel removes
 /// it then), and the next start confirms the lease with INIT-REBOOT.
@@ -149,7 +157,7 @@ impl Uplink {
                 }
                 .context("outside.address")?;
                 status_tx.send_modify(|s| {
-                    s.state = "static".to_owned();
+                    s.state = STATIC_STATE.to_owned();
                     s.address = Some(address);
                     s.prefix_len = Some(prefix_len);
                     s.router = gateway;
