@@ -15,7 +15,7 @@ use tokio::{
 };
 
 use crate::{
-    config::{Config, DnsUpstream},
+    config::{Config, DnsUpstream, Egress},
     control::{
         protocol::AgentStatus,
         server::{ControlServer, ControlState},
@@ -23,7 +23,7 @@ use crate::{
     dataplane::{inspect, Dataplane},
     dhcp::{DhcpServer, DhcpServerSettings},
     dns::{self, DnsServer, DnsServerSettings, LocalZone, TorUpstream, UplinkUpstream, Upstream},
-    egress::{Connector, TorConnector},
+    egress::{Connector, DirectConnector, DirectSettings, TorConnector},
     http_proxy::{HttpProxy, HttpProxySettings},
     lease_events::LeaseSink,
     metrics::{MetricsServer, MetricsSource},
@@ -36,6 +36,9 @@ use crate::{
 
 /// The DHCP client port the server answers to.
 const DHCP_CLIENT_PORT: u16 = 68;
+
+/// How long a `direct` stream may take to connect.
+const DIRECT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long the uplink forwarder waits for an upstream answer.
 const UPLINK_DNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -182,7 +185,7 @@ async fn start(
         let upstream = dns_upstream(
             cfg,
             &outside_device,
-            uplink_dns,
+            uplink_dns.clone(),
             uplink_status.clone(),
             running.tor.as_ref(),
         );
@@ -227,9 +230,12 @@ async fn start(
         running.dhcp = Some(server);
     }
 
-    if let Some(tor) = &running.tor {
-        let connector: Arc<dyn Connector> = Arc::new(TorConnector::new(tor.clone()));
-        if cfg.services.socks.enabled {
+    let tor_connector = running
+        .tor
+        .as_ref()
+        .map(|tor| Arc::new(TorConnector::new(tor.clone())) as Arc<dyn Connector>);
+    if cfg.services.socks.enabled {
+        if let (Some(tor), Some(connector)) = (&running.tor, &tor_connector) {
             let mut settings =
                 SocksSettings::new((cfg.inside.address, cfg.services.socks.port).into());
             settings.log_queries = cfg.log.queries;
@@ -238,22 +244,49 @@ async fn start(
                 .context("starting the SOCKS server")?;
             running.socks = Some(server);
         }
-        if cfg.services.http_proxy.enabled {
-            let mut settings = HttpProxySettings::new(
-                (cfg.inside.address, cfg.services.http_proxy.port).into(),
-                cfg.inside,
-            );
-            settings.connect_ports = cfg.http_proxy.connect_ports.clone();
-            settings.log_queries = cfg.log.queries;
-            let proxy = HttpProxy::start(settings, connector)
-                .await
-                .context("starting the HTTP proxy")?;
-            running.http_proxy = Some(proxy);
+    }
+    if cfg.services.http_proxy.enabled {
+        let connector = match cfg.http_proxy.egress {
+            Egress::Tor => tor_connector.clone(),
+            Egress::Direct => {
+                tracing::warn!(
+                    "http_proxy.egress = \"direct\": proxied requests leave in clear text from \
+                     the uplink address, not through Tor"
+                );
+                let resolver = uplink_resolver(
+                    cfg,
+                    &outside_device,
+                    uplink_dns.clone(),
+                    uplink_status.clone(),
+                );
+                Some(Arc::new(DirectConnector::new(DirectSettings {
+                    device: outside_device.clone(),
+                    inside: cfg.inside,
+                    allow_private: false,
+                    resolver: Some(resolver),
+                    connect_timeout: DIRECT_CONNECT_TIMEOUT,
+                })) as Arc<dyn Connector>)
+            }
+        };
+        match connector {
+            Some(connector) => {
+                let mut settings = HttpProxySettings::new(
+                    (cfg.inside.address, cfg.services.http_proxy.port).into(),
+                    cfg.inside,
+                );
+                settings.connect_ports = cfg.http_proxy.connect_ports.clone();
+                settings.log_queries = cfg.log.queries;
+                let proxy = HttpProxy::start(settings, connector)
+                    .await
+                    .context("starting the HTTP proxy")?;
+                running.http_proxy = Some(proxy);
+            }
+            // Without Tor the port stays closed rather than open to the clearnet.
+            None => tracing::warn!(
+                "the HTTP proxy's egress is Tor and tor.enabled = false: not started \
+                 (http_proxy.egress = \"direct\" is the explicit clearnet choice)"
+            ),
         }
-    } else if cfg.services.http_proxy.enabled {
-        // Its only egress is Tor for now; without Tor the port stays closed rather than open
-        // to the clearnet.
-        tracing::warn!("the HTTP proxy needs Tor (tor.enabled = false): not started");
     }
 
     let base = AgentStatus {
@@ -344,19 +377,28 @@ fn dns_upstream(
         DnsUpstream::Tor => {
             tor.map(|tor| Arc::new(TorUpstream::new(Arc::new(tor.clone()))) as Arc<dyn Upstream>)
         }
-        DnsUpstream::Uplink => {
-            let servers = if cfg.dns.upstream_servers.is_empty() {
-                follow_lease_servers(lease_servers)
-            } else {
-                // A fixed list never changes; the receiver keeps the value after the sender goes.
-                watch::channel(cfg.dns.upstream_servers.clone()).1
-            };
-            Some(Arc::new(
-                UplinkUpstream::new(servers, Some(outside_device.to_owned()), UPLINK_DNS_TIMEOUT)
-                    .with_source(follow_uplink_address(uplink)),
-            ))
-        }
+        DnsUpstream::Uplink => Some(uplink_resolver(cfg, outside_device, lease_servers, uplink)),
     }
+}
+
+/// The uplink's resolvers (`dns.upstream_servers`, else the ones the uplink lease names), asked
+/// from the uplink address through the outside interface.
+fn uplink_resolver(
+    cfg: &Config,
+    outside_device: &str,
+    lease_servers: watch::Receiver<Vec<Ipv4Addr>>,
+    uplink: watch::Receiver<UplinkStatus>,
+) -> Arc<dyn Upstream> {
+    let servers = if cfg.dns.upstream_servers.is_empty() {
+        follow_lease_servers(lease_servers)
+    } else {
+        // A fixed list never changes; the receiver keeps the value after the sender goes.
+        watch::channel(cfg.dns.upstream_servers.clone()).1
+    };
+    Arc::new(
+        UplinkUpstream::new(servers, Some(outside_device.to_owned()), UPLINK_DNS_TIMEOUT)
+            .with_source(follow_uplink_address(uplink)),
+    )
 }
 
 /// Whether the uplink has an address (a lease, or a static one).

@@ -24,7 +24,7 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::check_host;
 pub use services::{
-    ClientKey, Dhcp, Dns, DnsUpstream, HttpProxy, MacvlanMode, Reservation, Tor, Uplink,
+    ClientKey, Dhcp, Dns, DnsUpstream, Egress, HttpProxy, MacvlanMode, Reservation, Tor, Uplink,
     SERVICE_NAMES,
 };
 pub use types::{

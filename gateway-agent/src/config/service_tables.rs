@@ -115,12 +115,25 @@ pub(crate) fn dns(section: &mut Section, tor_enabled: bool, errors: &mut Errors)
 
 /// The keys of `[http_proxy]` beyond enabled/port.
 pub(crate) fn http_proxy(section: &mut Section, errors: &mut Errors) -> Option<HttpProxy> {
+    let defaults = HttpProxy::default();
+    let egress = section.optional("egress", defaults.egress, errors, |value| {
+        v::egress(&reader::string(value)?)
+    });
+    let connect_ports = connect_ports(section, errors);
+    Some(HttpProxy {
+        connect_ports: connect_ports?.unwrap_or(defaults.connect_ports),
+        egress: egress?,
+    })
+}
+
+/// `http_proxy.connect_ports`: `None` when absent.
+fn connect_ports(section: &mut Section, errors: &mut Errors) -> Option<Option<Vec<u16>>> {
     let ports_key = section.key("connect_ports");
     let entries = section.optional("connect_ports", None, errors, |value| {
         reader::array(value).map(Some)
     })?;
     let Some(entries) = entries else {
-        return Some(HttpProxy::default());
+        return Some(None);
     };
     let mut connect_ports = Vec::new();
     let mut ok = true;
@@ -139,7 +152,7 @@ pub(crate) fn http_proxy(section: &mut Section, errors: &mut Errors) -> Option<H
             None => ok = false,
         }
     }
-    ok.then_some(HttpProxy { connect_ports })
+    ok.then_some(Some(connect_ports))
 }
 
 /// `[tor]`: `enabled`, `arti_config`.

@@ -144,6 +144,27 @@ impl Default for Dns {
     }
 }
 
+/// How a service's outbound streams leave the gateway (`<service>.egress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Egress {
+    /// Through Tor; while Tor is not bootstrapped, streams fail. The default.
+    #[default]
+    Tor,
+    /// Clear text out of the outside interface, names resolved by the uplink's resolvers. Only
+    /// ever an explicit choice.
+    Direct,
+}
+
+impl Egress {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Egress::Tor => "tor",
+            Egress::Direct => "direct",
+        }
+    }
+}
+
 /// `[http_proxy]` beyond enabled/port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProxy {
@@ -151,12 +172,15 @@ pub struct HttpProxy {
     /// in absolute form, and a CONNECT to any port would make the proxy a general TCP relay
     /// (that is what SOCKS is for).
     pub connect_ports: Vec<u16>,
+    /// Where the proxy's requests go out.
+    pub egress: Egress,
 }
 
 impl Default for HttpProxy {
     fn default() -> Self {
         HttpProxy {
             connect_ports: vec![443],
+            egress: Egress::Tor,
         }
     }
 }

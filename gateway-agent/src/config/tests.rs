@@ -1072,6 +1072,31 @@ fn http_proxy_connect_ports_errors_name_the_entry() {
 }
 
 #[test]
+fn http_proxy_egress() {
+    assert_eq!(parse_ok(MINIMAL).http_proxy.egress, super::Egress::Tor);
+    let direct = parse_ok(&with(
+        "[http_proxy]\negress = \"direct\"\nconnect_ports = [443, 8443]",
+    ));
+    assert_eq!(direct.http_proxy.egress, super::Egress::Direct);
+    assert_eq!(direct.http_proxy.connect_ports, [443, 8443]);
+    let both_bad = errors_of(&with(
+        "[http_proxy]\negress = \"clearnet\"\nconnect_ports = [0]",
+    ));
+    let keys: Vec<&str> = both_bad.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["http_proxy.egress", "http_proxy.connect_ports[0]"],
+        "{both_bad:?}"
+    );
+    assert_error(
+        &with("[http_proxy]\negress = \"clearnet\""),
+        "http_proxy.egress",
+        "expected \"tor\" or \"direct\"",
+    );
+    assert_error(&with("[http_proxy]\negress = 1"), "http_proxy.egress", "");
+}
+
+#[test]
 fn tor_table() {
     let off = parse_ok(&with("[tor]\nenabled = false"));
     assert!(!off.tor.enabled);

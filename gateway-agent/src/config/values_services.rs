@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use super::services::{DnsUpstream, MacvlanMode};
+use super::services::{DnsUpstream, Egress, MacvlanMode};
 
 /// A duration: seconds as an integer, or a string with a unit (`"90s"`, `"30m"`, `"12h"`,
 /// `"7d"`), as dnsmasq writes lease times.
@@ -138,6 +138,17 @@ pub(crate) fn dns_upstream(text: &str) -> Result<DnsUpstream, String> {
         "uplink" => Ok(DnsUpstream::Uplink),
         other => Err(format!(
             "{other:?} is not an upstream; expected \"tor\", \"none\" or \"uplink\""
+        )),
+    }
+}
+
+/// `tor` or `direct`.
+pub(crate) fn egress(text: &str) -> Result<Egress, String> {
+    match text {
+        "tor" => Ok(Egress::Tor),
+        "direct" => Ok(Egress::Direct),
+        other => Err(format!(
+            "{other:?} is not an egress; expected \"tor\" or \"direct\""
         )),
     }
 }

@@ -1,0 +1,89 @@
+//! Per-service egress: the HTTP proxy goes out through Tor unless the config says
+//! `http_proxy.egress = "direct"`. Without Tor and without that choice the proxy stays closed;
+//! with it, requests leave in clear text from the uplink address, and inside or private
+//! destinations are still refused.
+
+use gateway_tests::{lab, Agent, DhcpClient, TestLab};
+
+const PROXY: &str = "http://198.51.100.1:3128";
+
+/// curl from c1 through the gateway's proxy: (HTTP status or 000, body).
+fn via_proxy(lab: &TestLab, url: &str) -> (String, String) {
+    let out = lab.exec(
+        "c1",
+        "curl",
+        &["-s", "-m", "15", "-x", PROXY, "-w", "\n%{http_code}", url],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (code.to_string(), body.to_string())
+}
+
+fn origin_clients(lab: &TestLab) -> Vec<String> {
+    std::fs::read_to_string(lab.lab.origin_log())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"GET "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn http_proxy_goes_direct_only_when_configured() {
+    let lab = TestLab::up();
+    let url = format!("http://{}/", lab::ORIGIN_NAME);
+
+    // Tor off, egress left at "tor": no proxy at all, never a silent fall back to clearnet.
+    let closed_cfg = lab.config_without_tor("no-tor.toml");
+    let origin_before = origin_clients(&lab).len();
+    let agent = Agent::start(&lab, &closed_cfg);
+    lab.wait_uplink(&closed_cfg);
+    lab.dhcp("c1", DhcpClient::Dhclient, None);
+    let status = lab.cli_json(&closed_cfg, &["status"]);
+    assert!(status["http_proxy"].is_null(), "{}", status["http_proxy"]);
+    let (code, _) = via_proxy(&lab, &url);
+    assert_eq!(
+        code, "000",
+        "the proxy answered without Tor and without `direct`"
+    );
+    assert_eq!(
+        origin_clients(&lab).len(),
+        origin_before,
+        "the origin was reached"
+    );
+    assert!(
+        agent.log_text().contains("http_proxy.egress"),
+        "the log says why the proxy is off: {}",
+        agent.log_text()
+    );
+    agent.terminate();
+
+    // egress = "direct": the origin sees the uplink address.
+    let direct_cfg = lab.agent_config("direct.toml", |text| {
+        let text = text.replace("[tor]\n", "[tor]\nenabled = false\n");
+        let text = text.replace("upstream = \"tor\"", "upstream = \"uplink\"");
+        format!("{text}\n[http_proxy]\negress = \"direct\"\n")
+    });
+    let agent = Agent::start(&lab, &direct_cfg);
+    let uplink_ip = lab.wait_uplink(&direct_cfg);
+    let (code, body) = via_proxy(&lab, &url);
+    assert_eq!(code, "200", "{body}\n{}", agent.log_text());
+    assert!(body.contains("gateway lab origin"), "{body}");
+    assert_eq!(origin_clients(&lab).last(), Some(&uplink_ip));
+
+    // Still never to the inside, nor to a private address, by name or by address.
+    for target in [
+        "http://198.51.100.1/",
+        "http://10.1.2.3/",
+        "http://127.0.0.1:9101/",
+    ] {
+        let (code, body) = via_proxy(&lab, target);
+        assert!(
+            code.starts_with('4') || code.starts_with('5'),
+            "{target} through a direct proxy: {code} {body}"
+        );
+    }
+    let served = lab.cli_json(&direct_cfg, &["status"])["http_proxy"].clone();
+    assert!(!served.is_null(), "the proxy's counters are in status");
+    agent.terminate();
+}
