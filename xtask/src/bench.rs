@@ -105,7 +105,7 @@ fn dns(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         wait_dns(&client)?;
         let mut m = dnsperf(&client, &query_file)?;
         m.server = "gateway-agent".into();
-        m.peak_rss_kib = server.peak_rss_kib();
+        m.peak_rss_kib = server.rss_kib("VmHWM");
         rows.push(m);
     }
     {
@@ -128,7 +128,7 @@ fn dns(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         wait_dns(&client)?;
         let mut m = dnsperf(&client, &query_file)?;
         m.server = "dnsmasq".into();
-        m.peak_rss_kib = server.peak_rss_kib();
+        m.peak_rss_kib = server.rss_kib("VmHWM");
         rows.push(m);
     }
     let notes = format!(
@@ -157,7 +157,7 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         thread::sleep(Duration::from_secs(1));
         let mut m = perfdhcp(&client)?;
         m.server = "gateway-agent".into();
-        m.peak_rss_kib = server.peak_rss_kib();
+        m.peak_rss_kib = server.rss_kib("VmHWM");
         rows.push(m);
     }
     {
@@ -178,7 +178,7 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         thread::sleep(Duration::from_secs(2));
         let mut m = perfdhcp(&client)?;
         m.server = "kea-dhcp4 (memfile)".into();
-        m.peak_rss_kib = server.peak_rss_kib();
+        m.peak_rss_kib = server.rss_kib("VmHWM");
         rows.push(m);
     }
     let notes = format!(
@@ -195,8 +195,8 @@ fn dhcp(lab: &lab::Lab, agent: &Path) -> Result<Report> {
 
 /// Size of the object fetched through Tor.
 const TOR_OBJECT_BYTES: usize = 10 << 20;
-/// Fetches per client; the median is reported.
-const TOR_RUNS: usize = 3;
+/// Timed fetches per client, interleaved between the two; the median is reported.
+const TOR_RUNS: usize = 7;
 /// The C-tor client's SOCKS port, on the gateway's inside address.
 const C_TOR_SOCKS_PORT: u16 = 9150;
 
@@ -214,6 +214,16 @@ fn tor(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         .context("reading random bytes")?;
     std::fs::write(&object, &bytes).context("writing the 10 MiB object")?;
     let url = format!("http://{}/10m.bin", lab::ORIGIN_NAME);
+
+    // The agent's footprint without Tor, for the share Tor adds.
+    let no_tor = bench_config(
+        lab,
+        "[tor]\nenabled = false\n[dns]\nupstream = \"uplink\"\n",
+    )?;
+    let baseline = Server::agent(&gw, agent, &no_tor)?;
+    thread::sleep(Duration::from_secs(2));
+    let rss_without_tor = baseline.rss_kib("VmRSS");
+    drop(baseline);
 
     // The C-tor client's port must pass the agent's XDP program.
     let base = std::fs::read_to_string(lab.agent_config()).context("reading the lab config")?;
@@ -284,80 +294,108 @@ fn tor(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         thread::sleep(Duration::from_secs(1));
     }
 
+    let rss_bootstrapped = [server.rss_kib("VmRSS"), ctor.rss_kib("VmRSS")];
+    let proxies = [9050, C_TOR_SOCKS_PORT].map(|port| format!("{}:{port}", lab::GATEWAY_INSIDE_IP));
+    let samples = fetch_interleaved(&client, &proxies, &url)?;
     let mut rows = Vec::new();
-    for (name, port, process) in [
-        ("gateway-agent (arti)", 9050, &server),
-        ("tor (C) client", C_TOR_SOCKS_PORT, &ctor),
-    ] {
-        let proxy = format!("{}:{port}", lab::GATEWAY_INSIDE_IP);
-        let mut m = fetch_through(&client, &proxy, &url)?;
+    for ((name, process), samples) in [("gateway-agent (arti)", &server), ("tor (C) client", &ctor)]
+        .into_iter()
+        .zip(samples)
+    {
+        let mut m = median_of(&samples);
         m.server = name.into();
-        m.peak_rss_kib = process.peak_rss_kib();
+        m.peak_rss_kib = process.rss_kib("VmHWM");
         rows.push(m);
     }
     drop(ctor);
     drop(server);
+    let mib =
+        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
     let notes = format!(
         "A 10 MiB object from the lab's origin, by name through the lab's private Tor network \
          (3 authorities, 3 relays, 3 exits on one host), fetched with curl --socks5-hostname \
          from c1: through the agent's SOCKS port and through a C-tor client's SocksPort on the \
          same gateway address. \"per second\" is MiB/s and \"avg ms\" the time to first byte, each \
-         the median of {TOR_RUNS} fetches after one warm-up; circuits differ from fetch to fetch, \
-         so expect noise. Peak RSS is the agent's whole process (Tor bootstrapped, plus its DNS, \
-         DHCP and other services) against the C-tor client alone."
+         the median of {TOR_RUNS} fetches, the two clients taking turns after one warm-up each; \
+         circuits differ from fetch to fetch, so expect noise. Peak RSS is the agent's whole \
+         process (Tor, plus its DNS, DHCP and other services) against the C-tor client alone.\n\n\
+         Memory with Tor bootstrapped, before any fetch (VmRSS, MiB): the agent {} (the same \
+         agent with tor.enabled = false: {}), the C-tor client {}.",
+        mib(rss_bootstrapped[0]),
+        mib(rss_without_tor),
+        mib(rss_bootstrapped[1]),
     );
     Ok(("Tor (10 MiB through SOCKS)".into(), rows, notes))
 }
 
-/// One warm-up fetch (retried while the first circuits are built), then the median of
-/// [`TOR_RUNS`] timed ones.
-fn fetch_through(client: &str, proxy: &str, url: &str) -> Result<Measurement> {
-    let fetch = || -> Option<(f64, f64)> {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                client,
-                "curl",
-                "-s",
-                "-f",
-                "-o",
-                "/dev/null",
-            ])
-            .args(["-m", "120", "-w", "%{time_starttransfer} %{speed_download}"])
-            .args(["--socks5-hostname", proxy, url])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let mut parts = text.split_whitespace();
-        let ttfb = parts.next()?.parse::<f64>().ok()?;
-        let speed = parts.next()?.parse::<f64>().ok()?;
-        Some((ttfb, speed))
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fetch().is_none() {
-        if Instant::now() > deadline {
-            bail!("no fetch through {proxy} succeeded");
-        }
-        thread::sleep(Duration::from_secs(2));
+/// One fetch of `url` through the SOCKS `proxy` from `client`: (time to first byte in
+/// seconds, bytes per second), or `None` if it failed.
+fn fetch_once(client: &str, proxy: &str, url: &str) -> Option<(f64, f64)> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            client,
+            "curl",
+            "-s",
+            "-f",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-m", "120", "-w", "%{time_starttransfer} %{speed_download}"])
+        .args(["--socks5-hostname", proxy, url])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
     }
-    let mut ttfb = Vec::new();
-    let mut speed = Vec::new();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut parts = text.split_whitespace();
+    let ttfb = parts.next()?.parse::<f64>().ok()?;
+    let speed = parts.next()?.parse::<f64>().ok()?;
+    Some((ttfb, speed))
+}
+
+/// One warm-up fetch through each proxy (retried while the first circuits are built), then
+/// [`TOR_RUNS`] timed rounds in which the proxies take turns, so that a slow moment of the
+/// shared host hits both. The samples, per proxy.
+fn fetch_interleaved(
+    client: &str,
+    proxies: &[String; 2],
+    url: &str,
+) -> Result<[Vec<(f64, f64)>; 2]> {
+    for proxy in proxies {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while fetch_once(client, proxy, url).is_none() {
+            if Instant::now() > deadline {
+                bail!("no fetch through {proxy} succeeded");
+            }
+            thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let mut samples = [Vec::new(), Vec::new()];
     for _ in 0..TOR_RUNS {
-        let (t, s) = fetch().with_context(|| format!("a timed fetch through {proxy} failed"))?;
-        ttfb.push(t);
-        speed.push(s);
+        for (proxy, out) in proxies.iter().zip(samples.iter_mut()) {
+            out.push(
+                fetch_once(client, proxy, url)
+                    .with_context(|| format!("a timed fetch through {proxy} failed"))?,
+            );
+        }
     }
+    Ok(samples)
+}
+
+/// The medians of (time to first byte, speed) samples, as MiB/s and milliseconds.
+fn median_of(samples: &[(f64, f64)]) -> Measurement {
+    let mut ttfb: Vec<f64> = samples.iter().map(|s| s.0).collect();
+    let mut speed: Vec<f64> = samples.iter().map(|s| s.1).collect();
     ttfb.sort_by(f64::total_cmp);
     speed.sort_by(f64::total_cmp);
-    Ok(Measurement {
-        rate: speed[TOR_RUNS / 2] / f64::from(1u32 << 20),
-        avg_ms: Some(ttfb[TOR_RUNS / 2] * 1000.0),
+    Measurement {
+        rate: percentile(&speed, 0.5).unwrap_or(0.0) / f64::from(1u32 << 20),
+        avg_ms: percentile(&ttfb, 0.5).map(|t| t * 1000.0),
         ..Default::default()
-    })
+    }
 }
 
 fn kea_config(leases: &Path) -> String {
@@ -461,12 +499,14 @@ impl Server {
         Ok(Server { child })
     }
 
-    /// VmHWM of the process (`ip netns exec` execs, so the child's pid is the server's).
-    fn peak_rss_kib(&self) -> Option<u64> {
+    /// A memory field of the process's /proc status, KiB: `VmRSS` now, `VmHWM` at peak
+    /// (`ip netns exec` execs, so the child's pid is the server's).
+    fn rss_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let prefix = format!("{field}:");
         status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(&prefix))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|kb| kb.parse().ok())
     }
@@ -698,6 +738,15 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), Some(99.0));
         assert_eq!(percentile(&v, 0.5), Some(50.0));
         assert_eq!(percentile(&[], 0.99), None);
+    }
+
+    #[test]
+    fn medians_of_fetches() {
+        let samples = [(0.5, 3.0), (0.1, 1.0), (0.3, 2.0)].map(|(t, mib)| (t, mib * 1048576.0));
+        let m = median_of(&samples);
+        assert_eq!(m.rate, 2.0);
+        assert_eq!(m.avg_ms, Some(300.0));
+        assert_eq!(median_of(&[]).rate, 0.0);
     }
 
     #[test]
