@@ -82,7 +82,10 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn tor_serves_the_inside_and_fails_closed() {
     let lab = TestLab::up();
-    let cfg = lab.lab.agent_config();
+    // CONNECT to port 80 as well, so that a tunnel can be tested against the lab's origin.
+    let cfg = lab.agent_config("tor.toml", |text| {
+        format!("{text}\n[http_proxy]\nconnect_ports = [443, 80]\n")
+    });
     let _agent = Agent::start(&lab, &cfg);
     lab.wait_tor();
     lab.dhcp("c1", DhcpClient::Dhclient, None);
@@ -235,9 +238,29 @@ fn tor_serves_the_inside_and_fails_closed() {
         "the gateway asked the resolver itself: {asked:?}"
     );
 
-    // The HTTP proxy goes through Tor too.
+    // PTR through RESOLVE_PTR at an exit; types Tor cannot look up are NOTIMP.
+    let ptr = lab.exec_ok(
+        "c1",
+        "dig",
+        &["+short", "+time=10", "@198.51.100.1", "-x", lab::ORIGIN_IP],
+    );
+    assert_eq!(ptr.trim(), format!("{}.", lab::ORIGIN_NAME));
+    let mx = lab.exec_ok(
+        "c1",
+        "dig",
+        &["+time=10", "@198.51.100.1", "MX", lab::ORIGIN_NAME],
+    );
+    assert!(mx.contains("status: NOTIMP"), "{mx}");
+
+    // The HTTP proxy goes through Tor too: absolute form, and a CONNECT tunnel.
     let proxied = curl(&lab, &["-x", PROXY, &url]).unwrap_or_default();
     assert!(proxied.contains("gateway lab origin"), "{proxied}");
+    assert!(origin_clients(&lab).last().is_some_and(|c| is_exit(c)));
+    let tunnelled = curl(&lab, &["-p", "-x", PROXY, &url]).unwrap_or_default();
+    assert!(
+        tunnelled.contains("gateway lab origin"),
+        "CONNECT: {tunnelled}"
+    );
     assert!(origin_clients(&lab).last().is_some_and(|c| is_exit(c)));
 
     // Isolation: two credentials of one client are two groups (what the agent controls).

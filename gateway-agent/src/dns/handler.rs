@@ -1,5 +1,5 @@
 //! The request pipeline: ACL → rate limit → local zone → never-forwarded names → cache →
-//! upstream → rebinding filter → cache → reply. One function, [`Shared::answer`], decides;
+//! (one lookup per question in flight) upstream → rebinding filter → cache → reply. One function, [`Shared::answer`], decides;
 //! [`Handler`] only adapts it to hickory-server's request/response types.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -16,6 +16,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use tracing::instrument::WithSubscriber;
 
 use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
+use super::inflight::{follow, InFlight, Turn};
 use super::names::{is_localhost, NeverForward};
 use super::ratelimit::RateLimiter;
 use super::rebind;
@@ -38,6 +39,7 @@ pub(crate) struct Shared {
     pub never: NeverForward,
     pub upstream: Option<Arc<dyn Upstream>>,
     pub cache: Mutex<Cache>,
+    pub inflight: InFlight<CacheKey, Reply>,
     pub limiter: Mutex<RateLimiter>,
     pub policy: TtlPolicy,
     pub counters: Counters,
@@ -165,6 +167,34 @@ impl Shared {
             bump(&counters.servfail);
             return Reply::error(ResponseCode::ServFail, Origin::NoUpstream);
         };
+        let leader = match self.inflight.turn(&key) {
+            Turn::Lead(leader) => Some(leader),
+            Turn::Follow(rx) => match follow(rx).await {
+                Some(reply) => {
+                    bump(&counters.coalesced);
+                    return reply;
+                }
+                // The leader's client hung up before the answer came: ask ourselves.
+                None => None,
+            },
+        };
+        let reply = self.forward(upstream.as_ref(), name, qtype, key, now).await;
+        if let Some(leader) = leader {
+            leader.finish(reply.clone());
+        }
+        reply
+    }
+
+    /// Asks the upstream, filters and caches the answer.
+    async fn forward(
+        &self,
+        upstream: &dyn Upstream,
+        name: &Name,
+        qtype: RecordType,
+        key: CacheKey,
+        now: Instant,
+    ) -> Reply {
+        let counters = &self.counters;
         bump(&counters.forwarded);
         let result = tokio::time::timeout(UPSTREAM_DEADLINE, upstream.lookup(name, qtype))
             .await

@@ -8,6 +8,7 @@
 
 mod cache;
 mod handler;
+mod inflight;
 mod names;
 mod ratelimit;
 mod rebind;
@@ -38,6 +39,7 @@ pub use zone::{LocalZone, ZoneAnswer, ZoneError};
 
 use cache::{Cache, TtlPolicy};
 use handler::{Handler, Shared};
+use inflight::InFlight;
 use names::NeverForward;
 use ratelimit::{RateLimiter, MAX_TRACKED_CLIENTS};
 
@@ -97,6 +99,7 @@ impl DnsServer {
             never,
             upstream,
             cache: Mutex::new(Cache::new(settings.dns.cache_size)),
+            inflight: InFlight::new(),
             limiter: Mutex::new(RateLimiter::new(
                 settings.dns.rate_limit,
                 MAX_TRACKED_CLIENTS,

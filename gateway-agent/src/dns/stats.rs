@@ -17,6 +17,9 @@ pub struct DnsStats {
     pub cache_hits: u64,
     /// Sent to the upstream.
     pub forwarded: u64,
+    /// Answered by joining an identical question already on its way upstream.
+    #[serde(default)]
+    pub coalesced: u64,
     /// The upstream failed or timed out.
     pub upstream_errors: u64,
     /// Answered SERVFAIL (upstream failure, or no upstream configured).
@@ -51,6 +54,7 @@ pub(crate) struct Counters {
     pub never_forwarded: AtomicU64,
     pub cache_hits: AtomicU64,
     pub forwarded: AtomicU64,
+    pub coalesced: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub servfail: AtomicU64,
     pub refused_acl: AtomicU64,
@@ -81,6 +85,7 @@ impl Counters {
             never_forwarded: get(&self.never_forwarded),
             cache_hits: get(&self.cache_hits),
             forwarded: get(&self.forwarded),
+            coalesced: get(&self.coalesced),
             upstream_errors: get(&self.upstream_errors),
             servfail: get(&self.servfail),
             refused_acl: get(&self.refused_acl),

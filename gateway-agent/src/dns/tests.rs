@@ -13,6 +13,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::cache::{soa_record, Cache, TtlPolicy};
 use super::handler::{reply_edns, Origin, Question, Reply, Shared};
+use super::inflight::InFlight;
 use super::names::NeverForward;
 use super::ratelimit::RateLimiter;
 use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
@@ -121,6 +122,7 @@ fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
         zone,
         upstream,
         cache: Mutex::new(Cache::new(100)),
+        inflight: InFlight::new(),
         limiter: Mutex::new(RateLimiter::new(rate, 64)),
         policy: TtlPolicy {
             default_ttl: 300,
@@ -479,4 +481,106 @@ fn reply_buffer_size_follows_the_client_within_bounds() {
     assert_eq!(with(100), Some(512));
     assert_eq!(with(1000), Some(1000));
     assert_eq!(with(4096), Some(super::MAX_UDP_PAYLOAD));
+}
+
+/// Answers `origin.example.com` only once the gate opens; counts the questions it gets.
+struct Gated {
+    gate: tokio::sync::Semaphore,
+    calls: AtomicUsize,
+}
+
+impl Upstream for Gated {
+    fn lookup(
+        &self,
+        _name: &Name,
+        _rtype: RecordType,
+    ) -> BoxFuture<'_, Result<UpstreamAnswer, UpstreamError>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let _permit = self.gate.acquire().await;
+            Ok(UpstreamAnswer::Records(vec![a(
+                "origin.example.com.",
+                120,
+                [203, 0, 113, 10],
+            )]))
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "gated"
+    }
+
+    fn gives_ttls(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn identical_questions_in_flight_share_one_lookup() {
+    let gated = Arc::new(Gated {
+        gate: tokio::sync::Semaphore::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let s = Arc::new(shared(Some(gated.clone()), 0));
+    let now = Instant::now();
+    let askers: Vec<_> = (0..5)
+        .map(|i| {
+            let s = s.clone();
+            // Case differs between askers: one question all the same.
+            let n = if i % 2 == 0 {
+                "origin.example.com."
+            } else {
+                "ORIGIN.example.com."
+            };
+            tokio::spawn(async move { ask(&s, n, RecordType::A, now).await })
+        })
+        .collect();
+    while s.inflight.len() == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    gated.gate.add_permits(100);
+    for asker in askers {
+        let reply = asker.await.unwrap();
+        assert_eq!(reply.rcode, ResponseCode::NoError);
+        assert_eq!(reply.answers.len(), 1);
+    }
+    assert_eq!(gated.calls.load(Ordering::SeqCst), 1, "one lookup upstream");
+    let st = stats(&s);
+    assert_eq!((st.forwarded, st.coalesced), (1, 4), "{st:?}");
+    assert_eq!(s.inflight.len(), 0);
+
+    // A leader whose client hangs up releases the others, who ask for themselves.
+    let gated = Arc::new(Gated {
+        gate: tokio::sync::Semaphore::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let s = Arc::new(shared(Some(gated.clone()), 0));
+    let leader = {
+        let s = s.clone();
+        tokio::spawn(async move { ask(&s, "origin.example.com.", RecordType::A, now).await })
+    };
+    while s.inflight.len() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let follower = {
+        let s = s.clone();
+        tokio::spawn(async move { ask(&s, "origin.example.com.", RecordType::A, now).await })
+    };
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    let _ = leader.await;
+    gated.gate.add_permits(100);
+    let reply = follower.await.unwrap();
+    assert_eq!(reply.answers.len(), 1);
+    assert_eq!(
+        gated.calls.load(Ordering::SeqCst),
+        2,
+        "the follower asked itself"
+    );
+    assert_eq!(stats(&s).coalesced, 0);
 }

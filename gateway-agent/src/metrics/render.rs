@@ -164,7 +164,8 @@ fn dns(out: &mut Exposition, dns: &DnsStats) {
     )
     .sample(&[("source", "local_zone")], dns.local_answers)
     .sample(&[("source", "never_forwarded")], dns.never_forwarded)
-    .sample(&[("source", "cache")], dns.cache_hits);
+    .sample(&[("source", "cache")], dns.cache_hits)
+    .sample(&[("source", "coalesced")], dns.coalesced);
     out.counter(
         "gateway_dns_forwarded_total",
         "DNS queries sent to the upstream.",
