@@ -162,6 +162,13 @@ impl TestLab {
             .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
     }
 
+    /// Waits until the lab's onion service has published its descriptor (bounded by
+    /// [`lab_tor::READY_TIMEOUT`]); returns how long that took.
+    pub fn wait_onion(&self) -> Duration {
+        lab_tor::wait_onion(&self.lab, lab_tor::READY_TIMEOUT)
+            .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
+    }
+
     /// The MAC address of `role`'s `eth0`.
     pub fn mac(&self, role: &str) -> String {
         let out = self.exec_ok(role, "cat", &["/sys/class/net/eth0/address"]);

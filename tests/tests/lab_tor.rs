@@ -141,7 +141,13 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
     let onion = status.onion_address.clone().expect("an onion address");
     assert!(onion.ends_with(".onion") && onion.len() == 62, "{onion}");
     let json = serde_json::to_value(&status).expect("status as JSON");
-    for key in ["tor_ready", "tor_nodes", "onion_address", "arti_config"] {
+    for key in [
+        "tor_ready",
+        "tor_nodes",
+        "onion_address",
+        "onion_published",
+        "arti_config",
+    ] {
         assert!(json.get(key).is_some(), "lab status --json lacks {key}");
     }
 
@@ -205,7 +211,9 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
         "the exits did not ask the modem:\n{dnsmasq}"
     );
 
-    // The onion service on relay1 forwards to the origin.
+    // The onion service on relay1 forwards to the origin, once `lab status` says it published.
+    lab.wait_onion();
+    assert!(lab_tor::status(&lab.lab).onion_published);
     let begin = Instant::now();
     assert_eq!(
         fetch(&lab, &format!("http://{onion}/"), Duration::from_secs(90)),

@@ -129,12 +129,14 @@ fn tor_serves_the_inside_and_fails_closed() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The lab's onion service (on relay1, in front of the origin), by its .onion name. The
-    // service may still be publishing its descriptors: retry for a while.
+    // The lab's onion service (on relay1, in front of the origin), by its .onion name, once
+    // its descriptor is on the HSDirs (arti may have asked them earlier and been told 404).
+    let waited = lab.wait_onion();
+    eprintln!("the onion service published after another {waited:?}");
     let onion = lab_tor::onion_address(&lab.lab).expect("the lab's onion address");
     let onion_url = format!("http://{onion}/");
     let mut onion_page = None;
-    let reached = eventually(Duration::from_secs(120), || {
+    let reached = eventually(Duration::from_secs(60), || {
         onion_page = curl(&lab, &["--socks5-hostname", SOCKS, &onion_url]);
         onion_page.is_some()
     });

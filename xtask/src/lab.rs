@@ -121,6 +121,8 @@ pub struct LabStatus {
     pub onion_address: Option<String>,
     /// Its URL (`http://<onion address>/`).
     pub onion_url: Option<String>,
+    /// It has stored its descriptor on enough HSDirs since it last started: clients find it.
+    pub onion_published: bool,
     /// arti's settings for the lab's Tor network (authorities, fallbacks, path rules).
     pub arti_config: String,
     /// Existing namespace → IPv4 addresses (CIDR) on its interfaces other than `lo`.
@@ -755,6 +757,7 @@ impl Lab {
             tor_nodes: tor.nodes,
             onion_url: tor.onion_address.as_ref().map(|a| format!("http://{a}/")),
             onion_address: tor.onion_address,
+            onion_published: tor.onion_published,
             arti_config: path(tor.arti_config),
             namespaces,
         })
@@ -799,7 +802,12 @@ impl fmt::Display for LabStatus {
             self.tor_nodes.len()
         )?;
         if let Some(url) = &self.onion_url {
-            writeln!(f, "  onion         {url} (the origin)")?;
+            let published = if self.onion_published {
+                "published"
+            } else {
+                "not published yet"
+            };
+            writeln!(f, "  onion         {url} (the origin; {published})")?;
         }
         writeln!(f, "  arti config   {}", self.arti_config)?;
         writeln!(f, "  agent config  {}", self.agent_config)?;

@@ -145,6 +145,10 @@ pub struct TorStatus {
     pub nodes: Vec<TorNodeStatus>,
     /// The onion service's address (`<56 chars>.onion`), once its host has started once.
     pub onion_address: Option<String>,
+    /// The onion service has stored its descriptor on [`ONION_MIN_UPLOADS`] HSDirs since its host
+    /// last started: clients can find it. It lags `ready` by seconds to a minute or two (its
+    /// host must bootstrap and build introduction circuits first).
+    pub onion_published: bool,
     /// The arti settings for this network.
     pub arti_config: PathBuf,
 }
@@ -170,7 +174,15 @@ impl std::fmt::Display for TorStatus {
             )?;
         }
         if let Some(onion) = &self.onion_address {
-            writeln!(f, "  onion   http://{onion}/ (on {ONION_HOST}, the origin)")?;
+            let published = if self.onion_published {
+                "published"
+            } else {
+                "not published yet"
+            };
+            writeln!(
+                f,
+                "  onion   http://{onion}/ (on {ONION_HOST}, the origin; {published})"
+            )?;
         }
         writeln!(f, "  arti    {}", self.arti_config.display())
     }
@@ -194,6 +206,49 @@ pub fn data_dir(lab: &Lab, nick: &str) -> PathBuf {
 /// The node's notice log.
 pub fn node_log(lab: &Lab, nick: &str) -> PathBuf {
     node_dir(lab, nick).join("notice.log")
+}
+
+/// [`ONION_HOST`]'s onion-service log (tor's `rend` domain at info level): descriptor uploads.
+pub fn onion_log(lab: &Lab) -> PathBuf {
+    node_dir(lab, ONION_HOST).join("onion.log")
+}
+
+/// Successful descriptor uploads after which the onion service counts as published. A service
+/// stores each descriptor on up to 8 HSDirs of the 9 here (2 replicas x 4); the current
+/// descriptor's uploads go first.
+pub const ONION_MIN_UPLOADS: usize = 4;
+
+/// What tor logs (info, `rend`) when an HSDir stored a descriptor.
+const UPLOADED: &str = "Uploaded hidden service descriptor (status 200";
+
+/// What tor logs first whenever it (re)opens its log: the start of a run.
+const LOG_OPENED: &str = "opening new log file";
+
+/// Whether the onion service's descriptor is on enough HSDirs since its host last started.
+pub fn onion_published(lab: &Lab) -> bool {
+    let log = fs::read_to_string(onion_log(lab)).unwrap_or_default();
+    uploads_since_start(&log) >= ONION_MIN_UPLOADS
+}
+
+/// Successful uploads in the last run of an onion-service log.
+fn uploads_since_start(log: &str) -> usize {
+    let run = log.rfind(LOG_OPENED).map_or(log, |at| &log[at..]);
+    run.matches(UPLOADED).count()
+}
+
+/// Waits until [`onion_published`], or fails after `timeout` with the log's tail.
+pub fn wait_onion(lab: &Lab, timeout: Duration) -> Result<Duration> {
+    let begin = Instant::now();
+    while !onion_published(lab) {
+        if begin.elapsed() >= timeout {
+            bail!(
+                "the lab's onion service has not published its descriptor after {timeout:?}: {}",
+                lab::log_tail(&onion_log(lab))
+            );
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    Ok(begin.elapsed())
 }
 
 /// The onion service's directory (keys and `hostname`) on [`ONION_HOST`].
@@ -416,6 +471,7 @@ pub struct NodePaths {
     pub pid: PathBuf,
     pub log: PathBuf,
     pub onion: PathBuf,
+    pub onion_log: PathBuf,
 }
 
 impl NodePaths {
@@ -425,6 +481,7 @@ impl NodePaths {
             pid: lab.state_dir().join(pid_file_rel(nick)),
             log: node_log(lab, nick),
             onion: onion_dir(lab),
+            onion_log: onion_log(lab),
         }
     }
 }
@@ -506,6 +563,9 @@ pub fn render_torrc(
         }
     }
     if node.nick == ONION_HOST {
+        // Descriptor uploads are logged at info level only: a log of its own says when the
+        // service can be found.
+        let _ = writeln!(t, "Log [rend]info file {}", paths.onion_log.display());
         let _ = writeln!(t, "HiddenServiceDir {}", paths.onion.display());
         let _ = writeln!(t, "HiddenServicePort 80 {ORIGIN_IP}:80");
     }
@@ -734,6 +794,7 @@ pub fn status(lab: &Lab) -> TorStatus {
         running,
         nodes,
         onion_address: onion_address(lab),
+        onion_published: onion_published(lab),
         arti_config: arti_config_path(lab),
     }
 }
@@ -1017,7 +1078,23 @@ mod tests {
         let onion = lines(ONION_HOST);
         assert!(onion.contains("HiddenServiceDir /run/gateway-lab/t1/tor/relay1/onion\n"));
         assert!(onion.contains("HiddenServicePort 80 203.0.113.10:80\n"));
+        assert!(onion.contains("Log [rend]info file /run/gateway-lab/t1/tor/relay1/onion.log\n"));
         assert!(onion.contains("ExitRelay 0\n"));
+        assert!(!exit.contains("onion.log"));
+    }
+
+    #[test]
+    fn onion_uploads_count_from_the_last_start() {
+        let up =
+            "Nov 28 [info] handle_response_upload_hsdesc(): Uploaded hidden service descriptor \
+                  (status 200 (\"HS descriptor stored successfully.\"))\n";
+        let failed = "Nov 28 [info] handle_response_upload_hsdesc(): Uploaded hidden service \
+                      descriptor (status 400 (\"Invalid\"))\n";
+        let start = "Nov 28 [notice] Tor 0.4.9.11 opening new log file.\n";
+        assert_eq!(uploads_since_start(""), 0);
+        assert_eq!(uploads_since_start(&format!("{start}{up}{failed}{up}")), 2);
+        let restarted = format!("{start}{up}{up}{up}{up}{start}{up}");
+        assert_eq!(uploads_since_start(&restarted), 1, "a restart starts over");
     }
 
     #[test]
