@@ -209,7 +209,9 @@ impl World {
 
     /// Starts the server process and waits until it has restored its leases and serves.
     fn start_server(&mut self) {
+        // Both are the new process's to write: nothing read later may come from the last one.
         let _ = std::fs::remove_file(self.dir.path().join("events"));
+        let _ = std::fs::remove_file(self.dir.path().join("state"));
         let mut child = self
             .server_ns
             .command(std::env::current_exe().unwrap().to_str().unwrap())
@@ -504,6 +506,115 @@ fn after_kill_9_every_lease_is_back() {
     assert_eq!(keeper_again["ip"], keeper["ip"]);
     let first_again = world.udhcpc(&["-x", "0x3d:ff00000001", "-x", "hostname:first"]);
     assert_eq!(first_again["ip"], first["ip"]);
+}
+
+/// A DHCP message from `mac` with the broadcast flag set (the test's client has no address to
+/// receive unicast on).
+fn client_message(
+    mac: [u8; 6],
+    kind: dhcproto::v4::MessageType,
+    requested: Option<Ipv4Addr>,
+) -> Vec<u8> {
+    use dhcproto::{v4, Encodable, Encoder};
+    let mut msg = v4::Message::default();
+    msg.set_flags(v4::Flags::default().set_broadcast())
+        .set_chaddr(&mac)
+        .set_xid(u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]));
+    msg.opts_mut().insert(v4::DhcpOption::MessageType(kind));
+    if let Some(ip) = requested {
+        msg.opts_mut()
+            .insert(v4::DhcpOption::RequestedIpAddress(ip));
+        msg.opts_mut()
+            .insert(v4::DhcpOption::ServerIdentifier(SERVER));
+    }
+    let mut buf = Vec::new();
+    msg.encode(&mut Encoder::new(&mut buf)).unwrap();
+    buf
+}
+
+/// Sends every message back to back, then collects replies for `wait`: xid → (type, yiaddr).
+fn burst(
+    socket: &UdpSocket,
+    messages: &[Vec<u8>],
+    wait: Duration,
+) -> BTreeMap<u32, (dhcproto::v4::MessageType, Ipv4Addr)> {
+    use dhcproto::{v4, Decodable, Decoder};
+    for message in messages {
+        socket
+            .send_to(message, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67))
+            .unwrap();
+    }
+    let deadline = Instant::now() + wait;
+    let mut replies = BTreeMap::new();
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline && replies.len() < messages.len() {
+        let Ok((len, _)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let Ok(msg) = v4::Message::decode(&mut Decoder::new(&buf[..len])) else {
+            continue;
+        };
+        if let Some(v4::DhcpOption::MessageType(kind)) = msg.opts().get(v4::OptionCode::MessageType)
+        {
+            replies.insert(msg.xid(), (*kind, msg.yiaddr()));
+        }
+    }
+    replies
+}
+
+#[test]
+fn a_burst_of_clients_is_served_and_every_ack_survives_kill_9() {
+    use dhcproto::v4::MessageType;
+    const CLIENTS: u8 = 40;
+    let mut world = World::new();
+    world.start_server();
+    // The client has no address: the limited broadcast needs a route to the link.
+    world
+        .client
+        .ip(&["route", "add", "255.255.255.255/32", "dev", CLIENT_IF]);
+    let macs: Vec<[u8; 6]> = (1..=CLIENTS).map(|i| [0x02, 0, 0, 0, 0x42, i]).collect();
+    let acked = world.in_client_ns(move || {
+        let socket = UdpSocket::bind("0.0.0.0:68").unwrap();
+        socket.set_broadcast(true).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        // All DISCOVERs at once, then all REQUESTs at once: the server gets queues, not a trickle.
+        let discovers: Vec<_> = macs
+            .iter()
+            .map(|mac| client_message(*mac, MessageType::Discover, None))
+            .collect();
+        let offers = burst(&socket, &discovers, Duration::from_secs(10));
+        let requests: Vec<_> = macs
+            .iter()
+            .filter_map(|mac| {
+                let xid = u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+                let (kind, offered) = offers.get(&xid)?;
+                (*kind == MessageType::Offer)
+                    .then(|| client_message(*mac, MessageType::Request, Some(*offered)))
+            })
+            .collect();
+        assert_eq!(requests.len(), macs.len(), "offers: {offers:?}");
+        let acks = burst(&socket, &requests, Duration::from_secs(10));
+        assert!(
+            acks.values().all(|(kind, _)| *kind == MessageType::Ack),
+            "{acks:?}"
+        );
+        acks.values().map(|(_, ip)| *ip).collect::<Vec<_>>()
+    });
+    assert_eq!(acked.len(), usize::from(CLIENTS));
+    let distinct: std::collections::BTreeSet<_> = acked.iter().collect();
+    assert_eq!(distinct.len(), acked.len(), "an address was given twice");
+
+    world.kill_server();
+    world.start_server();
+    let (_, leases) = world.state();
+    for ip in &acked {
+        assert!(
+            leases.iter().any(|l| l.address == *ip),
+            "{ip} was ACKed but is gone after kill -9"
+        );
+    }
 }
 
 #[test]

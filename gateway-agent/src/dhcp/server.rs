@@ -1,6 +1,10 @@
 //! The server task: receive, handle, then store → sinks → reply, in that order, so a lease is
 //! on disk before the client hears DHCPACK, and in DNS and the dataplane maps before the
 //! client can use the address. A periodic sweep ends expired leases.
+//!
+//! Packets that queued up while the last batch was being written are handled together and
+//! their changes committed in one transaction: one fsync for a burst (a LAN powering up, a
+//! switch coming back) instead of one per client, and still none of their replies before it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +19,8 @@ use super::packet::MAX_LEN;
 use super::socket::DhcpSocket;
 use super::store::Store;
 
+/// Most packets handled per commit.
+const MAX_BATCH: usize = 64;
 /// How often expired leases and offers are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// At most one error log of a kind this often (a failing disk or socket would otherwise log
@@ -77,15 +83,16 @@ impl Server {
                 _ = &mut stop => break,
                 _ = sweep.tick() => {
                     let outcome = self.guarded(|handler, now| handler.sweep(now.unix));
-                    self.finish(outcome).await;
+                    self.finish(vec![outcome]).await;
                 }
                 received = self.socket.recv(&mut buf) => match received {
                     Ok((len, source)) => {
                         let packet = &buf[..len];
-                        let outcome = self.guarded(|handler, now| {
+                        let mut outcomes = vec![self.guarded(|handler, now| {
                             handler.handle_packet(packet, source, now)
-                        });
-                        self.finish(outcome).await;
+                        })];
+                        self.drain_queued(&mut buf, &mut outcomes);
+                        self.finish(outcomes).await;
                     }
                     Err(error) => {
                         tracing::warn!(%error, "receiving on the DHCP socket");
@@ -126,11 +133,31 @@ impl Server {
         }
     }
 
-    /// Store, then sinks, then reply.
-    async fn finish(&mut self, outcome: Outcome) {
-        if !outcome.store.is_empty() {
+    /// Handles the packets already queued on the socket, up to [`MAX_BATCH`] in all.
+    fn drain_queued(&self, buf: &mut [u8], outcomes: &mut Vec<Outcome>) {
+        while outcomes.len() < MAX_BATCH {
+            match self.socket.try_recv(buf) {
+                Ok(Some((len, source))) => {
+                    let packet = &buf[..len];
+                    outcomes.push(
+                        self.guarded(|handler, now| handler.handle_packet(packet, source, now)),
+                    );
+                }
+                // Nothing queued, or an error the next blocking receive will report.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    /// Store (every outcome's changes, one commit), then sinks, then replies, in the order
+    /// the packets came.
+    async fn finish(&mut self, mut outcomes: Vec<Outcome>) {
+        let ops: Vec<_> = outcomes
+            .iter_mut()
+            .flat_map(|outcome| std::mem::take(&mut outcome.store))
+            .collect();
+        if !ops.is_empty() {
             let store = self.store.clone();
-            let ops = outcome.store;
             let written = tokio::task::spawn_blocking(move || store.apply(&ops))
                 .await
                 .map_err(anyhow::Error::from)
@@ -138,17 +165,19 @@ impl Server {
             if let Err(error) = written {
                 lock(&self.handler).stats_mut().store_errors += 1;
                 if due(&mut self.store_error_logged) {
-                    tracing::error!("writing the DHCP lease store: {error:#}; reply withheld");
+                    tracing::error!("writing the DHCP lease store: {error:#}; replies withheld");
                 }
                 return;
             }
         }
-        self.emit(&outcome.events);
-        if let Some(outgoing) = outcome.reply {
-            if let Err(error) = self.socket.send(&outgoing).await {
-                lock(&self.handler).stats_mut().send_errors += 1;
-                if due(&mut self.send_error_logged) {
-                    tracing::warn!(%error, destination = ?outgoing.destination, "sending a DHCP reply");
+        for outcome in outcomes {
+            self.emit(&outcome.events);
+            if let Some(outgoing) = outcome.reply {
+                if let Err(error) = self.socket.send(&outgoing).await {
+                    lock(&self.handler).stats_mut().send_errors += 1;
+                    if due(&mut self.send_error_logged) {
+                        tracing::warn!(%error, destination = ?outgoing.destination, "sending a DHCP reply");
+                    }
                 }
             }
         }

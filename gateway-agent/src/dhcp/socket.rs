@@ -52,6 +52,18 @@ impl DhcpSocket {
         }
     }
 
+    /// Receives one datagram if one is queued, without waiting.
+    pub(crate) fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, SocketAddrV4)>> {
+        loop {
+            match self.socket.try_recv_from(buf) {
+                Ok((len, SocketAddr::V4(source))) => return Ok(Some((len, source))),
+                Ok(_) => continue,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     /// Sends a reply where the handler said.
     pub(crate) async fn send(&self, outgoing: &Outgoing) -> io::Result<()> {
         let target = match outgoing.destination {
