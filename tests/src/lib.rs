@@ -135,6 +135,16 @@ impl TestLab {
             .unwrap_or_else(|| panic!("no drop reason {reason} in {drops}"))
     }
 
+    /// Client addresses in the origin's access log, one per GET, oldest first.
+    pub fn origin_clients(&self) -> Vec<String> {
+        std::fs::read_to_string(self.lab.origin_log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"GET "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    }
+
     /// The agent's metrics page, fetched in `gw` from the lab config's `metrics.listen` (the
     /// namespace's own loopback).
     pub fn metrics(&self) -> String {

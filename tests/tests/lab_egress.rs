@@ -19,15 +19,6 @@ fn via_proxy(lab: &TestLab, url: &str) -> (String, String) {
     (code.to_string(), body.to_string())
 }
 
-fn origin_clients(lab: &TestLab) -> Vec<String> {
-    std::fs::read_to_string(lab.lab.origin_log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"GET "))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
-}
-
 #[test]
 fn http_proxy_goes_direct_only_when_configured() {
     let lab = TestLab::up();
@@ -35,7 +26,7 @@ fn http_proxy_goes_direct_only_when_configured() {
 
     // Tor off, egress left at "tor": no proxy at all, never a silent fall back to clearnet.
     let closed_cfg = lab.config_without_tor("no-tor.toml");
-    let origin_before = origin_clients(&lab).len();
+    let origin_before = lab.origin_clients().len();
     let agent = Agent::start(&lab, &closed_cfg);
     lab.wait_uplink(&closed_cfg);
     lab.dhcp("c1", DhcpClient::Dhclient, None);
@@ -47,7 +38,7 @@ fn http_proxy_goes_direct_only_when_configured() {
         "the proxy answered without Tor and without `direct`"
     );
     assert_eq!(
-        origin_clients(&lab).len(),
+        lab.origin_clients().len(),
         origin_before,
         "the origin was reached"
     );
@@ -69,7 +60,7 @@ fn http_proxy_goes_direct_only_when_configured() {
     let (code, body) = via_proxy(&lab, &url);
     assert_eq!(code, "200", "{body}\n{}", agent.log_text());
     assert!(body.contains("gateway lab origin"), "{body}");
-    assert_eq!(origin_clients(&lab).last(), Some(&uplink_ip));
+    assert_eq!(lab.origin_clients().last(), Some(&uplink_ip));
 
     // Still never to the inside, nor to a private address, by name or by address.
     for target in [

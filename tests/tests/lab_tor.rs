@@ -91,16 +91,6 @@ fn tor_resolve(lab: &TestLab, args: &[&str]) -> String {
     last
 }
 
-/// Client addresses in the origin's access log, one per request.
-fn origin_clients(lab: &TestLab) -> Vec<String> {
-    let log = fs::read_to_string(lab.lab.origin_log()).unwrap_or_default();
-    log.lines()
-        .filter(|l| l.contains("\"GET "))
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The `tor` processes in the lab's `up` namespace.
 fn tor_processes(lab: &TestLab) -> Vec<String> {
     let pids = gateway_tests::host("ip", &["netns", "pids", &lab.ns("up")]).unwrap_or_default();
@@ -175,7 +165,7 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
 
     let client = TorClient::start(&lab, "torclient1");
     let exits = ["203.0.113.41", "203.0.113.42", "203.0.113.43"];
-    let before = origin_clients(&lab).len();
+    let before = lab.origin_clients().len();
     assert_eq!(
         fetch(&lab, "http://203.0.113.10/", Duration::from_secs(60)),
         "gateway lab origin\n"
@@ -185,7 +175,7 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
         "gateway lab origin\n"
     );
     // Requests reach the origin from the exits, never from the client's side.
-    let by_exits = origin_clients(&lab);
+    let by_exits = lab.origin_clients();
     assert!(by_exits.len() >= before + 2, "{by_exits:?}");
     assert!(
         by_exits.iter().all(|c| exits.contains(&c.as_str())),
@@ -221,7 +211,7 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
     );
     eprintln!("onion service answered after {:?}", begin.elapsed());
     assert_eq!(
-        origin_clients(&lab).last().map(String::as_str),
+        lab.origin_clients().last().map(String::as_str),
         Some("203.0.113.31"),
         "the onion service's host connects to the origin"
     );

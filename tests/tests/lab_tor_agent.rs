@@ -30,15 +30,6 @@ fn curl_from(lab: &TestLab, role: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn origin_clients(lab: &TestLab) -> Vec<String> {
-    std::fs::read_to_string(lab.lab.origin_log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("\"GET "))
-        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
-        .collect()
-}
-
 fn is_exit(addr: &str) -> bool {
     ["203.0.113.41", "203.0.113.42", "203.0.113.43"].contains(&addr)
 }
@@ -108,7 +99,7 @@ fn tor_serves_the_inside_and_fails_closed() {
         status(&lab, &cfg)["tor"]
     );
     assert!(page.unwrap_or_default().contains("gateway lab origin"));
-    let clients = origin_clients(&lab);
+    let clients = lab.origin_clients();
     assert!(
         clients.last().is_some_and(|c| is_exit(c)),
         "the origin saw {clients:?}, not an exit"
@@ -154,7 +145,7 @@ fn tor_serves_the_inside_and_fails_closed() {
         .map(|n| n.address.to_string())
         .expect("the onion host is a lab node");
     assert_eq!(
-        origin_clients(&lab).last(),
+        lab.origin_clients().last(),
         Some(&onion_host),
         "the onion service's host fetched the page"
     );
@@ -257,13 +248,13 @@ fn tor_serves_the_inside_and_fails_closed() {
     // The HTTP proxy goes through Tor too: absolute form, and a CONNECT tunnel.
     let proxied = curl(&lab, &["-x", PROXY, &url]).unwrap_or_default();
     assert!(proxied.contains("gateway lab origin"), "{proxied}");
-    assert!(origin_clients(&lab).last().is_some_and(|c| is_exit(c)));
+    assert!(lab.origin_clients().last().is_some_and(|c| is_exit(c)));
     let tunnelled = curl(&lab, &["-p", "-x", PROXY, &url]).unwrap_or_default();
     assert!(
         tunnelled.contains("gateway lab origin"),
         "CONNECT: {tunnelled}"
     );
-    assert!(origin_clients(&lab).last().is_some_and(|c| is_exit(c)));
+    assert!(lab.origin_clients().last().is_some_and(|c| is_exit(c)));
 
     // Isolation: two credentials of one client are two groups (what the agent controls).
     let created = |lab: &TestLab| {

@@ -28,11 +28,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
-    task::JoinHandle,
 };
 
 pub use stats::{HttpProxyStats, UpstreamFailures};
 
+use crate::net::service_task::ServiceTask;
 use crate::{config::Inside, egress::Connector};
 use stats::{bump, ActiveGuard, Counters};
 
@@ -90,8 +90,7 @@ pub(crate) struct Shared {
 pub struct HttpProxy {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
-    shutdown: Option<watch::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: ServiceTask,
 }
 
 impl HttpProxy {
@@ -103,20 +102,22 @@ impl HttpProxy {
         let local_addr = listener
             .local_addr()
             .context("reading the HTTP proxy's address")?;
-        let (shutdown_tx, shutdown) = watch::channel(());
         let counters = Arc::new(Counters::default());
-        let shared = Arc::new(Shared {
-            settings,
-            connector,
-            counters: counters.clone(),
-            shutdown,
+        let task = ServiceTask::spawn("HTTP proxy", |shutdown| {
+            accept_loop(
+                listener,
+                Arc::new(Shared {
+                    settings,
+                    connector,
+                    counters: counters.clone(),
+                    shutdown,
+                }),
+            )
         });
-        let task = tokio::spawn(accept_loop(listener, shared));
         Ok(HttpProxy {
             local_addr,
             counters,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
+            task,
         })
     }
 
@@ -136,24 +137,8 @@ impl HttpProxy {
     }
 
     /// Stops listening and closes every connection and tunnel.
-    pub async fn stop(mut self) {
-        self.shutdown.take();
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("HTTP proxy did not stop within 5s");
-            }
-        }
-    }
-}
-
-impl Drop for HttpProxy {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
 

@@ -13,10 +13,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{watch, Semaphore},
-    task::JoinHandle,
 };
 
 use super::{exposition::CONTENT_TYPE, MetricsSource};
+use crate::net::service_task::ServiceTask;
 
 /// Scrapers open one connection at a time; more than this at once is not a scraper.
 const MAX_CONNECTIONS: usize = 16;
@@ -27,8 +27,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running metrics endpoint. Dropping it stops it too; [`MetricsServer::stop`] waits for that.
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    shutdown: Option<watch::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: ServiceTask,
 }
 
 impl MetricsServer {
@@ -46,13 +45,11 @@ impl MetricsServer {
                 "metrics.listen is not a loopback address: whoever reaches it can read the counters"
             );
         }
-        let (shutdown_tx, shutdown) = watch::channel(());
-        let task = tokio::spawn(accept_loop(listener, Arc::new(source), shutdown));
-        Ok(MetricsServer {
-            local_addr,
-            shutdown: Some(shutdown_tx),
-            task: Some(task),
-        })
+        let source = Arc::new(source);
+        let task = ServiceTask::spawn("metrics endpoint", |shutdown| {
+            accept_loop(listener, source, shutdown)
+        });
+        Ok(MetricsServer { local_addr, task })
     }
 
     /// The address it listens on (the real port when `listen` asked for port 0).
@@ -61,24 +58,8 @@ impl MetricsServer {
     }
 
     /// Stops listening and closes every connection.
-    pub async fn stop(mut self) {
-        self.shutdown.take();
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                tracing::warn!("the metrics endpoint did not stop within 5s");
-            }
-        }
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn stop(self) {
+        self.task.stop().await;
     }
 }
 

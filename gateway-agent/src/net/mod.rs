@@ -1,3 +1,4 @@
 //! Host networking the agent owns beyond the eBPF programs.
 
 pub mod forwarding;
+pub mod service_task;
