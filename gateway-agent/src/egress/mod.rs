@@ -4,11 +4,13 @@
 //! serve refuses; nothing ever falls back from `tor` to `direct`.
 
 mod direct;
+mod relay;
 mod tor;
 
 use std::{fmt, net::IpAddr};
 
 pub use direct::{DirectConnector, DirectSettings};
+pub use relay::relay;
 pub use tor::TorConnector;
 
 use futures::future::BoxFuture;

@@ -187,7 +187,7 @@ async fn tunnel(
     let mut client = Tracked::new(TokioIo::new(upgraded), activity.clone());
     let mut upstream = Tracked::new(upstream, activity.clone());
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = crate::egress::relay(&mut client, &mut upstream) => {}
         _ = activity.idle(idle) => {}
         _ = shutdown.changed() => {}
     }

@@ -188,7 +188,7 @@ async fn connect(
         .map_err(|_| Failure::Code(code::GENERAL_FAILURE, "io_error"))?;
     shared.counters.streams.fetch_add(1, Relaxed);
     // Either side closing or failing ends the stream; neither is the server's failure.
-    if let Ok((up, down)) = tokio::io::copy_bidirectional(stream, &mut outbound).await {
+    if let Ok((up, down)) = crate::egress::relay(stream, &mut outbound).await {
         shared.counters.bytes_up.fetch_add(up, Relaxed);
         shared.counters.bytes_down.fetch_add(down, Relaxed);
     }
