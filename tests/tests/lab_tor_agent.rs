@@ -249,12 +249,19 @@ fn tor_serves_the_inside_and_fails_closed() {
     let proxied = curl(&lab, &["-x", PROXY, &url]).unwrap_or_default();
     assert!(proxied.contains("gateway lab origin"), "{proxied}");
     assert!(lab.origin_clients().last().is_some_and(|c| is_exit(c)));
+    let before = lab.origin_clients().len();
     let tunnelled = curl(&lab, &["-p", "-x", PROXY, &url]).unwrap_or_default();
     assert!(
         tunnelled.contains("gateway lab origin"),
         "CONNECT: {tunnelled}"
     );
-    assert!(lab.origin_clients().last().is_some_and(|c| is_exit(c)));
+    let clients = lab.origin_clients();
+    assert_eq!(
+        clients.len(),
+        before + 1,
+        "the tunnel's request reached the origin"
+    );
+    assert!(clients.last().is_some_and(|c| is_exit(c)), "{clients:?}");
 
     // Isolation: two credentials of one client are two groups (what the agent controls).
     let created = |lab: &TestLab| {

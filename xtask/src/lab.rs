@@ -56,6 +56,9 @@ pub const ORIGIN_IP: &str = "203.0.113.10";
 pub const ORIGIN_NAME: &str = "origin.example.com";
 /// The origin's URL.
 pub const ORIGIN_URL: &str = "http://origin.example.com/";
+/// A name the modem maps to 127.0.0.1: a public name that points somewhere the gateway must
+/// never connect to for a client (tests of the `direct` egress policy).
+pub const LOOPBACK_NAME: &str = "loopback.example.com";
 /// The resolver's address on the stand-in internet (the same dnsmasq as the modem's).
 pub const INTERNET_RESOLVER_IP: &str = "203.0.113.53";
 /// The inside LAN.
@@ -471,6 +474,7 @@ impl Lab {
             "--no-resolv".to_string(),
             "--no-hosts".to_string(),
             format!("--host-record={ORIGIN_NAME},{ORIGIN_IP}"),
+            format!("--host-record={LOOPBACK_NAME},127.0.0.1"),
             // dnsmasq answers its own records with TTL 0 by default; real zones have TTLs, and
             // the gateway's cache honours them.
             "--local-ttl=300".to_string(),

@@ -221,19 +221,38 @@ pub const ONION_MIN_UPLOADS: usize = 4;
 /// What tor logs (info, `rend`) when an HSDir stored a descriptor.
 const UPLOADED: &str = "Uploaded hidden service descriptor (status 200";
 
-/// What tor logs first whenever it (re)opens its log: the start of a run.
-const LOG_OPENED: &str = "opening new log file";
-
-/// Whether the onion service's descriptor is on enough HSDirs since its host last started.
+/// Whether the onion service's host runs and has stored its descriptor on enough HSDirs since
+/// it last started.
 pub fn onion_published(lab: &Lab) -> bool {
+    let Some(host) = NODES.iter().find(|n| n.nick == ONION_HOST) else {
+        return false;
+    };
     let log = fs::read_to_string(onion_log(lab)).unwrap_or_default();
-    uploads_since_start(&log) >= ONION_MIN_UPLOADS
+    node_running(lab, host) && uploads_since_start(&log) >= ONION_MIN_UPLOADS
 }
 
-/// Successful uploads in the last run of an onion-service log.
+/// Successful uploads in the last run of an onion-service log. Each start of tor writes
+/// "Tor <version> opening log file." (or "opening new log file." when the file is new) first.
 fn uploads_since_start(log: &str) -> usize {
-    let run = log.rfind(LOG_OPENED).map_or(log, |at| &log[at..]);
-    run.matches(UPLOADED).count()
+    let run_start = log
+        .lines()
+        .scan(0, |offset, line| {
+            let at = *offset;
+            *offset += line.len() + 1;
+            Some((at, line))
+        })
+        .filter(|(_, line)| {
+            line.contains("] Tor ")
+                && (line.ends_with(" opening log file.")
+                    || line.ends_with(" opening new log file."))
+        })
+        .map(|(at, _)| at)
+        .last()
+        .unwrap_or(0);
+    log.get(run_start..)
+        .unwrap_or_default()
+        .matches(UPLOADED)
+        .count()
 }
 
 /// Waits until [`onion_published`], or fails after `timeout` with the log's tail.
@@ -1091,10 +1110,13 @@ mod tests {
         let failed = "Nov 28 [info] handle_response_upload_hsdesc(): Uploaded hidden service \
                       descriptor (status 400 (\"Invalid\"))\n";
         let start = "Nov 28 [notice] Tor 0.4.9.11 opening new log file.\n";
+        let reopen = "Nov 28 [notice] Tor 0.4.9.11 opening log file.\n";
         assert_eq!(uploads_since_start(""), 0);
         assert_eq!(uploads_since_start(&format!("{start}{up}{failed}{up}")), 2);
-        let restarted = format!("{start}{up}{up}{up}{up}{start}{up}");
+        let restarted = format!("{start}{up}{up}{up}{up}{reopen}{up}");
         assert_eq!(uploads_since_start(&restarted), 1, "a restart starts over");
+        let again = format!("{restarted}{reopen}");
+        assert_eq!(uploads_since_start(&again), 0);
     }
 
     #[test]

@@ -52,8 +52,10 @@ pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
     if let (Some(inside), Some(dhcp)) = (&inside, &dhcp) {
         validate::dhcp_fits_inside(inside, dhcp, &mut errors);
     }
-    if let (Some(outside), Some(dns)) = (&outside, &dns) {
-        validate::uplink_dns_has_servers(outside, dns, &mut errors);
+    if let (Some(outside), Some(dns), Some(http_proxy)) = (&outside, &dns, &http_proxy) {
+        let direct_proxy =
+            services.http_proxy.enabled && http_proxy.egress == super::services::Egress::Direct;
+        validate::uplink_dns_has_servers(outside, dns, direct_proxy, &mut errors);
     }
     if let (Some(interfaces), Some(uplink)) = (&interfaces, &uplink) {
         validate::macvlan_name_free(interfaces, uplink, &mut errors);

@@ -155,16 +155,6 @@ pub enum Egress {
     Direct,
 }
 
-impl Egress {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Egress::Tor => "tor",
-            Egress::Direct => "direct",
-        }
-    }
-}
-
 /// `[http_proxy]` beyond enabled/port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpProxy {

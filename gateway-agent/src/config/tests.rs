@@ -1018,6 +1018,7 @@ fn dhcp_dns_and_uplink_errors() {
         ("[dns]\nupstream_servers = [\"resolver.example\"]", "dns.upstream_servers[0]", "not a DNS server address"),
         ("[dns]\nzone = \"-bad.arpa\"", "dns.zone", "not a domain name"),
         ("[outside]\naddress = \"192.0.2.2/24\"\n[dns]\nupstream = \"uplink\"", "dns.upstream_servers", "static outside.address"),
+        ("[outside]\naddress = \"192.0.2.2/24\"\n[http_proxy]\negress = \"direct\"", "dns.upstream_servers", "http_proxy.egress = \"direct\" with a static"),
         ("[dns]\ndefault_ttl = 100\nmax_ttl = 10", "dns.default_ttl", "more than dns.max_ttl"),
         ("[dns]\ncache_size = 0", "dns.cache_size", "out of range"),
         ("[outside]\nmacvlan_name = \"inside0\"", "outside.macvlan_name", "one of the configured NICs"),

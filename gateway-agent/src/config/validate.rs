@@ -142,18 +142,32 @@ pub(crate) fn macvlan_name_free(interfaces: &Interfaces, uplink: &Uplink, errors
     }
 }
 
-/// With a static uplink no DHCP lease names resolvers, so forwarding to the uplink needs them
-/// configured; otherwise every non-local name would get SERVFAIL.
-pub(crate) fn uplink_dns_has_servers(outside: &Outside, dns: &Dns, errors: &mut Errors) {
-    if dns.upstream == DnsUpstream::Uplink
-        && dns.upstream_servers.is_empty()
-        && matches!(outside.address, OutsideAddress::Static { .. })
+/// With a static uplink no DHCP lease names resolvers, so whatever uses the uplink's resolvers
+/// (`dns.upstream = "uplink"`, a `direct` HTTP proxy) needs them configured; otherwise every
+/// non-local name would fail.
+pub(crate) fn uplink_dns_has_servers(
+    outside: &Outside,
+    dns: &Dns,
+    direct_proxy: bool,
+    errors: &mut Errors,
+) {
+    if !dns.upstream_servers.is_empty() || !matches!(outside.address, OutsideAddress::Static { .. })
     {
-        errors.push(
-            "dns.upstream_servers",
-            "empty, but dns.upstream = \"uplink\" with a static outside.address: no DHCP lease names the uplink's resolvers, so list them here",
-        );
+        return;
     }
+    let user = if dns.upstream == DnsUpstream::Uplink {
+        "dns.upstream = \"uplink\""
+    } else if direct_proxy {
+        "http_proxy.egress = \"direct\""
+    } else {
+        return;
+    };
+    errors.push(
+        "dns.upstream_servers",
+        format!(
+            "empty, but {user} with a static outside.address: no DHCP lease names the uplink's resolvers, so list them here"
+        ),
+    );
 }
 
 /// A metrics endpoint on the inside address (or on every address) must not take an enabled

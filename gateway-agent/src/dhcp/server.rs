@@ -17,7 +17,7 @@ use crate::lease_events::{LeaseEvent, LeaseSink};
 use super::handler::{Handler, Now, Outcome};
 use super::packet::MAX_LEN;
 use super::socket::DhcpSocket;
-use super::store::Store;
+use super::store::{Store, StoreOp};
 
 /// Most packets handled per commit.
 const MAX_BATCH: usize = 64;
@@ -143,34 +143,41 @@ impl Server {
                         self.guarded(|handler, now| handler.handle_packet(packet, source, now)),
                     );
                 }
-                // Nothing queued, or an error the next blocking receive will report.
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                // A queued socket error (an ICMP error for an earlier reply, say) is consumed
+                // here; it says nothing about the packets still to come.
+                Err(error) => {
+                    tracing::debug!(%error, "receiving on the DHCP socket");
+                    break;
+                }
             }
         }
     }
 
     /// Store (every outcome's changes, one commit), then sinks, then replies, in the order
-    /// the packets came.
-    async fn finish(&mut self, mut outcomes: Vec<Outcome>) {
-        let ops: Vec<_> = outcomes
-            .iter_mut()
-            .flat_map(|outcome| std::mem::take(&mut outcome.store))
+    /// the packets came. If the batch cannot be committed, each outcome is tried alone, so a
+    /// change the store refuses costs its own reply only.
+    async fn finish(&mut self, outcomes: Vec<Outcome>) {
+        let batch: Vec<StoreOp> = outcomes
+            .iter()
+            .flat_map(|outcome| outcome.store.iter().cloned())
             .collect();
-        if !ops.is_empty() {
-            let store = self.store.clone();
-            let written = tokio::task::spawn_blocking(move || store.apply(&ops))
-                .await
-                .map_err(anyhow::Error::from)
-                .and_then(|result| result);
-            if let Err(error) = written {
-                lock(&self.handler).stats_mut().store_errors += 1;
-                if due(&mut self.store_error_logged) {
-                    tracing::error!("writing the DHCP lease store: {error:#}; replies withheld");
-                }
-                return;
+        let committed = if batch.is_empty() || self.write(batch).await {
+            vec![true; outcomes.len()]
+        } else if outcomes.len() == 1 {
+            vec![false]
+        } else {
+            // The failed transaction left nothing behind; commit one outcome at a time.
+            let mut committed = Vec::with_capacity(outcomes.len());
+            for outcome in &outcomes {
+                committed.push(outcome.store.is_empty() || self.write(outcome.store.clone()).await);
             }
-        }
-        for outcome in outcomes {
+            committed
+        };
+        for (outcome, committed) in outcomes.into_iter().zip(committed) {
+            if !committed {
+                continue;
+            }
             self.emit(&outcome.events);
             if let Some(outgoing) = outcome.reply {
                 if let Err(error) = self.socket.send(&outgoing).await {
@@ -179,6 +186,25 @@ impl Server {
                         tracing::warn!(%error, destination = ?outgoing.destination, "sending a DHCP reply");
                     }
                 }
+            }
+        }
+    }
+
+    /// Commits `ops` (synced); false, counted and logged (throttled), if that failed.
+    async fn write(&mut self, ops: Vec<StoreOp>) -> bool {
+        let store = self.store.clone();
+        let written = tokio::task::spawn_blocking(move || store.apply(&ops))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|result| result);
+        match written {
+            Ok(()) => true,
+            Err(error) => {
+                lock(&self.handler).stats_mut().store_errors += 1;
+                if due(&mut self.store_error_logged) {
+                    tracing::error!("writing the DHCP lease store: {error:#}; reply withheld");
+                }
+                false
             }
         }
     }

@@ -167,21 +167,24 @@ impl Shared {
             bump(&counters.servfail);
             return Reply::error(ResponseCode::ServFail, Origin::NoUpstream);
         };
-        let leader = match self.inflight.turn(&key) {
-            Turn::Lead(leader) => Some(leader),
-            Turn::Follow(rx) => match follow(rx).await {
-                Some(reply) => {
-                    bump(&counters.coalesced);
-                    return reply;
+        let leader = loop {
+            match self.inflight.turn(&key) {
+                Turn::Lead(leader) => break leader,
+                Turn::Follow(rx) => {
+                    if let Some(reply) = follow(rx).await {
+                        bump(&counters.coalesced);
+                        if reply.rcode == ResponseCode::ServFail {
+                            bump(&counters.servfail);
+                        }
+                        return reply;
+                    }
+                    // The leader's client hung up before the answer came: one of those
+                    // waiting takes over, the others follow it.
                 }
-                // The leader's client hung up before the answer came: ask ourselves.
-                None => None,
-            },
+            }
         };
         let reply = self.forward(upstream.as_ref(), name, qtype, key, now).await;
-        if let Some(leader) = leader {
-            leader.finish(reply.clone());
-        }
+        leader.finish(reply.clone());
         reply
     }
 

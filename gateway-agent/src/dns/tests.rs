@@ -552,7 +552,8 @@ async fn identical_questions_in_flight_share_one_lookup() {
     assert_eq!((st.forwarded, st.coalesced), (1, 4), "{st:?}");
     assert_eq!(s.inflight.len(), 0);
 
-    // A leader whose client hangs up releases the others, who ask for themselves.
+    // A leader whose client hangs up releases the others: one of them takes over, the rest
+    // follow it.
     let gated = Arc::new(Gated {
         gate: tokio::sync::Semaphore::new(0),
         calls: AtomicUsize::new(0),
@@ -565,22 +566,28 @@ async fn identical_questions_in_flight_share_one_lookup() {
     while s.inflight.len() == 0 {
         tokio::task::yield_now().await;
     }
-    let follower = {
-        let s = s.clone();
-        tokio::spawn(async move { ask(&s, "origin.example.com.", RecordType::A, now).await })
-    };
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { ask(&s, "origin.example.com.", RecordType::A, now).await })
+        })
+        .collect();
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     leader.abort();
     let _ = leader.await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
     gated.gate.add_permits(100);
-    let reply = follower.await.unwrap();
-    assert_eq!(reply.answers.len(), 1);
+    for follower in followers {
+        assert_eq!(follower.await.unwrap().answers.len(), 1);
+    }
     assert_eq!(
         gated.calls.load(Ordering::SeqCst),
         2,
-        "the follower asked itself"
+        "the aborted leader's lookup and the one of whoever took over"
     );
-    assert_eq!(stats(&s).coalesced, 0);
+    assert_eq!(stats(&s).coalesced, 2);
 }

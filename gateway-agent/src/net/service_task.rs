@@ -34,12 +34,18 @@ impl ServiceTask {
         }
     }
 
-    /// Signals shutdown and waits for the task to end, at most [`STOP_TIMEOUT`].
-    pub async fn stop(mut self) {
+    /// Signals shutdown and waits for the task to end, at most [`STOP_TIMEOUT`]; then aborts it
+    /// (and with it its listener).
+    pub async fn stop(self) {
+        self.stop_within(STOP_TIMEOUT).await;
+    }
+
+    async fn stop_within(mut self, limit: Duration) {
         self.shutdown.take();
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(STOP_TIMEOUT, task).await.is_err() {
-                tracing::warn!("the {} did not stop within {STOP_TIMEOUT:?}", self.name);
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(limit, &mut task).await.is_err() {
+                tracing::warn!("the {} did not stop within {limit:?}; aborted", self.name);
+                task.abort();
             }
         }
     }
@@ -69,6 +75,17 @@ mod tests {
             done_rx.await.is_ok(),
             "the task saw the signal and finished"
         );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ignores_the_signal_is_aborted() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = ServiceTask::spawn("stubborn server", |_shutdown| async move {
+            let _keep = tx;
+            std::future::pending::<()>().await;
+        });
+        task.stop_within(Duration::from_millis(50)).await;
+        assert!(rx.await.is_err(), "aborted after the timeout");
     }
 
     #[tokio::test]
