@@ -205,7 +205,7 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
     lab.wait_onion();
     let begin = Instant::now();
     assert_eq!(
-        fetch(&lab, &format!("http://{onion}/"), Duration::from_secs(90)),
+        fetch(&lab, &format!("http://{onion}/"), Duration::from_secs(180)),
         "gateway lab origin\n"
     );
     eprintln!("onion service answered after {:?}", begin.elapsed());
@@ -253,7 +253,7 @@ fn tor_network_carries_streams_and_restarts_with_its_keys() {
     );
     lab.wait_onion();
     assert_eq!(
-        fetch(&lab, &format!("http://{onion}/"), Duration::from_secs(90)),
+        fetch(&lab, &format!("http://{onion}/"), Duration::from_secs(180)),
         "gateway lab origin\n"
     );
 }

@@ -127,7 +127,7 @@ fn tor_serves_the_inside_and_fails_closed() {
     let onion = lab_tor::onion_address(&lab.lab).expect("the lab's onion address");
     let onion_url = format!("http://{onion}/");
     let mut onion_page = None;
-    let reached = eventually(Duration::from_secs(60), || {
+    let reached = eventually(Duration::from_secs(180), || {
         onion_page = curl(&lab, &["--socks5-hostname", SOCKS, &onion_url]);
         onion_page.is_some()
     });

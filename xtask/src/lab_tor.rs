@@ -145,8 +145,8 @@ pub struct TorStatus {
     pub nodes: Vec<TorNodeStatus>,
     /// The onion service's address (`<56 chars>.onion`), once its host has started once.
     pub onion_address: Option<String>,
-    /// The onion service has stored its descriptor on [`ONION_MIN_UPLOADS`] HSDirs since its host
-    /// last started: clients can find it. It lags `ready` by seconds to a minute or two (its
+    /// The onion service has stored its current descriptor on its HSDirs since its host last
+    /// started: clients can find it. It lags `ready` by seconds to a minute or two (its
     /// host must bootstrap and build introduction circuits first).
     pub onion_published: bool,
     /// The arti settings for this network.
@@ -213,28 +213,43 @@ pub fn onion_log(lab: &Lab) -> PathBuf {
     node_dir(lab, ONION_HOST).join("onion.log")
 }
 
-/// Successful descriptor uploads after which the onion service counts as published. A service
-/// stores each descriptor on up to 8 HSDirs of the 9 here (2 replicas x 4); the current
-/// descriptor's uploads go first.
-pub const ONION_MIN_UPLOADS: usize = 4;
-
 /// What tor logs (info, `rend`) when an HSDir stored a descriptor.
 const UPLOADED: &str = "Uploaded hidden service descriptor (status 200";
 
-/// Whether the onion service's host runs and has stored its descriptor on enough HSDirs since
-/// it last started.
+/// What tor logs (info, `rend`) for each upload of the descriptor clients look for now. (The
+/// `next` descriptor, for the coming time period, is uploaded too, sometimes first.)
+const CURRENT_UPLOAD: &str = " current descriptor of revision ";
+
+/// Whether the onion service's host runs and, since it last started, has stored the descriptor
+/// clients fetch now on its HSDirs.
 pub fn onion_published(lab: &Lab) -> bool {
     let Some(host) = NODES.iter().find(|n| n.nick == ONION_HOST) else {
         return false;
     };
     let log = fs::read_to_string(onion_log(lab)).unwrap_or_default();
-    node_running(lab, host) && uploads_since_start(&log) >= ONION_MIN_UPLOADS
+    node_running(lab, host) && current_descriptor_stored(&log)
 }
 
-/// Successful uploads in the last run of an onion-service log. Each start of tor writes
+/// In the last run of an onion-service log: uploads of the current descriptor were sent, and
+/// at least as many uploads succeeded after the first of them. (The responses do not say which
+/// descriptor they are for; the `next` descriptor's, when it went first, are answered within
+/// milliseconds on this network, before the current one is sent.)
+fn current_descriptor_stored(log: &str) -> bool {
+    let run = last_run(log);
+    let Some(first) = run.find(CURRENT_UPLOAD) else {
+        return false;
+    };
+    let sent = run
+        .lines()
+        .filter(|l| l.contains(CURRENT_UPLOAD) && l.contains("initiated upload request"))
+        .count();
+    sent > 0 && run[first..].matches(UPLOADED).count() >= sent
+}
+
+/// The part of an onion-service log written since tor last started: each start writes
 /// "Tor <version> opening log file." (or "opening new log file." when the file is new) first.
-fn uploads_since_start(log: &str) -> usize {
-    let run_start = log
+fn last_run(log: &str) -> &str {
+    let start = log
         .lines()
         .scan(0, |offset, line| {
             let at = *offset;
@@ -249,10 +264,7 @@ fn uploads_since_start(log: &str) -> usize {
         .map(|(at, _)| at)
         .last()
         .unwrap_or(0);
-    log.get(run_start..)
-        .unwrap_or_default()
-        .matches(UPLOADED)
-        .count()
+    log.get(start..).unwrap_or_default()
 }
 
 /// Waits until [`onion_published`], or fails after `timeout` with the log's tail.
@@ -1103,20 +1115,39 @@ mod tests {
     }
 
     #[test]
-    fn onion_uploads_count_from_the_last_start() {
+    fn the_current_descriptor_counts_from_the_last_start() {
         let up =
             "Nov 28 [info] handle_response_upload_hsdesc(): Uploaded hidden service descriptor \
                   (status 200 (\"HS descriptor stored successfully.\"))\n";
         let failed = "Nov 28 [info] handle_response_upload_hsdesc(): Uploaded hidden service \
                       descriptor (status 400 (\"Invalid\"))\n";
+        let current = "Nov 28 [info] upload_descriptor_to_hsdir(): Service x current descriptor \
+                       of revision 7 initiated upload request to $AB~relay2\n";
+        let next = "Nov 28 [info] upload_descriptor_to_hsdir(): Service x next descriptor of \
+                    revision 9 initiated upload request to $AB~relay2\n";
         let start = "Nov 28 [notice] Tor 0.4.9.11 opening new log file.\n";
         let reopen = "Nov 28 [notice] Tor 0.4.9.11 opening log file.\n";
-        assert_eq!(uploads_since_start(""), 0);
-        assert_eq!(uploads_since_start(&format!("{start}{up}{failed}{up}")), 2);
-        let restarted = format!("{start}{up}{up}{up}{up}{reopen}{up}");
-        assert_eq!(uploads_since_start(&restarted), 1, "a restart starts over");
-        let again = format!("{restarted}{reopen}");
-        assert_eq!(uploads_since_start(&again), 0);
+        assert!(!current_descriptor_stored(""));
+        let both = format!("{start}{current}{current}{next}{next}{up}{up}{up}");
+        assert!(current_descriptor_stored(&both));
+        let short = format!("{start}{current}{current}{up}{failed}");
+        assert!(!current_descriptor_stored(&short), "one of two stored");
+        let next_only = format!("{start}{next}{next}{up}{up}");
+        assert!(
+            !current_descriptor_stored(&next_only),
+            "the next descriptor is not enough"
+        );
+        let next_first = format!("{start}{next}{next}{up}{up}{current}{current}{up}");
+        assert!(
+            !current_descriptor_stored(&next_first),
+            "its uploads came before"
+        );
+        assert!(current_descriptor_stored(&format!("{next_first}{up}")));
+        let restarted = format!("{both}{reopen}{next}{up}");
+        assert!(
+            !current_descriptor_stored(&restarted),
+            "a restart starts over"
+        );
     }
 
     #[test]
