@@ -30,6 +30,17 @@ fn curl_from(lab: &TestLab, role: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A page through the gateway's SOCKS port from c1, retried for up to `timeout` (a young
+/// network may have no exits yet; an onion service may still be publishing).
+fn socks_page(lab: &TestLab, url: &str, timeout: Duration) -> Option<String> {
+    let mut page = None;
+    eventually(timeout, || {
+        page = curl(lab, &["--socks5-hostname", SOCKS, url]);
+        page.is_some()
+    });
+    page
+}
+
 fn is_exit(addr: &str) -> bool {
     ["203.0.113.41", "203.0.113.42", "203.0.113.43"].contains(&addr)
 }
@@ -88,17 +99,9 @@ fn tor_serves_the_inside_and_fails_closed() {
     // SOCKS5 with a remote name: the origin sees an exit relay, not the gateway. The first
     // stream may meet an early consensus without exits (TORLAB.md): retry for a while.
     let url = format!("http://{}/", lab::ORIGIN_NAME);
-    let mut page = None;
-    let fetched = eventually(Duration::from_secs(90), || {
-        page = curl(&lab, &["--socks5-hostname", SOCKS, &url]);
-        page.is_some()
-    });
-    assert!(
-        fetched,
-        "no page through SOCKS: {}",
-        status(&lab, &cfg)["tor"]
-    );
-    assert!(page.unwrap_or_default().contains("gateway lab origin"));
+    let page = socks_page(&lab, &url, Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("no page through SOCKS: {}", status(&lab, &cfg)["tor"]));
+    assert!(page.contains("gateway lab origin"));
     let clients = lab.origin_clients();
     assert!(
         clients.last().is_some_and(|c| is_exit(c)),
@@ -126,19 +129,9 @@ fn tor_serves_the_inside_and_fails_closed() {
     eprintln!("the onion service published after another {waited:?}");
     let onion = lab_tor::onion_address(&lab.lab).expect("the lab's onion address");
     let onion_url = format!("http://{onion}/");
-    let mut onion_page = None;
-    let reached = eventually(Duration::from_secs(180), || {
-        onion_page = curl(&lab, &["--socks5-hostname", SOCKS, &onion_url]);
-        onion_page.is_some()
-    });
-    assert!(
-        reached,
-        "no page from {onion}: {}",
-        status(&lab, &cfg)["tor"]
-    );
-    assert!(onion_page
-        .unwrap_or_default()
-        .contains("gateway lab origin"));
+    let onion_page = socks_page(&lab, &onion_url, Duration::from_secs(180))
+        .unwrap_or_else(|| panic!("no page from {onion}: {}", status(&lab, &cfg)["tor"]));
+    assert!(onion_page.contains("gateway lab origin"));
     let onion_host = lab_tor::NODES
         .iter()
         .find(|n| n.nick == lab_tor::ONION_HOST)
