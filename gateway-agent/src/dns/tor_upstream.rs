@@ -129,63 +129,11 @@ fn reverse_address(name: &Name) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-
-    /// Answers from a table; records what it was asked.
-    #[derive(Default)]
-    struct FakeResolver {
-        ready: bool,
-        asked: Mutex<Vec<String>>,
-    }
-
-    impl Resolve for FakeResolver {
-        fn resolve<'a>(
-            &'a self,
-            name: &'a str,
-            isolation: &'a Isolation,
-        ) -> BoxFuture<'a, Result<Vec<IpAddr>, EgressError>> {
-            Box::pin(async move {
-                self.asked
-                    .lock()
-                    .unwrap()
-                    .push(format!("{name} {}", isolation.0));
-                if !self.ready {
-                    return Err(EgressError::NotReady("not bootstrapped".into()));
-                }
-                match name {
-                    "origin.example" => Ok(vec![
-                        "203.0.113.10".parse().unwrap(),
-                        "2001:db8::10".parse().unwrap(),
-                    ]),
-                    "v4only.example" => Ok(vec!["203.0.113.11".parse().unwrap()]),
-                    _ => Err(EgressError::NotFound(name.to_owned())),
-                }
-            })
-        }
-
-        fn resolve_ptr<'a>(
-            &'a self,
-            addr: IpAddr,
-            _isolation: &'a Isolation,
-        ) -> BoxFuture<'a, Result<Vec<String>, EgressError>> {
-            Box::pin(async move {
-                self.asked.lock().unwrap().push(format!("ptr {addr}"));
-                if addr == "192.0.2.77".parse::<IpAddr>().unwrap() {
-                    Ok(vec!["doc.example".to_owned()])
-                } else {
-                    Err(EgressError::NotFound(addr.to_string()))
-                }
-            })
-        }
-    }
+    use crate::tor::fake::FakeResolver;
 
     fn upstream(ready: bool) -> (Arc<FakeResolver>, TorUpstream) {
-        let fake = Arc::new(FakeResolver {
-            ready,
-            ..Default::default()
-        });
+        let fake = Arc::new(FakeResolver::new(ready));
         (fake.clone(), TorUpstream::new(fake))
     }
 

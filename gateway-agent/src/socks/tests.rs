@@ -1,7 +1,7 @@
 //! The SOCKS server over real sockets on loopback, with a fake connector (to a local echo
 //! server) and a fake resolver: the protocol is the real one.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::*;
 use crate::egress::{BoxStream, EgressError, Host, Isolation, Target};
+use crate::tor::fake::FakeResolver;
 
 /// Connects every target to the echo server, except a few names that fail; records what it
 /// was asked.
@@ -57,41 +58,6 @@ impl Connector for FakeConnector {
     }
 }
 
-struct FakeResolver;
-
-impl Resolve for FakeResolver {
-    fn resolve<'a>(
-        &'a self,
-        name: &'a str,
-        _isolation: &'a Isolation,
-    ) -> BoxFuture<'a, Result<Vec<IpAddr>, EgressError>> {
-        Box::pin(async move {
-            match name {
-                "origin.example" => Ok(vec![
-                    "2001:db8::10".parse().unwrap(),
-                    "203.0.113.10".parse().unwrap(),
-                ]),
-                "v6only.example" => Ok(vec!["2001:db8::11".parse().unwrap()]),
-                _ => Err(EgressError::NotFound(name.to_owned())),
-            }
-        })
-    }
-
-    fn resolve_ptr<'a>(
-        &'a self,
-        addr: IpAddr,
-        _isolation: &'a Isolation,
-    ) -> BoxFuture<'a, Result<Vec<String>, EgressError>> {
-        Box::pin(async move {
-            if addr == "192.0.2.77".parse::<IpAddr>().unwrap() {
-                Ok(vec!["doc.example".to_owned()])
-            } else {
-                Err(EgressError::NotFound(addr.to_string()))
-            }
-        })
-    }
-}
-
 struct Harness {
     server: SocksServer,
     connector: Arc<FakeConnector>,
@@ -119,9 +85,13 @@ async fn harness() -> Harness {
     let mut settings = SocksSettings::new("127.0.0.1:0".parse().unwrap());
     settings.handshake_timeout = Duration::from_secs(2);
     settings.connect_timeout = Duration::from_secs(2);
-    let server = SocksServer::start(settings, connector.clone(), Arc::new(FakeResolver))
-        .await
-        .unwrap();
+    let server = SocksServer::start(
+        settings,
+        connector.clone(),
+        Arc::new(FakeResolver::new(true)),
+    )
+    .await
+    .unwrap();
     Harness { server, connector }
 }
 
