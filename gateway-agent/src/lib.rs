@@ -14,6 +14,7 @@ pub mod lease_events;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod service;
 pub mod socks;
 pub mod systemd;
 pub mod tor;

@@ -633,3 +633,23 @@ async fn uplink_servers_can_change_at_run_time() {
     assert_eq!(r.data(), ["203.0.113.10"], "{}", r.raw);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_is_bounded_while_a_client_holds_a_tcp_connection() {
+    use tokio::io::AsyncWriteExt;
+    let (server, _zone) = server_with(LOOPBACK_INSIDE, dns_settings(0), None).await;
+    let addr = server.local_addr();
+    // A length prefix and no message: the server waits for the rest (its idle timeout is 10 s).
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    idle.write_all(&[0, 40])
+        .await
+        .expect("write the length prefix");
+    let stopped = tokio::time::timeout(Duration::from_secs(8), server.stop()).await;
+    assert!(stopped.is_ok(), "stop did not return within its bound");
+    tokio::net::UdpSocket::bind(addr)
+        .await
+        .expect("the UDP port is free again");
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("the TCP port is free again");
+}

@@ -420,7 +420,13 @@ async fn agent_side(
     })
     .unwrap_or_else(|e| panic!("{e:#}"));
     let socks = SocksServer::start(
-        SocksSettings::new("127.0.0.1:0".parse().unwrap()),
+        SocksSettings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            gateway_agent::config::Inside {
+                address: std::net::Ipv4Addr::LOCALHOST,
+                prefix_len: 8,
+            },
+        ),
         Arc::new(TorConnector::new(tor.clone())),
         Arc::new(tor.clone()),
     )

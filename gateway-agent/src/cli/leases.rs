@@ -9,11 +9,18 @@ use crate::control::{
     client,
     protocol::{Request, Response},
 };
+use crate::dhcp::LeaseRecord;
 
 /// Prints the leases; fails plainly when no agent answers.
 pub fn run(socket: &Path, json: bool) -> Result<()> {
-    let leases = match client::request(socket, &Request::Leases)? {
-        Response::Leases { leases } => leases,
+    let request = Request::Operate {
+        service: "dhcp".into(),
+        operation: "leases".into(),
+        args: serde_json::Value::Null,
+    };
+    let leases: Vec<LeaseRecord> = match client::request(socket, &request)? {
+        Response::Operated { value } => serde_json::from_value(value)
+            .map_err(|err| anyhow::anyhow!("the agent's leases are not readable: {err}"))?,
         Response::Error { message } => bail!("the agent refused: {message}"),
         other => bail!("the agent answered something else: {other:?}"),
     };

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataplane::DataplaneStatus;
+use std::collections::BTreeMap;
 
 /// A request line.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -10,8 +10,16 @@ use crate::dataplane::DataplaneStatus;
 pub enum Request {
     /// The agent's status.
     Status,
-    /// The DHCP server's leases.
-    Leases,
+    /// An operation a running service declares (`leases` of `dhcp`, say).
+    Operate {
+        /// The service's name in the list.
+        service: String,
+        /// One of the operations it declares.
+        operation: String,
+        /// The operation's arguments.
+        #[serde(default)]
+        args: serde_json::Value,
+    },
 }
 
 /// A response line.
@@ -20,11 +28,11 @@ pub enum Request {
 pub enum Response {
     /// Answer to [`Request::Status`].
     Status(Box<AgentStatus>),
-    /// Answer to [`Request::Leases`]. (A struct variant: an internally tagged enum cannot
-    /// carry a bare sequence.)
-    Leases {
-        /// The leases.
-        leases: Vec<crate::dhcp::LeaseRecord>,
+    /// Answer to [`Request::Operate`]. (A struct variant: an internally tagged enum cannot
+    /// carry a bare value.)
+    Operated {
+        /// What the operation returned.
+        value: serde_json::Value,
     },
     /// The request could not be understood or served.
     Error {
@@ -33,7 +41,8 @@ pub enum Response {
     },
 }
 
-/// What `gateway-agent status` shows.
+/// What `gateway-agent status` shows: the agent itself, then each running service's snapshot
+/// under its name (`dns`, `dhcp`, `tor`, …) and its summary lines.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentStatus {
     /// Agent version.
@@ -50,26 +59,21 @@ pub struct AgentStatus {
     pub inside_interface: String,
     /// The gateway's inside address, CIDR.
     pub inside_address: String,
-    /// Attached programs.
-    pub dataplane: DataplaneStatus,
-    /// The DNS server's counters, if it runs.
+    /// The lines `gateway-agent status` prints, in the service list's order.
     #[serde(default)]
-    pub dns: Option<crate::dns::DnsStats>,
-    /// The DHCP server's counters, if it runs.
-    #[serde(default)]
-    pub dhcp: Option<crate::dhcp::DhcpStats>,
-    /// Tor bootstrap and isolation groups, if Tor is enabled.
-    #[serde(default)]
-    pub tor: Option<crate::tor::TorStatus>,
-    /// The SOCKS server's counters, if it runs.
-    #[serde(default)]
-    pub socks: Option<crate::socks::SocksStats>,
-    /// The HTTP proxy's counters, if it runs.
-    #[serde(default)]
-    pub http_proxy: Option<crate::http_proxy::HttpProxyStats>,
-    /// The uplink: macvlan, lease, state.
-    #[serde(default)]
-    pub uplink: Option<crate::uplink::UplinkStatus>,
+    pub summary: Vec<SummaryLine>,
+    /// Each running service's status by name; a service that does not run is absent.
+    #[serde(flatten)]
+    pub services: BTreeMap<String, serde_json::Value>,
+}
+
+/// One line of a service's summary.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SummaryLine {
+    /// The service's name.
+    pub service: String,
+    /// The line.
+    pub line: String,
 }
 
 /// Longest request line accepted; anything longer is a broken or hostile client.
@@ -90,8 +94,8 @@ mod tests {
             state: "bound".into(),
         };
         let responses = [
-            Response::Leases {
-                leases: vec![lease],
+            Response::Operated {
+                value: serde_json::to_value(vec![lease]).unwrap_or_default(),
             },
             Response::Error {
                 message: "no".into(),
@@ -106,7 +110,12 @@ mod tests {
                 "{text}"
             );
         }
-        for request in [Request::Status, Request::Leases] {
+        let leases = Request::Operate {
+            service: "dhcp".into(),
+            operation: "leases".into(),
+            args: serde_json::Value::Null,
+        };
+        for request in [Request::Status, leases] {
             let text = serde_json::to_string(&request).unwrap_or_default();
             assert_eq!(serde_json::from_str::<Request>(&text).ok(), Some(request));
         }

@@ -1,4 +1,5 @@
-//! Serves the control socket.
+//! Serves the control socket: `status` from the running services' views, and the operations
+//! each service declares (`leases` of `dhcp`, …).
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -8,32 +9,66 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use serde_json::Value;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    task::JoinHandle,
 };
 
-use super::protocol::{AgentStatus, Request, Response, MAX_REQUEST_BYTES};
-use crate::dhcp::LeaseRecord;
+use super::protocol::{Request, Response, MAX_REQUEST_BYTES};
+use crate::net::listener::{Clients, Connection, Listener, ListenerSettings};
+use crate::service::{self, Entry, Handles, Running, ServiceView, StatusSource};
 
-/// What the server answers from: closures over the running services' live state.
-pub struct ControlState {
-    /// The agent's status now (shared with the metrics endpoint).
-    pub status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
-    /// The DHCP leases now (`None`: the DHCP server is off).
-    pub leases: Option<Box<dyn Fn() -> Vec<LeaseRecord> + Send + Sync>>,
+/// The CLI asks one question at a time; more than this at once is not the CLI.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The control socket's entry in the service list.
+pub const SERVICE: Entry = Entry {
+    name: "control",
+    start,
+};
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        let path = handles.cfg.control.socket.clone();
+        let server = ControlServer::start(&path, handles.status_source()).await?;
+        let view = Arc::new(ControlView { path });
+        Ok(Some(Running::new(view, move || async move {
+            server.stop().await;
+            Ok(())
+        })))
+    })
+}
+
+struct ControlView {
+    path: PathBuf,
+}
+
+impl ServiceView for ControlView {
+    fn name(&self) -> &'static str {
+        "control"
+    }
+    fn status(&self) -> Value {
+        serde_json::json!({ "socket": self.path.display().to_string() })
+    }
+    fn summary(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn metrics(&self, _: &mut crate::metrics::Exposition) {}
 }
 
 /// A running control server; removes its socket file when stopped.
 pub struct ControlServer {
     path: PathBuf,
-    task: JoinHandle<()>,
+    listener: Listener,
 }
 
 impl ControlServer {
-    /// Binds `path` (replacing a stale socket left by a crash) and starts serving.
-    pub async fn start(path: &Path, state: ControlState) -> Result<ControlServer> {
+    /// Binds `path` (replacing a stale socket left by a crash) and answers from `source`.
+    pub async fn start(path: &Path, source: Arc<StatusSource>) -> Result<ControlServer> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -47,52 +82,46 @@ impl ControlServer {
             std::fs::remove_file(path)
                 .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path)
+        let socket = UnixListener::bind(path)
             .with_context(|| format!("binding the control socket {}", path.display()))?;
         // Root and the admin group only: status reveals the network layout.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
             .with_context(|| format!("setting permissions on {}", path.display()))?;
-        let state = Arc::new(state);
-        let task = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let state = state.clone();
-                        tokio::spawn(async move {
-                            if let Err(err) = serve(stream, &state).await {
-                                tracing::debug!("control client: {err:#}");
-                            }
-                        });
-                    }
-                    Err(err) => {
-                        tracing::warn!("control socket accept: {err}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+        let settings = ListenerSettings {
+            name: "control socket",
+            clients: Clients::Local,
+            max_connections: MAX_CONNECTIONS,
+        };
+        let listener = Listener::spawn(socket, settings, move |conn: Connection<UnixStream>| {
+            let source = source.clone();
+            async move {
+                if let Err(err) = serve(conn.stream, &source).await {
+                    tracing::debug!("control client: {err:#}");
                 }
             }
         });
         Ok(ControlServer {
             path: path.to_path_buf(),
-            task,
+            listener,
         })
     }
 
     /// Stops serving and removes the socket file.
-    pub fn stop(self) {
-        self.task.abort();
+    pub async fn stop(self) {
+        self.listener.stop().await;
         let _ = std::fs::remove_file(&self.path);
     }
 }
 
-async fn serve(stream: UnixStream, state: &ControlState) -> Result<()> {
+async fn serve(stream: UnixStream, source: &StatusSource) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES as u64));
-    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
         .await
         .context("timed out waiting for a request")??;
     let response = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(request) => answer(request, state),
+        Ok(request) => answer(request, source).await,
         Err(err) => Response::Error {
             message: format!("bad request: {err}"),
         },
@@ -103,14 +132,36 @@ async fn serve(stream: UnixStream, state: &ControlState) -> Result<()> {
     Ok(())
 }
 
-fn answer(request: Request, state: &ControlState) -> Response {
+async fn answer(request: Request, source: &StatusSource) -> Response {
     match request {
-        Request::Status => Response::Status(Box::new((state.status)())),
-        Request::Leases => match &state.leases {
-            Some(leases) => Response::Leases { leases: leases() },
-            None => Response::Error {
-                message: "the DHCP server is disabled (dhcp.enabled = false)".into(),
-            },
-        },
+        Request::Status => Response::Status(Box::new(source.status())),
+        Request::Operate {
+            service,
+            operation,
+            args,
+        } => {
+            let Some(view) = source.view(&service) else {
+                let why = if source.known().contains(&service.as_str()) {
+                    format!("the {service} service does not run (see its `enabled` key)")
+                } else {
+                    format!("there is no service {service:?}")
+                };
+                return Response::Error { message: why };
+            };
+            if !view.operations().contains(&operation.as_str()) {
+                return Response::Error {
+                    message: format!(
+                        "the {service} service has no operation {operation:?} (it has: {})",
+                        view.operations().join(", ")
+                    ),
+                };
+            }
+            match view.operate(&operation, args).await {
+                Ok(value) => Response::Operated { value },
+                Err(err) => Response::Error {
+                    message: format!("{service} {operation}: {err:#}"),
+                },
+            }
+        }
     }
 }

@@ -35,7 +35,7 @@ pub struct MapSummary {
 }
 
 /// A row of `maps drops`.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DropCount {
     /// Reason name.
     pub reason: &'static str,

@@ -7,6 +7,7 @@ pub mod leases;
 mod log_forward;
 mod object;
 pub mod pins;
+pub mod service;
 pub mod settings;
 
 use anyhow::{anyhow, Context, Result};
@@ -18,6 +19,7 @@ use crate::config::Config;
 pub use attach::Attached;
 pub use object::load as load_object;
 use pins::PinLayout;
+pub use service::SERVICE;
 
 /// The running dataplane. Dropping it without [`Dataplane::shutdown`] leaves the programs
 /// attached through their pinned links: the inside stays closed.

@@ -18,6 +18,7 @@ mod pool;
 mod rate;
 mod reply;
 mod server;
+pub(crate) mod service;
 mod socket;
 mod stats;
 mod store;
@@ -31,12 +32,12 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::config;
 use crate::lease_events::LeaseSink;
+use crate::net::service_task::ServiceTask;
 
+pub use service::SERVICE;
 pub use stats::DhcpStats;
 
 use handler::Handler;
@@ -88,8 +89,7 @@ pub struct LeaseRecord {
 /// The running server.
 pub struct DhcpServer {
     handler: Arc<Mutex<Handler>>,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    task: ServiceTask,
 }
 
 impl DhcpServer {
@@ -136,13 +136,8 @@ impl DhcpServer {
         let handler = Arc::new(Mutex::new(handler));
         let server = Server::new(handler.clone(), store, socket, sinks);
         server.emit(&restored.events);
-        let (shutdown, stopped) = oneshot::channel();
-        let task = tokio::spawn(server.run(stopped));
-        Ok(DhcpServer {
-            handler,
-            shutdown,
-            task,
-        })
+        let task = ServiceTask::spawn("DHCP server", |shutdown| server.run(shutdown));
+        Ok(DhcpServer { handler, task })
     }
 
     /// Every lease, offer, past lease and quarantined address, in address order.
@@ -160,13 +155,10 @@ impl DhcpServer {
         DhcpReader(self.handler.clone())
     }
 
-    /// Stops serving. Nothing needs flushing: every change was synced when it was made.
+    /// Stops serving, within the service-task bound. Nothing needs flushing: every change was
+    /// synced when it was made, and a commit cut short never acknowledged its lease.
     pub async fn stop(self) {
-        // An error means the task has already ended.
-        let _ = self.shutdown.send(());
-        if let Err(error) = self.task.await {
-            tracing::error!("the DHCP server task failed: {error}");
-        }
+        self.task.stop().await;
     }
 }
 

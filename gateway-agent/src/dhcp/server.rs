@@ -10,8 +10,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::oneshot;
-
 use crate::lease_events::{LeaseEvent, LeaseSink};
 
 use super::handler::{Handler, Now, Outcome};
@@ -72,15 +70,15 @@ impl Server {
         }
     }
 
-    /// Serves until `stop` fires or its sender is dropped.
-    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+    /// Serves until `stop` fires (its sender is dropped).
+    pub(crate) async fn run(mut self, mut stop: crate::net::service_task::Shutdown) {
         // One byte over the limit, so an oversized datagram shows as too long, not truncated.
         let mut buf = vec![0u8; MAX_LEN + 1];
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = &mut stop => break,
+                _ = stop.changed() => break,
                 _ = sweep.tick() => {
                     let outcome = self.guarded(|handler, now| handler.sweep(now.unix));
                     self.finish(vec![outcome]).await;

@@ -12,6 +12,7 @@ mod inflight;
 mod names;
 mod ratelimit;
 mod rebind;
+pub(crate) mod service;
 mod stats;
 mod tor_upstream;
 mod uplink;
@@ -31,6 +32,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use crate::config::{Dns, Inside};
 
 pub use handler::MAX_UDP_PAYLOAD;
+pub use service::SERVICE;
 pub use stats::DnsStats;
 pub use tor_upstream::TorUpstream;
 pub use uplink::UplinkUpstream;

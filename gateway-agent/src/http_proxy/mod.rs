@@ -13,26 +13,20 @@
 mod forward;
 mod idle;
 pub mod request;
+pub(crate) mod service;
 mod stats;
 
-use std::{
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{convert::Infallible, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use hyper::{server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
-};
+use tokio::{net::TcpStream, sync::watch};
 
+pub use service::SERVICE;
 pub use stats::{HttpProxyStats, UpstreamFailures};
 
-use crate::net::service_task::ServiceTask;
+use crate::net::listener::{self, Clients, Connection, Listener, ListenerReader, ListenerSettings};
 use crate::{config::Inside, egress::Connector};
 use stats::{bump, ActiveGuard, Counters};
 
@@ -79,7 +73,7 @@ impl HttpProxySettings {
 
 /// What every connection shares.
 pub(crate) struct Shared {
-    settings: HttpProxySettings,
+    settings: Arc<HttpProxySettings>,
     connector: Arc<dyn Connector>,
     counters: Arc<Counters>,
     /// Never sent on: its sender going away tells every task to stop.
@@ -90,34 +84,42 @@ pub(crate) struct Shared {
 pub struct HttpProxy {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
-    task: ServiceTask,
+    listener: Listener,
 }
 
 impl HttpProxy {
     /// Binds `settings.listen` and serves until stopped.
     pub async fn start(settings: HttpProxySettings, connector: Arc<dyn Connector>) -> Result<Self> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding the HTTP proxy to tcp {}", settings.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .context("reading the HTTP proxy's address")?;
+        let (socket, local_addr) = listener::bind_tcp(settings.listen, "the HTTP proxy").await?;
         let counters = Arc::new(Counters::default());
-        let task = ServiceTask::spawn("HTTP proxy", |shutdown| {
-            accept_loop(
-                listener,
-                Arc::new(Shared {
-                    settings,
-                    connector,
-                    counters: counters.clone(),
-                    shutdown,
-                }),
-            )
-        });
+        let listener_settings = ListenerSettings {
+            name: "HTTP proxy",
+            clients: Clients::Inside(settings.inside),
+            max_connections: settings.max_connections,
+        };
+        let settings = Arc::new(settings);
+        let serving = counters.clone();
+        let listener = Listener::spawn(
+            socket,
+            listener_settings,
+            move |conn: Connection<TcpStream>| {
+                let shared = Arc::new(Shared {
+                    settings: settings.clone(),
+                    connector: connector.clone(),
+                    counters: serving.clone(),
+                    shutdown: conn.shutdown.clone(),
+                });
+                async move {
+                    let Some(client) = conn.peer else { return };
+                    let active = Arc::new(ActiveGuard::new(shared.counters.clone(), conn.slot));
+                    serve(conn.stream, client, shared, active).await;
+                }
+            },
+        );
         Ok(HttpProxy {
             local_addr,
             counters,
-            task,
+            listener,
         })
     }
 
@@ -128,67 +130,28 @@ impl HttpProxy {
 
     /// The counters now.
     pub fn stats(&self) -> HttpProxyStats {
-        self.counters.snapshot()
+        self.stats_reader().stats()
     }
 
     /// A handle that reads the counters after the proxy has moved elsewhere.
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.counters.clone())
+        StatsReader(self.counters.clone(), self.listener.reader())
     }
 
     /// Stops listening and closes every connection and tunnel.
     pub async fn stop(self) {
-        self.task.stop().await;
+        self.listener.stop().await;
     }
 }
 
 /// Reads the counters of a running [`HttpProxy`].
 #[derive(Clone)]
-pub struct StatsReader(Arc<Counters>);
+pub struct StatsReader(Arc<Counters>, ListenerReader);
 
 impl StatsReader {
     /// The counters now.
     pub fn stats(&self) -> HttpProxyStats {
-        self.0.snapshot()
-    }
-}
-
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(shared.settings.max_connections));
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Out of descriptors, usually: back off instead of spinning.
-                tracing::warn!(%error, "HTTP proxy: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if !is_inside(&shared.settings.inside, peer.ip()) {
-            bump(&shared.counters.refused_clients);
-            continue;
-        }
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            bump(&shared.counters.busy);
-            continue;
-        };
-        let shared = shared.clone();
-        let active = Arc::new(ActiveGuard::new(shared.counters.clone(), slot));
-        tokio::spawn(serve(stream, peer.ip(), shared, active));
-    }
-}
-
-/// Whether `ip` is an inside client (IPv4-mapped IPv6 counts as IPv4).
-fn is_inside(inside: &Inside, ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(ip) => inside.contains(ip),
-        IpAddr::V6(_) => false,
+        self.0.snapshot(self.1.stats())
     }
 }
 
@@ -220,25 +183,5 @@ async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>, active: A
         } else if error.is_parse() || error.is_parse_too_large() {
             bump(&counters.bad_requests);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
-
-    use super::*;
-
-    #[test]
-    fn inside_clients_only() {
-        let inside = Inside {
-            address: Ipv4Addr::new(198, 51, 100, 1),
-            prefix_len: 24,
-        };
-        assert!(is_inside(&inside, "198.51.100.23".parse().unwrap()));
-        assert!(is_inside(&inside, "::ffff:198.51.100.23".parse().unwrap()));
-        assert!(!is_inside(&inside, "198.51.101.23".parse().unwrap()));
-        assert!(!is_inside(&inside, "127.0.0.1".parse().unwrap()));
-        assert!(!is_inside(&inside, "2001:db8::1".parse().unwrap()));
     }
 }

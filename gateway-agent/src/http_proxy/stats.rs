@@ -5,8 +5,8 @@ use std::sync::{
     Arc,
 };
 
+use crate::net::listener::{ListenerStats, Slot};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::egress::EgressError;
 
@@ -59,8 +59,6 @@ pub(crate) struct Counters {
     pub connects: AtomicU64,
     pub bad_requests: AtomicU64,
     pub denied_ports: AtomicU64,
-    pub refused_clients: AtomicU64,
-    pub busy: AtomicU64,
     pub header_timeouts: AtomicU64,
     pub not_ready: AtomicU64,
     pub refused: AtomicU64,
@@ -78,15 +76,16 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    pub fn snapshot(&self) -> HttpProxyStats {
+    /// The counters now; the listener's refusals are the proxy's.
+    pub fn snapshot(&self, listener: ListenerStats) -> HttpProxyStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         HttpProxyStats {
             requests: get(&self.requests),
             connects: get(&self.connects),
             bad_requests: get(&self.bad_requests),
             denied_ports: get(&self.denied_ports),
-            refused_clients: get(&self.refused_clients),
-            busy: get(&self.busy),
+            refused_clients: listener.not_inside,
+            busy: listener.busy,
             header_timeouts: get(&self.header_timeouts),
             upstream_failures: UpstreamFailures {
                 not_ready: get(&self.not_ready),
@@ -118,11 +117,11 @@ impl Counters {
 /// both; the last clone to go frees them.
 pub(crate) struct ActiveGuard {
     counters: Arc<Counters>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl ActiveGuard {
-    pub fn new(counters: Arc<Counters>, slot: OwnedSemaphorePermit) -> Self {
+    pub fn new(counters: Arc<Counters>, slot: Slot) -> Self {
         counters.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard {
             counters,

@@ -6,7 +6,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A family's type. Only what the agent exposes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// Only goes up (resets with the agent); its name ends in `_total`.
     Counter,
     /// Goes up and down.
@@ -24,7 +24,7 @@ impl Kind {
 
 /// The text being written.
 #[derive(Debug, Default)]
-pub(crate) struct Exposition {
+pub struct Exposition {
     out: String,
 }
 
@@ -70,7 +70,7 @@ impl Exposition {
 }
 
 /// One family being written.
-pub(crate) struct Family<'a> {
+pub struct Family<'a> {
     out: &'a mut String,
     name: &'static str,
 }

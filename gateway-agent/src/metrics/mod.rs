@@ -14,62 +14,85 @@ mod check;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
-};
+use std::{net::SocketAddr, sync::Arc};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde_json::Value;
 
-pub use exposition::CONTENT_TYPE;
+pub use exposition::{Exposition, Family, Kind, CONTENT_TYPE};
 pub use render::render;
 pub use server::MetricsServer;
 
-use crate::{control::protocol::AgentStatus, dataplane::inspect::DropCount};
+use crate::service::{self, Entry, Handles, Running, ServiceView, StatusSource};
 
-/// Where a scrape reads from: closures over the running agent's live state.
+/// The metrics endpoint's entry in the service list.
+pub const SERVICE: Entry = Entry {
+    name: "metrics",
+    start,
+};
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        let cfg = &handles.cfg.metrics;
+        if !cfg.enabled {
+            return Ok(None);
+        }
+        let view = Arc::new(MetricsView {
+            listen: std::sync::OnceLock::new(),
+        });
+        // The page lists the endpoint itself as running, like everything else that serves.
+        let mut views = handles.views.clone();
+        views.push(view.clone());
+        let source = handles.status_source().with_views(views);
+        let server = MetricsServer::start(cfg.listen, MetricsSource::new(source))
+            .await
+            .context("starting the metrics endpoint")?;
+        let _ = view.listen.set(server.local_addr());
+        tracing::info!("metrics on http://{}/metrics", server.local_addr());
+        Ok(Some(Running::new(view, move || async move {
+            server.stop().await;
+            Ok(())
+        })))
+    })
+}
+
+struct MetricsView {
+    listen: std::sync::OnceLock<SocketAddr>,
+}
+
+impl ServiceView for MetricsView {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+    fn status(&self) -> Value {
+        serde_json::json!({ "listen": self.listen.get().map(|a| a.to_string()) })
+    }
+    fn summary(&self) -> Vec<String> {
+        self.listen
+            .get()
+            .map(|a| vec![format!("http://{a}/metrics")])
+            .unwrap_or_default()
+    }
+    fn metrics(&self, _: &mut Exposition) {}
+}
+
+/// What the endpoint serves: the page, rendered from the running services on every scrape.
 pub struct MetricsSource {
-    /// The agent's status now (the closure the control socket answers `status` with).
-    status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
-    /// The dataplane's drop counters now, every reason.
-    drops: Box<dyn Fn() -> Result<Vec<DropCount>> + Send + Sync>,
-    /// Whether the last read of the drop counters failed, so a lasting failure is logged once.
-    drops_failing: AtomicBool,
+    source: Arc<StatusSource>,
 }
 
 impl MetricsSource {
-    /// A source over `status` (the agent's status now) and `drops` (the dataplane's drop
-    /// counters now, every reason).
-    pub fn new(
-        status: Arc<dyn Fn() -> AgentStatus + Send + Sync>,
-        drops: Box<dyn Fn() -> Result<Vec<DropCount>> + Send + Sync>,
-    ) -> Self {
-        MetricsSource {
-            status,
-            drops,
-            drops_failing: AtomicBool::new(false),
-        }
+    /// A source over the agent's status and its services.
+    pub fn new(source: Arc<StatusSource>) -> Self {
+        MetricsSource { source }
     }
 
     /// The page now.
     pub fn scrape(&self) -> String {
-        let drops = match (self.drops)() {
-            Ok(drops) => {
-                if self.drops_failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!("metrics: the dataplane's drop counters are readable again");
-                }
-                Some(drops)
-            }
-            Err(error) => {
-                if !self.drops_failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "metrics: reading the dataplane's drop counters: {error:#}; \
-                         gateway_dataplane_drops_total is left out until they can be read"
-                    );
-                }
-                None
-            }
-        };
-        render(&(self.status)(), drops.as_deref())
+        render(
+            &self.source.status(),
+            self.source.known(),
+            self.source.views(),
+        )
     }
 }

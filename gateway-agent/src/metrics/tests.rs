@@ -5,25 +5,134 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::check::{self, Sample};
 use super::*;
 use crate::{
-    dataplane::{DataplaneStatus, ProgramStatus},
+    control::protocol::AgentStatus,
+    dataplane::{inspect::DropCount, service::DataplaneView, DataplaneStatus, ProgramStatus},
     dhcp::DhcpStats,
     dns::DnsStats,
     http_proxy::{HttpProxyStats, UpstreamFailures},
+    service::{ServiceView, StatusSource},
     socks::SocksStats,
     tor::TorStatus,
     uplink::UplinkStatus,
 };
 
+/// What the services show, as the old all-in-one status held it: `None` is a service that
+/// does not run.
+#[derive(Clone)]
+struct Services {
+    version: String,
+    uptime_secs: u64,
+    dataplane: DataplaneStatus,
+    dns: Option<DnsStats>,
+    dhcp: Option<DhcpStats>,
+    uplink: Option<UplinkStatus>,
+    tor: Option<TorStatus>,
+    socks: Option<SocksStats>,
+    http_proxy: Option<HttpProxyStats>,
+}
+
+/// A view that shows a fixed snapshot through the service's own renderer.
+struct Fixed {
+    name: &'static str,
+    render: Box<dyn Fn(&mut Exposition) + Send + Sync>,
+}
+
+impl ServiceView for Fixed {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn summary(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn metrics(&self, out: &mut Exposition) {
+        (self.render)(out)
+    }
+}
+
+fn fixed<T: Send + Sync + 'static>(
+    name: &'static str,
+    value: Option<T>,
+    render: fn(&mut Exposition, &T),
+) -> Option<Arc<dyn ServiceView>> {
+    value.map(|value| {
+        Arc::new(Fixed {
+            name,
+            render: Box::new(move |out| render(out, &value)),
+        }) as Arc<dyn ServiceView>
+    })
+}
+
+/// Every name in the agent's list.
+fn known() -> Vec<&'static str> {
+    crate::agent::SERVICES.iter().map(|e| e.name).collect()
+}
+
+impl Services {
+    fn base(&self) -> AgentStatus {
+        AgentStatus {
+            version: self.version.clone(),
+            pid: 4242,
+            uptime_secs: self.uptime_secs,
+            config: "/etc/gateway/gateway.toml".into(),
+            outside_interface: "enp1s0".into(),
+            inside_interface: "enp2s0".into(),
+            inside_address: "198.51.100.1/24".into(),
+            summary: Vec::new(),
+            services: Default::default(),
+        }
+    }
+
+    /// The views in the list's order, the dataplane's drop counters from `drops`.
+    fn views(&self, drops: Option<Vec<DropCount>>) -> Vec<Arc<dyn ServiceView>> {
+        let dataplane: Arc<dyn ServiceView> = Arc::new(DataplaneView::new(
+            self.dataplane.clone(),
+            Box::new(move || {
+                drops
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("no pinned map DROPS"))
+            }),
+        ));
+        [
+            fixed(
+                "uplink",
+                self.uplink.clone(),
+                crate::uplink::service::metrics,
+            ),
+            Some(dataplane),
+            fixed("tor", self.tor.clone(), crate::tor::service::metrics),
+            fixed("dns", self.dns.clone(), crate::dns::service::metrics),
+            fixed("dhcp", self.dhcp.clone(), crate::dhcp::service::metrics),
+            fixed("socks", self.socks.clone(), crate::socks::service::metrics),
+            fixed(
+                "http_proxy",
+                self.http_proxy.clone(),
+                crate::http_proxy::service::metrics,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn source(&self, drops: Option<Vec<DropCount>>) -> Arc<StatusSource> {
+        Arc::new(StatusSource::new(self.base(), known(), self.views(drops)))
+    }
+}
+
+/// The page for `sample`.
+fn render(sample: &Services, drops: Option<&[DropCount]>) -> String {
+    let views = sample.views(drops.map(<[DropCount]>::to_vec));
+    super::render(&sample.base(), &known(), &views)
+}
+
 /// Every service running, every counter distinct, identifiers that must never show up.
-fn sample_status() -> AgentStatus {
-    AgentStatus {
+fn sample_status() -> Services {
+    Services {
         version: "1.2.3".into(),
-        pid: 4242,
         uptime_secs: 3601,
-        config: "/etc/gateway/gateway.toml".into(),
-        outside_interface: "enp1s0".into(),
-        inside_interface: "enp2s0".into(),
-        inside_address: "198.51.100.1/24".into(),
         dataplane: DataplaneStatus {
             pin_dir: "/sys/fs/bpf/gateway".into(),
             programs: vec![
@@ -282,7 +391,7 @@ fn nothing_identifies_a_client_or_the_uplink() {
 
 #[test]
 fn services_that_do_not_run_have_no_families() {
-    let status = AgentStatus {
+    let status = Services {
         tor: None,
         socks: None,
         http_proxy: None,
@@ -347,7 +456,7 @@ fn uplink_without_lease_and_unknown_state() {
 
 #[test]
 fn label_values_survive_escaping() {
-    let status = AgentStatus {
+    let status = Services {
         version: "1.0-\"rc\"\\x\nline".into(),
         ..sample_status()
     };
@@ -407,15 +516,8 @@ fn the_checker_rejects_what_prometheus_would() {
 // ---- the server ----
 
 fn source(drops_fail: bool) -> MetricsSource {
-    MetricsSource::new(
-        Arc::new(sample_status),
-        Box::new(move || {
-            if drops_fail {
-                anyhow::bail!("no pinned map DROPS")
-            }
-            Ok(sample_drops())
-        }),
-    )
+    let drops = (!drops_fail).then(sample_drops);
+    MetricsSource::new(sample_status().source(drops))
 }
 
 /// Sends one HTTP/1.1 request and returns the status code, the headers (lower-case names) and

@@ -1,6 +1,6 @@
 //! One SOCKS connection: handshake (tor-socksproto), then CONNECT, RESOLVE or RESOLVE_PTR.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,7 +15,7 @@ use super::Shared;
 use crate::egress::{EgressError, Host, Isolation, Target};
 
 /// Serves one client until it is done; never panics on what the client sends.
-pub(super) async fn serve(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+pub(super) async fn serve(mut stream: TcpStream, peer: IpAddr, shared: &Shared) {
     let counters = &shared.counters;
     counters.connections.fetch_add(1, Relaxed);
     counters.active.fetch_add(1, Relaxed);
@@ -105,11 +105,11 @@ async fn handshake(stream: &mut TcpStream) -> Result<SocksRequest, &'static str>
 
 async fn serve_request(
     stream: &mut TcpStream,
-    peer: SocketAddr,
+    peer: IpAddr,
     request: SocksRequest,
     shared: &Shared,
 ) {
-    let isolation = reply::isolation_key(peer.ip(), request.auth(), &shared.hasher);
+    let isolation = reply::isolation_key(peer, request.auth(), &shared.hasher);
     let outcome = match request.command() {
         SocksCmd::CONNECT => connect(stream, &request, &isolation, shared).await,
         SocksCmd::RESOLVE => resolve(stream, &request, &isolation, shared).await,

@@ -9,6 +9,7 @@
 
 mod conn;
 mod reply;
+pub(crate) mod service;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -18,13 +19,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
+use anyhow::Result;
+use tokio::net::TcpStream;
 
+use crate::config::Inside;
 use crate::egress::Connector;
+use crate::net::listener::{self, Clients, Connection, Listener, ListenerReader, ListenerSettings};
 use crate::tor::Resolve;
+pub use service::SERVICE;
 use stats::Counters;
 pub use stats::SocksStats;
 
@@ -33,6 +35,8 @@ pub use stats::SocksStats;
 pub struct SocksSettings {
     /// Where to listen: the inside address and `socks.port` (port 0 picks one, for tests).
     pub listen: SocketAddr,
+    /// Only clients in this subnet are served; others are closed unanswered.
+    pub inside: Inside,
     /// Log every request (client, command, target, outcome, isolation key) at INFO.
     pub log_queries: bool,
     /// How long a client may take to send its request.
@@ -44,10 +48,11 @@ pub struct SocksSettings {
 }
 
 impl SocksSettings {
-    /// Settings for `listen` with the default timeouts and limit.
-    pub fn new(listen: SocketAddr) -> Self {
+    /// Settings for `listen`, serving `inside`, with the default timeouts and limit.
+    pub fn new(listen: SocketAddr, inside: Inside) -> Self {
         SocksSettings {
             listen,
+            inside,
             log_queries: false,
             handshake_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(120),
@@ -70,7 +75,7 @@ pub(crate) struct Shared {
 pub struct SocksServer {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
-    task: Option<JoinHandle<()>>,
+    listener: Listener,
 }
 
 impl SocksServer {
@@ -81,12 +86,12 @@ impl SocksServer {
         connector: Arc<dyn Connector>,
         resolver: Arc<dyn Resolve>,
     ) -> Result<SocksServer> {
-        let listener = TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("binding the SOCKS listener on {}", settings.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .context("reading the SOCKS listener's address")?;
+        let (socket, local_addr) = listener::bind_tcp(settings.listen, "the SOCKS server").await?;
+        let listener_settings = ListenerSettings {
+            name: "SOCKS server",
+            clients: Clients::Inside(settings.inside),
+            max_connections: settings.max_connections,
+        };
         let shared = Arc::new(Shared {
             settings,
             connector,
@@ -99,11 +104,27 @@ impl SocksServer {
             egress = shared.connector.name(),
             "SOCKS server listening"
         );
-        let task = tokio::spawn(accept_loop(listener, shared.clone()));
+        let serving = shared.clone();
+        let listener = Listener::spawn(
+            socket,
+            listener_settings,
+            move |conn: Connection<TcpStream>| {
+                let shared = serving.clone();
+                async move {
+                    let Some(peer) = conn.peer else { return };
+                    let _slot = conn.slot;
+                    let mut shutdown = conn.shutdown;
+                    tokio::select! {
+                        _ = conn::serve(conn.stream, peer, &shared) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            },
+        );
         Ok(SocksServer {
             shared,
             local_addr,
-            task: Some(task),
+            listener,
         })
     }
 
@@ -114,70 +135,34 @@ impl SocksServer {
 
     /// Counters since start.
     pub fn stats(&self) -> SocksStats {
-        self.shared.counters.snapshot()
+        self.stats_reader().stats()
     }
 
     /// A reader for [`SocksServer::stats`] while the server runs (for the control socket).
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.shared.clone())
+        StatsReader(self.shared.clone(), self.listener.reader())
     }
 
     /// Stops accepting and closes every connection.
-    pub async fn stop(mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for SocksServer {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
+    pub async fn stop(self) {
+        self.listener.stop().await;
     }
 }
 
 /// Reads a running server's counters.
 #[derive(Clone)]
-pub struct StatsReader(Arc<Shared>);
+pub struct StatsReader(Arc<Shared>, ListenerReader);
 
 impl StatsReader {
-    /// Counters since start.
+    /// Counters since start; the listener's refusals count as failures.
     pub fn stats(&self) -> SocksStats {
-        self.0.counters.snapshot()
-    }
-}
-
-/// Accepts until aborted; aborting drops the set, which aborts every connection.
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let slots = Arc::new(Semaphore::new(shared.settings.max_connections.max(1)));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // EMFILE and the like: back off instead of spinning.
-                        tracing::warn!(error = %err, "SOCKS accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    shared.counters.failure("busy");
-                    drop(stream);
-                    continue;
-                };
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    conn::serve(stream, peer, &shared).await;
-                    drop(slot);
-                });
+        let mut stats = self.0.counters.snapshot();
+        let listener = self.1.stats();
+        for (reason, count) in [("busy", listener.busy), ("not_inside", listener.not_inside)] {
+            if count > 0 {
+                *stats.failures.entry(reason.to_owned()).or_default() += count;
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
+        stats
     }
 }

@@ -77,12 +77,22 @@ async fn echo_server() -> SocketAddr {
     addr
 }
 
+/// Every loopback address is "inside" for these tests (clients bind 127.0.0.x).
+const LOOPBACK_INSIDE: Inside = Inside {
+    address: std::net::Ipv4Addr::LOCALHOST,
+    prefix_len: 8,
+};
+
 async fn harness() -> Harness {
+    harness_serving(LOOPBACK_INSIDE).await
+}
+
+async fn harness_serving(inside: Inside) -> Harness {
     let connector = Arc::new(FakeConnector {
         echo: echo_server().await,
         seen: Mutex::new(Vec::new()),
     });
-    let mut settings = SocksSettings::new("127.0.0.1:0".parse().unwrap());
+    let mut settings = SocksSettings::new("127.0.0.1:0".parse().unwrap(), inside);
     settings.handshake_timeout = Duration::from_secs(2);
     settings.connect_timeout = Duration::from_secs(2);
     let server = SocksServer::start(
@@ -471,4 +481,26 @@ async fn isolation_by_client_and_by_credentials() {
     assert_ne!(keys[2], keys[3], "two credentials, two groups");
     assert_eq!(keys[2], keys[4], "the same credentials, the same group");
     assert_eq!(keys[0], keys[5]);
+}
+
+#[tokio::test]
+async fn a_client_outside_the_inside_subnet_gets_no_answer() {
+    let h = harness_serving(Inside {
+        address: std::net::Ipv4Addr::new(198, 51, 100, 1),
+        prefix_len: 24,
+    })
+    .await;
+    let mut c = h.client().await;
+    // A greeting offering "no authentication": an inside client would get 05 00.
+    let _ = c.write_all(&[5, 1, 0]).await;
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut reply)).await;
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "closed, not left hanging"
+    );
+    assert!(reply.is_empty(), "127.0.0.1 got an answer: {reply:02x?}");
+    let stats = h.server.stats();
+    assert_eq!(stats.failures.get("not_inside"), Some(&1), "{stats:?}");
+    assert_eq!(stats.connections, 0, "never served: {stats:?}");
 }

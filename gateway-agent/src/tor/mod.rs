@@ -7,6 +7,7 @@
 //! stream and lookup ([`EgressError::NotReady`]); nothing falls back to a direct connection.
 
 mod isolation;
+pub(crate) mod service;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ use tor_rtcompat::PreferredRuntime;
 
 use crate::egress::{EgressError, Isolation};
 pub use isolation::{IsolationGroups, MAX_ISOLATION_GROUPS};
+pub use service::SERVICE;
 
 /// The first pause after a failed bootstrap; it doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(2);

@@ -70,7 +70,13 @@ async fn unbootstrapped_tor_refuses_everything() {
 
     // SOCKS over the real Tor handle: a failure code, never a stream.
     let socks = SocksServer::start(
-        SocksSettings::new("127.0.0.1:0".parse().unwrap()),
+        SocksSettings::new(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::config::Inside {
+                address: std::net::Ipv4Addr::LOCALHOST,
+                prefix_len: 8,
+            },
+        ),
         Arc::new(connector),
         Arc::new(tor.clone()),
     )

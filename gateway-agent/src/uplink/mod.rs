@@ -10,9 +10,11 @@
 mod addr;
 mod client_socket;
 pub mod dhcp_client;
+pub mod follow;
 mod lease_file;
 mod macvlan;
 mod raw_send;
+pub(crate) mod service;
 mod task;
 
 use std::net::Ipv4Addr;
@@ -31,6 +33,7 @@ use lease_file::LeaseFile;
 
 pub use lease_file::FILE_NAME as LEASE_FILE_NAME;
 pub use macvlan::derive_mac;
+pub use service::SERVICE;
 
 /// How long [`Uplink::stop`] waits for the DHCP task to release and clean up.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,131 @@
+//! The dataplane as an entry of the service list, right after the uplink (the egress guard
+//! attaches to its macvlan): loads and attaches the programs, hands the pins and lease maps
+//! to later entries, and shows what is attached and the drop counters.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{inspect, inspect::DropCount, Dataplane, DataplaneStatus};
+use crate::metrics::{Exposition, Kind};
+use crate::service::{self, to_json, DataplaneHandles, Entry, Handles, Running, ServiceView};
+
+/// The dataplane's entry in the service list.
+pub const SERVICE: Entry = Entry {
+    name: "dataplane",
+    start,
+};
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        let device = handles.uplink("the dataplane")?.device.clone();
+        let dataplane =
+            Dataplane::start(&handles.cfg, &device).context("starting the dataplane")?;
+        let pins = dataplane.pins();
+        let lease_maps = dataplane
+            .lease_maps()
+            .context("opening the dataplane's lease maps")?;
+        handles.dataplane = Some(DataplaneHandles {
+            pins: pins.clone(),
+            lease_maps: Some(lease_maps),
+        });
+        let view = Arc::new(DataplaneView::new(
+            dataplane.status(),
+            Box::new(move || inspect::drops(&pins)),
+        ));
+        let running = Running::new(view, move || async move {
+            dataplane.shutdown().context("detaching the dataplane")
+        });
+        Ok(Some(running.stopped_last()))
+    })
+}
+
+/// Reads the drop counters.
+pub type DropsReader = Box<dyn Fn() -> Result<Vec<DropCount>> + Send + Sync>;
+
+/// What the dataplane shows: the attached programs and the drop counters by reason.
+pub struct DataplaneView {
+    status: DataplaneStatus,
+    drops: DropsReader,
+    /// The counters could not be read last time (said once, not on every scrape).
+    drops_failing: AtomicBool,
+}
+
+impl DataplaneView {
+    /// A view of `status`, reading drop counters with `drops`.
+    pub fn new(status: DataplaneStatus, drops: DropsReader) -> Self {
+        DataplaneView {
+            status,
+            drops,
+            drops_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// The drop counters, or `None` (logged once) while they cannot be read.
+    fn read_drops(&self) -> Option<Vec<DropCount>> {
+        match (self.drops)() {
+            Ok(drops) => {
+                if self.drops_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("metrics: the dataplane's drop counters are readable again");
+                }
+                Some(drops)
+            }
+            Err(error) => {
+                if !self.drops_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "metrics: reading the dataplane's drop counters: {error:#}; \
+                         gateway_dataplane_drops_total is left out until they can be read"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+impl ServiceView for DataplaneView {
+    fn name(&self) -> &'static str {
+        "dataplane"
+    }
+
+    fn status(&self) -> Value {
+        to_json(&self.status)
+    }
+
+    fn summary(&self) -> Vec<String> {
+        let mut lines = vec![format!("pins {}", self.status.pin_dir)];
+        lines.extend(self.status.programs.iter().map(|prog| {
+            format!(
+                "program {} on {} ({})",
+                prog.name, prog.interface, prog.hook
+            )
+        }));
+        lines
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        metrics(out, &self.status, self.read_drops().as_deref());
+    }
+}
+
+/// The dataplane's families: programs attached, and drops by reason (left out, rather than
+/// reported as zero, when the counters could not be read).
+pub(crate) fn metrics(out: &mut Exposition, status: &DataplaneStatus, drops: Option<&[DropCount]>) {
+    out.gauge(
+        "gateway_dataplane_programs_attached",
+        "eBPF programs the agent attached.",
+        status.programs.len() as u64,
+    );
+    if let Some(drops) = drops {
+        let mut family = out.family(
+            "gateway_dataplane_drops_total",
+            Kind::Counter,
+            "Packets the eBPF dataplane dropped, by reason.",
+        );
+        for drop in drops {
+            family.sample(&[("reason", drop.reason)], drop.count);
+        }
+    }
+}

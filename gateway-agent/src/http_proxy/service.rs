@@ -1,0 +1,134 @@
+//! The HTTP proxy as an entry of the service list: streams through the connector
+//! `http_proxy.egress` names (Tor by default; `direct` only by explicit choice). Without Tor
+//! and without that choice it does not start: the port stays closed rather than open to the
+//! clearnet.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{HttpProxy, HttpProxySettings, HttpProxyStats, StatsReader};
+use crate::config::Egress;
+use crate::egress::{Connector, DirectConnector, DirectSettings};
+use crate::metrics::{Exposition, Kind};
+use crate::service::{self, inside_listen, to_json, Entry, Handles, Running, ServiceView};
+
+/// How long a `direct` stream may take to connect.
+const DIRECT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The HTTP proxy's entry in the service list.
+pub const SERVICE: Entry = Entry {
+    name: "http_proxy",
+    start,
+};
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        let cfg = handles.cfg.clone();
+        if !cfg.services.http_proxy.enabled {
+            return Ok(None);
+        }
+        let connector = match cfg.http_proxy.egress {
+            Egress::Tor => handles.tor_connector(),
+            Egress::Direct => {
+                tracing::warn!(
+                    "http_proxy.egress = \"direct\": proxied requests leave in clear text from \
+                     the uplink address, not through Tor"
+                );
+                let resolver = handles.uplink_resolver("http_proxy.egress = \"direct\"")?;
+                Some(Arc::new(DirectConnector::new(DirectSettings {
+                    device: handles.uplink("the direct HTTP proxy")?.device.clone(),
+                    inside: cfg.inside,
+                    allow_private: false,
+                    resolver: Some(resolver),
+                    connect_timeout: DIRECT_CONNECT_TIMEOUT,
+                })) as Arc<dyn Connector>)
+            }
+        };
+        let Some(connector) = connector else {
+            tracing::warn!(
+                "the HTTP proxy's egress is Tor and tor.enabled = false: not started \
+                 (http_proxy.egress = \"direct\" is the explicit clearnet choice)"
+            );
+            return Ok(None);
+        };
+        let mut settings = HttpProxySettings::new(
+            inside_listen(&cfg, cfg.services.http_proxy.port),
+            cfg.inside,
+        );
+        settings.connect_ports = cfg.http_proxy.connect_ports.clone();
+        settings.log_queries = cfg.log.queries;
+        let proxy = HttpProxy::start(settings, connector)
+            .await
+            .context("starting the HTTP proxy")?;
+        let view = Arc::new(HttpProxyView(proxy.stats_reader()));
+        Ok(Some(Running::new(view, move || async move {
+            proxy.stop().await;
+            Ok(())
+        })))
+    })
+}
+
+struct HttpProxyView(StatsReader);
+
+impl ServiceView for HttpProxyView {
+    fn name(&self) -> &'static str {
+        "http_proxy"
+    }
+
+    fn status(&self) -> Value {
+        to_json(&self.0.stats())
+    }
+
+    fn summary(&self) -> Vec<String> {
+        let proxy = self.0.stats();
+        vec![format!(
+            "{} requests, {} CONNECTs, {} active",
+            proxy.requests, proxy.connects, proxy.active,
+        )]
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        metrics(out, &self.0.stats());
+    }
+}
+
+/// The HTTP proxy's families: requests by form, rejections, upstream failures, connections.
+pub(crate) fn metrics(out: &mut Exposition, proxy: &HttpProxyStats) {
+    out.family(
+        "gateway_http_proxy_requests_total",
+        Kind::Counter,
+        "HTTP proxy requests received, by form (absolute-form or CONNECT).",
+    )
+    .sample(&[("form", "absolute")], proxy.requests)
+    .sample(&[("form", "connect")], proxy.connects);
+    out.family(
+        "gateway_http_proxy_rejected_total",
+        Kind::Counter,
+        "HTTP proxy requests and connections turned away, by reason.",
+    )
+    .sample(&[("reason", "bad_request")], proxy.bad_requests)
+    .sample(&[("reason", "denied_port")], proxy.denied_ports)
+    .sample(&[("reason", "not_inside")], proxy.refused_clients)
+    .sample(&[("reason", "busy")], proxy.busy)
+    .sample(&[("reason", "header_timeout")], proxy.header_timeouts);
+    let failures = &proxy.upstream_failures;
+    out.family(
+        "gateway_http_proxy_upstream_failures_total",
+        Kind::Counter,
+        "HTTP proxy streams to the origin that failed, by kind.",
+    )
+    .sample(&[("kind", "not_ready")], failures.not_ready)
+    .sample(&[("kind", "refused")], failures.refused)
+    .sample(&[("kind", "not_found")], failures.not_found)
+    .sample(&[("kind", "unreachable")], failures.unreachable)
+    .sample(&[("kind", "failed")], failures.failed)
+    .sample(&[("kind", "timeout")], failures.timeout)
+    .sample(&[("kind", "protocol")], failures.protocol);
+    out.gauge(
+        "gateway_http_proxy_connections_active",
+        "HTTP proxy client connections open now, tunnels included.",
+        proxy.active,
+    );
+}

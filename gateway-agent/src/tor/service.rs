@@ -1,0 +1,101 @@
+//! The Tor client as an entry of the service list: bootstraps in the background once the
+//! uplink has an address; later entries (SOCKS, DNS over Tor, the HTTP proxy) get it through
+//! the handles and refuse until it is ready (fail closed).
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use super::{Tor, TorSettings, TorStatus};
+use crate::metrics::Exposition;
+use crate::service::{self, to_json, Entry, Handles, Running, ServiceView};
+use crate::uplink::follow;
+
+/// Tor's entry in the service list.
+pub const SERVICE: Entry = Entry { name: "tor", start };
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        if !handles.cfg.tor.enabled {
+            return Ok(None);
+        }
+        let network_up = follow::up(handles.uplink("Tor")?.status.clone());
+        let tor = Tor::start(TorSettings {
+            state_dir: handles.state_dir()?.join("tor"),
+            arti_config: handles.cfg.tor.arti_config.clone(),
+            network_up: Some(network_up),
+        })
+        .context("starting the Tor client")?;
+        handles.tor = Some(tor.clone());
+        let view = Arc::new(TorView(tor.clone()));
+        Ok(Some(Running::new(view, move || async move {
+            tor.stop();
+            Ok(())
+        })))
+    })
+}
+
+struct TorView(Tor);
+
+impl ServiceView for TorView {
+    fn name(&self) -> &'static str {
+        "tor"
+    }
+
+    fn status(&self) -> Value {
+        to_json(&self.0.status())
+    }
+
+    fn summary(&self) -> Vec<String> {
+        let tor = self.0.status();
+        vec![format!(
+            "{} ({}%: {}), {} isolation groups{}",
+            if tor.bootstrapped {
+                "ready"
+            } else {
+                "not ready"
+            },
+            tor.percent,
+            tor.progress,
+            tor.isolation_groups,
+            tor.last_error
+                .as_deref()
+                .map(|e| format!(", last error: {e}"))
+                .unwrap_or_default(),
+        )]
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        metrics(out, &self.0.status());
+    }
+}
+
+/// Tor's families: bootstrap state and progress, attempts, isolation groups.
+pub(crate) fn metrics(out: &mut Exposition, tor: &TorStatus) {
+    out.gauge(
+        "gateway_tor_bootstrapped",
+        "1 if the Tor client can open streams, else 0.",
+        u64::from(tor.bootstrapped),
+    );
+    out.gauge(
+        "gateway_tor_bootstrap_percent",
+        "Tor bootstrap progress, 0 to 100.",
+        u64::from(tor.percent),
+    );
+    out.counter(
+        "gateway_tor_bootstrap_attempts_total",
+        "Tor bootstrap attempts.",
+        tor.attempts,
+    );
+    out.gauge(
+        "gateway_tor_isolation_groups",
+        "Tor isolation groups (circuits that may not be shared) tracked now.",
+        tor.isolation_groups,
+    );
+    out.counter(
+        "gateway_tor_isolation_groups_created_total",
+        "Tor isolation groups created.",
+        tor.isolation_groups_created,
+    );
+}
