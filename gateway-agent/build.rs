@@ -1,5 +1,5 @@
 //! Embeds the eBPF object that `cargo xtask build-ebpf` wrote. The object is built by xtask, not
-//! here, because it needs Debian's rustc and bpf-linker (see TOOLCHAIN.md).
+//! here, because it needs Debian's rustc and bpf-linker (see docs/TOOLCHAIN.md).
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! The Tor client, the `tor` connector and the SOCKS server against a real (private) Tor
 //! network: 3 authorities, 2 relays and 2 exits from Debian's `tor`, all on 127.0.0.1 inside a
-//! network namespace this test creates (TORLAB.md has the settings and why).
+//! network namespace this test creates (docs/TORLAB.md has the settings and why).
 //!
 //! Needs root (a network namespace), `tor`, `tor-gencert` and `dnsmasq`; takes about three minutes, so it is
 //! ignored by default: `cargo test -p gateway-agent --test tor_private_net -- --ignored`.
@@ -287,7 +287,7 @@ fn prepare_network(root: &Path) -> (Vec<PathBuf>, PathBuf) {
 /// Starts the exits' resolver and every node in `ns`.
 fn launch_network(root: &Path, ns: &Netns, torrcs: &[PathBuf]) -> Nodes {
     let mut children = Nodes(Vec::new());
-    // The exits' resolver: names for the tests, NXDOMAIN for the rest (TORLAB.md).
+    // The exits' resolver: names for the tests, NXDOMAIN for the rest (docs/TORLAB.md).
     let dnsmasq = ns
         .command("dnsmasq")
         .args([
@@ -459,7 +459,7 @@ async fn agent_side(
         tor.status()
     );
 
-    // An early consensus may have no exits yet (TORLAB.md): retry for a while.
+    // An early consensus may have no exits yet (docs/TORLAB.md): retry for a while.
     let start = Instant::now();
     let mut stream = loop {
         let (code, stream) = socks_connect(socks.local_addr(), echo_addr, None).await;

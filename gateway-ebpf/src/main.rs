@@ -1,5 +1,5 @@
 //! The gateway's eBPF programs. Each program is a thin entry point; the decisions live in small
-//! modules so they read like the policy in DESIGN.md.
+//! modules so they read like the policy in docs/ARCHITECTURE.md.
 #![no_std]
 #![no_main]
 

@@ -103,7 +103,7 @@ fn tor_serves_the_inside_and_fails_closed() {
     assert!(bootstrapped, "{}", status(&lab, &cfg)["tor"]);
 
     // SOCKS5 with a remote name: the origin sees an exit relay, not the gateway. The first
-    // stream may meet an early consensus without exits (TORLAB.md): retry for a while.
+    // stream may meet an early consensus without exits (docs/TORLAB.md): retry for a while.
     let url = format!("http://{}/", lab::ORIGIN_NAME);
     let page = socks_page(&lab, &url, Duration::from_secs(90))
         .unwrap_or_else(|| panic!("no page through SOCKS: {}", status(&lab, &cfg)["tor"]));

@@ -36,7 +36,7 @@ pub fn ebpf_object_path() -> PathBuf {
 }
 
 /// Builds the eBPF crate for `bpfel-unknown-none` with Debian's rustc and its precompiled
-/// `core` (TOOLCHAIN.md), and copies the object to [`ebpf_object_path`].
+/// `core` (docs/TOOLCHAIN.md), and copies the object to [`ebpf_object_path`].
 pub fn build_ebpf(release: bool) -> Result<PathBuf> {
     deps::ensure_toolchain()?;
     let crate_dir = workspace_root().join("gateway-ebpf");

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::process;
 
-/// Debian packages for building the agent and the eBPF object (see TOOLCHAIN.md).
+/// Debian packages for building the agent and the eBPF object (see docs/TOOLCHAIN.md).
 pub const TOOLCHAIN_PACKAGES: &[&str] = &[
     "rustc-web",
     "libstd-rust-web-dev-bpf",

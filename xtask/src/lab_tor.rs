@@ -620,7 +620,7 @@ pub fn client_torrc(lab: &Lab, data_dir: &Path, socks_port: u16) -> Result<Strin
     Ok(t)
 }
 
-/// The arti `TorClientConfig` keys for this network (see TORLAB.md): its authorities, each as
+/// The arti `TorClientConfig` keys for this network (see docs/TORLAB.md): its authorities, each as
 /// a fallback cache, one subnet family per address, and local addresses allowed.
 pub fn render_arti_config(keys: &[(Node, NodeKeys)]) -> String {
     let quoted = |s: &str| format!("\"{s}\"");
