@@ -19,13 +19,13 @@ mod stats;
 use std::{convert::Infallible, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Result;
-use hyper::{server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::service::service_fn;
 use tokio::{net::TcpStream, sync::watch};
 
 pub use service::SERVICE;
 pub use stats::{HttpProxyStats, UpstreamFailures};
 
+use crate::net::http::{serve_connection, HttpSettings};
 use crate::net::listener::{self, Clients, Connection, Listener, ListenerReader, ListenerSettings};
 use crate::{config::Inside, egress::Connector};
 use stats::{bump, ActiveGuard, Counters};
@@ -157,7 +157,7 @@ impl StatsReader {
 
 /// One client connection: HTTP/1.1 requests until it closes, times out or becomes a tunnel.
 async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>, active: Arc<ActiveGuard>) {
-    let mut shutdown = shared.shutdown.clone();
+    let shutdown = shared.shutdown.clone();
     let counters = shared.counters.clone();
     let service = {
         let shared = shared.clone();
@@ -167,16 +167,13 @@ async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>, active: A
             async move { Ok::<_, Infallible>(forward::handle(shared, client, active, req).await) }
         })
     };
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.header_timeout)
-        .max_header_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let result = tokio::select! {
-        result = connection => result,
-        _ = shutdown.changed() => return,
+    let settings = HttpSettings {
+        header_timeout: shared.settings.header_timeout,
+        max_header_bytes: MAX_HEAD_BYTES,
+        keep_alive: true,
+        upgrades: true,
     };
+    let result = serve_connection(stream, service, settings, shutdown).await;
     if let Err(error) = result {
         if error.is_timeout() {
             bump(&counters.header_timeouts);

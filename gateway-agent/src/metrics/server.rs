@@ -2,21 +2,15 @@
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{
-    body::Incoming, header, server::conn::http1, service::service_fn, Method, Request, Response,
-    StatusCode,
-};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{watch, Semaphore},
-};
+use hyper::{body::Incoming, header, service::service_fn, Method, Request, Response, StatusCode};
+use tokio::net::TcpStream;
 
 use super::{exposition::CONTENT_TYPE, MetricsSource};
-use crate::net::service_task::ServiceTask;
+use crate::net::http::{serve_connection, HttpSettings};
+use crate::net::listener::{self, Clients, Connection, Listener, ListenerSettings};
 
 /// Scrapers open one connection at a time; more than this at once is not a scraper.
 const MAX_CONNECTIONS: usize = 16;
@@ -27,18 +21,14 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running metrics endpoint. Dropping it stops it too; [`MetricsServer::stop`] waits for that.
 pub struct MetricsServer {
     local_addr: SocketAddr,
-    task: ServiceTask,
+    listener: Listener,
 }
 
 impl MetricsServer {
     /// Binds `listen` (`metrics.listen`) and serves `source` until stopped.
     pub async fn start(listen: SocketAddr, source: MetricsSource) -> Result<MetricsServer> {
-        let listener = TcpListener::bind(listen).await.with_context(|| {
-            format!("binding the metrics endpoint to tcp {listen} (metrics.listen)")
-        })?;
-        let local_addr = listener
-            .local_addr()
-            .context("reading the metrics endpoint's address")?;
+        let (socket, local_addr) =
+            listener::bind_tcp(listen, "the metrics endpoint (metrics.listen)").await?;
         if !listen.ip().is_loopback() {
             tracing::warn!(
                 %listen,
@@ -46,10 +36,19 @@ impl MetricsServer {
             );
         }
         let source = Arc::new(source);
-        let task = ServiceTask::spawn("metrics endpoint", |shutdown| {
-            accept_loop(listener, source, shutdown)
+        let settings = ListenerSettings {
+            name: "metrics endpoint",
+            // Loopback by default; the config warns when it is not.
+            clients: Clients::Local,
+            max_connections: MAX_CONNECTIONS,
+        };
+        let listener = Listener::spawn(socket, settings, move |conn: Connection<TcpStream>| {
+            serve(conn, source.clone())
         });
-        Ok(MetricsServer { local_addr, task })
+        Ok(MetricsServer {
+            local_addr,
+            listener,
+        })
     }
 
     /// The address it listens on (the real port when `listen` asked for port 0).
@@ -59,60 +58,23 @@ impl MetricsServer {
 
     /// Stops listening and closes every connection.
     pub async fn stop(self) {
-        self.task.stop().await;
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    source: Arc<MetricsSource>,
-    mut shutdown: watch::Receiver<()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                // Out of descriptors, usually: back off instead of spinning.
-                tracing::warn!(%error, "metrics endpoint: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        // Over the limit the connection is closed unanswered.
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let source = source.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            serve(stream, source, shutdown).await;
-            drop(slot);
-        });
+        self.listener.stop().await;
     }
 }
 
 /// One connection: requests until the client closes or times out, or the server stops.
-async fn serve(stream: TcpStream, source: Arc<MetricsSource>, mut shutdown: watch::Receiver<()>) {
+async fn serve(conn: Connection<TcpStream>, source: Arc<MetricsSource>) {
+    let _slot = conn.slot;
     let service = service_fn(move |request| {
         let source = source.clone();
         async move { Ok::<_, Infallible>(respond(&request, &source)) }
     });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        result = connection => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "metrics client");
-            }
-        }
-        _ = shutdown.changed() => {}
+    let settings = HttpSettings {
+        header_timeout: HEADER_TIMEOUT,
+        ..HttpSettings::default()
+    };
+    if let Err(error) = serve_connection(conn.stream, service, settings, conn.shutdown).await {
+        tracing::debug!(%error, "metrics client");
     }
 }
 
