@@ -72,6 +72,53 @@ pub trait ServiceView: Send + Sync {
     }
 }
 
+/// The usual view: a snapshot read on demand, shown as JSON, summarised and rendered by two
+/// plain functions of it. Services whose view is nothing more use this instead of their own
+/// [`ServiceView`] implementation.
+pub struct SnapshotView<S> {
+    name: &'static str,
+    read: Box<dyn Fn() -> S + Send + Sync>,
+    summary: fn(&S) -> Vec<String>,
+    metrics: fn(&mut Exposition, &S),
+}
+
+impl<S> SnapshotView<S> {
+    /// A view called `name` of what `read` returns.
+    pub fn new(
+        name: &'static str,
+        read: impl Fn() -> S + Send + Sync + 'static,
+        summary: fn(&S) -> Vec<String>,
+        metrics: fn(&mut Exposition, &S),
+    ) -> Self {
+        SnapshotView {
+            name,
+            read: Box::new(read),
+            summary,
+            metrics,
+        }
+    }
+
+    /// The snapshot now.
+    pub fn read(&self) -> S {
+        (self.read)()
+    }
+}
+
+impl<S: serde::Serialize> ServiceView for SnapshotView<S> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn status(&self) -> Value {
+        to_json(&self.read())
+    }
+    fn summary(&self) -> Vec<String> {
+        (self.summary)(&self.read())
+    }
+    fn metrics(&self, out: &mut Exposition) {
+        (self.metrics)(out, &self.read())
+    }
+}
+
 type StopFn = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send>;
 
 /// A started service: its view and how to stop it.
@@ -105,6 +152,20 @@ impl Running {
     /// Whether [`Running::stopped_last`] marked it.
     pub fn is_stopped_last(&self) -> bool {
         self.last
+    }
+
+    /// A running service whose stop cannot fail (most servers: they log what goes wrong).
+    pub fn stopped_by<F>(
+        view: Arc<dyn ServiceView>,
+        stop: impl FnOnce() -> F + Send + 'static,
+    ) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        Running::new(view, move || async move {
+            stop().await;
+            Ok(())
+        })
     }
 
     /// What it shows.

@@ -36,10 +36,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let path = handles.cfg.control.socket.clone();
         let server = ControlServer::start(&path, handles.status_source()).await?;
         let view = Arc::new(ControlView { path });
-        Ok(Some(Running::new(view, move || async move {
-            server.stop().await;
-            Ok(())
-        })))
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{DhcpReader, DhcpServer, DhcpServerSettings, DhcpStats};
 use crate::lease_events::LeaseSink;
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, to_json, Entry, Handles, Running, ServiceView};
+use crate::service::{self, Entry, Handles, Running, ServiceView, SnapshotView};
 
 /// The port DHCP clients listen on; replies go there.
 const DHCP_CLIENT_PORT: u16 = 68;
@@ -50,35 +50,37 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let server = DhcpServer::start(settings, sinks)
             .await
             .context("starting the DHCP server")?;
-        let view = Arc::new(DhcpView(server.reader()));
-        Ok(Some(Running::new(view, move || async move {
-            server.stop().await;
-            Ok(())
-        })))
+        let reader = server.reader();
+        let stats = reader.clone();
+        let view = Arc::new(DhcpView {
+            snapshot: SnapshotView::new("dhcp", move || stats.stats(), summary, metrics),
+            reader,
+        });
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
 }
 
-struct DhcpView(DhcpReader);
+/// The usual snapshot view, plus the `leases` operation.
+struct DhcpView {
+    snapshot: SnapshotView<DhcpStats>,
+    reader: DhcpReader,
+}
 
 impl ServiceView for DhcpView {
     fn name(&self) -> &'static str {
-        "dhcp"
+        self.snapshot.name()
     }
 
     fn status(&self) -> Value {
-        to_json(&self.0.stats())
+        self.snapshot.status()
     }
 
     fn summary(&self) -> Vec<String> {
-        let dhcp = self.0.stats();
-        vec![format!(
-            "{} bound of {}, {} acks, {} naks, {} malformed, {} rate-limited",
-            dhcp.bound, dhcp.pool_size, dhcp.acks, dhcp.naks, dhcp.malformed, dhcp.rate_limited,
-        )]
+        self.snapshot.summary()
     }
 
     fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.0.stats());
+        self.snapshot.metrics(out)
     }
 
     fn operations(&self) -> &'static [&'static str] {
@@ -87,13 +89,21 @@ impl ServiceView for DhcpView {
 
     fn operate(&self, operation: &str, _args: Value) -> service::BoxFuture<'_, Result<Value>> {
         let result = match operation {
-            "leases" => serde_json::to_value(self.0.leases()).context("encoding the leases"),
+            "leases" => serde_json::to_value(self.reader.leases()).context("encoding the leases"),
             other => Err(anyhow::anyhow!(
                 "the dhcp service has no operation {other:?}"
             )),
         };
         Box::pin(async move { result })
     }
+}
+
+/// Its line in `gateway-agent status`.
+fn summary(dhcp: &DhcpStats) -> Vec<String> {
+    vec![format!(
+        "{} bound of {}, {} acks, {} naks, {} malformed, {} rate-limited",
+        dhcp.bound, dhcp.pool_size, dhcp.acks, dhcp.naks, dhcp.malformed, dhcp.rate_limited,
+    )]
 }
 
 /// The DHCP server's families: datagrams, requests and replies by type, drops, the pool.

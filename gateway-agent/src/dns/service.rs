@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
-use super::{DnsServer, DnsServerSettings, DnsStats, StatsReader, TorUpstream, Upstream};
+use super::{DnsServer, DnsServerSettings, DnsStats, TorUpstream, Upstream};
 use crate::config::DnsUpstream;
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, to_json, Entry, Handles, Running, ServiceView};
+use crate::service::{self, Entry, Handles, Running, SnapshotView};
 
 /// The DNS server's entry in the service list.
 pub const SERVICE: Entry = Entry { name: "dns", start };
@@ -32,11 +31,14 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let server = DnsServer::start(settings, handles.zone()?, upstream)
             .await
             .context("starting the DNS server")?;
-        let view = Arc::new(DnsView(server.stats_reader()));
-        Ok(Some(Running::new(view, move || async move {
-            server.stop().await;
-            Ok(())
-        })))
+        let reader = server.stats_reader();
+        let view = Arc::new(SnapshotView::new(
+            "dns",
+            move || reader.stats(),
+            summary,
+            metrics,
+        ));
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
 }
 
@@ -53,33 +55,17 @@ fn upstream(handles: &Handles) -> Result<Option<Arc<dyn Upstream>>> {
     })
 }
 
-struct DnsView(StatsReader);
-
-impl ServiceView for DnsView {
-    fn name(&self) -> &'static str {
-        "dns"
-    }
-
-    fn status(&self) -> Value {
-        to_json(&self.0.stats())
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let dns = self.0.stats();
-        vec![format!(
-            "{} queries, {} local, {} cached, {} forwarded to {}, {} refused",
-            dns.queries,
-            dns.local_answers,
-            dns.cache_hits,
-            dns.forwarded,
-            dns.upstream.as_deref().unwrap_or("nothing"),
-            dns.refused_acl + dns.rate_limited + dns.rebinding_refused,
-        )]
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.0.stats());
-    }
+/// Its line in `gateway-agent status`.
+fn summary(dns: &DnsStats) -> Vec<String> {
+    vec![format!(
+        "{} queries, {} local, {} cached, {} forwarded to {}, {} refused",
+        dns.queries,
+        dns.local_answers,
+        dns.cache_hits,
+        dns.forwarded,
+        dns.upstream.as_deref().unwrap_or("nothing"),
+        dns.refused_acl + dns.rate_limited + dns.rebinding_refused,
+    )]
 }
 
 /// The DNS server's families: queries, answers by source, forwarding, refusals, the cache.

@@ -6,13 +6,12 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
-use super::{HttpProxy, HttpProxySettings, HttpProxyStats, StatsReader};
+use super::{HttpProxy, HttpProxySettings, HttpProxyStats};
 use crate::config::Egress;
 use crate::egress::{Connector, DirectConnector, DirectSettings};
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, inside_listen, to_json, Entry, Handles, Running, ServiceView};
+use crate::service::{self, inside_listen, Entry, Handles, Running, SnapshotView};
 
 /// How long a `direct` stream may take to connect.
 const DIRECT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -62,36 +61,23 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let proxy = HttpProxy::start(settings, connector)
             .await
             .context("starting the HTTP proxy")?;
-        let view = Arc::new(HttpProxyView(proxy.stats_reader()));
-        Ok(Some(Running::new(view, move || async move {
-            proxy.stop().await;
-            Ok(())
-        })))
+        let reader = proxy.stats_reader();
+        let view = Arc::new(SnapshotView::new(
+            "http_proxy",
+            move || reader.stats(),
+            summary,
+            metrics,
+        ));
+        Ok(Some(Running::stopped_by(view, move || proxy.stop())))
     })
 }
 
-struct HttpProxyView(StatsReader);
-
-impl ServiceView for HttpProxyView {
-    fn name(&self) -> &'static str {
-        "http_proxy"
-    }
-
-    fn status(&self) -> Value {
-        to_json(&self.0.stats())
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let proxy = self.0.stats();
-        vec![format!(
-            "{} requests, {} CONNECTs, {} active",
-            proxy.requests, proxy.connects, proxy.active,
-        )]
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.0.stats());
-    }
+/// Its line in `gateway-agent status`.
+fn summary(proxy: &HttpProxyStats) -> Vec<String> {
+    vec![format!(
+        "{} requests, {} CONNECTs, {} active",
+        proxy.requests, proxy.connects, proxy.active,
+    )]
 }
 
 /// The HTTP proxy's families: requests by form, rejections, upstream failures, connections.

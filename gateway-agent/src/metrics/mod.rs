@@ -49,10 +49,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             .context("starting the metrics endpoint")?;
         let _ = view.listen.set(server.local_addr());
         tracing::info!("metrics on http://{}/metrics", server.local_addr());
-        Ok(Some(Running::new(view, move || async move {
-            server.stop().await;
-            Ok(())
-        })))
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
 }
 

@@ -10,7 +10,7 @@ use crate::{
     dhcp::DhcpStats,
     dns::DnsStats,
     http_proxy::{HttpProxyStats, UpstreamFailures},
-    service::{ServiceView, StatusSource},
+    service::{ServiceView, SnapshotView, StatusSource},
     socks::SocksStats,
     tor::TorStatus,
     uplink::UplinkStatus,
@@ -32,36 +32,18 @@ struct Services {
 }
 
 /// A view that shows a fixed snapshot through the service's own renderer.
-struct Fixed {
-    name: &'static str,
-    render: Box<dyn Fn(&mut Exposition) + Send + Sync>,
-}
-
-impl ServiceView for Fixed {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn status(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-    fn summary(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn metrics(&self, out: &mut Exposition) {
-        (self.render)(out)
-    }
-}
-
-fn fixed<T: Send + Sync + 'static>(
+fn fixed<T: Clone + serde::Serialize + Send + Sync + 'static>(
     name: &'static str,
     value: Option<T>,
     render: fn(&mut Exposition, &T),
 ) -> Option<Arc<dyn ServiceView>> {
     value.map(|value| {
-        Arc::new(Fixed {
+        Arc::new(SnapshotView::new(
             name,
-            render: Box::new(move |out| render(out, &value)),
-        }) as Arc<dyn ServiceView>
+            move || value.clone(),
+            |_| Vec::new(),
+            render,
+        )) as Arc<dyn ServiceView>
     })
 }
 

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
-use super::{SocksServer, SocksSettings, SocksStats, StatsReader};
+use super::{SocksServer, SocksSettings, SocksStats};
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, inside_listen, to_json, Entry, Handles, Running, ServiceView};
+use crate::service::{self, inside_listen, Entry, Handles, Running, SnapshotView};
 
 /// The SOCKS server's entry in the service list.
 pub const SERVICE: Entry = Entry {
@@ -31,36 +30,23 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let server = SocksServer::start(settings, connector, Arc::new(tor))
             .await
             .context("starting the SOCKS server")?;
-        let view = Arc::new(SocksView(server.stats_reader()));
-        Ok(Some(Running::new(view, move || async move {
-            server.stop().await;
-            Ok(())
-        })))
+        let reader = server.stats_reader();
+        let view = Arc::new(SnapshotView::new(
+            "socks",
+            move || reader.stats(),
+            summary,
+            metrics,
+        ));
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
 }
 
-struct SocksView(StatsReader);
-
-impl ServiceView for SocksView {
-    fn name(&self) -> &'static str {
-        "socks"
-    }
-
-    fn status(&self) -> Value {
-        to_json(&self.0.stats())
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let socks = self.0.stats();
-        vec![format!(
-            "{} connections ({} active), {} streams, {} resolves",
-            socks.connections, socks.active, socks.streams, socks.resolves,
-        )]
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.0.stats());
-    }
+/// Its line in `gateway-agent status`.
+fn summary(socks: &SocksStats) -> Vec<String> {
+    vec![format!(
+        "{} connections ({} active), {} streams, {} resolves",
+        socks.connections, socks.active, socks.streams, socks.resolves,
+    )]
 }
 
 /// The SOCKS server's families: connections, streams, lookups, bytes, failures by reason.

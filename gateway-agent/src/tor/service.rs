@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
 
 use super::{Tor, TorSettings, TorStatus};
 use crate::metrics::Exposition;
-use crate::service::{self, to_json, Entry, Handles, Running, ServiceView};
+use crate::service::{self, Entry, Handles, Running, SnapshotView};
 use crate::uplink::follow;
 
 /// Tor's entry in the service list.
@@ -28,7 +27,13 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         })
         .context("starting the Tor client")?;
         handles.tor = Some(tor.clone());
-        let view = Arc::new(TorView(tor.clone()));
+        let reader = tor.clone();
+        let view = Arc::new(SnapshotView::new(
+            "tor",
+            move || reader.status(),
+            summary,
+            metrics,
+        ));
         Ok(Some(Running::new(view, move || async move {
             tor.stop();
             Ok(())
@@ -36,39 +41,23 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
     })
 }
 
-struct TorView(Tor);
-
-impl ServiceView for TorView {
-    fn name(&self) -> &'static str {
-        "tor"
-    }
-
-    fn status(&self) -> Value {
-        to_json(&self.0.status())
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let tor = self.0.status();
-        vec![format!(
-            "{} ({}%: {}), {} isolation groups{}",
-            if tor.bootstrapped {
-                "ready"
-            } else {
-                "not ready"
-            },
-            tor.percent,
-            tor.progress,
-            tor.isolation_groups,
-            tor.last_error
-                .as_deref()
-                .map(|e| format!(", last error: {e}"))
-                .unwrap_or_default(),
-        )]
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.0.status());
-    }
+/// Its line in `gateway-agent status`.
+fn summary(tor: &TorStatus) -> Vec<String> {
+    vec![format!(
+        "{} ({}%: {}), {} isolation groups{}",
+        if tor.bootstrapped {
+            "ready"
+        } else {
+            "not ready"
+        },
+        tor.percent,
+        tor.progress,
+        tor.isolation_groups,
+        tor.last_error
+            .as_deref()
+            .map(|e| format!(", last error: {e}"))
+            .unwrap_or_default(),
+    )]
 }
 
 /// Tor's families: bootstrap state and progress, attempts, isolation groups.

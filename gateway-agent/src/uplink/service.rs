@@ -4,12 +4,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
-use tokio::sync::watch;
 
 use super::{states, Uplink, UplinkSettings, UplinkStatus};
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, to_json, Entry, Handles, Running, ServiceView, UplinkHandles};
+use crate::service::{self, Entry, Handles, Running, SnapshotView, UplinkHandles};
 
 /// The uplink's entry in the service list.
 pub const SERVICE: Entry = Entry {
@@ -34,48 +32,32 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             dns_servers: uplink.dns_servers(),
             status: status.clone(),
         });
-        let view = Arc::new(UplinkView { status });
-        Ok(Some(Running::new(view, move || async move {
-            uplink.stop().await;
-            Ok(())
-        })))
+        let view = Arc::new(SnapshotView::new(
+            "uplink",
+            move || status.borrow().clone(),
+            summary,
+            metrics,
+        ));
+        Ok(Some(Running::stopped_by(view, move || uplink.stop())))
     })
 }
 
-struct UplinkView {
-    status: watch::Receiver<UplinkStatus>,
-}
-
-impl ServiceView for UplinkView {
-    fn name(&self) -> &'static str {
-        "uplink"
-    }
-
-    fn status(&self) -> Value {
-        to_json(&*self.status.borrow())
-    }
-
-    fn summary(&self) -> Vec<String> {
-        let uplink = self.status.borrow();
-        let address = match (uplink.address, uplink.prefix_len) {
-            (Some(a), Some(p)) => format!("{a}/{p}"),
-            _ => "no address".into(),
-        };
-        vec![format!(
-            "{} on {} ({}): {address}, router {}",
-            uplink.device,
-            uplink.parent,
-            uplink.state,
-            uplink
-                .router
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "-".into()),
-        )]
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        metrics(out, &self.status.borrow());
-    }
+/// Its line in `gateway-agent status`.
+fn summary(uplink: &UplinkStatus) -> Vec<String> {
+    let address = match (uplink.address, uplink.prefix_len) {
+        (Some(a), Some(p)) => format!("{a}/{p}"),
+        _ => "no address".into(),
+    };
+    vec![format!(
+        "{} on {} ({}): {address}, router {}",
+        uplink.device,
+        uplink.parent,
+        uplink.state,
+        uplink
+            .router
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "-".into()),
+    )]
 }
 
 /// The uplink's families: whether it has an address, its state, the lease's expiry, renewals.
