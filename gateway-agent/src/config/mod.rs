@@ -14,7 +14,6 @@ mod services;
 mod types;
 mod validate;
 mod values;
-mod values_services;
 
 #[cfg(test)]
 mod tests;
@@ -28,9 +27,10 @@ pub use services::{
     SERVICE_NAMES,
 };
 pub use types::{
-    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress,
-    PortRule, Protocol, Service, Services, State, XdpMode, LOG_LEVELS,
+    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress, Service,
+    Services, State, XdpMode, LOG_LEVELS,
 };
+pub use values::{DnsLabel, DomainName, MacAddr, PortRule, Protocol, Seconds};
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

@@ -10,10 +10,11 @@ use super::error::{ConfigErrors, Errors};
 use super::reader::{self, Field, Section};
 use super::services::{Dhcp, Dns, HttpProxy, Uplink};
 use super::types::{
-    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress,
-    PortRule, Service, Services, State,
+    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress, Service,
+    Services, State, XdpMode, LOG_LEVELS,
 };
-use super::{service_tables, validate, values};
+use super::values::{self, broadcast, network, PortRule};
+use super::{service_tables, validate};
 
 /// The inside subnet needs room for the gateway and at least one client.
 const INSIDE_PREFIXES: RangeInclusive<u8> = 8..=30;
@@ -223,10 +224,7 @@ fn outside_address(
         }
         Some((address, prefix_len)) => {
             if let Some(gateway) = gateway {
-                errors.check(
-                    &gateway_key,
-                    values::static_gateway(address, prefix_len, gateway),
-                )?;
+                errors.check(&gateway_key, static_gateway(address, prefix_len, gateway))?;
             }
             OutsideAddress::Static {
                 address,
@@ -248,7 +246,7 @@ fn dataplane(
         values::absolute_path(&reader::string(value)?)
     });
     let xdp_mode = section.optional("xdp_mode", defaults.xdp_mode, errors, |value| {
-        values::xdp_mode(&reader::string(value)?)
+        xdp_mode(&reader::string(value)?)
     });
     let allow_ping = section.optional("allow_ping", defaults.allow_ping, errors, reader::boolean);
     let allow_key = section.key("allow");
@@ -312,7 +310,7 @@ fn state(mut section: Section, errors: &mut Errors) -> Option<State> {
 fn log(mut section: Section, errors: &mut Errors) -> Option<Log> {
     let defaults = Log::default();
     let level = section.optional("level", defaults.level, errors, |value| {
-        values::log_level(&reader::string(value)?)
+        log_level(&reader::string(value)?)
     });
     let queries = section.optional("queries", defaults.queries, errors, reader::boolean);
     section.finish(errors);
@@ -394,4 +392,49 @@ fn service<T>(
         },
     };
     (service, settings)
+}
+
+/// The default router of a static outside address: another host on that subnet.
+fn static_gateway(address: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> Result<(), String> {
+    let subnet = format!("{}/{prefix_len}", network(address, prefix_len));
+    if network(gateway, prefix_len) != network(address, prefix_len) {
+        return Err(format!(
+            "{gateway} is not in the outside subnet {subnet} (outside.address); the default router must be on that subnet"
+        ));
+    }
+    if gateway == address {
+        return Err(format!(
+            "{gateway} is outside.address itself; the default router is another host on {subnet}"
+        ));
+    }
+    values::unicast(gateway)?;
+    if prefix_len <= 30 && gateway == network(address, prefix_len) {
+        return Err(format!("{gateway} is the network address of {subnet}"));
+    }
+    if prefix_len <= 30 && gateway == broadcast(address, prefix_len) {
+        return Err(format!("{gateway} is the broadcast address of {subnet}"));
+    }
+    Ok(())
+}
+
+/// `auto`, `native` or `skb`.
+fn xdp_mode(text: &str) -> Result<XdpMode, String> {
+    [XdpMode::Auto, XdpMode::Native, XdpMode::Skb]
+        .into_iter()
+        .find(|mode| mode.as_str() == text)
+        .ok_or_else(|| {
+            format!("{text:?} is not an XDP mode; expected \"auto\", \"native\" or \"skb\"")
+        })
+}
+
+/// One of [`LOG_LEVELS`].
+fn log_level(text: &str) -> Result<String, String> {
+    if LOG_LEVELS.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a log level; expected one of: {}",
+            LOG_LEVELS.join(", ")
+        ))
+    }
 }

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use super::types::Inside;
+use super::values::{DnsLabel, DomainName, MacAddr, Seconds};
 
 /// The gateway's own names in the local zone; no client may take them.
 pub const SERVICE_NAMES: [&str; 5] = ["gateway", "registry", "mirror", "proxy", "socks"];
@@ -26,8 +27,8 @@ pub struct Reservation {
     pub owner: ClientKey,
     /// Its address, inside the inside subnet (it need not be in the pool).
     pub address: Ipv4Addr,
-    /// Its DNS name (one RFC 1123 label), which no other client may take.
-    pub name: Option<String>,
+    /// Its DNS name, which no other client may take.
+    pub name: Option<DnsLabel>,
 }
 
 /// `[dhcp]`: the inside DHCP server.
@@ -35,17 +36,17 @@ pub struct Reservation {
 pub struct Dhcp {
     /// First and last address of the dynamic pool; `None` takes [`Dhcp::default_pool`].
     pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
-    /// Lease time in seconds (T1 is half, T2 seven eighths).
-    pub lease_secs: u32,
+    /// Lease time, at least a minute (T1 is half, T2 seven eighths).
+    pub lease_secs: Seconds,
     /// Domain search list (option 119); the first entry is also option 15 unless empty.
     /// Defaults to the DNS zone.
-    pub search: Option<Vec<String>>,
+    pub search: Option<Vec<DomainName>>,
     /// Answer requests relayed by a DHCP relay (giaddr set); off: the LAN is one segment.
     pub accept_relayed: bool,
     /// Packets per second accepted from one MAC before the rest are dropped and counted.
     pub rate_limit: u32,
-    /// How long a DECLINEd address stays out of the pool, in seconds.
-    pub decline_quarantine_secs: u32,
+    /// How long a DECLINEd address stays out of the pool.
+    pub decline_quarantine_secs: Seconds,
     /// Fixed addresses.
     pub reservations: Vec<Reservation>,
 }
@@ -54,11 +55,11 @@ impl Default for Dhcp {
     fn default() -> Self {
         Dhcp {
             pool: None,
-            lease_secs: 12 * 3600,
+            lease_secs: Seconds::new(12 * 3600),
             search: None,
             accept_relayed: false,
             rate_limit: 10,
-            decline_quarantine_secs: 600,
+            decline_quarantine_secs: Seconds::new(600),
             reservations: Vec::new(),
         }
     }
@@ -89,9 +90,9 @@ impl Dhcp {
         }
     }
 
-    /// The search list to hand out for `zone`.
-    pub fn search_list(&self, zone: &str) -> Vec<String> {
-        self.search.clone().unwrap_or_else(|| vec![zone.to_owned()])
+    /// The search list to hand out: the configured one, else just `zone`.
+    pub fn search_list<'a>(&'a self, zone: &'a DomainName) -> &'a [DomainName] {
+        self.search.as_deref().unwrap_or(std::slice::from_ref(zone))
     }
 }
 
@@ -112,19 +113,20 @@ pub enum DnsUpstream {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dns {
     /// The local zone (RFC 8375 `home.arpa` by default): leases, reservations, service names.
-    pub zone: String,
+    pub zone: DomainName,
     /// Where other names go.
     pub upstream: DnsUpstream,
     /// Upstream servers for `uplink`; empty: the resolvers from the outside DHCP lease.
     pub upstream_servers: Vec<SocketAddr>,
     /// Cached answers at most.
     pub cache_size: usize,
-    /// TTL given to upstream answers that carry none (and the cap for negative answers).
-    pub default_ttl: u32,
+    /// TTL given to upstream answers that carry none (and the cap for negative answers); at
+    /// most `max_ttl`.
+    pub default_ttl: Seconds,
     /// Upstream TTLs are capped here.
-    pub max_ttl: u32,
+    pub max_ttl: Seconds,
     /// TTL of local records (leases change).
-    pub local_ttl: u32,
+    pub local_ttl: Seconds,
     /// Queries per second accepted from one client; the rest are REFUSED.
     pub rate_limit: u32,
 }
@@ -132,15 +134,24 @@ pub struct Dns {
 impl Default for Dns {
     fn default() -> Self {
         Dns {
-            zone: "home.arpa".to_owned(),
+            zone: default_zone(),
             upstream: DnsUpstream::None,
             upstream_servers: Vec::new(),
             cache_size: 10_000,
-            default_ttl: 300,
-            max_ttl: 86_400,
-            local_ttl: 60,
+            default_ttl: Seconds::new(300),
+            max_ttl: Seconds::new(86_400),
+            local_ttl: Seconds::new(60),
             rate_limit: 200,
         }
+    }
+}
+
+/// `home.arpa` (RFC 8375).
+fn default_zone() -> DomainName {
+    match "home.arpa".parse() {
+        Ok(zone) => zone,
+        // A constant; the zone tests parse it.
+        Err(problem) => unreachable!("the default zone: {problem}"),
     }
 }
 
@@ -211,13 +222,13 @@ pub struct Uplink {
     pub macvlan_name: String,
     /// Its mode.
     pub macvlan_mode: MacvlanMode,
-    /// Its MAC; `None` derives one from the NIC's MAC, the same on every start, so the
-    /// upstream DHCP server hands back the same lease.
-    pub mac: Option<[u8; 6]>,
+    /// Its MAC, a unicast one; `None` derives one from the NIC's MAC, the same on every start,
+    /// so the upstream DHCP server hands back the same lease.
+    pub mac: Option<MacAddr>,
     /// IPv6 on the uplink (off: the inside has no IPv6 yet, and it would only leak).
     pub ipv6: bool,
     /// Host name sent to the upstream DHCP server (option 12); none by default (privacy).
-    pub hostname: Option<String>,
+    pub hostname: Option<DnsLabel>,
 }
 
 impl Default for Uplink {

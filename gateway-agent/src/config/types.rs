@@ -3,7 +3,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::str::FromStr;
+
+use super::values::{broadcast, mask, network, same_subnet, PortRule, Protocol};
 
 /// The whole configuration, after every rule has passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,82 +160,6 @@ impl Default for Dataplane {
     }
 }
 
-/// A transport protocol a port is opened for.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    /// `tcp` or `udp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One (protocol, port) open on the gateway's inside address; written `tcp/22`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub struct PortRule {
-    pub protocol: Protocol,
-    pub port: u16,
-}
-
-impl fmt::Display for PortRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.protocol, self.port)
-    }
-}
-
-impl FromStr for PortRule {
-    /// The problem, worded for a config error.
-    type Err = String;
-
-    /// Parses `tcp/N` or `udp/N` with N in 1..=65535.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let Some((protocol, port)) = text.split_once('/') else {
-            return Err(format!(
-                "{text:?} is not a port rule; expected \"tcp/N\" or \"udp/N\", like \"tcp/22\""
-            ));
-        };
-        let protocol = match protocol {
-            "tcp" => Protocol::Tcp,
-            "udp" => Protocol::Udp,
-            other => {
-                return Err(format!(
-                    "{text:?}: unknown protocol {other:?}; expected \"tcp\" or \"udp\""
-                ))
-            }
-        };
-        // u16::from_str would accept "+22"; only plain digits are a port here.
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "{text:?}: port {port:?} is not a number; expected 1..=65535"
-            ));
-        }
-        let port = match port.parse::<u64>() {
-            Ok(0) => {
-                return Err(format!(
-                    "{text:?}: port 0 is not a valid port; use 1..=65535"
-                ))
-            }
-            Ok(n) => u16::try_from(n).ok(),
-            Err(_) => None,
-        }
-        .ok_or_else(|| format!("{text:?}: port {port} is out of range 1..=65535"))?;
-        Ok(PortRule { protocol, port })
-    }
-}
-
 /// `[control]`: the agent's control socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Control {
@@ -373,28 +298,4 @@ impl Services {
                 })
             })
     }
-}
-
-/// The mask of a prefix length; lengths over 32 saturate.
-pub(crate) fn mask(prefix_len: u8) -> u32 {
-    match prefix_len {
-        0 => 0,
-        n => u32::MAX << (32 - u32::from(n.min(32))),
-    }
-}
-
-/// The network address of `address/prefix_len`.
-pub(crate) fn network(address: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(address) & mask(prefix_len))
-}
-
-/// The broadcast address of `address/prefix_len`.
-pub(crate) fn broadcast(address: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(address) | !mask(prefix_len))
-}
-
-/// Whether `a` and `b` are in the same `/prefix_len` subnet.
-pub(crate) fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
-    let m = mask(prefix_len);
-    u32::from(a) & m == u32::from(b) & m
 }

@@ -7,9 +7,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use super::error::Errors;
 use super::services::{Dhcp, Dns, DnsUpstream, Uplink, SERVICE_NAMES};
-use super::types::{
-    same_subnet, Inside, Interfaces, Metrics, Outside, OutsideAddress, PortRule, Protocol, Services,
-};
+use super::types::{Inside, Interfaces, Metrics, Outside, OutsideAddress, Services};
+use super::values::{same_subnet, PortRule, Protocol};
 
 /// A static outside subnet must not overlap the inside subnet: the gateway could not tell the
 /// LAN from the uplink, and the egress guard drops inside-sourced packets on the outside.

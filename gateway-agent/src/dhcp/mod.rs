@@ -60,7 +60,7 @@ pub struct DhcpServerSettings {
     /// `[dhcp]`: pool, lease time, reservations, limits.
     pub dhcp: config::Dhcp,
     /// The local DNS zone (e.g. `home.arpa`): the default search list and clients' FQDN.
-    pub zone: String,
+    pub zone: config::DomainName,
     /// Names clients may not take (the service names: gateway, registry, mirror, …).
     pub reserved_names: Vec<String>,
     /// The lease store file (redb), e.g. `<state dir>/dhcp-leases.redb`.

@@ -105,8 +105,8 @@ impl DnsServer {
                 MAX_TRACKED_CLIENTS,
             )),
             policy: TtlPolicy {
-                default_ttl: settings.dns.default_ttl,
-                max_ttl: settings.dns.max_ttl,
+                default_ttl: settings.dns.default_ttl.get(),
+                max_ttl: settings.dns.max_ttl.get(),
             },
             counters: Default::default(),
             log_queries: settings.log_queries,

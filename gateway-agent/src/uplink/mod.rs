@@ -193,7 +193,7 @@ impl Uplink {
                 let client = Client::new(
                     Identity {
                         mac: link.mac,
-                        hostname: settings.uplink.hostname.clone(),
+                        hostname: settings.uplink.hostname.clone().map(String::from),
                     },
                     random_seed(),
                 );

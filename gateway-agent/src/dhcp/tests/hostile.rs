@@ -365,7 +365,7 @@ fn fuzz_relays_reservations_small_pool() {
     settings.dhcp.reservations = vec![Reservation {
         owner: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
         address: ip(20),
-        name: Some("laptop".into()),
+        name: Some("laptop".parse().unwrap()),
     }];
     fuzz(settings, 0x0123_4567_89ab_cdef, 12_000);
 }

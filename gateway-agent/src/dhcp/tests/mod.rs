@@ -39,7 +39,7 @@ pub(super) fn settings() -> DhcpServerSettings {
         port: 67,
         client_port: 68,
         dhcp: Dhcp::default(),
-        zone: "home.arpa".into(),
+        zone: "home.arpa".parse().unwrap(),
         reserved_names: ["gateway", "registry", "mirror", "proxy", "socks"]
             .map(String::from)
             .to_vec(),

@@ -135,7 +135,7 @@ fn collisions_get_deterministic_suffixes() {
     settings.dhcp.reservations = vec![Reservation {
         owner: ClientKey::Mac([2, 0, 0, 0, 0, 9]),
         address: ip(20),
-        name: Some("printer".into()),
+        name: Some("printer".parse().unwrap()),
     }];
     let mut bench = Bench::with(settings);
 
