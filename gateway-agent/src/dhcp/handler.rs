@@ -7,9 +7,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{anyhow, Result};
 
-use crate::config::{ClientKey, DomainName, Inside, Reservation, Seconds};
+use crate::config::{DomainName, Inside, Seconds};
 use crate::lease_events::LeaseEvent;
 
+use super::config::{ClientKey, Reservation};
 use super::hostname;
 use super::leases::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};

@@ -11,7 +11,8 @@ use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::names::{parse_ptr_name, ptr_name, reverse_zones};
-use crate::config::{DomainName, Inside, Reservation, Seconds};
+use crate::config::{DomainName, Inside, Seconds};
+use crate::dhcp::config::Reservation;
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 
 /// What the local zone says about a question.
@@ -402,7 +403,7 @@ fn initial_serial() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClientKey;
+    use crate::dhcp::config::ClientKey;
 
     const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const SERVICES: &[&str] = &["gateway", "registry", "mirror", "proxy", "socks"];

@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
-use crate::config::{self, MacvlanMode};
+use super::config::{self, MacvlanMode};
 
 /// The macvlan as the agent uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]

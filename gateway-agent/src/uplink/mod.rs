@@ -9,6 +9,7 @@
 
 mod addr;
 mod client_socket;
+pub mod config;
 pub mod dhcp_client;
 mod lease_file;
 mod macvlan;
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, OutsideAddress};
+use config::OutsideAddress;
 use dhcp_client::{Client, Identity, Remembered};
 use lease_file::LeaseFile;
 

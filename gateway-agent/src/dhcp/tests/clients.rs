@@ -3,7 +3,7 @@
 use dhcproto::v4::MessageType as Mt;
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::store::{Store, StoreOp};
 
 /// A dhcpcd-style client identifier: type 255, IAID, DUID-LLT (RFC 4361).

@@ -265,8 +265,8 @@ fn inform_gets_options_but_no_lease() {
 #[test]
 fn naks_for_foreign_taken_and_reserved_addresses() {
     let mut settings = settings();
-    settings.dhcp.reservations = vec![crate::config::Reservation {
-        owner: crate::config::ClientKey::Mac([2, 0, 0, 0, 0, 9]),
+    settings.dhcp.reservations = vec![crate::dhcp::config::Reservation {
+        owner: crate::dhcp::config::ClientKey::Mac([2, 0, 0, 0, 0, 9]),
         address: ip(20),
         name: None,
     }];

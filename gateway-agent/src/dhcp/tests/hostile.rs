@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, MessageType as Mt, OptionCode};
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::stats::DhcpStats;
 
 /// A DISCOVER in raw bytes, options replaced by `options` (END appended).

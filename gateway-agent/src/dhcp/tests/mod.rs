@@ -14,7 +14,8 @@ use dhcproto::v4::{
 };
 use dhcproto::{Decodable, Encodable};
 
-use crate::config::{Dhcp, Inside};
+use crate::config::Inside;
+use crate::dhcp::config::Dhcp;
 use crate::lease_events::{LeaseEvent, LeaseInfo};
 
 use super::handler::{Destination, Handler, Now, Outcome};

@@ -3,7 +3,7 @@
 use dhcproto::v4::{DhcpOption, OptionCode};
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::hostname;
 
 /// Option 81 bytes: flags, two rcodes, then the name.

@@ -1,46 +1,16 @@
-//! The validated configuration: the types the rest of the agent reads, and their defaults.
+//! The tables no one service owns: `[interfaces]`, `[inside]`, `[state]`, `[log]`, and the
+//! `enabled` and `port` every service table has. Their types, defaults and readers.
 
-use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use super::values::{broadcast, mask, network, same_subnet, PortRule, Protocol};
+use super::error::Errors;
+use super::reader::{self, Section};
+use super::values::{self, broadcast, network, same_subnet, PortRule, Protocol};
 
-/// The whole configuration, after every rule has passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    pub interfaces: Interfaces,
-    pub inside: Inside,
-    pub outside: Outside,
-    pub dataplane: Dataplane,
-    pub control: Control,
-    pub metrics: Metrics,
-    pub state: State,
-    pub log: Log,
-    pub services: Services,
-    /// `[dhcp]` settings beyond enabled/port.
-    pub dhcp: super::services::Dhcp,
-    /// `[dns]` settings beyond enabled/port.
-    pub dns: super::services::Dns,
-    /// `[outside]` settings beyond the address: the macvlan and its DHCP client.
-    pub uplink: super::services::Uplink,
-    /// `[http_proxy]` settings beyond enabled/port.
-    pub http_proxy: super::services::HttpProxy,
-    /// `[tor]`: the embedded Tor client.
-    pub tor: super::services::Tor,
-}
-
-impl Config {
-    /// Every (protocol, port) the XDP program must pass to the gateway's inside address:
-    /// enabled services (dns gives tcp and udp), then `dataplane.allow`.
-    pub fn open_ports(&self) -> Vec<PortRule> {
-        self.services
-            .enabled_ports()
-            .map(|(_, rule)| rule)
-            .chain(self.dataplane.allow.iter().copied())
-            .collect()
-    }
-}
+/// The inside subnet needs room for the gateway and at least one client.
+const INSIDE_PREFIXES: RangeInclusive<u8> = 8..=30;
 
 /// `[interfaces]`: the two NICs. Both are required; the agent never guesses them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +31,7 @@ pub struct Inside {
 impl Inside {
     /// The subnet mask, e.g. 255.255.255.0 for /24.
     pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(mask(self.prefix_len))
+        Ipv4Addr::from(values::mask(self.prefix_len))
     }
 
     /// The subnet's network address, e.g. 198.51.100.0.
@@ -87,107 +57,6 @@ impl Inside {
     /// The subnet in CIDR form, e.g. `198.51.100.0/24`.
     pub fn subnet(&self) -> String {
         format!("{}/{}", self.network(), self.prefix_len)
-    }
-}
-
-/// How the outside interface gets its address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OutsideAddress {
-    /// From the uplink's DHCP server (the default).
-    #[default]
-    Dhcp,
-    /// A fixed address; `gateway` is the default router, inside that subnet.
-    Static {
-        address: Ipv4Addr,
-        prefix_len: u8,
-        gateway: Option<Ipv4Addr>,
-    },
-}
-
-/// `[outside]`: the uplink side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Outside {
-    pub address: OutsideAddress,
-}
-
-/// How the XDP program is attached (`dataplane.xdp_mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XdpMode {
-    /// Native if the driver supports it, else generic (skb).
-    #[default]
-    Auto,
-    Native,
-    Skb,
-}
-
-impl XdpMode {
-    /// The config spelling: `auto`, `native` or `skb`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            XdpMode::Auto => "auto",
-            XdpMode::Native => "native",
-            XdpMode::Skb => "skb",
-        }
-    }
-}
-
-impl fmt::Display for XdpMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `[dataplane]`: the eBPF side.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dataplane {
-    /// The bpffs directory maps and links are pinned in.
-    pub bpf_pin_dir: PathBuf,
-    pub xdp_mode: XdpMode,
-    /// Pass ICMP echo to the gateway's inside address.
-    pub allow_ping: bool,
-    /// Extra ports open on the gateway's inside address, beyond the enabled services.
-    pub allow: Vec<PortRule>,
-}
-
-impl Default for Dataplane {
-    fn default() -> Self {
-        Dataplane {
-            bpf_pin_dir: PathBuf::from("/sys/fs/bpf/gateway"),
-            xdp_mode: XdpMode::Auto,
-            allow_ping: true,
-            allow: Vec::new(),
-        }
-    }
-}
-
-/// `[control]`: the agent's control socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Control {
-    pub socket: PathBuf,
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            socket: PathBuf::from("/run/gateway/control.sock"),
-        }
-    }
-}
-
-/// `[metrics]`: the Prometheus endpoint. Aggregate counters only: no client addresses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Metrics {
-    pub enabled: bool,
-    /// Where `GET /metrics` is served; loopback by default, so only the host can read it.
-    pub listen: SocketAddr,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            enabled: true,
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 9101)),
-        }
     }
 }
 
@@ -297,5 +166,103 @@ impl Services {
                     )
                 })
             })
+    }
+}
+
+/// `[interfaces]`: both NICs, which must differ.
+pub(crate) fn interfaces(section: &mut Section, errors: &mut Errors) -> Option<Interfaces> {
+    let outside = section.required(
+        "outside",
+        "the uplink NIC's name, like \"eth0\"",
+        errors,
+        |value| values::interface_name(&reader::string(value)?),
+    );
+    let inside = section.required(
+        "inside",
+        "the LAN NIC's name, like \"eth1\"",
+        errors,
+        |value| values::interface_name(&reader::string(value)?),
+    );
+    if let (Some(outside), Some(inside)) = (&outside, &inside) {
+        if outside == inside {
+            errors.push(
+                &section.key("inside"),
+                format!(
+                    "{inside:?} is also {}; the inside and outside must be different NICs",
+                    section.key("outside")
+                ),
+            );
+            return None;
+        }
+    }
+    Some(Interfaces {
+        outside: outside?,
+        inside: inside?,
+    })
+}
+
+/// `[inside]`: the gateway's LAN address and prefix.
+pub(crate) fn inside(section: &mut Section, errors: &mut Errors) -> Option<Inside> {
+    section.required(
+        "address",
+        "the gateway's LAN address with the LAN's prefix length, like \"198.51.100.1/24\"",
+        errors,
+        |value| {
+            let (address, prefix_len) = values::cidr(&reader::string(value)?)?;
+            values::host_address(address, prefix_len, INSIDE_PREFIXES)?;
+            Ok(Inside {
+                address,
+                prefix_len,
+            })
+        },
+    )
+}
+
+/// `[state]`: the state directory.
+pub(crate) fn state(section: &mut Section, errors: &mut Errors) -> Option<State> {
+    let dir = section.optional("dir", State::default().dir, errors, |value| {
+        values::absolute_path(&reader::string(value)?)
+    });
+    Some(State { dir: dir? })
+}
+
+/// `[log]`: the level and whether queries are logged.
+pub(crate) fn log(section: &mut Section, errors: &mut Errors) -> Option<Log> {
+    let defaults = Log::default();
+    let level = section.optional("level", defaults.level, errors, |value| {
+        log_level(&reader::string(value)?)
+    });
+    let queries = section.optional("queries", defaults.queries, errors, reader::boolean);
+    Some(Log {
+        level: level?,
+        queries: queries?,
+    })
+}
+
+/// One of [`LOG_LEVELS`].
+fn log_level(text: &str) -> Result<String, String> {
+    if LOG_LEVELS.contains(&text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a log level; expected one of: {}",
+            LOG_LEVELS.join(", ")
+        ))
+    }
+}
+
+/// A service table's `enabled` and `port`. An invalid service comes back disabled, which only
+/// keeps it out of the port rule: its errors already reject the config.
+pub(crate) fn service(section: &mut Section, default: Service, errors: &mut Errors) -> Service {
+    let enabled = section.optional("enabled", default.enabled, errors, reader::boolean);
+    let port = section.optional("port", default.port, errors, |value| {
+        values::port(reader::integer(value)?)
+    });
+    match (enabled, port, section.is_broken()) {
+        (Some(enabled), Some(port), false) => Service { enabled, port },
+        _ => Service {
+            enabled: false,
+            port: default.port,
+        },
     }
 }
