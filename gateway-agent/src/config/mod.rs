@@ -20,6 +20,8 @@ mod validate;
 pub(crate) mod values;
 
 #[cfg(test)]
+mod example;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;
