@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use gateway_agent::config::{Dns, Inside};
+use gateway_agent::config::{Dns, Inside, Seconds};
 use gateway_agent::dns::{DnsServer, DnsServerSettings, LocalZone, SERVICE_NAMES};
 
 #[derive(Clone, Default)]
@@ -39,12 +39,12 @@ async fn ask(log_queries: bool, name: &str) {
     };
     let zone = Arc::new(
         LocalZone::new(
-            "home.arpa",
+            &"home.arpa".parse().expect("a domain name"),
             inside,
             Ipv4Addr::LOCALHOST,
             &SERVICE_NAMES,
             &[],
-            60,
+            Seconds::new(60),
         )
         .expect("zone"),
     );

@@ -512,7 +512,7 @@ fn static_address_mode_change_and_name_clash() {
         let cfg = UplinkConfig {
             macvlan_name: MACVLAN.to_owned(),
             macvlan_mode: MacvlanMode::Private,
-            mac: Some(mac),
+            mac: Some(mac.into()),
             ..UplinkConfig::default()
         };
         let fixed = OutsideAddress::Static {

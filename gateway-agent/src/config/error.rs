@@ -77,11 +77,16 @@ impl<'a> IntoIterator for &'a ConfigErrors {
 
 /// The sink every reader and rule pushes into during one pass.
 #[derive(Debug, Default)]
-pub(crate) struct Errors(Vec<ConfigError>);
+pub(crate) struct Errors {
+    errors: Vec<ConfigError>,
+    /// Under test, every dotted key a reader asked for: what the example config must list.
+    #[cfg(test)]
+    known: Vec<String>,
+}
 
 impl Errors {
     pub(crate) fn push(&mut self, key: &str, problem: impl Into<String>) {
-        self.0.push(ConfigError::new(key, problem));
+        self.errors.push(ConfigError::new(key, problem));
     }
 
     /// The value of `result`, or `None` after recording its problem under `key`.
@@ -90,10 +95,28 @@ impl Errors {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 
     pub(crate) fn into_errors(self) -> ConfigErrors {
-        ConfigErrors(self.0)
+        ConfigErrors(self.errors)
+    }
+
+    /// Records keys a table's reader asked for, whether or not they were set.
+    #[cfg(test)]
+    pub(crate) fn note_known(&mut self, keys: impl Iterator<Item = String>) {
+        self.known.extend(keys);
+    }
+
+    /// Every key asked for so far, as dotted paths (`dhcp.reservations[0].mac`).
+    #[cfg(test)]
+    pub(crate) fn known(&self) -> &[String] {
+        &self.known
+    }
+
+    /// The errors so far.
+    #[cfg(test)]
+    pub(crate) fn errors(&self) -> &[ConfigError] {
+        &self.errors
     }
 }

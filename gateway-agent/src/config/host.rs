@@ -3,7 +3,7 @@
 use std::ffi::CString;
 
 use super::error::ConfigError;
-use super::types::Config;
+use super::Config;
 
 /// Checks that only the running host can answer: both interfaces exist in this network namespace.
 /// Errors are keyed `interfaces.outside` / `interfaces.inside`.

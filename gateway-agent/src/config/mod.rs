@@ -4,33 +4,82 @@
 //! [`load`] and [`parse`] report every problem at once, each naming its dotted key, so
 //! `check-config` can show the administrator the whole list. [`check_host`] adds what only the
 //! running host can tell (do the interfaces exist).
+//!
+//! Each table belongs to the module that uses it: `dhcp/config.rs` has `[dhcp]`'s type,
+//! defaults, reader and rules, and likewise `dns`, `uplink` (`[outside]`), `http_proxy`, `tor`,
+//! `dataplane`, `metrics` and `control`. This module keeps what they share: the key-by-key
+//! `reader`, the errors, the typed values and their parsers (`values`), the tables no one service
+//! owns (`common`), the composition (`parse`) and the rules across tables (`validate`).
 
+mod common;
 mod error;
 mod host;
 mod parse;
-mod reader;
-mod service_tables;
-mod services;
-mod types;
+pub(crate) mod reader;
 mod validate;
-mod values;
-mod values_services;
+pub(crate) mod values;
 
+#[cfg(test)]
+mod example;
 #[cfg(test)]
 mod tests;
 
 use std::path::Path;
 
+pub use common::{Inside, Interfaces, Log, Service, Services, State, LOG_LEVELS};
+pub(crate) use error::Errors;
 pub use error::{ConfigError, ConfigErrors};
 pub use host::check_host;
-pub use services::{
-    ClientKey, Dhcp, Dns, DnsUpstream, Egress, HttpProxy, MacvlanMode, Reservation, Tor, Uplink,
-    SERVICE_NAMES,
-};
-pub use types::{
-    Config, Control, Dataplane, Inside, Interfaces, Log, Metrics, Outside, OutsideAddress,
-    PortRule, Protocol, Service, Services, State, XdpMode, LOG_LEVELS,
-};
+pub use values::{DnsLabel, DomainName, MacAddr, PortRule, Protocol, Seconds};
+
+// The tables their services own, so `config::X` names the type of every `Config` field.
+pub use crate::control::config::Control;
+pub use crate::dataplane::config::{Dataplane, XdpMode};
+pub use crate::dhcp::config::{ClientKey, Dhcp, Reservation};
+pub use crate::dns::config::{Dns, DnsUpstream};
+pub use crate::egress::Egress;
+pub use crate::http_proxy::config::HttpProxy;
+pub use crate::metrics::config::Metrics;
+pub use crate::tor::config::Tor;
+pub use crate::uplink::config::{MacvlanMode, Outside, OutsideAddress, Uplink};
+
+/// The whole configuration, after every rule has passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub interfaces: Interfaces,
+    pub inside: Inside,
+    /// `[outside]`: the uplink's address.
+    pub outside: Outside,
+    pub dataplane: Dataplane,
+    pub control: Control,
+    pub metrics: Metrics,
+    pub state: State,
+    pub log: Log,
+    /// Every service table's `enabled` and `port`.
+    pub services: Services,
+    /// `[dhcp]` settings beyond enabled/port.
+    pub dhcp: Dhcp,
+    /// `[dns]` settings beyond enabled/port.
+    pub dns: Dns,
+    /// `[outside]` settings beyond the address: the macvlan and its DHCP client.
+    pub uplink: Uplink,
+    /// `[http_proxy]` settings beyond enabled/port.
+    pub http_proxy: HttpProxy,
+    /// `[tor]`: the embedded Tor client.
+    pub tor: Tor,
+}
+
+impl Config {
+    /// Every (protocol, port) the XDP program must pass to the gateway's inside address:
+    /// enabled services (dns gives tcp and udp), then `dataplane.allow`.
+    pub fn open_ports(&self) -> Vec<PortRule> {
+        self.services
+            .enabled_ports()
+            .map(|(_, rule)| rule)
+            .chain(self.dataplane.allow.iter().copied())
+            .collect()
+    }
+}
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

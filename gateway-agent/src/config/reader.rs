@@ -144,6 +144,8 @@ impl Section {
 
     /// Reports every key nobody asked for as unknown.
     pub(crate) fn finish(self, errors: &mut Errors) {
+        #[cfg(test)]
+        errors.note_known(self.known.iter().map(|name| self.key(name)));
         for name in self.table.keys() {
             errors.push(
                 &self.key(name),

@@ -944,7 +944,10 @@ default_ttl = "5m"
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.uplink.macvlan_name, "up0");
     assert_eq!(cfg.uplink.macvlan_mode, super::MacvlanMode::Private);
-    assert_eq!(cfg.uplink.mac, Some([2, 0x11, 0x22, 0x33, 0x44, 0x55]));
+    assert_eq!(
+        cfg.uplink.mac,
+        Some(MacAddr::new([2, 0x11, 0x22, 0x33, 0x44, 0x55]))
+    );
     assert_eq!(cfg.uplink.hostname.as_deref(), Some("gw"));
     assert_eq!(cfg.dhcp.lease_secs, 7200);
     assert_eq!(
@@ -954,7 +957,10 @@ default_ttl = "5m"
             "198.51.100.60".parse().unwrap()
         ))
     );
-    assert_eq!(cfg.dhcp.search_list("x"), ["home.arpa", "lab.example"]);
+    assert_eq!(
+        cfg.dhcp.search_list(&"x".parse().unwrap()),
+        ["home.arpa", "lab.example"]
+    );
     assert_eq!(cfg.dhcp.reservations.len(), 2);
     assert_eq!(cfg.dhcp.reservations[0].name.as_deref(), Some("nas"));
     assert_eq!(

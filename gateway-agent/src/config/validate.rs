@@ -5,11 +5,20 @@ use std::collections::hash_map::{Entry, HashMap};
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::common::{Inside, Interfaces, Services};
 use super::error::Errors;
-use super::services::{Dhcp, Dns, DnsUpstream, Uplink, SERVICE_NAMES};
-use super::types::{
-    same_subnet, Inside, Interfaces, Metrics, Outside, OutsideAddress, PortRule, Protocol, Services,
-};
+use super::values::{same_subnet, PortRule, Protocol};
+use crate::dhcp::config::Dhcp;
+use crate::dns::config::{Dns, DnsUpstream};
+use crate::metrics::config::Metrics;
+use crate::uplink::config::{Outside, OutsideAddress, Uplink};
+
+/// SOCKS only goes over Tor.
+pub(crate) fn socks_needs_tor(services: &Services, tor_enabled: bool, errors: &mut Errors) {
+    if services.socks.enabled && !tor_enabled {
+        errors.push("socks.enabled", "the SOCKS server needs tor.enabled = true");
+    }
+}
 
 /// A static outside subnet must not overlap the inside subnet: the gateway could not tell the
 /// LAN from the uplink, and the egress guard drops inside-sourced packets on the outside.
@@ -51,7 +60,8 @@ pub(crate) fn unique_ports(users: &[(String, PortRule)], errors: &mut Errors) {
 }
 
 /// The DHCP pool and reservations must lie in the inside subnet, away from the gateway's own
-/// address, the network and broadcast addresses; reservations are unique.
+/// address, the network and broadcast addresses. (That reservations are unique is `[dhcp]`'s
+/// own rule.)
 pub(crate) fn dhcp_fits_inside(inside: &Inside, dhcp: &Dhcp, errors: &mut Errors) {
     let usable = |ip: Ipv4Addr| -> Result<(), String> {
         if !inside.contains(ip) {
@@ -89,42 +99,9 @@ pub(crate) fn dhcp_fits_inside(inside: &Inside, dhcp: &Dhcp, errors: &mut Errors
             Ok(()) => {}
         }
     }
-    let mut addresses = HashMap::new();
-    let mut owners = HashMap::new();
-    let mut names = HashMap::new();
     for (i, r) in dhcp.reservations.iter().enumerate() {
-        let key = format!("dhcp.reservations[{i}]");
         if let Err(problem) = usable(r.address) {
-            errors.push(&format!("{key}.address"), problem);
-        }
-        if let Some(first) = addresses.insert(r.address, i) {
-            errors.push(
-                &format!("{key}.address"),
-                format!(
-                    "{} is already reserved by dhcp.reservations[{first}]",
-                    r.address
-                ),
-            );
-        }
-        if let Some(first) = owners.insert(r.owner.clone(), i) {
-            errors.push(
-                &key,
-                format!("this client already has dhcp.reservations[{first}]"),
-            );
-        }
-        if let Some(name) = &r.name {
-            if SERVICE_NAMES.contains(&name.as_str()) {
-                errors.push(
-                    &format!("{key}.name"),
-                    format!("{name:?} is one of the gateway's own service names"),
-                );
-            }
-            if let Some(first) = names.insert(name.clone(), i) {
-                errors.push(
-                    &format!("{key}.name"),
-                    format!("{name:?} is already the name of dhcp.reservations[{first}]"),
-                );
-            }
+            errors.push(&format!("dhcp.reservations[{i}].address"), problem);
         }
     }
 }

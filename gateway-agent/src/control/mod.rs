@@ -2,5 +2,6 @@
 //! about live state. One JSON request line in, one JSON response line out.
 
 pub mod client;
+pub mod config;
 pub mod protocol;
 pub mod server;

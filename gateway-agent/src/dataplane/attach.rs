@@ -17,8 +17,8 @@ use aya::{
 };
 use gateway_common::maps::programs::{INSIDE_INGRESS, OUTSIDE_EGRESS};
 
+use super::config;
 use super::pins::PinLayout;
-use crate::config;
 
 /// A program attached to an interface, its link pinned.
 #[derive(Debug)]

@@ -2,6 +2,7 @@
 //! and detach them again on shutdown. `inspect` reads the pinned maps for the CLI.
 
 mod attach;
+pub mod config;
 pub mod inspect;
 pub mod leases;
 mod log_forward;

@@ -7,9 +7,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use anyhow::{anyhow, Result};
 
-use crate::config::{ClientKey, Inside, Reservation};
+use crate::config::{DomainName, Inside, Seconds};
 use crate::lease_events::LeaseEvent;
 
+use super::config::{ClientKey, Reservation};
 use super::hostname;
 use super::leases::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};
@@ -70,14 +71,14 @@ struct Settings {
     server_ip: Ipv4Addr,
     inside: Inside,
     netmask: Ipv4Addr,
-    lease_secs: u32,
+    lease_secs: Seconds,
     accept_relayed: bool,
-    decline_quarantine_secs: u32,
+    decline_quarantine_secs: Seconds,
     server_port: u16,
     client_port: u16,
-    zone: String,
+    zone: DomainName,
     /// Option 15.
-    domain: Option<String>,
+    domain: Option<DomainName>,
     /// Option 119, wire format.
     search: Option<Vec<u8>>,
     /// Service names and [`hostname::ALWAYS_RESERVED`].
@@ -117,58 +118,28 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
-    /// Checks `settings` (pool and reservations inside the subnet, names and search list
-    /// valid) and starts with no leases.
+    /// Starts with no leases. The config has checked the names, the search list and the lease
+    /// time; the pool checks its range and reservations against `settings.inside` and
+    /// `settings.server_ip`, which the agent passes apart from the config.
     pub(crate) fn new(settings: &DhcpServerSettings) -> Result<Handler> {
         let dhcp = &settings.dhcp;
-        if dhcp.lease_secs == 0 {
-            return Err(anyhow!("dhcp.lease_secs must be at least 1"));
-        }
-        let reservations = dhcp
-            .reservations
-            .iter()
-            .map(|reservation| {
-                let name = match &reservation.name {
-                    None => None,
-                    Some(name) => Some(
-                        hostname::sanitize(name.as_bytes())
-                            .filter(|clean| clean == name)
-                            .ok_or_else(|| {
-                                anyhow!(
-                                    "the reserved name {name:?} for {} is not one DNS label \
-                                     (lowercase letters, digits, '-')",
-                                    reservation.address
-                                )
-                            })?,
-                    ),
-                };
-                Ok(Reservation {
-                    name,
-                    ..reservation.clone()
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         let pool = Pool::new(
             settings.inside,
             settings.server_ip,
             dhcp.pool_range(&settings.inside),
-            reservations,
+            dhcp.reservations.clone(),
         )
         .map_err(|problem| anyhow!("dhcp: {problem}"))?;
 
+        let search_list = dhcp.search_list(&settings.zone);
         let mut search = Vec::new();
-        let mut domain = None;
-        for name in dhcp.search_list(&settings.zone) {
-            let name = name.trim_end_matches('.');
-            let ldh = name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        for name in search_list {
+            // A domain name is at most 253 bytes, so its wire form always fits.
             let wire = reply::wire_name(name)
-                .filter(|_| ldh && !name.is_empty())
-                .ok_or_else(|| anyhow!("dhcp.search: {name:?} is not a domain name"))?;
-            domain.get_or_insert_with(|| name.to_owned());
+                .ok_or_else(|| anyhow!("dhcp.search: {name} does not fit a DNS name"))?;
             search.extend_from_slice(&wire);
         }
+        let domain = search_list.first().cloned();
         let reserved_names = settings
             .reserved_names
             .iter()
@@ -190,7 +161,7 @@ impl Handler {
                 decline_quarantine_secs: dhcp.decline_quarantine_secs,
                 server_port: settings.port,
                 client_port: settings.client_port,
-                zone: settings.zone.trim_end_matches('.').to_owned(),
+                zone: settings.zone.clone(),
                 domain,
                 search: (!search.is_empty()).then_some(search),
                 reserved_names,
@@ -246,8 +217,9 @@ impl Handler {
             let hostname = if live {
                 let wanted = reservation
                     .as_ref()
-                    .and_then(|r| r.name.clone())
+                    .and_then(|r| r.name.clone().map(String::from))
                     .or_else(|| {
+                        // From the store, which an older version may have written.
                         row.hostname
                             .as_deref()
                             .and_then(|n| hostname::sanitize(n.as_bytes()))
@@ -457,7 +429,7 @@ impl Handler {
         let previous = self.leases.get(&client.key).cloned();
         let wanted = reservation
             .as_ref()
-            .and_then(|r| r.name.clone())
+            .and_then(|r| r.name.clone().map(String::from))
             .or_else(|| hostname::requested(request.fqdn.as_ref(), request.hostname.as_deref()))
             .or_else(|| previous.as_ref().and_then(|l| l.hostname.clone()));
         let name = wanted.as_ref().and_then(|wanted| {
@@ -527,7 +499,7 @@ impl Handler {
         // Not a per-query log: a decline means another host uses that address.
         tracing::warn!(
             %address,
-            secs = self.settings.decline_quarantine_secs,
+            secs = self.settings.decline_quarantine_secs.get(),
             "a DHCP client declined an address (in use by another host?); quarantined"
         );
         out
@@ -625,7 +597,13 @@ impl Handler {
         address: Ipv4Addr,
         fqdn: Option<Vec<u8>>,
     ) -> Reply {
-        self.reply(kind, request, address, Some(self.settings.lease_secs), fqdn)
+        self.reply(
+            kind,
+            request,
+            address,
+            Some(self.settings.lease_secs.get()),
+            fqdn,
+        )
     }
 
     fn reply(

@@ -4,7 +4,7 @@
 //! `[a-z0-9-]`, no leading or trailing `-`, 1 to 63 bytes. Only the first label of a dotted
 //! name is used (the zone is ours, not the client's to choose).
 
-use crate::config::ClientKey;
+use super::config::ClientKey;
 
 use super::packet::Fqdn;
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
-use crate::config::ClientKey;
+use super::config::ClientKey;
 use crate::lease_events::LeaseInfo;
 
 use super::store::{StoredLease, StoredQuarantine};

@@ -10,6 +10,7 @@
 //! client names safe and unique, `leases` is the in-memory table, `store` the redb file, `rate`
 //! the per-MAC limit, `reply` the encoder, `socket` and `server` the I/O.
 
+pub mod config;
 mod handler;
 mod hostname;
 mod leases;
@@ -33,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config;
+use crate::config::{DomainName, Inside};
 use crate::lease_events::LeaseSink;
 use crate::net::service_task::ServiceTask;
 
@@ -53,7 +54,7 @@ pub struct DhcpServerSettings {
     /// The gateway's inside address: server identifier, router and DNS server for clients.
     pub server_ip: Ipv4Addr,
     /// The inside subnet.
-    pub inside: config::Inside,
+    pub inside: Inside,
     /// Server port, 67 (tests may use another).
     pub port: u16,
     /// Client port, 68.
@@ -61,7 +62,7 @@ pub struct DhcpServerSettings {
     /// `[dhcp]`: pool, lease time, reservations, limits.
     pub dhcp: config::Dhcp,
     /// The local DNS zone (e.g. `home.arpa`): the default search list and clients' FQDN.
-    pub zone: String,
+    pub zone: DomainName,
     /// Names clients may not take (the service names: gateway, registry, mirror, …).
     pub reserved_names: Vec<String>,
     /// The lease store file (redb), e.g. `<state dir>/dhcp-leases.redb`.

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use crate::config::{ClientKey, Inside, Reservation};
+use super::config::{ClientKey, Reservation};
+use crate::config::Inside;
 
 use super::leases::LeaseTable;
 

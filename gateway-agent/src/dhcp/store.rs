@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ClientKey;
+use super::config::ClientKey;
 
 use super::hostname::key_bytes;
 

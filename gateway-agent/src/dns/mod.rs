@@ -7,6 +7,7 @@
 //! client. Queries are logged only when `log_queries` is set.
 
 mod cache;
+pub mod config;
 mod handler;
 mod inflight;
 mod names;
@@ -29,7 +30,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::config::{Dns, Inside};
+use crate::config::Inside;
+use config::Dns;
 
 pub use handler::MAX_UDP_PAYLOAD;
 pub use service::SERVICE;
@@ -45,8 +47,9 @@ use inflight::InFlight;
 use names::NeverForward;
 use ratelimit::{RateLimiter, MAX_TRACKED_CLIENTS};
 
-/// The gateway's own names in the zone (one list with the config's reservation check).
-pub use crate::config::SERVICE_NAMES;
+/// The gateway's own names in the local zone. No client may take them, and no
+/// `[[dhcp.reservations]]` name either.
+pub const SERVICE_NAMES: [&str; 5] = ["gateway", "registry", "mirror", "proxy", "socks"];
 
 /// A `tracing` filter directive that keeps hickory's own per-request logs (DEBUG and above
 /// name clients and queries) out of the log; add it to the subscriber's filter.
@@ -107,8 +110,8 @@ impl DnsServer {
                 MAX_TRACKED_CLIENTS,
             )),
             policy: TtlPolicy {
-                default_ttl: settings.dns.default_ttl,
-                max_ttl: settings.dns.max_ttl,
+                default_ttl: settings.dns.default_ttl.get(),
+                max_ttl: settings.dns.max_ttl.get(),
             },
             counters: Default::default(),
             log_queries: settings.log_queries,

@@ -19,7 +19,7 @@ use super::ratelimit::RateLimiter;
 use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::LocalZone;
 use super::SERVICE_NAMES;
-use crate::config::Inside;
+use crate::config::{Inside, Seconds};
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -114,8 +114,9 @@ fn inside() -> Inside {
 }
 
 fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
+    let (zone_name, ttl) = ("home.arpa".parse().unwrap(), Seconds::new(60));
     let zone =
-        Arc::new(LocalZone::new("home.arpa", inside(), GW, &SERVICE_NAMES, &[], 60).unwrap());
+        Arc::new(LocalZone::new(&zone_name, inside(), GW, &SERVICE_NAMES, &[], ttl).unwrap());
     Shared {
         inside: inside(),
         never: NeverForward::new(zone.origin(), &inside()),

@@ -11,7 +11,8 @@ use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::names::{parse_ptr_name, ptr_name, reverse_zones};
-use crate::config::{Inside, Reservation};
+use crate::config::{DomainName, Inside, Seconds};
+use crate::dhcp::config::Reservation;
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 
 /// What the local zone says about a question.
@@ -73,23 +74,17 @@ impl LocalZone {
     /// A zone `zone` (e.g. `home.arpa`) with `service_names` pointing at `gateway_ip`, the
     /// named `reservations`, and PTRs in the reverse zones of `inside`. Records carry `ttl`.
     pub fn new(
-        zone: &str,
+        zone: &DomainName,
         inside: Inside,
         gateway_ip: Ipv4Addr,
         service_names: &[&str],
         reservations: &[Reservation],
-        ttl: u32,
+        ttl: Seconds,
     ) -> Result<Self, ZoneError> {
         let mut origin = Name::from_ascii(zone).map_err(|err| ZoneError::BadZone {
-            zone: zone.to_owned(),
+            zone: zone.to_string(),
             reason: err.to_string(),
         })?;
-        if origin.iter().count() == 0 {
-            return Err(ZoneError::BadZone {
-                zone: zone.to_owned(),
-                reason: "the root zone cannot be local".to_owned(),
-            });
-        }
         origin.set_fqdn(true);
         let origin = origin.to_lowercase();
 
@@ -114,10 +109,7 @@ impl LocalZone {
             let Some(name) = &reservation.name else {
                 continue;
             };
-            let Some(label) = valid_label(name) else {
-                tracing::warn!(name, "reservation name is not a DNS label; not published");
-                continue;
-            };
+            let label = name.to_string();
             if let Some(existing) = data.names.get(&label) {
                 tracing::warn!(
                     name = %label,
@@ -146,7 +138,7 @@ impl LocalZone {
             reverse_apexes: reverse_zones(&inside),
             origin,
             mname,
-            ttl,
+            ttl: ttl.get(),
             data: RwLock::new(data),
         })
     }
@@ -411,10 +403,15 @@ fn initial_serial() -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClientKey;
+    use crate::dhcp::config::ClientKey;
 
     const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
     const SERVICES: &[&str] = &["gateway", "registry", "mirror", "proxy", "socks"];
+    const TTL: Seconds = Seconds::new(60);
+
+    fn home_arpa() -> DomainName {
+        "home.arpa".parse().unwrap()
+    }
 
     fn name(text: &str) -> Name {
         Name::from_ascii(text).unwrap()
@@ -432,7 +429,7 @@ mod tests {
             Reservation {
                 owner: ClientKey::Mac([2, 0, 0, 0, 0, 5]),
                 address: Ipv4Addr::new(198, 51, 100, 5),
-                name: Some("NAS".to_owned()),
+                name: Some("NAS".parse().unwrap()),
             },
             Reservation {
                 owner: ClientKey::Mac([2, 0, 0, 0, 0, 6]),
@@ -442,10 +439,10 @@ mod tests {
             Reservation {
                 owner: ClientKey::Mac([2, 0, 0, 0, 0, 7]),
                 address: Ipv4Addr::new(198, 51, 100, 7),
-                name: Some("registry".to_owned()),
+                name: Some("registry".parse().unwrap()),
             },
         ];
-        LocalZone::new("home.arpa", inside(), GW, SERVICES, &reservations, 60).unwrap()
+        LocalZone::new(&home_arpa(), inside(), GW, SERVICES, &reservations, TTL).unwrap()
     }
 
     fn lease(last: u8, hostname: Option<&str>) -> LeaseInfo {
@@ -680,12 +677,12 @@ mod tests {
             prefix_len: 16,
         };
         let z = LocalZone::new(
-            "home.arpa",
+            &home_arpa(),
             wide,
             Ipv4Addr::new(10, 1, 0, 1),
             SERVICES,
             &[],
-            60,
+            TTL,
         )
         .unwrap();
         assert!(matches!(
@@ -726,7 +723,7 @@ mod tests {
 
     #[test]
     fn bad_settings_are_errors() {
-        assert!(LocalZone::new("", inside(), GW, SERVICES, &[], 60).is_err());
-        assert!(LocalZone::new("home.arpa", inside(), GW, &["not a label"], &[], 60).is_err());
+        let zone = home_arpa();
+        assert!(LocalZone::new(&zone, inside(), GW, &["not a label"], &[], TTL).is_err());
     }
 }

@@ -3,12 +3,14 @@
 //! through the outside interface, only ever an explicit choice). A connector that cannot
 //! serve refuses; nothing ever falls back from `tor` to `direct`.
 
+pub mod config;
 mod direct;
 mod relay;
 mod tor;
 
 use std::{fmt, net::IpAddr};
 
+pub use config::Egress;
 pub use direct::{DirectConnector, DirectSettings};
 pub use relay::relay;
 pub use tor::TorConnector;

@@ -10,6 +10,7 @@
 //! idle keep-alive connections); a stream to the origin must open within `connect_timeout`;
 //! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way.
 
+pub mod config;
 mod forward;
 mod idle;
 pub mod request;
@@ -61,7 +62,7 @@ impl HttpProxySettings {
         HttpProxySettings {
             listen,
             inside,
-            connect_ports: crate::config::HttpProxy::default().connect_ports,
+            connect_ports: config::HttpProxy::default().connect_ports,
             header_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

@@ -5,6 +5,7 @@
 //! dataplane's drop counters, on every scrape: no second set of counters to keep in step.
 //! Privacy by default: aggregates only, never a client's address, MAC or host name.
 
+pub mod config;
 mod exposition;
 mod render;
 mod server;

@@ -6,6 +6,7 @@
 //! outside interface's (the inside never has one). Until it has bootstrapped it refuses every
 //! stream and lookup ([`EgressError::NotReady`]); nothing falls back to a direct connection.
 
+pub mod config;
 mod isolation;
 pub(crate) mod service;
 

@@ -8,7 +8,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::{Handle, LinkMacVlan, LinkMessageBuilder, LinkUnspec};
 
-use crate::config::{self, MacvlanMode};
+use super::config::{self, MacvlanMode};
 
 /// The macvlan as the agent uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> R
     // In passthru mode the macvlan takes the NIC's own MAC (and setting one changes the NIC's),
     // so only an explicitly configured MAC is applied there.
     let wanted_mac = match (uplink.mac, uplink.macvlan_mode) {
-        (Some(mac), _) => Some(mac),
+        (Some(mac), _) => Some(mac.octets()),
         (None, MacvlanMode::Passthru) => None,
         (None, _) => Some(derive_mac(&parent_mac)),
     };

@@ -9,6 +9,7 @@
 
 mod addr;
 mod client_socket;
+pub mod config;
 pub mod dhcp_client;
 pub mod follow;
 mod lease_file;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, OutsideAddress};
+use config::OutsideAddress;
 use dhcp_client::{Client, Identity, Remembered};
 use lease_file::LeaseFile;
 
@@ -196,7 +197,7 @@ impl Uplink {
                 let client = Client::new(
                     Identity {
                         mac: link.mac,
-                        hostname: settings.uplink.hostname.clone(),
+                        hostname: settings.uplink.hostname.clone().map(String::from),
                     },
                     random_seed(),
                 );

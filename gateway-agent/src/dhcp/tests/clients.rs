@@ -3,7 +3,7 @@
 use dhcproto::v4::MessageType as Mt;
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::store::{Store, StoreOp};
 
 /// A dhcpcd-style client identifier: type 255, IAID, DUID-LLT (RFC 4361).
@@ -21,7 +21,7 @@ fn reservation_by_mac_and_by_client_id() {
         Reservation {
             owner: ClientKey::Mac([2, 0, 0, 0, 0, 7]),
             address: ip(20),
-            name: Some("nas".into()),
+            name: Some("nas".parse().unwrap()),
         },
         Reservation {
             owner: ClientKey::ClientId(duid(8)),
@@ -205,7 +205,7 @@ fn a_restart_drops_rows_the_config_no_longer_allows() {
         Reservation {
             owner: ClientKey::Mac([2, 0, 0, 0, 0, 5]),
             address: ip(31),
-            name: Some("kept".into()),
+            name: Some("kept".parse().unwrap()),
         },
     ];
     let (mut bench, restored) = restart(&store, settings, T0 + 1);

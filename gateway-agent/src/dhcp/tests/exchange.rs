@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, Flags, MessageType as Mt, OptionCode};
 
 use super::*;
+use crate::config::{DomainName, Seconds};
 use crate::dhcp::handler::OFFER_HOLD_SECS;
 use crate::dhcp::store::StoreOp;
 
@@ -184,7 +185,7 @@ fn release_removes_the_lease_and_keeps_the_address_for_its_owner() {
 #[test]
 fn decline_quarantines_the_address() {
     let mut settings = settings();
-    settings.dhcp.decline_quarantine_secs = 600;
+    settings.dhcp.decline_quarantine_secs = Seconds::new(600);
     let mut bench = Bench::with(settings);
     let client = Client::new(1);
     let (address, _) = bench.dora(&client);
@@ -264,8 +265,8 @@ fn inform_gets_options_but_no_lease() {
 #[test]
 fn naks_for_foreign_taken_and_reserved_addresses() {
     let mut settings = settings();
-    settings.dhcp.reservations = vec![crate::config::Reservation {
-        owner: crate::config::ClientKey::Mac([2, 0, 0, 0, 0, 9]),
+    settings.dhcp.reservations = vec![crate::dhcp::config::Reservation {
+        owner: crate::dhcp::config::ClientKey::Mac([2, 0, 0, 0, 0, 9]),
         address: ip(20),
         name: None,
     }];
@@ -417,8 +418,12 @@ fn relayed_requests_are_refused_unless_configured() {
 fn option_57_decides_whether_a_long_search_list_fits() {
     let mut settings = settings();
     // About 600 bytes of search list: more than 576 allows.
-    let search: Vec<String> = (0..20)
-        .map(|i| format!("subdomain-number-{i:02}.example.org"))
+    let search: Vec<DomainName> = (0..20)
+        .map(|i| {
+            format!("subdomain-number-{i:02}.example.org")
+                .parse()
+                .unwrap()
+        })
         .collect();
     settings.dhcp.search = Some(search);
     let mut bench = Bench::with(settings);

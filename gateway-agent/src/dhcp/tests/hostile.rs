@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use dhcproto::v4::{DhcpOption, MessageType as Mt, OptionCode};
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::stats::DhcpStats;
 
 /// A DISCOVER in raw bytes, options replaced by `options` (END appended).
@@ -365,7 +365,7 @@ fn fuzz_relays_reservations_small_pool() {
     settings.dhcp.reservations = vec![Reservation {
         owner: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
         address: ip(20),
-        name: Some("laptop".into()),
+        name: Some("laptop".parse().unwrap()),
     }];
     fuzz(settings, 0x0123_4567_89ab_cdef, 12_000);
 }

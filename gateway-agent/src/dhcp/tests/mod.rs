@@ -14,7 +14,8 @@ use dhcproto::v4::{
 };
 use dhcproto::{Decodable, Encodable};
 
-use crate::config::{Dhcp, Inside};
+use crate::config::Inside;
+use crate::dhcp::config::Dhcp;
 use crate::lease_events::{LeaseEvent, LeaseInfo};
 
 use super::handler::{Destination, Handler, Now, Outcome};
@@ -39,7 +40,7 @@ pub(super) fn settings() -> DhcpServerSettings {
         port: 67,
         client_port: 68,
         dhcp: Dhcp::default(),
-        zone: "home.arpa".into(),
+        zone: "home.arpa".parse().unwrap(),
         reserved_names: ["gateway", "registry", "mirror", "proxy", "socks"]
             .map(String::from)
             .to_vec(),

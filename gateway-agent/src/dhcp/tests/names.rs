@@ -3,7 +3,7 @@
 use dhcproto::v4::{DhcpOption, OptionCode};
 
 use super::*;
-use crate::config::{ClientKey, Reservation};
+use crate::dhcp::config::{ClientKey, Reservation};
 use crate::dhcp::hostname;
 
 /// Option 81 bytes: flags, two rcodes, then the name.
@@ -135,7 +135,7 @@ fn collisions_get_deterministic_suffixes() {
     settings.dhcp.reservations = vec![Reservation {
         owner: ClientKey::Mac([2, 0, 0, 0, 0, 9]),
         address: ip(20),
-        name: Some("printer".into()),
+        name: Some("printer".parse().unwrap()),
     }];
     let mut bench = Bench::with(settings);
 
