@@ -395,7 +395,8 @@ impl Lab {
         self.render_agent_config()?;
         // Slot 0 is part of the lab itself: a partial one means rebuilding the lab.
         let fresh = !self.base_is_up() || (self.slot == 0 && !self.slot_is_up());
-        if !fresh && self.slot_is_up() {
+        let slot_was_up = !fresh && self.slot_is_up();
+        if slot_was_up {
             eprintln!(
                 "{}: already up ({})",
                 self.label(),
@@ -424,6 +425,8 @@ impl Lab {
         }
         if fresh {
             eprintln!("{}: up ({})", self.label(), self.state_dir().display());
+        } else if !slot_was_up {
+            eprintln!("{}: up ({})", self.label(), self.gateway_dir().display());
         }
         Ok(())
     }
