@@ -1,13 +1,31 @@
-//! Helpers for the integration tests: a lab per test (unique namespace prefix, torn down on drop,
-//! also when the test panics), the real agent running in the lab's `gw` namespace, commands in
-//! the lab's namespaces, and packet captures with tcpdump.
+//! Helpers for the integration tests: a gateway per test in a lab its test binary shares (or a
+//! lab of its own), the real agent running in the gateway's `gw` namespace, commands in the
+//! lab's namespaces, and packet captures with tcpdump.
+//!
+//! **One lab per test binary.** [`TestLab::up`] gives each test a gateway slot of its own
+//! (namespaces `<prefix>-gw.N`, `-lan.N`, `-c1.N`, `-c2.N`, its own agent config, bpffs, control
+//! socket and DHCP files) in a lab that the test binary builds once, on first use: one modem,
+//! origin and, once a test needs it, one private Tor network for every test of the binary. A
+//! slot goes down when its `TestLab` is dropped (also when the test panics); the shared lab goes
+//! down when the process exits (`atexit`; `cargo xtask test` also runs `lab down --all` after
+//! the tests, for a binary that was killed). [`TestLab::up_own`] gives a lab of its own, for
+//! tests that stop or break what a lab's gateways share (the Tor network, the modem's dnsmasq)
+//! or that take a whole lab down.
+//!
+//! The modem's and the origin's logs are the lab's: [`TestLab::modem_log`] and
+//! [`TestLab::origin_clients`] start where they were when the slot came up, and tests pick
+//! their own gateway's lines by its uplink address; captures on the uplink go on the slot's
+//! own port ([`Lab::uplink_port`]), never on the shared bridge.
 //!
 //! Everything targets addresses inside namespaces the test created; nothing else.
 
 use std::{
+    collections::BTreeSet,
+    io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
+    sync::{Mutex, MutexGuard, Once, TryLockError},
     thread,
     time::{Duration, Instant},
 };
@@ -17,30 +35,161 @@ pub use xtask::lab;
 use xtask::lab::Lab;
 pub use xtask::lab_tor;
 
-/// A lab that exists for the lifetime of the value.
+/// A gateway (with its inside LAN and clients) that exists for the lifetime of the value: a
+/// slot of the binary's shared lab, or slot 0 of a lab of its own.
 pub struct TestLab {
-    /// The lab.
+    /// The lab, seen through this gateway's slot: `lab.ns("gw")` is this gateway's namespace,
+    /// `lab.ns("up")` the lab's, `lab.gateway_dir()` this gateway's files.
     pub lab: Lab,
+    /// The whole lab is this value's (else only the slot).
+    own: bool,
+    /// Where the modem's log ended when the slot came up.
+    modem_log_from: u64,
+    /// Where the origin's access log ended when the slot came up.
+    origin_log_from: u64,
+}
+
+/// The lab every [`TestLab::up`] of this process shares, and its slots in use.
+struct Shared {
+    lab: Option<Lab>,
+    used: BTreeSet<u8>,
+    /// The next slot to try: numbers are not reused before they wrap, so a slot's port and
+    /// namespaces are never made again while the kernel may still be freeing the last ones.
+    next: u8,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    lab: None,
+    used: BTreeSet::new(),
+    next: 1,
+});
+
+/// Serialises starting Tor networks (two starts at once would run every node twice).
+static TOR_START: Mutex<()> = Mutex::new(());
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A test that panicked while holding it leaves nothing half-done that matters here.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn claim(&mut self) -> u8 {
+        for _ in 0..lab::MAX_SLOT {
+            let slot = self.next;
+            self.next = if slot >= lab::MAX_SLOT { 1 } else { slot + 1 };
+            if self.used.insert(slot) {
+                return slot;
+            }
+        }
+        panic!(
+            "all {} gateway slots of the shared lab are in use",
+            lab::MAX_SLOT
+        );
+    }
+}
+
+/// A prefix no other lab of this or any other process uses: 't', the pid in base 36 (at most 5
+/// characters) and a counter, at most 8 of [a-z0-9].
+fn next_prefix() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!(
+        "t{}{}",
+        base36(std::process::id() % 60_466_176),
+        base36(n % 36)
+    );
+    prefix.chars().take(8).collect()
+}
+
+/// Takes the shared lab down when the process exits (after the last test, passed or failed).
+extern "C" fn tear_down_shared_lab() {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lab = loop {
+        match SHARED.try_lock() {
+            Ok(mut shared) => break shared.lab.take(),
+            Err(TryLockError::Poisoned(poisoned)) => break poisoned.into_inner().lab.take(),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(TryLockError::WouldBlock) => {
+                eprintln!("the shared test lab is still in use at exit: `cargo xtask lab down --all` removes it");
+                return;
+            }
+        }
+    };
+    if let Some(lab) = lab {
+        if let Err(err) = lab.down() {
+            eprintln!("shared lab {} down: {err:#}", lab.prefix());
+        }
+    }
 }
 
 impl TestLab {
-    /// Brings up a fresh lab with a prefix no other test in any process uses.
+    /// A gateway of its own in the lab this test binary shares (built on first use, without
+    /// Tor: [`TestLab::wait_tor`] or an agent with Tor enabled starts the network, once).
     pub fn up() -> TestLab {
         require_root();
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        // At most 8 of [a-z0-9]: 't', the pid in base 36 (<= 5 chars) and a counter.
-        let prefix = format!("t{}{}", base36(std::process::id() % 60_466_176), n % 36);
-        let prefix: String = prefix.chars().take(8).collect();
-        let lab = Lab::new(&prefix);
-        if let Err(err) = lab.up() {
-            let _ = lab.down();
-            panic!("lab {prefix} did not come up: {err:#}");
+        static AT_EXIT: Once = Once::new();
+        AT_EXIT.call_once(|| {
+            // SAFETY: registers a plain `extern "C" fn()`; atexit has no other preconditions.
+            if unsafe { libc::atexit(tear_down_shared_lab) } != 0 {
+                eprintln!("atexit failed: the shared test lab will outlive this process");
+            }
+        });
+        let (base, slot) = {
+            let mut shared = lock(&SHARED);
+            let base = match &shared.lab {
+                Some(lab) => lab.clone(),
+                None => {
+                    let lab = Lab::new(&next_prefix());
+                    if let Err(err) = lab.up_base() {
+                        let _ = lab.down();
+                        panic!("the shared lab {} did not come up: {err:#}", lab.prefix());
+                    }
+                    shared.lab = Some(lab.clone());
+                    lab
+                }
+            };
+            (base, shared.claim())
+        };
+        let lab = base.with_slot(slot);
+        // Taken before the slot exists, so nothing of this gateway's is before them.
+        let modem_log_from = file_len(&lab.dnsmasq_log());
+        let origin_log_from = file_len(&lab.origin_log());
+        if let Err(err) = lab.up_slot() {
+            let _ = lab.down_slot();
+            lock(&SHARED).used.remove(&slot);
+            panic!("lab {} slot {slot} did not come up: {err:#}", lab.prefix());
         }
-        TestLab { lab }
+        TestLab {
+            lab,
+            own: false,
+            modem_log_from,
+            origin_log_from,
+        }
     }
 
-    /// The namespace name of `role` ("up", "gw", "lan", "c1", "c2").
+    /// A lab of its own (slot 0: `<prefix>-gw`, …), for tests that stop or break what the
+    /// gateways of a lab share (the Tor network, the modem's dnsmasq) or take the whole lab
+    /// down. Its Tor network starts like the shared lab's, when the test first needs it.
+    pub fn up_own() -> TestLab {
+        require_root();
+        let lab = Lab::new(&next_prefix());
+        if let Err(err) = lab.up_without_tor() {
+            let _ = lab.down();
+            panic!("lab {} did not come up: {err:#}", lab.prefix());
+        }
+        TestLab {
+            lab,
+            own: true,
+            modem_log_from: 0,
+            origin_log_from: 0,
+        }
+    }
+
+    /// The namespace name of `role` ("up", "gw", "lan", "c1", "c2") for this gateway.
     pub fn ns(&self, role: &str) -> String {
         self.lab.ns(role)
     }
@@ -85,7 +234,7 @@ impl TestLab {
         let base = self.lab.agent_config();
         let text = std::fs::read_to_string(&base)
             .unwrap_or_else(|err| panic!("reading {}: {err}", base.display()));
-        let path = self.lab.state_dir().join(name);
+        let path = self.lab.gateway_dir().join(name);
         std::fs::write(&path, edit(text))
             .unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
         path
@@ -135,14 +284,37 @@ impl TestLab {
             .unwrap_or_else(|| panic!("no drop reason {reason} in {drops}"))
     }
 
-    /// Client addresses in the origin's access log, one per GET, oldest first.
+    /// Client addresses in the origin's access log, one per GET since this gateway came up,
+    /// oldest first. Requests from the uplink subnet by addresses this gateway does not hold
+    /// (other gateways of a shared lab) are left out. Requests through Tor come from the exits,
+    /// whichever gateway sent them: tests in a shared lab that count those tag their URLs
+    /// (a query string) and read [`TestLab::origin_requests`].
     pub fn origin_clients(&self) -> Vec<String> {
-        std::fs::read_to_string(self.lab.origin_log())
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("\"GET "))
-            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        let own = self.lab.uplink_addresses();
+        self.origin_requests()
+            .into_iter()
+            .map(|(client, _)| client)
+            .filter(|client| !client.starts_with("192.0.2.") || own.contains(client))
             .collect()
+    }
+
+    /// Every GET in the origin's access log since this gateway came up, of any gateway of the
+    /// lab, as (client address, path with its query), oldest first.
+    pub fn origin_requests(&self) -> Vec<(String, String)> {
+        read_from(&self.lab.origin_log(), self.origin_log_from)
+            .lines()
+            .filter_map(|line| {
+                let client = line.split_whitespace().next()?;
+                let path = line.split("\"GET ").nth(1)?.split_whitespace().next()?;
+                Some((client.to_string(), path.to_string()))
+            })
+            .collect()
+    }
+
+    /// The modem's dnsmasq log (DNS queries, DHCP) since this gateway came up. In a shared lab
+    /// other gateways' lines are in it too: pick this one's by its uplink address.
+    pub fn modem_log(&self) -> String {
+        read_from(&self.lab.dnsmasq_log(), self.modem_log_from)
     }
 
     /// The agent's metrics page, fetched in `gw` from the lab config's `metrics.listen` (the
@@ -165,9 +337,24 @@ impl TestLab {
             .to_string()
     }
 
-    /// Waits until the lab's private Tor network has a fresh consensus listing every node
-    /// (bounded by [`lab_tor::READY_TIMEOUT`]); returns how long that took.
+    /// Starts the lab's private Tor network unless it was started before (and perhaps stopped
+    /// on purpose since: that is the test's to undo, with `lab_tor::start`). Returns at once;
+    /// [`TestLab::wait_tor`] waits for a consensus.
+    pub fn start_tor(&self) {
+        let _one_at_a_time = lock(&TOR_START);
+        if lab_tor::ever_started(&self.lab) {
+            return;
+        }
+        lab_tor::setup(&self.lab)
+            .and_then(|()| lab_tor::start(&self.lab))
+            .unwrap_or_else(|err| panic!("lab {}: starting Tor: {err:#}", self.lab.prefix()));
+    }
+
+    /// Waits until the lab's private Tor network (started first if it never was) has a fresh
+    /// consensus listing every node (bounded by [`lab_tor::READY_TIMEOUT`]); returns how long
+    /// that took.
     pub fn wait_tor(&self) -> Duration {
+        self.start_tor();
         lab_tor::wait_ready(&self.lab, lab_tor::READY_TIMEOUT)
             .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
     }
@@ -175,6 +362,7 @@ impl TestLab {
     /// Waits until the lab's onion service has published its descriptor (bounded by
     /// [`lab_tor::READY_TIMEOUT`]); returns how long that took.
     pub fn wait_onion(&self) -> Duration {
+        self.start_tor();
         lab_tor::wait_onion(&self.lab, lab_tor::READY_TIMEOUT)
             .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
     }
@@ -188,9 +376,20 @@ impl TestLab {
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        if let Err(err) = self.lab.down() {
-            eprintln!("lab {} down: {err:#}", self.lab.prefix());
+        if self.own {
+            if let Err(err) = self.lab.down() {
+                eprintln!("lab {} down: {err:#}", self.lab.prefix());
+            }
+            return;
         }
+        if let Err(err) = self.lab.down_slot() {
+            eprintln!(
+                "lab {} slot {} down: {err:#}",
+                self.lab.prefix(),
+                self.lab.slot()
+            );
+        }
+        lock(&SHARED).used.remove(&self.lab.slot());
     }
 }
 
@@ -288,8 +487,12 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Starts the agent with `config` and waits until its control socket answers.
+    /// Starts the agent with `config` and waits until its control socket answers. A config
+    /// with Tor enabled starts the lab's Tor network first if it never ran.
     pub fn start(lab: &TestLab, config: &Path) -> Agent {
+        if tor_enabled(config) {
+            lab.start_tor();
+        }
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("agent log file");
         let err_file = log_file.try_clone().expect("agent log file");
@@ -370,7 +573,7 @@ pub struct Capture {
 impl Capture {
     /// Captures on `iface` in `role`'s namespace, all packets, into the lab's state dir.
     pub fn start(lab: &TestLab, role: &str, iface: &str, name: &str) -> Capture {
-        let file = lab.lab.state_dir().join(format!("{name}.pcap"));
+        let file = lab.lab.gateway_dir().join(format!("{name}.pcap"));
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -503,6 +706,46 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Whether the agent runs Tor with `config` (`tor.enabled`, true unless set to false).
+fn tor_enabled(config: &Path) -> bool {
+    let text = std::fs::read_to_string(config)
+        .unwrap_or_else(|err| panic!("reading {}: {err}", config.display()));
+    let value: toml::Value = toml::from_str(&text)
+        .unwrap_or_else(|err| panic!("{} is not TOML: {err}", config.display()));
+    value
+        .get("tor")
+        .and_then(|tor| tor.get("enabled"))
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(true)
+}
+
+/// The length of a file, 0 if it does not exist.
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A log from byte `from` on, starting at a line: a partial line at `from` belongs to before.
+fn read_from(path: &Path, from: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let start = from.saturating_sub(1);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = if from == 0 {
+        &bytes[..]
+    } else {
+        // One byte before `from`: a newline there means `from` starts a line.
+        match bytes.iter().position(|&b| b == b'\n') {
+            Some(newline) => &bytes[newline + 1..],
+            None => &[][..],
+        }
+    };
+    String::from_utf8_lossy(text).into_owned()
 }
 
 fn path_str(path: &Path) -> &str {

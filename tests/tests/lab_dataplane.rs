@@ -67,13 +67,11 @@ fn inside_reaches_only_the_gateways_open_ports() {
 
     // Forwarding on, so that only the dataplane stands between c1 and the uplink. Without the
     // agent c1's packets do leave by the uplink: proof that the capture below can see them.
-    // (Before the agent there is no uplink lease, so the baseline borrows a static address.)
+    // (Before the agent there is no uplink lease, so the baseline borrows a static address,
+    // one no other gateway on the shared uplink uses.)
     lab.exec_ok("gw", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-    lab.exec_ok(
-        "gw",
-        "ip",
-        &["addr", "add", "192.0.2.250/24", "dev", lab::OUTSIDE_IF],
-    );
+    let spare = format!("{}/24", lab.lab.spare_uplink_ip());
+    lab.exec_ok("gw", "ip", &["addr", "add", &spare, "dev", lab::OUTSIDE_IF]);
     lab.exec_ok(
         "gw",
         "ip",
@@ -89,7 +87,7 @@ fn inside_reaches_only_the_gateways_open_ports() {
         "ip",
         &["route", "add", "default", "via", lab::GATEWAY_INSIDE_IP],
     );
-    let capture = Capture::start(&lab, "up", "br0", "baseline");
+    let capture = Capture::start(&lab, "up", &lab.lab.uplink_port(), "baseline");
     assert!(
         curl(&lab, "c1", &closed_url),
         "without the agent 8081 is open"
@@ -137,7 +135,7 @@ fn inside_reaches_only_the_gateways_open_ports() {
 
     // The outside is unreachable; the drop is counted and the uplink sees nothing from c1.
     let foreign_before = lab.drops(&cfg, "foreign_destination");
-    let capture = Capture::start(&lab, "up", "br0", "agent");
+    let capture = Capture::start(&lab, "up", &lab.lab.uplink_port(), "agent");
     assert!(!curl(&lab, "c1", &origin), "c1 reached the origin");
     let dns = lab.exec(
         "c1",
@@ -202,7 +200,7 @@ fn inside_reaches_only_the_gateways_open_ports() {
     assert!(uplink.starts_with("192.0.2."), "uplink address {uplink}");
     lab.exec_ok("gw", "ping", &["-c1", "-W2", lab::MODEM_IP]); // resolves the modem's MAC
     let egress_before = lab.drops(&cfg, "inside_source_egress");
-    let capture = Capture::start(&lab, "up", "br0", "egress");
+    let capture = Capture::start(&lab, "up", &lab.lab.uplink_port(), "egress");
     let spoofed = lab.exec(
         "gw",
         "ping",
@@ -259,7 +257,7 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     let link = lab.exec_ok("gw", "ip", &["link", "show", lab::INSIDE_IF]);
     assert!(link.contains("prog/xdp"), "XDP detached by a crash: {link}");
     let before = lab.drops(&cfg, "foreign_destination");
-    let capture = Capture::start(&lab, "up", "br0", "crashed");
+    let capture = Capture::start(&lab, "up", &lab.lab.uplink_port(), "crashed");
     assert!(
         !curl(&lab, "c1", &origin),
         "the inside got out while the agent was down"
@@ -301,7 +299,8 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
 
 #[test]
 fn lab_status_keeps_its_contract_and_down_removes_everything() {
-    let test_lab = TestLab::up();
+    // A lab of its own: this test takes the whole lab down.
+    let test_lab = TestLab::up_own();
     let status = test_lab.lab.status().expect("lab status");
     let json = serde_json::to_value(&status).expect("status serializes");
     for key in [
@@ -362,6 +361,89 @@ fn lab_status_keeps_its_contract_and_down_removes_everything() {
         !mounts.contains(state.to_str().unwrap_or("?")),
         "bpffs left mounted"
     );
+}
+
+#[test]
+fn gateways_share_the_uplink_and_a_slot_goes_down_alone() {
+    let first = TestLab::up();
+    let second = TestLab::up();
+    assert_eq!(first.ns("up"), second.ns("up"), "one modem for both");
+    assert_ne!(first.ns("gw"), second.ns("gw"));
+    assert_ne!(first.lab.bpf_dir(), second.lab.bpf_dir());
+    assert_ne!(first.lab.control_socket(), second.lab.control_socket());
+    assert_ne!(first.lab.uplink_port(), second.lab.uplink_port());
+
+    // One modem leases each gateway its own uplink address; each inside LAN (the same subnet,
+    // two bridges) gets its leases from its own gateway.
+    let cfg1 = first.config_without_tor("agent.toml");
+    let cfg2 = second.config_without_tor("agent.toml");
+    let agent1 = Agent::start(&first, &cfg1);
+    let agent2 = Agent::start(&second, &cfg2);
+    let uplink1 = first.wait_uplink(&cfg1);
+    let uplink2 = second.wait_uplink(&cfg2);
+    assert_ne!(uplink1, uplink2, "two gateways, one address");
+    first.dhcp("c1", DhcpClient::Dhclient, None);
+    second.dhcp("c1", DhcpClient::Dhclient, None);
+    let macs = |lab: &TestLab, cfg: &std::path::Path| -> Vec<String> {
+        lab.cli_json(cfg, &["leases"])
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|l| l["mac"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(macs(&first, &cfg1), [first.mac("c1")]);
+    assert_eq!(macs(&second, &cfg2), [second.mac("c1")]);
+
+    // `lab status` seen from a slot: its namespaces and addresses, every slot listed.
+    let status = second.lab.status().expect("lab status");
+    assert_eq!(status.slot, second.lab.slot());
+    assert!(status.up);
+    for slot in [first.lab.slot(), second.lab.slot()] {
+        assert!(
+            status.gateway_slots.contains(&slot),
+            "{:?}",
+            status.gateway_slots
+        );
+    }
+    assert_eq!(status.gateway_outside_ip.as_deref(), Some(uplink2.as_str()));
+    assert!(status.namespaces.contains_key(&second.ns("gw")));
+    assert!(!status.namespaces.contains_key(&first.ns("gw")));
+    assert_eq!(
+        status.agent_config,
+        second.lab.agent_config().display().to_string()
+    );
+
+    // Dropping a slot removes its namespaces, port, files and bpffs, and nothing else.
+    let names: Vec<String> = lab::SLOT_ROLES.iter().map(|r| second.ns(r)).collect();
+    let dir = second.lab.gateway_dir();
+    let port = second.lab.uplink_port();
+    drop(agent2);
+    drop(second);
+    for name in &names {
+        assert!(!gateway_tests::netns_exists(name), "{name} left behind");
+    }
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    assert!(
+        !mounts.contains(dir.to_str().unwrap_or("?")),
+        "bpffs left mounted"
+    );
+    let ports = first.exec_ok("up", "ip", &["-br", "link", "show", "master", "br0"]);
+    assert!(
+        !ports
+            .split_whitespace()
+            .any(|p| p.split('@').next() == Some(port.as_str())),
+        "{port} is still on the uplink bridge: {ports}"
+    );
+    assert!(gateway_tests::netns_exists(&first.ns("up")));
+    assert!(gateway_tests::netns_exists(&first.ns("gw")));
+    assert_eq!(first.wait_uplink(&cfg1), uplink1);
+    let answer = first.exec_ok("up", "dig", &["+short", "@192.0.2.1", lab::ORIGIN_NAME]);
+    assert_eq!(answer.trim(), lab::ORIGIN_IP, "the modem still answers");
+    assert!(agent1.terminate().success());
 }
 
 fn assert_no_programs(lab: &TestLab) {

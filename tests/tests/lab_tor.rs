@@ -116,7 +116,8 @@ fn path_str(path: &Path) -> &str {
 
 #[test]
 fn tor_network_carries_streams_and_restarts_with_its_keys() {
-    let lab = TestLab::up();
+    // A lab of its own: this test stops and restarts the Tor network.
+    let lab = TestLab::up_own();
     let took = lab.wait_tor();
     eprintln!("consensus ready {took:?} after `lab up`");
 

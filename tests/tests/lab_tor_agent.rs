@@ -89,7 +89,8 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn tor_serves_the_inside_and_fails_closed() {
-    let lab = TestLab::up();
+    // A lab of its own: this test stops and restarts the Tor network.
+    let lab = TestLab::up_own();
     // CONNECT to port 80 as well, so that a tunnel can be tested against the lab's origin.
     let cfg = lab.agent_config("tor.toml", |text| {
         format!("{text}\n[http_proxy]\nconnect_ports = [443, 80]\n")

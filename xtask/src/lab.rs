@@ -5,6 +5,18 @@
 //! Everything a lab makes is derived from its prefix (namespace names, the state dir, the bpffs
 //! mount), so [`Lab::down`] cleans up after a crash without any in-memory state, and labs with
 //! different prefixes (parallel tests) never touch each other.
+//!
+//! **Gateway slots.** A lab's shared part (its *base*) is the `up` namespace: the uplink bridge,
+//! the modem's dnsmasq, the origin and the Tor network. A *gateway slot* is one gateway host
+//! with its own inside LAN: namespaces `gw`, `lan`, `c1`, `c2` for slot 0 (what `lab up`
+//! makes), `gw.N`, `lan.N`, `c1.N`, `c2.N` for slot N (1..=[`MAX_SLOT`]), each prefixed like
+//! the rest of the lab. Every slot's `outside0` is a port (`gw<N>` in `up`) on the same uplink
+//! bridge, so the modem's DHCP server gives each gateway its own uplink address; every slot has
+//! its own inside bridge (the inside subnet repeats), its own files under
+//! [`Lab::gateway_dir`] (agent config, bpffs pin dir, control socket, agent state, the clients'
+//! DHCP files). A [`Lab`] value is a view of one slot: [`Lab::ns`] maps the slot roles to that
+//! slot's namespaces and `up` to the shared one. The tests run many slots in one lab
+//! ([`Lab::up_base`], [`Lab::up_slot`], [`Lab::down_slot`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,6 +40,10 @@ use crate::process;
 pub const STATE_ROOT: &str = "/run/gateway-lab";
 /// Namespace roles, in creation order.
 pub const ROLES: [&str; 5] = ["up", "gw", "lan", "c1", "c2"];
+/// The roles of one gateway slot (all of [`ROLES`] but the shared `up`).
+pub const SLOT_ROLES: [&str; 4] = ["gw", "lan", "c1", "c2"];
+/// The highest gateway slot number (slot N's spare uplink address is 192.0.2.(250 - N)).
+pub const MAX_SLOT: u8 = 40;
 /// Client roles and the DHCP client each runs (`cargo xtask run` starts them).
 pub const CLIENTS: [(&str, DhcpClient); 2] =
     [("c1", DhcpClient::Dhclient), ("c2", DhcpClient::Udhcpc)];
@@ -70,24 +86,36 @@ pub const OUTSIDE_IF: &str = "outside0";
 /// The gateway's inside device (in `gw`).
 pub const INSIDE_IF: &str = "inside0";
 
-/// The paths `config/lab.toml` uses; each lab's copy points them into its own state dir.
+/// The paths `config/lab.toml` uses; each slot's copy points them into its own gateway dir,
+/// except [`LAB_WIDE_FILES`], which point into the lab's state dir.
 const TEMPLATE_STATE_DIR: &str = "/run/gateway-lab/default/";
+/// Files under [`TEMPLATE_STATE_DIR`] that every gateway slot of a lab shares.
+const LAB_WIDE_FILES: [&str; 1] = [lab_tor::ARTI_CONFIG_FILE];
 /// How long `up` waits for dnsmasq and the origin to answer.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One lab, identified by its prefix ("" for the default lab).
+/// One lab, identified by its prefix ("" for the default lab), seen through one of its gateway
+/// slots (0 unless [`Lab::with_slot`] says otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lab {
     prefix: String,
+    slot: u8,
 }
 
 /// What `lab status` reports; `lab status --json` is the lab's contract with scripts.
 #[derive(Debug, Clone, Serialize)]
 pub struct LabStatus {
-    /// Whether the lab is fully up (namespaces, bpffs, dnsmasq and origin alive).
+    /// Whether the lab and this gateway slot are fully up (namespaces, bpffs, dnsmasq and
+    /// origin alive).
     pub up: bool,
     /// The lab's prefix ("" for the default lab).
     pub prefix: String,
+    /// The gateway slot this status describes (0: `gw`, `lan`, `c1`, `c2`).
+    pub slot: u8,
+    /// The gateway slots that exist in this lab.
+    pub gateway_slots: Vec<u8>,
+    /// This slot's port on the uplink bridge, in `up` (`gw<slot>`).
+    pub uplink_port: String,
     pub gateway_inside_ip: String,
     /// The gateway's uplink address, once the agent's DHCP client has one.
     pub gateway_outside_ip: Option<String>,
@@ -107,10 +135,12 @@ pub struct LabStatus {
     pub agent_config: String,
     pub agent_state_dir: String,
     pub state_dir: String,
+    /// This slot's files: the state dir for slot 0, `<state dir>/slot<N>` for slot N.
+    pub gateway_dir: String,
     pub dnsmasq_log: String,
     pub dnsmasq_leases: String,
     pub origin_log: String,
-    /// Role → namespace name.
+    /// Role → namespace name (this slot's).
     pub roles: BTreeMap<String, String>,
     /// Client namespace → the DHCP client it runs.
     pub clients: BTreeMap<String, DhcpClient>,
@@ -134,10 +164,11 @@ pub struct LabStatus {
 
 impl Lab {
     /// A lab with namespace names `<prefix>-<role>`; "" is the default lab (names `<role>`).
-    /// The prefix is checked (at most 8 of `[a-z0-9]`) when the lab is used.
+    /// The prefix is checked (at most 8 of `[a-z0-9]`) when the lab is used. Its slot 0.
     pub fn new(prefix: &str) -> Lab {
         Lab {
             prefix: prefix.to_string(),
+            slot: 0,
         }
     }
 
@@ -146,21 +177,41 @@ impl Lab {
         Lab::new("")
     }
 
+    /// The same lab seen through gateway slot `slot` (checked, at most [`MAX_SLOT`], when used).
+    pub fn with_slot(&self, slot: u8) -> Lab {
+        Lab {
+            prefix: self.prefix.clone(),
+            slot,
+        }
+    }
+
     /// The prefix ("" for the default lab).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// The namespace name of `role` ("up", "gw", "lan", "c1", "c2").
+    /// The gateway slot this value stands for.
+    pub fn slot(&self) -> u8 {
+        self.slot
+    }
+
+    /// The namespace name of `role` ("up", "gw", "lan", "c1", "c2"): `up` is the lab's, the
+    /// others this slot's (`<role>` for slot 0, `<role>.<slot>` for the others).
     pub fn ns(&self, role: &str) -> String {
-        if self.prefix.is_empty() {
+        let name = if self.slot == 0 || !SLOT_ROLES.contains(&role) {
             role.to_string()
         } else {
-            format!("{}-{role}", self.prefix)
+            format!("{role}.{}", self.slot)
+        };
+        if self.prefix.is_empty() {
+            name
+        } else {
+            format!("{}-{name}", self.prefix)
         }
     }
 
-    /// This lab's state dir: `/run/gateway-lab/default` or `/run/gateway-lab/<prefix>`.
+    /// This lab's state dir: `/run/gateway-lab/default` or `/run/gateway-lab/<prefix>`. Shared
+    /// by every slot: the modem's and the origin's files, the Tor network, `arti.toml`.
     pub fn state_dir(&self) -> PathBuf {
         let name = if self.prefix.is_empty() {
             "default"
@@ -170,46 +221,109 @@ impl Lab {
         Path::new(STATE_ROOT).join(name)
     }
 
-    /// The bpffs mounted for this lab; the agent's pin dir.
+    /// This slot's files: the state dir itself for slot 0, `<state dir>/slot<N>` for slot N.
+    pub fn gateway_dir(&self) -> PathBuf {
+        if self.slot == 0 {
+            self.state_dir()
+        } else {
+            self.state_dir().join(format!("slot{}", self.slot))
+        }
+    }
+
+    /// The bpffs mounted for this slot; its agent's pin dir.
     pub fn bpf_dir(&self) -> PathBuf {
-        self.state_dir().join("bpf")
+        self.gateway_dir().join("bpf")
     }
 
-    /// The agent's control socket in this lab.
+    /// The agent's control socket in this slot.
     pub fn control_socket(&self) -> PathBuf {
-        self.state_dir().join("control.sock")
+        self.gateway_dir().join("control.sock")
     }
 
-    /// The agent's state dir in this lab.
+    /// The agent's state dir in this slot.
     pub fn agent_state_dir(&self) -> PathBuf {
-        self.state_dir().join("state")
+        self.gateway_dir().join("state")
     }
 
-    /// The agent config for this lab, written by [`Lab::up`] from `config/lab.toml`.
+    /// The agent config for this slot, written by [`Lab::up`] from `config/lab.toml`.
     pub fn agent_config(&self) -> PathBuf {
-        self.state_dir().join("gateway.toml")
+        self.gateway_dir().join("gateway.toml")
     }
 
-    /// dnsmasq's log (queries and DHCP).
+    /// dnsmasq's log (queries and DHCP), shared by every slot.
     pub fn dnsmasq_log(&self) -> PathBuf {
         self.state_dir().join("dnsmasq.log")
     }
 
-    /// The origin's access log (shows client addresses).
+    /// The origin's access log (shows client addresses), shared by every slot.
     pub fn origin_log(&self) -> PathBuf {
         self.state_dir().join("origin.log")
     }
 
+    /// This slot's port on the uplink bridge (`br0` in `up`): `gw<slot>`, the peer of the
+    /// slot's `outside0`. A capture there sees this gateway's uplink traffic and no other's.
+    pub fn uplink_port(&self) -> String {
+        format!("gw{}", self.slot)
+    }
+
+    /// An uplink address outside the modem's DHCP range that only this slot uses, for tests
+    /// that give `outside0` a static address: 192.0.2.(250 - slot).
+    pub fn spare_uplink_ip(&self) -> String {
+        format!("192.0.2.{}", 250 - u16::from(self.slot.min(MAX_SLOT)))
+    }
+
     fn label(&self) -> String {
-        if self.prefix.is_empty() {
+        let lab = if self.prefix.is_empty() {
             "lab".to_string()
         } else {
             format!("lab {}", self.prefix)
+        };
+        if self.slot == 0 {
+            lab
+        } else {
+            format!("{lab} slot {}", self.slot)
         }
     }
 
+    /// `up` and this slot's namespaces.
     fn ns_names(&self) -> Vec<String> {
         ROLES.iter().map(|r| self.ns(r)).collect()
+    }
+
+    /// This slot's namespaces.
+    fn slot_ns_names(&self) -> Vec<String> {
+        SLOT_ROLES.iter().map(|r| self.ns(r)).collect()
+    }
+
+    /// Every namespace of this lab, of any slot, that exists (or left a resolv.conf behind).
+    fn all_ns_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.with_slot(0).ns_names().into_iter().collect();
+        for dir in ["/run/netns", "/etc/netns"] {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if lab_prefix_of_ns(&name).as_deref() == Some(self.prefix.as_str()) {
+                        names.insert(name);
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    /// The gateway slots of this lab whose `gw` namespace exists, in order.
+    pub fn slots(&self) -> Vec<u8> {
+        let mut slots: Vec<u8> = self
+            .all_ns_names()
+            .iter()
+            .filter(|ns| ns_exists(ns))
+            .filter_map(|ns| parse_ns(ns))
+            .filter(|(_, role, _)| role == "gw")
+            .map(|(_, _, slot)| slot)
+            .collect();
+        slots.sort_unstable();
+        slots.dedup();
+        slots
     }
 
     fn check_prefix(&self) -> Result<()> {
@@ -219,50 +333,160 @@ impl Lab {
                 self.prefix
             );
         }
+        if self.slot > MAX_SLOT {
+            bail!("invalid gateway slot {}: at most {MAX_SLOT}", self.slot);
+        }
         Ok(())
     }
 
-    /// Builds the lab; does nothing if it is fully up, and rebuilds it if it is partially up.
+    /// Builds the lab with its Tor network (started, not waited for) and this gateway slot;
+    /// does nothing if they are up (but re-renders the slot's agent config and starts Tor
+    /// nodes that do not run), and rebuilds a partial lab (a partial slot N: only that slot).
     pub fn up(&self) -> Result<()> {
+        self.bring_up(true)
+    }
+
+    /// [`Lab::up`] without starting the Tor network (`lab_tor::setup` and `lab_tor::start`
+    /// bring it up later, e.g. only once a test needs it).
+    pub fn up_without_tor(&self) -> Result<()> {
+        self.bring_up(false)
+    }
+
+    /// Builds only the lab's shared part (the `up` namespace with the uplink bridge, the
+    /// modem's dnsmasq and the origin; no Tor network, no gateway slot), for labs whose
+    /// gateways come and go as slots ([`Lab::up_slot`]). Rebuilds a partial one.
+    pub fn up_base(&self) -> Result<()> {
         self.check_prefix()?;
         deps::require_root("lab up")?;
         deps::ensure_lab_packages()?;
-        if self.is_up() {
-            // Re-render so that edits to config/lab.toml reach a lab that is already up.
-            self.write_agent_config()?;
-            // And bring the Tor network back if `lab tor stop` stopped it.
-            lab_tor::setup(self)?;
-            lab_tor::start(self)?;
+        if self.base_is_up() {
+            return Ok(());
+        }
+        let base = self.with_slot(0);
+        base.rebuild_base()
+            .map_err(|err| err.context(format!("{} up", base.label())))?;
+        eprintln!("{}: up ({})", base.label(), self.state_dir().display());
+        Ok(())
+    }
+
+    /// Builds this gateway slot (N > 0) in a lab whose base is up; does nothing if the slot is
+    /// up (but re-renders its agent config), and rebuilds a partial one. On failure nothing of
+    /// the slot is left.
+    pub fn up_slot(&self) -> Result<()> {
+        self.check_prefix()?;
+        deps::require_root("lab up")?;
+        if self.slot == 0 {
+            bail!("slot 0 is part of the lab itself: `Lab::up` builds it");
+        }
+        if !self.base_is_up() {
+            bail!("{}: the lab is not up (`Lab::up_base` first)", self.label());
+        }
+        self.ensure_slot()
+            .map_err(|err| err.context(format!("{} up", self.label())))?;
+        eprintln!("{}: up ({})", self.label(), self.gateway_dir().display());
+        Ok(())
+    }
+
+    fn bring_up(&self, tor: bool) -> Result<()> {
+        self.check_prefix()?;
+        deps::require_root("lab up")?;
+        deps::ensure_lab_packages()?;
+        // A broken template should fail before anything is built.
+        self.render_agent_config()?;
+        // Slot 0 is part of the lab itself: a partial one means rebuilding the lab.
+        let fresh = !self.base_is_up() || (self.slot == 0 && !self.slot_is_up());
+        let slot_was_up = !fresh && self.slot_is_up();
+        if slot_was_up {
             eprintln!(
                 "{}: already up ({})",
                 self.label(),
-                self.state_dir().display()
+                self.gateway_dir().display()
             );
-            return Ok(());
         }
+        let result = (|| -> Result<()> {
+            if fresh {
+                self.rebuild_base()?;
+            }
+            if tor {
+                // Also brings the Tor network back if `lab tor stop` stopped it.
+                lab_tor::setup(self)?;
+                lab_tor::start(self)?;
+            }
+            self.ensure_slot()
+        })();
+        if let Err(err) = result {
+            if fresh {
+                eprintln!("{}: setting up failed; cleaning up", self.label());
+                if let Err(down_err) = self.down() {
+                    eprintln!("{}: cleaning up failed too: {down_err:#}", self.label());
+                }
+            }
+            return Err(err.context(format!("{} up", self.label())));
+        }
+        if fresh {
+            eprintln!("{}: up ({})", self.label(), self.state_dir().display());
+        } else if !slot_was_up {
+            eprintln!("{}: up ({})", self.label(), self.gateway_dir().display());
+        }
+        Ok(())
+    }
+
+    /// Tears down whatever is left of the lab and builds its base; cleans up on failure.
+    fn rebuild_base(&self) -> Result<()> {
         if self.has_traces() {
             eprintln!("{}: partially up; tearing down to rebuild", self.label());
             self.down()?;
         }
-        if let Err(err) = self.build() {
+        if let Err(err) = self.build_base() {
             eprintln!("{}: setting up failed; cleaning up", self.label());
             if let Err(down_err) = self.down() {
                 eprintln!("{}: cleaning up failed too: {down_err:#}", self.label());
             }
-            return Err(err.context(format!("{} up", self.label())));
+            return Err(err);
         }
-        eprintln!("{}: up ({})", self.label(), self.state_dir().display());
         Ok(())
     }
 
-    /// Whether everything the lab needs is present and its daemons are alive.
+    /// Builds this slot unless it is up (then re-renders its config, so that edits to
+    /// config/lab.toml reach a lab that is already up); a partial slot N is removed first, and
+    /// removed again if building fails.
+    fn ensure_slot(&self) -> Result<()> {
+        if self.slot_is_up() {
+            return self.write_agent_config();
+        }
+        if self.slot > 0 && self.slot_has_traces() {
+            eprintln!("{}: partially up; tearing down to rebuild", self.label());
+            self.down_slot()?;
+        }
+        let built = self.build_slot();
+        if built.is_err() && self.slot > 0 {
+            if let Err(down_err) = self.down_slot() {
+                eprintln!("{}: cleaning up failed too: {down_err:#}", self.label());
+            }
+        }
+        built
+    }
+
+    /// Whether the lab's base and this slot are present and the lab's daemons are alive.
     pub fn is_up(&self) -> bool {
+        self.base_is_up() && self.slot_is_up()
+    }
+
+    /// The lab's shared part: `up`, the state dir, dnsmasq and the origin alive.
+    fn base_is_up(&self) -> bool {
         valid_prefix(&self.prefix)
-            && self.ns_names().iter().all(|ns| ns_exists(ns))
-            && is_mounted_bpf(&self.bpf_dir())
-            && self.agent_config().is_file()
+            && ns_exists(&self.ns("up"))
+            && self.state_dir().is_dir()
             && self.daemon_alive("dnsmasq.pid")
             && self.daemon_alive("origin.pid")
+    }
+
+    /// This slot's namespaces, bpffs and agent config.
+    fn slot_is_up(&self) -> bool {
+        self.slot <= MAX_SLOT
+            && self.slot_ns_names().iter().all(|ns| ns_exists(ns))
+            && is_mounted_bpf(&self.bpf_dir())
+            && self.agent_config().is_file()
     }
 
     /// Whether the pid in `pid_file` is alive and in this lab's `up` namespace (not a reused pid).
@@ -281,31 +505,44 @@ impl Lab {
         }
     }
 
-    /// Whether anything of this lab exists (a namespace, the state dir).
+    /// Whether anything of this lab exists (a namespace of any slot, the state dir).
     fn has_traces(&self) -> bool {
-        self.state_dir().exists() || self.ns_names().iter().any(|ns| ns_exists(ns))
+        self.state_dir().exists() || self.all_ns_names().iter().any(|ns| ns_exists(ns))
     }
 
-    fn build(&self) -> Result<()> {
+    /// Whether anything of this slot exists (a namespace, a resolv.conf, its gateway dir).
+    fn slot_has_traces(&self) -> bool {
+        self.slot_ns_names()
+            .iter()
+            .any(|ns| ns_exists(ns) || Path::new("/etc/netns").join(ns).exists())
+            || (self.slot > 0 && self.gateway_dir().exists())
+    }
+
+    /// The state dir, the origin's files and the `up` namespace with the uplink bridge, the
+    /// stand-in internet, the modem's dnsmasq and the origin.
+    fn build_base(&self) -> Result<()> {
         let state = self.state_dir();
         fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-        // Render the config first: a broken template should fail before anything is built.
-        self.write_agent_config()?;
         self.write_www()?;
 
-        let bpf = self.bpf_dir();
-        fs::create_dir_all(&bpf).with_context(|| format!("creating {}", bpf.display()))?;
-        // `ip netns exec` remounts /sys, so pins under /sys/fs/bpf would not survive from one
-        // exec to the next; a bpffs under /run is seen by all of them.
-        process::run_command(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpf))
-            .context("mounting the lab's bpffs")?;
-
-        eprintln!(
-            "{}: creating namespaces {}",
-            self.label(),
-            self.ns_names().join(" ")
-        );
-        self.build_namespaces()?;
+        let up = self.ns("up");
+        eprintln!("{}: creating namespace {up}", self.label());
+        self.write_resolv_conf(&up, "up")?;
+        process::run("ip", ["netns", "add", &up])?;
+        ip(&up, &["link", "set", "lo", "up"])?;
+        // The modem: uplink bridge plus the stand-in internet. inet0 is a port-less bridge
+        // because this kernel has no dummy driver; later namespaces (relays) can join it.
+        ip(&up, &["link", "add", "br0", "type", "bridge"])?;
+        ip(
+            &up,
+            &["addr", "add", &format!("{MODEM_IP}/24"), "dev", "br0"],
+        )?;
+        ip(&up, &["link", "set", "br0", "up"])?;
+        ip(&up, &["link", "add", "inet0", "type", "bridge"])?;
+        for addr in ["203.0.113.1", ORIGIN_IP, INTERNET_RESOLVER_IP] {
+            ip(&up, &["addr", "add", &format!("{addr}/24"), "dev", "inet0"])?;
+        }
+        ip(&up, &["link", "set", "inet0", "up"])?;
 
         eprintln!(
             "{}: starting dnsmasq (modem {MODEM_IP}, DHCP/DNS) and the origin ({ORIGIN_IP})",
@@ -313,15 +550,34 @@ impl Lab {
         );
         self.start_dnsmasq()?;
         self.start_origin()?;
-        self.wait_ready()?;
-
-        // Not waited for: the first usable consensus takes 10–50 s; `lab status` tells.
-        lab_tor::setup(self)?;
-        lab_tor::start(self)
+        self.wait_ready()
     }
 
-    /// Copies `config/lab.toml` with its paths pointed into this lab's state dir.
-    fn write_agent_config(&self) -> Result<()> {
+    /// This slot's gateway dir, agent config, bpffs and namespaces, wired to the lab's uplink
+    /// bridge. The lab's base must be up.
+    fn build_slot(&self) -> Result<()> {
+        let dir = self.gateway_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.write_agent_config()?;
+
+        let bpf = self.bpf_dir();
+        fs::create_dir_all(&bpf).with_context(|| format!("creating {}", bpf.display()))?;
+        // `ip netns exec` remounts /sys, so pins under /sys/fs/bpf would not survive from one
+        // exec to the next; a bpffs under /run is seen by all of them.
+        process::run_command(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpf))
+            .context("mounting the slot's bpffs")?;
+
+        eprintln!(
+            "{}: creating namespaces {}",
+            self.label(),
+            self.slot_ns_names().join(" ")
+        );
+        self.build_namespaces()
+    }
+
+    /// Renders `config/lab.toml` for this slot: its paths pointed into the slot's gateway dir,
+    /// the lab-wide files (`arti.toml`) into the lab's state dir.
+    fn render_agent_config(&self) -> Result<String> {
         let template_path = lab_config_template();
         let template = fs::read_to_string(&template_path).with_context(|| {
             format!(
@@ -336,8 +592,16 @@ impl Lab {
                 template_path.display()
             );
         }
-        let own = format!("{}/", self.state_dir().display());
-        let config = template.replace(TEMPLATE_STATE_DIR, &own);
+        Ok(render_agent_config(
+            &template,
+            &self.state_dir(),
+            &self.gateway_dir(),
+        ))
+    }
+
+    /// Writes [`Lab::agent_config`] from `config/lab.toml`.
+    fn write_agent_config(&self) -> Result<()> {
+        let config = self.render_agent_config()?;
         let path = self.agent_config();
         fs::write(&path, config).with_context(|| format!("writing {}", path.display()))
     }
@@ -346,12 +610,7 @@ impl Lab {
     /// namespace gets the resolver it would have on a real network (the clients the gateway, the
     /// gateway and the modem the modem), so lookups never head for the host's own resolver, and
     /// a DHCP client hook that writes resolv.conf would write this file, not the host's.
-    fn write_resolv_conf(&self, ns: &str) -> Result<()> {
-        let role = ROLES
-            .iter()
-            .find(|role| self.ns(role) == ns)
-            .copied()
-            .unwrap_or("lan");
+    fn write_resolv_conf(&self, ns: &str, role: &str) -> Result<()> {
         let resolver = match role {
             "c1" | "c2" => GATEWAY_INSIDE_IP,
             "up" | "gw" => MODEM_IP,
@@ -379,38 +638,32 @@ impl Lab {
         Ok(())
     }
 
+    /// This slot's namespaces: the gateway host with its outside leg on the lab's uplink
+    /// bridge, the inside bridge and the clients.
     fn build_namespaces(&self) -> Result<()> {
         let up = self.ns("up");
         let gw = self.ns("gw");
         let lan = self.ns("lan");
-        for ns in self.ns_names() {
-            self.write_resolv_conf(&ns)?;
+        for role in SLOT_ROLES {
+            let ns = self.ns(role);
+            self.write_resolv_conf(&ns, role)?;
             process::run("ip", ["netns", "add", &ns])?;
             ip(&ns, &["link", "set", "lo", "up"])?;
         }
 
-        // The modem: uplink bridge plus the stand-in internet. inet0 is a port-less bridge
-        // because this kernel has no dummy driver; later namespaces (relays) can join it.
-        ip(&up, &["link", "add", "br0", "type", "bridge"])?;
-        ip(
-            &up,
-            &["addr", "add", &format!("{MODEM_IP}/24"), "dev", "br0"],
-        )?;
-        ip(&up, &["link", "set", "br0", "up"])?;
-        ip(&up, &["link", "add", "inet0", "type", "bridge"])?;
-        for addr in ["203.0.113.1", ORIGIN_IP, INTERNET_RESOLVER_IP] {
-            ip(&up, &["addr", "add", &format!("{addr}/24"), "dev", "inet0"])?;
+        // The gateway's outside leg on the uplink bridge. A port of the same name left by a
+        // slot whose namespace the kernel has not freed yet would be in the way.
+        let port = self.uplink_port();
+        if ip(&up, &["link", "show", "dev", &port]).is_ok() {
+            ip(&up, &["link", "del", "dev", &port])?;
         }
-        ip(&up, &["link", "set", "inet0", "up"])?;
-
-        // The gateway's outside leg on the uplink bridge.
         ip(
             &up,
             &[
-                "link", "add", "gw0", "type", "veth", "peer", "name", OUTSIDE_IF, "netns", &gw,
+                "link", "add", &port, "type", "veth", "peer", "name", OUTSIDE_IF, "netns", &gw,
             ],
         )?;
-        ip(&up, &["link", "set", "gw0", "master", "br0", "up"])?;
+        ip(&up, &["link", "set", &port, "master", "br0", "up"])?;
         // No address here: the agent makes its macvlan on outside0 and takes a DHCP lease from
         // the modem, as on a real uplink.
         ip(&gw, &["link", "set", OUTSIDE_IF, "up"])?;
@@ -584,12 +837,10 @@ impl Lab {
         bail!("after {READY_TIMEOUT:?}: {}", problems.join("; "))
     }
 
-    /// Removes everything this lab made: stops every process in its namespaces (agents,
-    /// tcpdumps and the lab's own daemons), deletes the namespaces, unmounts its bpffs and
-    /// removes its state dir. Works from names alone, so also after a crash.
-    /// Where `role`'s DHCP client records its events (see `xtask/lab/*-script.sh`).
+    /// Where `role`'s DHCP client records its events (see `xtask/lab/*-script.sh`), in this
+    /// slot's gateway dir.
     pub fn dhcp_log(&self, role: &str) -> PathBuf {
-        self.state_dir().join(format!("{role}.dhcp-events"))
+        self.gateway_dir().join(format!("{role}.dhcp-events"))
     }
 
     /// Starts a real DHCP client on `role`'s eth0 in the background; it keeps renewing until the
@@ -602,7 +853,7 @@ impl Lab {
         hostname: Option<&str>,
     ) -> Result<()> {
         let ns = self.ns(role);
-        let state = self.state_dir();
+        let state = self.gateway_dir();
         let script = match client {
             DhcpClient::Dhclient => "dhclient-script.sh",
             DhcpClient::Udhcpc => "udhcpc-script.sh",
@@ -657,58 +908,50 @@ impl Lab {
         }
     }
 
+    /// Removes everything this lab made, every slot with it: stops every process in its
+    /// namespaces (agents, tcpdumps and the lab's own daemons), deletes the namespaces,
+    /// unmounts its bpffs mounts and removes its state dir. Works from names alone, so also
+    /// after a crash.
     pub fn down(&self) -> Result<()> {
         self.check_prefix()?;
         deps::require_root("lab down")?;
-        let existing: Vec<String> = self
-            .ns_names()
-            .into_iter()
-            .filter(|ns| ns_exists(ns))
-            .collect();
+        let lab = self.with_slot(0);
+        let names: Vec<String> = self.all_ns_names().into_iter().collect();
         let state = self.state_dir();
-        let resolv_left = self
-            .ns_names()
-            .iter()
-            .any(|ns| Path::new("/etc/netns").join(ns).exists());
-        if existing.is_empty() && !state.exists() && !resolv_left {
-            eprintln!("{}: nothing to remove", self.label());
-            return Ok(());
-        }
-        let mut errors: Vec<String> = Vec::new();
-
-        let pids: BTreeSet<i32> = existing.iter().flat_map(|ns| ns_pids(ns)).collect();
-        if !pids.is_empty() {
-            eprintln!("{}: stopping {} process(es)", self.label(), pids.len());
-            stop_processes(&pids);
-        }
-        for ns in &existing {
-            if let Err(err) = process::run("ip", ["netns", "del", ns]) {
-                errors.push(format!("{err:#}"));
-            }
-        }
-        for ns in self.ns_names() {
-            let dir = Path::new("/etc/netns").join(&ns);
-            if dir.exists() {
-                if let Err(err) = fs::remove_dir_all(&dir) {
-                    errors.push(format!("removing {}: {err}", dir.display()));
-                }
-            }
-        }
-        if let Err(err) = unmount_all_under(&state) {
-            errors.push(format!("{err:#}"));
-        } else if state.exists() {
-            if let Err(err) = fs::remove_dir_all(&state) {
-                errors.push(format!("removing {}: {err}", state.display()));
-            }
-        }
-        if !errors.is_empty() {
-            bail!("{} down: {}", self.label(), errors.join("; "));
-        }
-        eprintln!("{}: down", self.label());
-        Ok(())
+        remove(&lab.label(), &names, &state, None)
     }
 
-    /// The lab's addresses, paths and namespaces.
+    /// Removes this gateway slot (N > 0) and nothing else of the lab: stops every process in
+    /// its namespaces, removes its port from the uplink bridge, deletes its namespaces,
+    /// unmounts its bpffs and removes its gateway dir.
+    pub fn down_slot(&self) -> Result<()> {
+        self.check_prefix()?;
+        deps::require_root("lab down")?;
+        if self.slot == 0 {
+            bail!("slot 0 is part of the lab itself: `Lab::down` removes it with the lab");
+        }
+        let port = ns_exists(&self.ns("up")).then(|| (self.ns("up"), self.uplink_port()));
+        remove(
+            &self.label(),
+            &self.slot_ns_names(),
+            &self.gateway_dir(),
+            port,
+        )
+    }
+
+    /// This slot's IPv4 addresses on the uplink subnet (its `gw` namespace's), without the
+    /// prefix length: the agent's DHCP lease on its macvlan, and any static one a test added.
+    pub fn uplink_addresses(&self) -> Vec<String> {
+        ns_ipv4_addrs(&self.ns("gw"))
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.starts_with("192.0.2."))
+            .filter_map(|a| a.split('/').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lab's addresses, paths and namespaces, as seen from this slot.
     pub fn status(&self) -> Result<LabStatus> {
         self.check_prefix()?;
         deps::require_root("lab status")?;
@@ -723,6 +966,9 @@ impl Lab {
         Ok(LabStatus {
             up: self.is_up(),
             prefix: self.prefix.clone(),
+            slot: self.slot,
+            gateway_slots: self.slots(),
+            uplink_port: self.uplink_port(),
             gateway_inside_ip: GATEWAY_INSIDE_IP.into(),
             gateway_outside_ip: namespaces
                 .get(&self.ns("gw"))
@@ -748,6 +994,7 @@ impl Lab {
             agent_config: path(self.agent_config()),
             agent_state_dir: path(self.agent_state_dir()),
             state_dir: path(self.state_dir()),
+            gateway_dir: path(self.gateway_dir()),
             dnsmasq_log: path(self.dnsmasq_log()),
             dnsmasq_leases: path(self.state_dir().join("dnsmasq.leases")),
             origin_log: path(self.origin_log()),
@@ -775,7 +1022,16 @@ impl fmt::Display for LabStatus {
         } else {
             self.prefix.clone()
         };
-        writeln!(f, "lab {name}: {}", if self.up { "up" } else { "down" })?;
+        let slot = if self.slot == 0 {
+            String::new()
+        } else {
+            format!(" slot {}", self.slot)
+        };
+        writeln!(
+            f,
+            "lab {name}{slot}: {}",
+            if self.up { "up" } else { "down" }
+        )?;
         writeln!(
             f,
             "  inside        {} (gateway {} on {})",
@@ -817,6 +1073,10 @@ impl fmt::Display for LabStatus {
         writeln!(f, "  agent config  {}", self.agent_config)?;
         writeln!(f, "  bpf pin dir   {}", self.bpf_pin_dir)?;
         writeln!(f, "  control sock  {}", self.control_socket)?;
+        if self.gateway_slots.iter().any(|&s| s != 0) {
+            let slots: Vec<String> = self.gateway_slots.iter().map(u8::to_string).collect();
+            writeln!(f, "  slots         {}", slots.join(" "))?;
+        }
         writeln!(
             f,
             "  logs          {} {}",
@@ -837,6 +1097,79 @@ impl fmt::Display for LabStatus {
         }
         Ok(())
     }
+}
+
+/// Removes `names` (namespaces, with every process in them, and their resolv.conf dirs), the
+/// uplink `port` (namespace, device) if given, and `dir` with every mount below it.
+fn remove(label: &str, names: &[String], dir: &Path, port: Option<(String, String)>) -> Result<()> {
+    let existing: Vec<&String> = names.iter().filter(|ns| ns_exists(ns)).collect();
+    let resolv_left = names
+        .iter()
+        .any(|ns| Path::new("/etc/netns").join(ns).exists());
+    if existing.is_empty() && !dir.exists() && !resolv_left {
+        eprintln!("{label}: nothing to remove");
+        return Ok(());
+    }
+    let mut errors: Vec<String> = Vec::new();
+
+    let pids: BTreeSet<i32> = existing.iter().flat_map(|ns| ns_pids(ns)).collect();
+    if !pids.is_empty() {
+        eprintln!("{label}: stopping {} process(es)", pids.len());
+        stop_processes(&pids);
+    }
+    // Deleting one end of the veth takes the other (the slot's outside0) with it, even while
+    // pinned programs keep the slot's namespace alive until its bpffs is unmounted.
+    if let Some((up, port)) = port {
+        if ip(&up, &["link", "show", "dev", &port]).is_ok() {
+            if let Err(err) = ip(&up, &["link", "del", "dev", &port]) {
+                errors.push(format!("{err:#}"));
+            }
+        }
+    }
+    for ns in &existing {
+        if let Err(err) = process::run("ip", ["netns", "del", ns.as_str()]) {
+            errors.push(format!("{err:#}"));
+        }
+    }
+    for ns in names {
+        let resolv = Path::new("/etc/netns").join(ns);
+        if resolv.exists() {
+            if let Err(err) = fs::remove_dir_all(&resolv) {
+                errors.push(format!("removing {}: {err}", resolv.display()));
+            }
+        }
+    }
+    if let Err(err) = unmount_all_under(dir) {
+        errors.push(format!("{err:#}"));
+    } else if dir.exists() {
+        if let Err(err) = fs::remove_dir_all(dir) {
+            errors.push(format!("removing {}: {err}", dir.display()));
+        }
+    }
+    if !errors.is_empty() {
+        bail!("{label} down: {}", errors.join("; "));
+    }
+    eprintln!("{label}: down");
+    Ok(())
+}
+
+/// `template` (config/lab.toml) with every path under [`TEMPLATE_STATE_DIR`] moved into
+/// `gateway_dir`, except the [`LAB_WIDE_FILES`], which move into `lab_dir`.
+fn render_agent_config(template: &str, lab_dir: &Path, gateway_dir: &Path) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find(TEMPLATE_STATE_DIR) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + TEMPLATE_STATE_DIR.len()..];
+        let lab_wide = LAB_WIDE_FILES.iter().any(|file| {
+            rest.strip_prefix(file)
+                .is_some_and(|after| !after.starts_with(|c: char| c.is_alphanumeric() || c == '.'))
+        });
+        let dir = if lab_wide { lab_dir } else { gateway_dir };
+        out.push_str(&format!("{}/", dir.display()));
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Prints `status` for people (stdout).
@@ -908,12 +1241,24 @@ fn valid_prefix(prefix: &str) -> bool {
 
 /// The lab prefix a namespace name belongs to, if it is named like a lab's.
 fn lab_prefix_of_ns(name: &str) -> Option<String> {
-    if ROLES.contains(&name) {
-        return Some(String::new());
+    parse_ns(name).map(|(prefix, _, _)| prefix)
+}
+
+/// A lab namespace name as (prefix, role, slot): `[<prefix>-]<role>` for `up` and slot 0,
+/// `[<prefix>-]<role>.<slot>` for slot 1..=[`MAX_SLOT`].
+fn parse_ns(name: &str) -> Option<(String, String, u8)> {
+    let (prefix, rest) = match name.split_once('-') {
+        Some((prefix, rest)) if !prefix.is_empty() && valid_prefix(prefix) => (prefix, rest),
+        Some(_) => return None,
+        None => ("", name),
+    };
+    if ROLES.contains(&rest) {
+        return Some((prefix.to_string(), rest.to_string(), 0));
     }
-    let (prefix, role) = name.split_once('-')?;
-    (ROLES.contains(&role) && !prefix.is_empty() && valid_prefix(prefix))
-        .then(|| prefix.to_string())
+    let (role, slot) = rest.split_once('.')?;
+    let n: u8 = slot.parse().ok()?;
+    (SLOT_ROLES.contains(&role) && (1..=MAX_SLOT).contains(&n) && n.to_string() == slot)
+        .then(|| (prefix.to_string(), role.to_string(), n))
 }
 
 fn ns_path(ns: &str) -> PathBuf {
@@ -1111,6 +1456,89 @@ mod tests {
             lab.agent_config(),
             PathBuf::from("/run/gateway-lab/t1234a/gateway.toml")
         );
+    }
+
+    #[test]
+    fn slots_have_their_own_names_and_files() {
+        let lab = Lab::new("t1234a").with_slot(3);
+        assert_eq!(lab.ns("up"), "t1234a-up", "the uplink is the lab's");
+        assert_eq!(lab.ns("gw"), "t1234a-gw.3");
+        assert_eq!(lab.ns("lan"), "t1234a-lan.3");
+        assert_eq!(lab.ns("c2"), "t1234a-c2.3");
+        assert_eq!(Lab::default_lab().with_slot(12).ns("c1"), "c1.12");
+        assert_eq!(lab.state_dir(), PathBuf::from("/run/gateway-lab/t1234a"));
+        assert_eq!(
+            lab.gateway_dir(),
+            PathBuf::from("/run/gateway-lab/t1234a/slot3")
+        );
+        assert_eq!(
+            lab.bpf_dir(),
+            PathBuf::from("/run/gateway-lab/t1234a/slot3/bpf")
+        );
+        assert_eq!(
+            lab.control_socket(),
+            PathBuf::from("/run/gateway-lab/t1234a/slot3/control.sock")
+        );
+        assert_eq!(
+            lab.dnsmasq_log(),
+            PathBuf::from("/run/gateway-lab/t1234a/dnsmasq.log")
+        );
+        assert_eq!(lab.uplink_port(), "gw3");
+        assert_eq!(lab.spare_uplink_ip(), "192.0.2.247");
+        assert_eq!(lab.with_slot(0).uplink_port(), "gw0");
+        assert_eq!(lab.with_slot(0).spare_uplink_ip(), "192.0.2.250");
+        assert_eq!(lab.with_slot(0).gateway_dir(), lab.state_dir());
+        assert!(lab.with_slot(MAX_SLOT + 1).check_prefix().is_err());
+        // Interface names stay within IFNAMSIZ.
+        assert!(lab.with_slot(MAX_SLOT).uplink_port().len() <= 15);
+    }
+
+    #[test]
+    fn slot_namespaces_map_back_to_labs() {
+        let of = |name: &str| parse_ns(name);
+        assert_eq!(of("gw.2"), Some((String::new(), "gw".into(), 2)));
+        assert_eq!(of("t12-lan.40"), Some(("t12".into(), "lan".into(), 40)));
+        assert_eq!(of("t12-c1"), Some(("t12".into(), "c1".into(), 0)));
+        assert_eq!(of("t12-up.2"), None, "up is never a slot's");
+        assert_eq!(of("t12-gw.0"), None);
+        assert_eq!(of("t12-gw.02"), None);
+        assert_eq!(of("t12-gw.41"), None);
+        assert_eq!(of("t12-gw."), None);
+        assert_eq!(lab_prefix_of_ns("t12-c2.7"), Some("t12".to_string()));
+    }
+
+    #[test]
+    fn each_slot_renders_its_own_agent_config() {
+        let template = "arti_config = \"/run/gateway-lab/default/arti.toml\"\n\
+                        bpf_pin_dir = \"/run/gateway-lab/default/bpf\"\n\
+                        socket = \"/run/gateway-lab/default/control.sock\"\n\
+                        other = \"/run/gateway-lab/default/arti.toml.d\"\n";
+        let default = Lab::default_lab().with_slot(2);
+        let text = render_agent_config(template, &default.state_dir(), &default.gateway_dir());
+        assert_eq!(
+            text,
+            "arti_config = \"/run/gateway-lab/default/arti.toml\"\n\
+             bpf_pin_dir = \"/run/gateway-lab/default/slot2/bpf\"\n\
+             socket = \"/run/gateway-lab/default/slot2/control.sock\"\n\
+             other = \"/run/gateway-lab/default/slot2/arti.toml.d\"\n"
+        );
+        let lab = Lab::new("t9");
+        let text = render_agent_config(template, &lab.state_dir(), &lab.gateway_dir());
+        assert!(text.contains("\"/run/gateway-lab/t9/arti.toml\""), "{text}");
+        assert!(text.contains("\"/run/gateway-lab/t9/bpf\""), "{text}");
+        // The committed template renders with per-slot paths only.
+        let template = fs::read_to_string(lab_config_template()).expect("config/lab.toml");
+        let slot = lab.with_slot(1);
+        let text = render_agent_config(&template, &slot.state_dir(), &slot.gateway_dir());
+        assert!(!text.contains(TEMPLATE_STATE_DIR), "{text}");
+        for path in [
+            slot.bpf_dir(),
+            slot.control_socket(),
+            slot.agent_state_dir(),
+        ] {
+            assert!(text.contains(&format!("\"{}\"", path.display())), "{text}");
+        }
+        assert!(text.contains("\"/run/gateway-lab/t9/arti.toml\""), "{text}");
     }
 
     #[test]

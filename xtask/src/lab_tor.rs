@@ -302,6 +302,12 @@ fn started_file(lab: &Lab) -> PathBuf {
     tor_dir(lab).join("started")
 }
 
+/// Whether [`start`] has ever started this lab's network (it may have been stopped since):
+/// labs that start Tor only when a test first needs it ask this.
+pub fn ever_started(lab: &Lab) -> bool {
+    started_file(lab).is_file()
+}
+
 fn pid_file_rel(nick: &str) -> PathBuf {
     Path::new("tor").join(nick).join("tor.pid")
 }

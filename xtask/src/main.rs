@@ -37,6 +37,11 @@ enum Task {
         /// one, e.g. one a test left behind, or a second lab beside the default.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Work on this gateway slot of the lab (namespaces `gw.N`, `lan.N`, `c1.N`, `c2.N` on
+        /// the same uplink) instead of slot 0 (`gw`, `lan`, `c1`, `c2`). `down` with a slot
+        /// removes only that slot; without one, the whole lab.
+        #[arg(long)]
+        slot: Option<u8>,
         #[command(subcommand)]
         action: LabAction,
     },
@@ -110,13 +115,18 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Task::Run { config } => run_agent(config),
-        Task::Lab { prefix, action } => {
+        Task::Lab {
+            prefix,
+            slot,
+            action,
+        } => {
             deps::require_root("the lab")?;
             deps::ensure_lab_packages()?;
-            let lab = lab::Lab::new(&prefix);
+            let lab = lab::Lab::new(&prefix).with_slot(slot.unwrap_or(0));
             match action {
                 LabAction::Up => lab.up(),
                 LabAction::Down { all: true } => lab::down_all(),
+                LabAction::Down { all: false } if lab.slot() > 0 => lab.down_slot(),
                 LabAction::Down { all: false } => lab.down(),
                 LabAction::Status { json } => {
                     let status = lab.status()?;
