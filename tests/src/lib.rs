@@ -32,8 +32,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 pub use xtask::lab;
+pub use xtask::lab::tor as lab_tor;
 use xtask::lab::Lab;
-pub use xtask::lab_tor;
 
 /// A gateway (with its inside LAN and clients) that exists for the lifetime of the value: a
 /// slot of the binary's shared lab, or slot 0 of a lab of its own.

@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use gateway_tests::{eventually, lab, Agent, Capture, DhcpClient, TestLab};
 use serde_json::Value;
-use xtask::lab_tor;
+use xtask::lab::tor as lab_tor;
 
 const SOCKS: &str = "198.51.100.1:9050";
 const PROXY: &str = "http://198.51.100.1:3128";

@@ -14,7 +14,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, deps, lab, lab_tor, process};
+use crate::lab::tor as lab_tor;
+use crate::{build, deps, lab, process};
 
 /// Debian packages the benchmarks drive.
 pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "kea-dhcp4-server", "kea-admin"];

@@ -5,5 +5,4 @@ pub mod bench;
 pub mod build;
 pub mod deps;
 pub mod lab;
-pub mod lab_tor;
 pub mod process;

@@ -4,7 +4,8 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xtask::{bench, build, deps, lab, lab_tor, process};
+use xtask::lab::tor as lab_tor;
+use xtask::{bench, build, deps, lab, process};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test the gateway")]

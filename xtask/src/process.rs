@@ -1,7 +1,12 @@
 //! Running external commands with errors that say which command failed and why.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -129,6 +134,84 @@ where
     S: AsRef<OsStr>,
 {
     run_ok("ip", ns_args(ns, program, args))
+}
+
+/// Processes whose network namespace is `ns` (never ourselves).
+pub(crate) fn ns_pids(ns: &str) -> Vec<i32> {
+    let own = i32::try_from(std::process::id()).unwrap_or(-1);
+    output("ip", ["netns", "pids", ns])
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .filter(|&p| p > 1 && p != own)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGTERM, a short bounded wait, then SIGKILL for what is left.
+pub(crate) fn stop_processes(pids: &BTreeSet<i32>) {
+    signal_all(pids, libc::SIGTERM);
+    if wait_dead(pids, Duration::from_secs(3)) {
+        return;
+    }
+    signal_all(pids, libc::SIGKILL);
+    wait_dead(pids, Duration::from_secs(2));
+}
+
+pub(crate) fn signal_all(pids: &BTreeSet<i32>, signal: libc::c_int) {
+    for &pid in pids {
+        // SAFETY: kill has no memory-safety preconditions; a vanished pid just yields ESRCH.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+/// Waits until none of `pids` is alive; false if some still are at the deadline.
+pub(crate) fn wait_dead(pids: &BTreeSet<i32>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !pids.iter().any(|&p| pid_alive(p)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Alive and not a zombie (a zombie holds no sockets; its parent just has not reaped it).
+pub(crate) fn pid_alive(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the parenthesised command name, which may itself contain ") ".
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
+}
+
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The last lines of a log, for error messages.
+pub(crate) fn log_tail(path: &Path) -> String {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+            if tail.is_empty() {
+                format!("{} is empty", path.display())
+            } else {
+                tail
+            }
+        }
+        Err(err) => format!("{}: {err}", path.display()),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,32 @@
+//! The network-namespace lab: a modem with a stand-in internet (`up`), the gateway host (`gw`),
+//! the inside LAN bridge (`lan`) and clients (`c1`, `c2`), all in namespaces so that nothing
+//! touches the host's own interfaces. Documentation address ranges only.
+//!
+//! Everything a lab makes is derived from its prefix (namespace names, the state dir, the bpffs
+//! mount), so [`Lab::down`] cleans up after a crash without any in-memory state, and labs with
+//! different prefixes (parallel tests) never touch each other.
+//!
+//! **Gateway slots.** A lab's shared part (its *base*) is the `up` namespace: the uplink bridge,
+//! the modem's dnsmasq, the origin and the Tor network. A *gateway slot* is one gateway host
+//! with its own inside LAN: namespaces `gw`, `lan`, `c1`, `c2` for slot 0 (what `lab up`
+//! makes), `gw.N`, `lan.N`, `c1.N`, `c2.N` for slot N (1..=[`MAX_SLOT`]), each prefixed like
+//! the rest of the lab. Every slot's `outside0` is a port (`gw<N>` in `up`) on the same uplink
+//! bridge, so the modem's DHCP server gives each gateway its own uplink address; every slot has
+//! its own inside bridge (the inside subnet repeats), its own files under
+//! [`Lab::gateway_dir`] (agent config, bpffs pin dir, control socket, agent state, the clients'
+//! DHCP files). A [`Lab`] value is a view of one slot: [`Lab::ns`] maps the slot roles to that
+//! slot's namespaces and `up` to the shared one. The tests run many slots in one lab
+//! ([`Lab::up_base`], [`Lab::up_slot`], [`Lab::down_slot`]).
+
+mod clients;
+mod daemons;
+mod layout;
+mod lifecycle;
+mod status;
+mod topology;
+pub mod tor;
+
+pub use clients::{DhcpClient, CLIENTS};
+pub use layout::*;
+pub use lifecycle::down_all;
+pub use status::{print_human, LabStatus};

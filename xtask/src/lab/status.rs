@@ -1,0 +1,241 @@
+//! `lab status`: what is up, the addresses, the Tor network; `--json` is the contract with scripts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::tor::{self, TorNodeStatus};
+use crate::deps;
+
+use super::clients::*;
+use super::layout::*;
+use super::topology::*;
+
+/// What `lab status` reports; `lab status --json` is the lab's contract with scripts.
+#[derive(Debug, Clone, Serialize)]
+pub struct LabStatus {
+    /// Whether the lab and this gateway slot are fully up (namespaces, bpffs, dnsmasq and
+    /// origin alive).
+    pub up: bool,
+    /// The lab's prefix ("" for the default lab).
+    pub prefix: String,
+    /// The gateway slot this status describes (0: `gw`, `lan`, `c1`, `c2`).
+    pub slot: u8,
+    /// The gateway slots that exist in this lab.
+    pub gateway_slots: Vec<u8>,
+    /// This slot's port on the uplink bridge, in `up` (`gw<slot>`).
+    pub uplink_port: String,
+    pub gateway_inside_ip: String,
+    /// The gateway's uplink address, once the agent's DHCP client has one.
+    pub gateway_outside_ip: Option<String>,
+    pub inside_subnet: String,
+    pub uplink_subnet: String,
+    pub internet_subnet: String,
+    pub origin_url: String,
+    pub origin_name: String,
+    pub origin_ip: String,
+    /// The resolver the modem hands out by DHCP.
+    pub uplink_resolver_ip: String,
+    pub internet_resolver_ip: String,
+    pub inside_interface: String,
+    pub outside_interface: String,
+    pub bpf_pin_dir: String,
+    pub control_socket: String,
+    pub agent_config: String,
+    pub agent_state_dir: String,
+    pub state_dir: String,
+    /// This slot's files: the state dir for slot 0, `<state dir>/slot<N>` for slot N.
+    pub gateway_dir: String,
+    pub dnsmasq_log: String,
+    pub dnsmasq_leases: String,
+    pub origin_log: String,
+    /// Role → namespace name (this slot's).
+    pub roles: BTreeMap<String, String>,
+    /// Client namespace → the DHCP client it runs.
+    pub clients: BTreeMap<String, DhcpClient>,
+    /// The private Tor network has a fresh consensus listing every node (see `lab::tor`).
+    pub tor_ready: bool,
+    /// Why it is not ready, if it is not.
+    pub tor_not_ready_because: Option<String>,
+    /// The Tor network's nodes: role, address, ports, running, identities.
+    pub tor_nodes: Vec<TorNodeStatus>,
+    /// The onion service in front of the origin (`<56 chars>.onion`).
+    pub onion_address: Option<String>,
+    /// Its URL (`http://<onion address>/`).
+    pub onion_url: Option<String>,
+    /// It has stored its descriptor on enough HSDirs since it last started: clients find it.
+    pub onion_published: bool,
+    /// arti's settings for the lab's Tor network (authorities, fallbacks, path rules).
+    pub arti_config: String,
+    /// Existing namespace → IPv4 addresses (CIDR) on its interfaces other than `lo`.
+    pub namespaces: BTreeMap<String, Vec<String>>,
+}
+
+impl fmt::Display for LabStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = if self.prefix.is_empty() {
+            "default".to_string()
+        } else {
+            self.prefix.clone()
+        };
+        let slot = if self.slot == 0 {
+            String::new()
+        } else {
+            format!(" slot {}", self.slot)
+        };
+        writeln!(
+            f,
+            "lab {name}{slot}: {}",
+            if self.up { "up" } else { "down" }
+        )?;
+        writeln!(
+            f,
+            "  inside        {} (gateway {} on {})",
+            self.inside_subnet, self.gateway_inside_ip, self.inside_interface
+        )?;
+        writeln!(
+            f,
+            "  uplink        {} (modem and resolver {}, gateway on {})",
+            self.uplink_subnet, self.uplink_resolver_ip, self.outside_interface
+        )?;
+        writeln!(
+            f,
+            "  origin        {} ({} = {})",
+            self.origin_url, self.origin_name, self.origin_ip
+        )?;
+        let running = self.tor_nodes.iter().filter(|n| n.running).count();
+        let tor = if self.tor_ready {
+            "ready".to_string()
+        } else {
+            format!(
+                "not ready ({})",
+                self.tor_not_ready_because.as_deref().unwrap_or("?")
+            )
+        };
+        writeln!(
+            f,
+            "  tor           {tor}; {running}/{} nodes run",
+            self.tor_nodes.len()
+        )?;
+        if let Some(url) = &self.onion_url {
+            let published = if self.onion_published {
+                "published"
+            } else {
+                "not published yet"
+            };
+            writeln!(f, "  onion         {url} (the origin; {published})")?;
+        }
+        writeln!(f, "  arti config   {}", self.arti_config)?;
+        writeln!(f, "  agent config  {}", self.agent_config)?;
+        writeln!(f, "  bpf pin dir   {}", self.bpf_pin_dir)?;
+        writeln!(f, "  control sock  {}", self.control_socket)?;
+        if self.gateway_slots.iter().any(|&s| s != 0) {
+            let slots: Vec<String> = self.gateway_slots.iter().map(u8::to_string).collect();
+            writeln!(f, "  slots         {}", slots.join(" "))?;
+        }
+        writeln!(
+            f,
+            "  logs          {} {}",
+            self.dnsmasq_log, self.origin_log
+        )?;
+        if self.namespaces.is_empty() {
+            writeln!(f, "  namespaces    (none)")?;
+        } else {
+            writeln!(f, "  namespaces")?;
+            for (ns, addrs) in &self.namespaces {
+                let addrs = if addrs.is_empty() {
+                    "-".to_string()
+                } else {
+                    addrs.join(" ")
+                };
+                writeln!(f, "    {ns:<12} {addrs}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prints `status` for people (stdout).
+pub fn print_human(status: &LabStatus) {
+    print!("{status}");
+}
+
+impl Lab {
+    /// This slot's IPv4 addresses on the uplink subnet (its `gw` namespace's), without the
+    /// prefix length: the agent's DHCP lease on its macvlan, and any static one a test added.
+    pub fn uplink_addresses(&self) -> Vec<String> {
+        ns_ipv4_addrs(&self.ns("gw"))
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.starts_with("192.0.2."))
+            .filter_map(|a| a.split('/').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The lab's addresses, paths and namespaces, as seen from this slot.
+    pub fn status(&self) -> Result<LabStatus> {
+        self.check_prefix()?;
+        deps::require_root("lab status")?;
+        let mut namespaces = BTreeMap::new();
+        for ns in self.ns_names() {
+            if ns_exists(&ns) {
+                namespaces.insert(ns.clone(), ns_ipv4_addrs(&ns)?);
+            }
+        }
+        let path = |p: PathBuf| p.display().to_string();
+        let tor = tor::status(self);
+        Ok(LabStatus {
+            up: self.is_up(),
+            prefix: self.prefix.clone(),
+            slot: self.slot,
+            gateway_slots: self.slots(),
+            uplink_port: self.uplink_port(),
+            gateway_inside_ip: GATEWAY_INSIDE_IP.into(),
+            gateway_outside_ip: namespaces
+                .get(&self.ns("gw"))
+                .and_then(|addrs: &Vec<String>| {
+                    addrs
+                        .iter()
+                        .find(|a| a.starts_with("192.0.2."))
+                        .and_then(|a| a.split('/').next())
+                        .map(str::to_owned)
+                }),
+            inside_subnet: INSIDE_SUBNET.into(),
+            uplink_subnet: UPLINK_SUBNET.into(),
+            internet_subnet: INTERNET_SUBNET.into(),
+            origin_url: ORIGIN_URL.into(),
+            origin_name: ORIGIN_NAME.into(),
+            origin_ip: ORIGIN_IP.into(),
+            uplink_resolver_ip: MODEM_IP.into(),
+            internet_resolver_ip: INTERNET_RESOLVER_IP.into(),
+            inside_interface: INSIDE_IF.into(),
+            outside_interface: OUTSIDE_IF.into(),
+            bpf_pin_dir: path(self.bpf_dir()),
+            control_socket: path(self.control_socket()),
+            agent_config: path(self.agent_config()),
+            agent_state_dir: path(self.agent_state_dir()),
+            state_dir: path(self.state_dir()),
+            gateway_dir: path(self.gateway_dir()),
+            dnsmasq_log: path(self.dnsmasq_log()),
+            dnsmasq_leases: path(self.state_dir().join("dnsmasq.leases")),
+            origin_log: path(self.origin_log()),
+            roles: ROLES.iter().map(|r| (r.to_string(), self.ns(r))).collect(),
+            clients: CLIENTS
+                .iter()
+                .map(|(role, client)| (self.ns(role), *client))
+                .collect(),
+            tor_ready: tor.ready,
+            tor_not_ready_because: tor.not_ready_because,
+            tor_nodes: tor.nodes,
+            onion_url: tor.onion_address.as_ref().map(|a| format!("http://{a}/")),
+            onion_address: tor.onion_address,
+            onion_published: tor.onion_published,
+            arti_config: path(tor.arti_config),
+            namespaces,
+        })
+    }
+}
