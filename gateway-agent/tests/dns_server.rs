@@ -10,9 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_agent::config::{Dns, Inside};
-use gateway_agent::dns::{
-    DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream, SERVICE_NAMES,
-};
+use gateway_agent::dns::{DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, SERVICE_NAMES};
+use gateway_agent::egress::Upstream;
 use gateway_agent::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_agent::dns::{TorUpstream, Upstream, UpstreamAnswer, UpstreamError};
-use gateway_agent::egress::{Isolation, TorConnector};
+use gateway_agent::egress::{Isolation, Upstream, UpstreamAnswer, UpstreamError};
 use gateway_agent::socks::{SocksServer, SocksSettings};
 use gateway_agent::tor::{Tor, TorSettings};
+use gateway_agent::tor::{TorConnector, TorUpstream};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
