@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::protocol::{AgentStatus, SummaryLine};
-use crate::dataplane::{leases::LeaseMaps, pins::PinLayout};
+use crate::dataplane::{lease_maps::LeaseMaps, pins::PinLayout};
 use crate::dns::{LocalZone, UplinkUpstream};
 use crate::egress::{Connector, Upstream};
 use crate::metrics::Exposition;

@@ -12,7 +12,7 @@ use crate::lease_events::LeaseEvent;
 
 use super::config::{ClientKey, Reservation};
 use super::hostname;
-use super::leases::{Lease, LeaseTable, State};
+use super::lease_table::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};
 use super::pool::Pool;
 use super::rate::RateLimiter;

@@ -7,13 +7,13 @@
 //!
 //! Layout: `packet` decodes and validates what clients send, `handler` is the DHCP logic
 //! (pure: packet and time in, reply and changes out), `pool` picks addresses, `hostname` makes
-//! client names safe and unique, `leases` is the in-memory table, `store` the redb file, `rate`
-//! the per-MAC limit, `reply` the encoder, `socket` and `server` the I/O.
+//! client names safe and unique, `lease_table` is the in-memory table, `store` the redb file,
+//! `rate` the per-MAC limit, `reply` the encoder, `socket` and `server` the I/O.
 
 pub mod config;
 mod handler;
 mod hostname;
-mod leases;
+mod lease_table;
 mod packet;
 mod pool;
 mod rate;
