@@ -1,6 +1,10 @@
 //! The eBPF programs' verdicts over tables of crafted frames, run in the kernel with
 //! BPF_PROG_TEST_RUN. Each row names the expected verdict and the drop counter it must bump.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::net::Ipv4Addr;

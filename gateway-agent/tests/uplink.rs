@@ -2,6 +2,10 @@
 //! bridge and Debian's dnsmasq, a "gw" with the veth the macvlan goes on), and `Uplink::start`
 //! run inside the gw namespace. Nothing touches the host's own interfaces.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::fs::File;
