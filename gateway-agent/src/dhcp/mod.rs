@@ -6,9 +6,11 @@
 //! DNS zone, the dataplane's lease maps) before anything is served.
 //!
 //! Layout: `packet` decodes and validates what clients send, `handler` is the DHCP logic
-//! (pure: packet and time in, reply and changes out), `pool` picks addresses, `hostname` makes
-//! client names safe and unique, `lease_table` is the in-memory table, `store` the redb file,
-//! `rate` the per-MAC limit, `reply` the encoder, `socket` and `server` the I/O.
+//! (pure: packet and time in, reply and changes out; `handler::messages` per message type,
+//! `handler::answer` the reply's options and destination), `pool` picks addresses,
+//! `hostname` makes client names safe and unique, `lease_table` is the in-memory table,
+//! `store` the redb file, `rate` the per-MAC limit, `reply` the encoder, `socket` and
+//! `server` the I/O.
 
 pub mod config;
 mod handler;
