@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control, dataplane, dhcp, dns, http_proxy, metrics, net,
+    control, dataplane, dhcp, dns, http_proxy, metrics,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, systemd, tor, uplink,
 };
@@ -76,7 +76,7 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
 
 /// Starts the list in order, pushing each started service onto `running`.
 async fn start(cfg: Arc<Config>, config_path: &Path, running: &mut Vec<Running>) -> Result<()> {
-    net::forwarding::ensure_off()?;
+    dataplane::forwarding::ensure_off()?;
     let known = SERVICES.iter().map(|entry| entry.name).collect();
     let mut handles = Handles::new(cfg, config_path.to_path_buf(), known);
     for entry in SERVICES {

@@ -22,11 +22,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::protocol::{AgentStatus, SummaryLine};
-use crate::dataplane::{leases::LeaseMaps, pins::PinLayout};
-use crate::dns::{LocalZone, UplinkUpstream, Upstream};
-use crate::egress::{Connector, TorConnector};
+use crate::dataplane::{lease_maps::LeaseMaps, pins::PinLayout};
+use crate::dns::{LocalZone, UplinkUpstream};
+use crate::egress::{Connector, Upstream};
 use crate::metrics::Exposition;
-use crate::tor::Tor;
+use crate::tor::{Tor, TorConnector};
 use crate::uplink::{follow, UplinkStatus};
 
 /// How long one service may take to stop before the agent gives up on it and goes on with the

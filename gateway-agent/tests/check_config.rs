@@ -1,6 +1,10 @@
 //! `gateway-agent check-config FILE` over a table of bad configs, through the real binary: each
 //! must exit non-zero and name the offending key on stderr as `FILE: KEY: PROBLEM`.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -3,6 +3,10 @@
 //! what reached it. Every test has its own server, its own dnsmasq and its own ports, so they
 //! run in parallel; dnsmasq is killed when its test ends. Traffic stays on 127.0.0.1.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -10,9 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_agent::config::{Dns, Inside};
-use gateway_agent::dns::{
-    DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream, SERVICE_NAMES,
-};
+use gateway_agent::dns::{DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, SERVICE_NAMES};
+use gateway_agent::egress::Upstream;
 use gateway_agent::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};

@@ -4,6 +4,10 @@
 //! the real thing. Every test has its own proxy and origin on free ports, so they run in
 //! parallel; nothing leaves 127.0.0.1.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

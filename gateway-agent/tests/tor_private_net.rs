@@ -5,6 +5,10 @@
 //! Needs root (a network namespace), `tor`, `tor-gencert` and `dnsmasq`; takes about three minutes, so it is
 //! ignored by default: `cargo test -p gateway-agent --test tor_private_net -- --ignored`.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -13,10 +17,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway_agent::dns::{TorUpstream, Upstream, UpstreamAnswer, UpstreamError};
-use gateway_agent::egress::{Isolation, TorConnector};
+use gateway_agent::egress::{Isolation, Upstream, UpstreamAnswer, UpstreamError};
 use gateway_agent::socks::{SocksServer, SocksSettings};
 use gateway_agent::tor::{Tor, TorSettings};
+use gateway_agent::tor::{TorConnector, TorUpstream};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

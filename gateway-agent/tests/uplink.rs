@@ -2,6 +2,10 @@
 //! bridge and Debian's dnsmasq, a "gw" with the veth the macvlan goes on), and `Uplink::start`
 //! run inside the gw namespace. Nothing touches the host's own interfaces.
 
+// Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
+// file and in support/; a test whose setup fails should stop loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::fs::File;
@@ -104,7 +108,6 @@ struct World {
 
 impl World {
     fn new(with_dnsmasq: bool) -> World {
-        support::require_root();
         let upstream = Netns::new("up");
         let gw = Netns::new("gw");
         upstream.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -294,6 +297,9 @@ fn settings(state_dir: PathBuf, address: OutsideAddress, uplink: UplinkConfig) -
 
 #[test]
 fn dhcp_lease_renewal_crash_release_and_reuse() {
+    if support::skip_unless_root("makes network namespaces, a macvlan and routes") {
+        return;
+    }
     let world = World::new(true);
     let gw = world.gw.handle();
     let log = world.log_path();
@@ -478,6 +484,9 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
 
 #[test]
 fn static_address_mode_change_and_name_clash() {
+    if support::skip_unless_root("makes network namespaces, a macvlan and routes") {
+        return;
+    }
     let world = World::new(false);
     let gw = world.gw.handle();
     let state_dir = world.dir.path().join("state");

@@ -1,10 +1,12 @@
 //! The eBPF dataplane: load the object, fill its maps from config, attach and pin the programs,
 //! and detach them again on shutdown. `inspect` reads the pinned maps for the CLI.
+//! `forwarding` keeps the host's own IPv4 routing off, the other half of what may cross.
 
 mod attach;
 pub mod config;
+pub mod forwarding;
 pub mod inspect;
-pub mod leases;
+pub mod lease_maps;
 mod log_forward;
 mod object;
 pub mod pins;
@@ -99,8 +101,8 @@ impl Dataplane {
     }
 
     /// A [`crate::lease_events::LeaseSink`] that keeps the lease maps in step with DHCP.
-    pub fn lease_maps(&self) -> Result<leases::LeaseMaps> {
-        leases::LeaseMaps::open(&self.pins)
+    pub fn lease_maps(&self) -> Result<lease_maps::LeaseMaps> {
+        lease_maps::LeaseMaps::open(&self.pins)
     }
 
     /// Where its maps are pinned, for readers such as the drop counters' ([`inspect::drops`]).

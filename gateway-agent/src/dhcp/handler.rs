@@ -1,6 +1,10 @@
 //! The DHCP logic, synchronous and free of I/O: a packet and the time in, the reply, where it
 //! goes, the store writes and the lease events out. The server task does the I/O in the order
 //! that makes it crash-safe (store, then sinks, then the reply).
+//!
+//! Here: the handler's state, its entry points (restore, handle, sweep, the readers) and the
+//! lease bookkeeping they share. What each message type does is in `messages`, what goes
+//! into the reply in `answer`.
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -12,7 +16,7 @@ use crate::lease_events::LeaseEvent;
 
 use super::config::{ClientKey, Reservation};
 use super::hostname;
-use super::leases::{Lease, LeaseTable, State};
+use super::lease_table::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};
 use super::pool::Pool;
 use super::rate::RateLimiter;
@@ -20,6 +24,11 @@ use super::reply::{self, Reply, ReplyKind};
 use super::stats::DhcpStats;
 use super::store::{Loaded, StoreOp, StoredQuarantine};
 use super::{DhcpServerSettings, LeaseRecord};
+
+mod answer;
+mod messages;
+
+use answer::outgoing;
 
 /// How long an offered address is held for the client that was offered it.
 pub(crate) const OFFER_HOLD_SECS: u64 = 60;
@@ -347,355 +356,6 @@ impl Handler {
         &mut self.stats
     }
 
-    fn discover(&mut self, request: &Request, client: &Client, now: u64) -> Outcome {
-        self.stats.discovers += 1;
-        let reservation = self.reservation(client);
-        let Some(address) = self.pool.choose(
-            &self.leases,
-            &client.key,
-            reservation.as_ref(),
-            request.requested_ip,
-            now,
-        ) else {
-            self.stats.pool_exhausted += 1;
-            self.log_exhaustion(now, reservation.as_ref());
-            return Outcome::default();
-        };
-        let mut out = Outcome::default();
-        let bound_here = self.leases.get(&client.key).is_some_and(|lease| {
-            lease.state == State::Bound && lease.address == address && lease.expires > now
-        });
-        if !bound_here {
-            let previous_name = self
-                .leases
-                .get(&client.key)
-                .and_then(|l| l.hostname.clone());
-            self.put(
-                Lease {
-                    key: client.key.clone(),
-                    address,
-                    mac: client.mac,
-                    client_id: client.client_id.clone(),
-                    hostname: previous_name,
-                    expires: now + OFFER_HOLD_SECS,
-                    state: State::Offered,
-                },
-                &mut out,
-            );
-        }
-        self.stats.offers += 1;
-        self.log_query(request, ReplyKind::Offer, address);
-        let reply = self.lease_reply(ReplyKind::Offer, request, address, None);
-        out.reply = Some(self.outgoing(reply, request));
-        out
-    }
-
-    fn request(&mut self, request: &Request, client: &Client, now: u64) -> Outcome {
-        self.stats.requests += 1;
-        let ciaddr = Some(request.ciaddr).filter(|a| !a.is_unspecified());
-        let address = match request.server_id {
-            // SELECTING (RFC 2131 §4.3.2): the client chose another server's offer.
-            Some(server) if server != self.settings.server_ip => {
-                if self
-                    .leases
-                    .get(&client.key)
-                    .is_some_and(|lease| lease.state == State::Offered)
-                {
-                    self.leases.remove(&client.key);
-                }
-                self.stats.ignored += 1;
-                return Outcome::default();
-            }
-            Some(_) => request.requested_ip.or(ciaddr),
-            // RENEWING / REBINDING: ciaddr; INIT-REBOOT: option 50.
-            None => ciaddr.or(request.requested_ip),
-        };
-        let Some(address) = address else {
-            self.stats.ignored += 1;
-            return Outcome::default();
-        };
-        let reservation = self.reservation(client);
-        if !self.pool.leasable(
-            &self.leases,
-            &client.key,
-            reservation.as_ref(),
-            address,
-            now,
-        ) {
-            return self.nak(request, address);
-        }
-
-        let mut out = Outcome::default();
-        let previous = self.leases.get(&client.key).cloned();
-        let wanted = reservation
-            .as_ref()
-            .and_then(|r| r.name.clone().map(String::from))
-            .or_else(|| hostname::requested(request.fqdn.as_ref(), request.hostname.as_deref()))
-            .or_else(|| previous.as_ref().and_then(|l| l.hostname.clone()));
-        let name = wanted.as_ref().and_then(|wanted| {
-            let name = self.unique_name(&client.key, reservation.as_ref(), wanted);
-            let changed = previous.as_ref().and_then(|l| l.hostname.as_ref()) != name.as_ref();
-            if changed && name.as_ref() != Some(wanted) {
-                tracing::info!(
-                    wanted = %wanted,
-                    given = name.as_deref().unwrap_or("(none)"),
-                    "DHCP client's host name is taken; it gets another"
-                );
-            }
-            name
-        });
-        let lease = Lease {
-            key: client.key.clone(),
-            address,
-            mac: client.mac,
-            client_id: client.client_id.clone(),
-            hostname: name,
-            expires: now + u64::from(self.settings.lease_secs),
-            state: State::Bound,
-        };
-        self.put(lease.clone(), &mut out);
-        out.store
-            .push(StoreOp::Put(client.key.clone(), lease.stored()));
-        out.events.push(LeaseEvent::Bound(lease.info()));
-        self.stats.acks += 1;
-        self.log_query(request, ReplyKind::Ack, address);
-        let fqdn = request
-            .fqdn
-            .as_ref()
-            .and_then(|fqdn| self.fqdn_answer(fqdn, lease.hostname.as_deref()));
-        let reply = self.lease_reply(ReplyKind::Ack, request, address, fqdn);
-        out.reply = Some(self.outgoing(reply, request));
-        out
-    }
-
-    fn decline(&mut self, request: &Request, client: &Client, now: u64) -> Outcome {
-        let ours = request
-            .server_id
-            .is_none_or(|id| id == self.settings.server_ip);
-        let held = request.requested_ip.filter(|&address| {
-            self.leases.get(&client.key).is_some_and(|lease| {
-                lease.address == address && matches!(lease.state, State::Offered | State::Bound)
-            })
-        });
-        // Only the holder may decline: otherwise any client could empty the pool.
-        let (true, Some(address)) = (ours, held) else {
-            self.stats.ignored += 1;
-            return Outcome::default();
-        };
-        let mut out = Outcome::default();
-        if let Some(lease) = self.leases.remove(&client.key) {
-            if lease.state == State::Bound {
-                out.events.push(LeaseEvent::Removed(lease.info()));
-            }
-        }
-        let entry = StoredQuarantine {
-            until: now + u64::from(self.settings.decline_quarantine_secs),
-            mac: client.mac,
-        };
-        self.leases.quarantine(address, entry);
-        out.store.push(StoreOp::Delete(client.key.clone()));
-        out.store.push(StoreOp::Quarantine(address, entry));
-        self.stats.declines += 1;
-        // Not a per-query log: a decline means another host uses that address.
-        tracing::warn!(
-            %address,
-            secs = self.settings.decline_quarantine_secs.get(),
-            "a DHCP client declined an address (in use by another host?); quarantined"
-        );
-        out
-    }
-
-    fn release(&mut self, request: &Request, client: &Client, now: u64) -> Outcome {
-        let ours = request
-            .server_id
-            .is_none_or(|id| id == self.settings.server_ip);
-        let lease = self
-            .leases
-            .get_mut(&client.key)
-            .filter(|lease| ours && lease.state == State::Bound && lease.address == request.ciaddr);
-        let Some(lease) = lease else {
-            self.stats.ignored += 1;
-            return Outcome::default();
-        };
-        lease.state = State::Released;
-        lease.expires = now;
-        let mut out = Outcome::default();
-        out.store
-            .push(StoreOp::Put(lease.key.clone(), lease.stored()));
-        out.events.push(LeaseEvent::Removed(lease.info()));
-        self.stats.releases += 1;
-        if self.settings.log_queries {
-            tracing::info!(address = %request.ciaddr, mac = %mac_text(&client.mac), "DHCPRELEASE");
-        }
-        out
-    }
-
-    fn inform(&mut self, request: &Request, source: SocketAddrV4) -> Outcome {
-        // RFC 2131 §4.3.5: options only, to the address the client already has. Only on our
-        // link (unless relayed): a forged ciaddr must not aim our reply anywhere else.
-        let target = [request.ciaddr, *source.ip()]
-            .into_iter()
-            .find(|address| !address.is_unspecified())
-            .filter(|&address| {
-                !request.giaddr.is_unspecified() || self.settings.inside.contains(address)
-            });
-        let Some(target) = target else {
-            self.stats.ignored += 1;
-            return Outcome::default();
-        };
-        self.stats.informs += 1;
-        self.log_query(request, ReplyKind::Ack, target);
-        let mut reply = self.reply(ReplyKind::Ack, request, Ipv4Addr::UNSPECIFIED, None, None);
-        reply.ciaddr = request.ciaddr;
-        let destination = if request.giaddr.is_unspecified() {
-            Destination::Unicast(SocketAddrV4::new(target, self.settings.client_port))
-        } else {
-            self.relay_destination(request)
-        };
-        Outcome {
-            reply: Some(outgoing(reply, request, destination)),
-            ..Outcome::default()
-        }
-    }
-
-    fn nak(&mut self, request: &Request, address: Ipv4Addr) -> Outcome {
-        self.stats.naks += 1;
-        self.log_query(request, ReplyKind::Nak, address);
-        let mut reply = Reply {
-            kind: ReplyKind::Nak,
-            xid: request.xid,
-            flags: request.flags,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            giaddr: request.giaddr,
-            chaddr: request.chaddr,
-            options: Vec::new(),
-        };
-        reply.push(code::SERVER_ID, self.settings.server_ip.octets());
-        reply.push_optional(code::MESSAGE, &b"address not available"[..]);
-        let destination = if request.giaddr.is_unspecified() {
-            Destination::Broadcast(self.settings.client_port)
-        } else {
-            // RFC 2131 §4.3.2: the relay must broadcast a NAK.
-            reply.flags |= 0x8000;
-            self.relay_destination(request)
-        };
-        if let Some(info) = &request.relay_agent_info {
-            reply.push(code::RELAY_AGENT_INFO, info.clone());
-        }
-        Outcome {
-            reply: Some(outgoing(reply, request, destination)),
-            ..Outcome::default()
-        }
-    }
-
-    /// An OFFER or lease ACK for `address`.
-    fn lease_reply(
-        &self,
-        kind: ReplyKind,
-        request: &Request,
-        address: Ipv4Addr,
-        fqdn: Option<Vec<u8>>,
-    ) -> Reply {
-        self.reply(
-            kind,
-            request,
-            address,
-            Some(self.settings.lease_secs.get()),
-            fqdn,
-        )
-    }
-
-    fn reply(
-        &self,
-        kind: ReplyKind,
-        request: &Request,
-        yiaddr: Ipv4Addr,
-        lease_secs: Option<u32>,
-        fqdn: Option<Vec<u8>>,
-    ) -> Reply {
-        let settings = &self.settings;
-        let mut reply = Reply {
-            kind,
-            xid: request.xid,
-            flags: request.flags,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr,
-            giaddr: request.giaddr,
-            chaddr: request.chaddr,
-            options: Vec::new(),
-        };
-        reply.push(code::SERVER_ID, settings.server_ip.octets());
-        if let Some(secs) = lease_secs {
-            let secs64 = u64::from(secs);
-            reply.push(code::LEASE_TIME, secs.to_be_bytes());
-            reply.push(code::RENEWAL_TIME, u32_bytes(secs64 / 2));
-            reply.push(code::REBINDING_TIME, u32_bytes(secs64 * 7 / 8));
-        }
-        reply.push(code::SUBNET_MASK, settings.netmask.octets());
-        reply.push(code::ROUTER, settings.server_ip.octets());
-        reply.push(code::DNS_SERVER, settings.server_ip.octets());
-        if let Some(info) = &request.relay_agent_info {
-            reply.push(code::RELAY_AGENT_INFO, info.clone());
-        }
-        // Optional ones last, most expendable last.
-        if let Some(domain) = &settings.domain {
-            reply.push_optional(code::DOMAIN_NAME, domain.as_bytes());
-        }
-        if let Some(fqdn) = fqdn {
-            reply.push_optional(code::CLIENT_FQDN, fqdn);
-        }
-        if let Some(search) = &settings.search {
-            reply.push_optional(code::DOMAIN_SEARCH, search.clone());
-        }
-        reply
-    }
-
-    /// Option 81 in the ACK (RFC 4702 §4): the name the client got, and that we (the zone)
-    /// do the A record, overriding the client if it wanted to.
-    fn fqdn_answer(&self, asked: &Fqdn, name: Option<&str>) -> Option<Vec<u8>> {
-        let fqdn = format!("{}.{}", name?, self.settings.zone);
-        let client_does_it = asked.flags & Fqdn::FLAG_S == 0;
-        let wire = asked.flags & Fqdn::FLAG_E != 0;
-        let mut flags = Fqdn::FLAG_S;
-        if client_does_it {
-            flags |= Fqdn::FLAG_O;
-        }
-        if wire {
-            flags |= Fqdn::FLAG_E;
-        }
-        let mut value = vec![flags, 255, 255];
-        if wire {
-            value.extend(reply::wire_name(&fqdn)?);
-        } else {
-            value.extend_from_slice(fqdn.as_bytes());
-        }
-        Some(value)
-    }
-
-    fn outgoing(&self, reply: Reply, request: &Request) -> Outgoing {
-        // RFC 2131 §4.1, in order: relay, renewing client, broadcast wanted, else unicast to
-        // the new address.
-        let port = self.settings.client_port;
-        let destination = if !request.giaddr.is_unspecified() {
-            self.relay_destination(request)
-        } else if !request.ciaddr.is_unspecified() {
-            Destination::Unicast(SocketAddrV4::new(request.ciaddr, port))
-        } else if request.broadcast() {
-            Destination::Broadcast(port)
-        } else {
-            Destination::Hardware {
-                address: SocketAddrV4::new(reply.yiaddr, port),
-                mac: request.chaddr,
-            }
-        };
-        outgoing(reply, request, destination)
-    }
-
-    fn relay_destination(&self, request: &Request) -> Destination {
-        Destination::Unicast(SocketAddrV4::new(request.giaddr, self.settings.server_port))
-    }
-
     fn reservation(&self, client: &Client) -> Option<Reservation> {
         self.pool
             .reservation(client.client_id.as_deref(), client.mac)
@@ -780,10 +440,6 @@ impl Handler {
     }
 }
 
-fn u32_bytes(value: u64) -> [u8; 4] {
-    u32::try_from(value).unwrap_or(u32::MAX).to_be_bytes()
-}
-
 /// `02:00:00:00:00:01`.
 pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
     mac.iter()
@@ -795,14 +451,4 @@ pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
 /// Lowercase hex, no separators.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// `reply` encoded for `request`'s size limit, addressed to `destination`.
-fn outgoing(reply: Reply, request: &Request, destination: Destination) -> Outgoing {
-    let bytes = reply::encode(&reply, request.max_message_size);
-    Outgoing {
-        reply,
-        bytes,
-        destination,
-    }
 }

@@ -6,14 +6,16 @@
 //! DNS zone, the dataplane's lease maps) before anything is served.
 //!
 //! Layout: `packet` decodes and validates what clients send, `handler` is the DHCP logic
-//! (pure: packet and time in, reply and changes out), `pool` picks addresses, `hostname` makes
-//! client names safe and unique, `leases` is the in-memory table, `store` the redb file, `rate`
-//! the per-MAC limit, `reply` the encoder, `socket` and `server` the I/O.
+//! (pure: packet and time in, reply and changes out; `handler::messages` per message type,
+//! `handler::answer` the reply's options and destination), `pool` picks addresses,
+//! `hostname` makes client names safe and unique, `lease_table` is the in-memory table,
+//! `store` the redb file, `rate` the per-MAC limit, `reply` the encoder, `socket` and
+//! `server` the I/O.
 
 pub mod config;
 mod handler;
 mod hostname;
-mod leases;
+mod lease_table;
 mod packet;
 mod pool;
 mod rate;

@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use super::config::{ClientKey, Reservation};
 use crate::config::Inside;
 
-use super::leases::LeaseTable;
+use super::lease_table::LeaseTable;
 
 /// The address space and its fixed assignments.
 #[derive(Debug, Clone)]
@@ -182,7 +182,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dhcp::leases::{Lease, State};
+    use crate::dhcp::lease_table::{Lease, State};
     use crate::dhcp::store::StoredQuarantine;
 
     const NOW: u64 = 1_000;

@@ -21,9 +21,9 @@ use super::names::{is_localhost, NeverForward};
 use super::ratelimit::RateLimiter;
 use super::rebind;
 use super::stats::{add, bump, Counters};
-use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::{LocalZone, ZoneAnswer};
 use crate::config::Inside;
+use crate::egress::{Upstream, UpstreamAnswer, UpstreamError};
 
 /// The largest UDP reply we send, whatever the client offers: DNS Flag Day 2020's 1232
 /// bytes avoids IP fragmentation; bigger answers are truncated and fetched over TCP.

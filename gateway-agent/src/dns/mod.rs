@@ -11,13 +11,11 @@ pub mod config;
 mod handler;
 mod inflight;
 mod names;
+mod plain_upstream;
 mod ratelimit;
 mod rebind;
 pub(crate) mod service;
 mod stats;
-mod tor_upstream;
-mod uplink;
-mod upstream;
 mod zone;
 
 #[cfg(test)]
@@ -31,14 +29,13 @@ use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::Inside;
+use crate::egress::Upstream;
 use config::Dns;
 
 pub use handler::MAX_UDP_PAYLOAD;
+pub use plain_upstream::UplinkUpstream;
 pub use service::SERVICE;
 pub use stats::DnsStats;
-pub use tor_upstream::TorUpstream;
-pub use uplink::UplinkUpstream;
-pub use upstream::{Upstream, UpstreamAnswer, UpstreamError};
 pub use zone::{LocalZone, ZoneAnswer, ZoneError};
 
 use cache::{Cache, TtlPolicy};

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{DnsServer, DnsServerSettings, DnsStats, TorUpstream, Upstream};
+use super::{DnsServer, DnsServerSettings, DnsStats};
 use crate::config::DnsUpstream;
+use crate::egress::Upstream;
 use crate::metrics::{Exposition, Kind};
 use crate::service::{self, Entry, Handles, Running, SnapshotView};
+use crate::tor::TorUpstream;
 
 /// The DNS server's entry in the service list.
 pub const SERVICE: Entry = Entry { name: "dns", start };

@@ -16,10 +16,10 @@ use super::handler::{reply_edns, Origin, Question, Reply, Shared};
 use super::inflight::InFlight;
 use super::names::NeverForward;
 use super::ratelimit::RateLimiter;
-use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::LocalZone;
 use super::SERVICE_NAMES;
 use crate::config::{Inside, Seconds};
+use crate::egress::{Upstream, UpstreamAnswer, UpstreamError};
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);

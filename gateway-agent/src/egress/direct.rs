@@ -11,9 +11,11 @@ use futures::future::BoxFuture;
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::TcpSocket;
 
-use super::{BoxStream, Connector, EgressError, Host, Isolation, Target};
+use super::{
+    BoxStream, Connector, EgressError, Host, Isolation, Target, Upstream, UpstreamAnswer,
+    UpstreamError,
+};
 use crate::config::Inside;
-use crate::dns::{Upstream, UpstreamAnswer, UpstreamError};
 
 /// What the `direct` connector needs.
 #[derive(Clone)]
@@ -127,7 +129,7 @@ impl Connector for DirectConnector {
             let addrs = match &target.host {
                 Host::Ip(ip) => vec![*ip],
                 Host::Name(name) => {
-                    if super::tor::is_onion(name) {
+                    if super::is_onion(name) {
                         return Err(EgressError::Refused(format!(
                             "{name} is only reachable over Tor"
                         )));

@@ -1,19 +1,24 @@
 //! Every outbound stream of the agent (Tor's own relay connections aside) goes through one
 //! [`Connector`], chosen per service by config: `tor` (the default) or `direct` (clear text
 //! through the outside interface, only ever an explicit choice). A connector that cannot
-//! serve refuses; nothing ever falls back from `tor` to `direct`.
+//! serve refuses; nothing ever falls back from `tor` to `direct`. Name lookups that leave the
+//! gateway go through an [`Upstream`] in the same way.
+//!
+//! This module is the vocabulary the carriers implement and the services use; it depends on
+//! neither. The `tor` connector and forwarder live with the Tor client (`crate::tor`), the
+//! clear-text forwarder with the DNS server (`crate::dns`).
 
 pub mod config;
 mod direct;
 mod relay;
-mod tor;
+mod resolve;
 
 use std::{fmt, net::IpAddr};
 
 pub use config::Egress;
 pub use direct::{DirectConnector, DirectSettings};
 pub use relay::relay;
-pub use tor::TorConnector;
+pub use resolve::{Upstream, UpstreamAnswer, UpstreamError};
 
 use futures::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -98,4 +103,28 @@ pub trait Connector: Send + Sync {
 
     /// `tor` or `direct`, for logs and status.
     fn name(&self) -> &'static str;
+}
+
+/// Whether `name` is an onion service address (`….onion`, any case, optional root dot).
+pub(crate) fn is_onion(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() > ".onion".len()
+        && name
+            .get(name.len() - ".onion".len()..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case(".onion"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_onion;
+
+    #[test]
+    fn onion_names() {
+        assert!(is_onion("abcdefghijklmnop.onion"));
+        assert!(is_onion("sub.abcdefghijklmnop.ONION."));
+        assert!(!is_onion(".onion"));
+        assert!(!is_onion("onion"));
+        assert!(!is_onion("example.com"));
+        assert!(!is_onion("notonion"));
+    }
 }

@@ -1,8 +1,6 @@
-//! Host networking the agent owns beyond the eBPF programs, and what every network service
-//! shares: the listener (accept loop, inside check, limits, bounded stop), the stoppable
-//! task under it, the TLS acceptor, the HTTP server setup.
+//! What every network service shares: the listener (accept loop, inside check, limits,
+//! bounded stop), the stoppable task under it, the TLS acceptor, the HTTP server setup.
 
-pub mod forwarding;
 pub mod http;
 pub mod listener;
 pub mod service_task;

@@ -1,12 +1,14 @@
 //! The embedded Tor client (arti): one [`Tor`] handle per agent, bootstrapped in the
-//! background with retries, shared by the SOCKS server, the DNS forwarder and the `tor`
-//! egress connector.
+//! background with retries, shared by the SOCKS server, the DNS forwarder ([`TorUpstream`])
+//! and the `tor` egress connector ([`TorConnector`]).
 //!
 //! Its relay connections are ordinary sockets: they leave by the default route, which is the
 //! outside interface's (the inside never has one). Until it has bootstrapped it refuses every
 //! stream and lookup ([`EgressError::NotReady`]); nothing falls back to a direct connection.
 
 pub mod config;
+mod connector;
+mod dns_upstream;
 mod isolation;
 pub(crate) mod service;
 
@@ -25,6 +27,8 @@ use tokio::task::JoinHandle;
 use tor_rtcompat::PreferredRuntime;
 
 use crate::egress::{EgressError, Isolation};
+pub use connector::TorConnector;
+pub use dns_upstream::TorUpstream;
 pub use isolation::{IsolationGroups, MAX_ISOLATION_GROUPS};
 pub use service::SERVICE;
 
@@ -237,7 +241,7 @@ impl Resolve for Tor {
 }
 
 /// Maps an arti error to what the inside client is told.
-pub(crate) fn egress_error(err: &arti_client::Error) -> EgressError {
+fn egress_error(err: &arti_client::Error) -> EgressError {
     let text = err.to_string();
     match err.kind() {
         // A name that cannot exist (too long, a malformed .onion) is as unreachable as one

@@ -10,8 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::dns::{TorUpstream, Upstream, UpstreamError};
-use crate::egress::{Connector, Host, Target, TorConnector};
+use crate::egress::{Connector, Host, Target, Upstream, UpstreamError};
 use crate::socks::{SocksServer, SocksSettings};
 
 /// One authority, one fallback on a closed local port.

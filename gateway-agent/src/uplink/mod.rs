@@ -12,9 +12,9 @@ mod client_socket;
 pub mod config;
 pub mod dhcp_client;
 pub mod follow;
-mod lease_file;
 mod macvlan;
 mod raw_send;
+mod saved_lease;
 pub(crate) mod service;
 mod task;
 
@@ -30,10 +30,10 @@ use tokio::task::JoinHandle;
 
 use config::OutsideAddress;
 use dhcp_client::{Client, Identity, Remembered};
-use lease_file::LeaseFile;
+use saved_lease::SavedLeaseFile;
 
-pub use lease_file::FILE_NAME as LEASE_FILE_NAME;
 pub use macvlan::derive_mac;
+pub use saved_lease::FILE_NAME as LEASE_FILE_NAME;
 pub use service::SERVICE;
 
 /// How long [`Uplink::stop`] waits for the DHCP task to release and clean up.
@@ -187,9 +187,9 @@ impl Uplink {
                 // again, not trusted as is.
                 addr::remove_default_routes(&netlink, link.index).await?;
                 addr::flush_addresses(&netlink, link.index).await?;
-                let lease_file = LeaseFile::new(&settings.state_dir);
+                let saved_lease = SavedLeaseFile::new(&settings.state_dir);
                 let now = task::unix_now();
-                let remembered = lease_file.load().map(|stored| Remembered {
+                let remembered = saved_lease.load().map(|stored| Remembered {
                     address: stored.address,
                     reboot: !stored.released
                         && stored.expires_unix.is_none_or(|expires| expires > now),
@@ -206,7 +206,7 @@ impl Uplink {
                     link.index,
                     link.name.clone(),
                     socket,
-                    lease_file,
+                    saved_lease,
                     status_tx,
                     dns_tx,
                 );

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::addr;
 use super::client_socket::ClientSocket;
 use super::dhcp_client::{Action, Client, Destination, Lease, Remembered};
-use super::lease_file::{LeaseFile, StoredLease};
+use super::saved_lease::{SavedLease, SavedLeaseFile};
 use super::UplinkStatus;
 
 /// Timers further out than this are re-armed, which keeps far deadlines (an infinite lease)
@@ -30,7 +30,7 @@ pub(super) struct Driver {
     pub index: u32,
     pub device: String,
     pub socket: ClientSocket,
-    pub lease_file: LeaseFile,
+    pub saved_lease: SavedLeaseFile,
     pub status: watch::Sender<UplinkStatus>,
     pub dns: watch::Sender<Vec<Ipv4Addr>>,
     origin: Instant,
@@ -53,7 +53,7 @@ impl Driver {
         index: u32,
         device: String,
         socket: ClientSocket,
-        lease_file: LeaseFile,
+        saved_lease: SavedLeaseFile,
         status: watch::Sender<UplinkStatus>,
         dns: watch::Sender<Vec<Ipv4Addr>>,
     ) -> Self {
@@ -62,7 +62,7 @@ impl Driver {
             index,
             device,
             socket,
-            lease_file,
+            saved_lease,
             status,
             dns,
             origin: Instant::now(),
@@ -186,13 +186,13 @@ impl Driver {
         }
 
         let expires_unix = lifetime.map(|left| unix_now().saturating_add(left.as_secs()));
-        let stored = StoredLease {
+        let stored = SavedLease {
             address: lease.address,
             server: lease.server,
             expires_unix,
             released: false,
         };
-        if let Err(err) = self.lease_file.store(&stored) {
+        if let Err(err) = self.saved_lease.store(&stored) {
             tracing::warn!("remembering the uplink lease: {err:#}");
         }
         let dns = lease.dns_servers.clone();
@@ -241,13 +241,13 @@ impl Driver {
         if let Err(err) = addr::remove_address(&self.netlink, self.index, lease.address).await {
             tracing::error!(device = %self.device, "{err:#}");
         }
-        let stored = StoredLease {
+        let stored = SavedLease {
             address: lease.address,
             server: lease.server,
             expires_unix: None,
             released: true,
         };
-        if let Err(err) = self.lease_file.store(&stored) {
+        if let Err(err) = self.saved_lease.store(&stored) {
             tracing::warn!("remembering the uplink lease: {err:#}");
         }
         self.dns.send_if_modified(|current| {

@@ -1,4 +1,7 @@
-//! The forwarder interface: where the DNS server sends the names it does not serve itself.
+//! The resolver interface: how a name the gateway does not serve itself gets answered, for the
+//! DNS server's forwarding and for the `direct` connector's targets alike. It lives with the
+//! connectors because a lookup leaves the gateway just as a stream does: through Tor
+//! ([`crate::tor::TorUpstream`]) or in clear text ([`crate::dns::UplinkUpstream`]).
 //!
 //! It works at the level of a question (name, type) and its outcome, not raw DNS messages, so
 //! that resolvers that are not DNS servers (Tor's `resolve`/`resolve_ptr`) implement it too.

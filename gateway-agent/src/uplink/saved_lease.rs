@@ -13,7 +13,7 @@ pub const FILE_NAME: &str = "uplink-lease.json";
 
 /// What is remembered of a lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredLease {
+pub struct SavedLease {
     pub address: Ipv4Addr,
     pub server: Ipv4Addr,
     /// Seconds since the Unix epoch; `None` for an infinite lease.
@@ -24,13 +24,13 @@ pub struct StoredLease {
 
 /// The lease file of one state directory.
 #[derive(Debug, Clone)]
-pub struct LeaseFile {
+pub struct SavedLeaseFile {
     path: PathBuf,
 }
 
-impl LeaseFile {
+impl SavedLeaseFile {
     pub fn new(state_dir: &Path) -> Self {
-        LeaseFile {
+        SavedLeaseFile {
             path: state_dir.join(FILE_NAME),
         }
     }
@@ -42,7 +42,7 @@ impl LeaseFile {
 
     /// The stored lease; `None` if there is none or it cannot be read (a lost hint costs only
     /// a DISCOVER, so this never fails).
-    pub fn load(&self) -> Option<StoredLease> {
+    pub fn load(&self) -> Option<SavedLease> {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(text) => text,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
@@ -61,7 +61,7 @@ impl LeaseFile {
     }
 
     /// Writes `lease` atomically (temporary file, fsync, rename).
-    pub fn store(&self, lease: &StoredLease) -> Result<()> {
+    pub fn store(&self, lease: &SavedLease) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating the state directory {}", dir.display()))?;
@@ -87,9 +87,9 @@ mod tests {
     #[test]
     fn round_trip_and_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        let file = LeaseFile::new(&dir.path().join("sub"));
+        let file = SavedLeaseFile::new(&dir.path().join("sub"));
         assert_eq!(file.load(), None);
-        let lease = StoredLease {
+        let lease = SavedLease {
             address: Ipv4Addr::new(192, 0, 2, 150),
             server: Ipv4Addr::new(192, 0, 2, 1),
             expires_unix: Some(1_700_000_000),

@@ -11,9 +11,8 @@ use futures::future::BoxFuture;
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
-use crate::egress::{EgressError, Isolation};
-use crate::tor::Resolve;
+use super::Resolve;
+use crate::egress::{EgressError, Isolation, Upstream, UpstreamAnswer, UpstreamError};
 
 /// Below the DNS module's own upstream deadline, so the error is ours and says why.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(12);

@@ -4,8 +4,8 @@
 use arti_client::config::BoolOrAuto;
 use futures::future::BoxFuture;
 
-use super::{BoxStream, Connector, EgressError, Host, Isolation, Target};
-use crate::tor::{egress_error, Tor};
+use super::{egress_error, Tor};
+use crate::egress::{is_onion, BoxStream, Connector, EgressError, Host, Isolation, Target};
 
 /// Opens streams through Tor: names are resolved by the exit, `.onion` names reach onion
 /// services.
@@ -60,29 +60,5 @@ impl Connector for TorConnector {
 
     fn name(&self) -> &'static str {
         "tor"
-    }
-}
-
-/// Whether `name` is an onion service address (`….onion`, any case, optional root dot).
-pub(crate) fn is_onion(name: &str) -> bool {
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.len() > ".onion".len()
-        && name
-            .get(name.len() - ".onion".len()..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case(".onion"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_onion;
-
-    #[test]
-    fn onion_names() {
-        assert!(is_onion("abcdefghijklmnop.onion"));
-        assert!(is_onion("sub.abcdefghijklmnop.ONION."));
-        assert!(!is_onion(".onion"));
-        assert!(!is_onion("onion"));
-        assert!(!is_onion("example.com"));
-        assert!(!is_onion("notonion"));
     }
 }

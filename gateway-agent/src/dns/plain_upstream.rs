@@ -16,7 +16,7 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::watch;
 use tokio::time::{timeout_at, Instant};
 
-use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
+use crate::egress::{Upstream, UpstreamAnswer, UpstreamError};
 
 /// The EDNS buffer we advertise upstream (DNS Flag Day 2020: no IP fragmentation).
 const EDNS_PAYLOAD: u16 = 1232;
