@@ -360,10 +360,10 @@ impl TestLab {
     }
 
     /// Waits until the lab's onion service has published its descriptor (bounded by
-    /// [`lab_tor::READY_TIMEOUT`]); returns how long that took.
+    /// [`lab_tor::ONION_TIMEOUT`]); returns how long that took.
     pub fn wait_onion(&self) -> Duration {
         self.start_tor();
-        lab_tor::wait_onion(&self.lab, lab_tor::READY_TIMEOUT)
+        lab_tor::wait_onion(&self.lab, lab_tor::ONION_TIMEOUT)
             .unwrap_or_else(|err| panic!("lab {}: {err:#}", self.lab.prefix()))
     }
 

@@ -45,7 +45,7 @@ pub use nodes::{
     arti_config_path, data_dir, ever_started, node_dir, node_log, tor_dir, Node, Role, DIR_PORT,
     NODES, ONION_HOST, OR_PORT,
 };
-pub use onion::{onion_address, onion_dir, onion_log, onion_published, wait_onion};
+pub use onion::{onion_address, onion_dir, onion_log, onion_published, wait_onion, ONION_TIMEOUT};
 pub use torrc::{
     client_torrc, dir_authority_lines, render_arti_config, render_torrc, write_arti_config,
     NodePaths,

@@ -71,6 +71,12 @@ pub(crate) fn last_run(log: &str) -> &str {
     log.get(start..).unwrap_or_default()
 }
 
+/// How long the tests wait for the onion service to publish. More than C tor's 300 s
+/// intro-circuit retry period: on a young network (or a loaded machine) the host can burn its
+/// 28 intro circuits in seconds and then waits 297 s before it tries again ("exceeded its
+/// circuit launch limit"), and it does publish after that.
+pub const ONION_TIMEOUT: Duration = Duration::from_secs(420);
+
 /// Waits until [`onion_published`], or fails after `timeout` with the log's tail.
 pub fn wait_onion(lab: &Lab, timeout: Duration) -> Result<Duration> {
     let begin = Instant::now();
