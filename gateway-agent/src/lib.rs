@@ -12,6 +12,7 @@ pub mod egress;
 pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;
+pub mod mac;
 pub mod metrics;
 pub mod net;
 pub mod service;

@@ -14,6 +14,7 @@ use gateway_agent::dns::{
     DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, Upstream, SERVICE_NAMES,
 };
 use gateway_agent::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
+use gateway_agent::mac::MacAddr;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::sync::watch;
@@ -287,7 +288,7 @@ async fn dig(server: &DnsServer, args: &[&str]) -> Dig {
 fn lease(address: [u8; 4], hostname: &str) -> LeaseInfo {
     LeaseInfo {
         address: Ipv4Addr::from(address),
-        mac: [2, 0, 0, 0, 0, address[3]],
+        mac: MacAddr::new([2, 0, 0, 0, 0, address[3]]),
         client_id: None,
         hostname: Some(hostname.to_owned()),
         expires_unix: 0,

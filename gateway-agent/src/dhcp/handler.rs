@@ -2,6 +2,7 @@
 //! goes, the store writes and the lease events out. The server task does the I/O in the order
 //! that makes it crash-safe (store, then sinks, then the reply).
 
+use crate::mac::MacAddr;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -43,7 +44,7 @@ pub(crate) enum Destination {
     /// An address that answers ARP (a renewing client, a relay).
     Unicast(SocketAddrV4),
     /// A client that has no address yet: unicast to `address` once the ARP cache knows `mac`.
-    Hardware { address: SocketAddrV4, mac: [u8; 6] },
+    Hardware { address: SocketAddrV4, mac: MacAddr },
 }
 
 /// A reply ready to send.
@@ -89,7 +90,7 @@ struct Settings {
 /// Who is asking: the lease key and what identifies the client.
 struct Client {
     key: ClientKey,
-    mac: [u8; 6],
+    mac: MacAddr,
     client_id: Option<Vec<u8>>,
 }
 
@@ -264,7 +265,7 @@ impl Handler {
                 return Outcome::default();
             }
         };
-        if !self.rate.allow(request.chaddr, now.mono_ms) {
+        if !self.rate.allow(request.chaddr.octets(), now.mono_ms) {
             self.stats.rate_limited += 1;
             return Outcome::default();
         }
@@ -293,7 +294,7 @@ impl Handler {
         for lease in self.leases.expire(now) {
             self.stats.expired += 1;
             if self.settings.log_queries {
-                tracing::info!(address = %lease.address, mac = %mac_text(&lease.mac), "DHCP lease expired");
+                tracing::info!(address = %lease.address, mac = %lease.mac, "DHCP lease expired");
             }
             out.events.push(LeaseEvent::Removed(lease.info()));
         }
@@ -308,7 +309,7 @@ impl Handler {
             .iter()
             .map(|lease| LeaseRecord {
                 address: lease.address,
-                mac: mac_text(&lease.mac),
+                mac: lease.mac.to_string(),
                 client_id: lease.client_id.as_deref().map(hex),
                 hostname: lease.hostname.clone(),
                 expires_unix: lease.expires,
@@ -319,7 +320,7 @@ impl Handler {
                     .quarantined()
                     .map(|(address, entry)| LeaseRecord {
                         address,
-                        mac: mac_text(&entry.mac),
+                        mac: entry.mac.to_string(),
                         client_id: None,
                         hostname: None,
                         expires_unix: entry.until,
@@ -525,7 +526,7 @@ impl Handler {
         out.events.push(LeaseEvent::Removed(lease.info()));
         self.stats.releases += 1;
         if self.settings.log_queries {
-            tracing::info!(address = %request.ciaddr, mac = %mac_text(&client.mac), "DHCPRELEASE");
+            tracing::info!(address = %request.ciaddr, mac = %client.mac, "DHCPRELEASE");
         }
         out
     }
@@ -770,7 +771,7 @@ impl Handler {
     fn log_query(&self, request: &Request, kind: ReplyKind, address: Ipv4Addr) {
         if self.settings.log_queries {
             tracing::info!(
-                mac = %mac_text(&request.chaddr),
+                mac = %request.chaddr,
                 %address,
                 "{} -> {}",
                 request.message_type.name(),
@@ -782,14 +783,6 @@ impl Handler {
 
 fn u32_bytes(value: u64) -> [u8; 4] {
     u32::try_from(value).unwrap_or(u32::MAX).to_be_bytes()
-}
-
-/// `02:00:00:00:00:01`.
-pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Lowercase hex, no separators.

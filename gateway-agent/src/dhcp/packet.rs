@@ -3,6 +3,7 @@
 //! option reaches (a panic in debug builds) and it silently drops every option after the first
 //! one it cannot parse, so one bad hostname would cost the message type.
 
+use crate::mac::MacAddr;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -87,7 +88,7 @@ pub(crate) struct Request {
     pub flags: u16,
     pub ciaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
-    pub chaddr: [u8; 6],
+    pub chaddr: MacAddr,
     pub requested_ip: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
     /// Option 61, raw (type byte included).
@@ -148,8 +149,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, Rejected> {
     }
     // No client has an all-zero or a group (multicast, broadcast) address; a lease for one
     // would only ever be a spoof, and an ARP entry for it nonsense.
-    let chaddr: [u8; 6] = field(bytes, 28);
-    if chaddr == [0; 6] || chaddr[0] & 1 != 0 {
+    let chaddr = MacAddr::new(field(bytes, 28));
+    if chaddr.is_zero() || !chaddr.is_unicast() {
         return Err(Rejected::BadHardware);
     }
     if bytes[236..240] != MAGIC_COOKIE {

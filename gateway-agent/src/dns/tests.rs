@@ -21,6 +21,7 @@ use super::zone::LocalZone;
 use super::SERVICE_NAMES;
 use crate::config::{Inside, Seconds};
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
+use crate::mac::MacAddr;
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 50));
@@ -227,7 +228,7 @@ async fn local_names_are_authoritative_and_follow_leases() {
 
     s.zone.apply(&LeaseEvent::Bound(LeaseInfo {
         address: Ipv4Addr::new(198, 51, 100, 100),
-        mac: [2, 0, 0, 0, 0, 1],
+        mac: MacAddr::new([2, 0, 0, 0, 0, 1]),
         client_id: None,
         hostname: Some("laptop".into()),
         expires_unix: 0,

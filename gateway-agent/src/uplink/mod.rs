@@ -122,7 +122,7 @@ impl Uplink {
         tokio::spawn(connection);
 
         let link = macvlan::ensure(&netlink, &settings.parent, &settings.uplink).await?;
-        let mac = macvlan::format_mac(&link.mac);
+        let mac = link.mac.to_string();
         tracing::info!(
             device = %link.name,
             parent = %settings.parent,

@@ -1,5 +1,6 @@
 //! Malformed and hostile packets: each dropped and counted, none a panic.
 
+use crate::mac::MacAddr;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -363,7 +364,7 @@ fn fuzz_relays_reservations_small_pool() {
     settings.dhcp.pool = Some((ip(100), ip(103)));
     settings.dhcp.rate_limit = 0;
     settings.dhcp.reservations = vec![Reservation {
-        owner: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
+        owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1])),
         address: ip(20),
         name: Some("laptop".parse().unwrap()),
     }];

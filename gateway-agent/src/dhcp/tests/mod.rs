@@ -6,6 +6,7 @@ mod exchange;
 mod hostile;
 mod names;
 
+use crate::mac::MacAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
@@ -109,7 +110,7 @@ impl Bench {
 /// A simulated client.
 #[derive(Clone)]
 pub(super) struct Client {
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     pub client_id: Option<Vec<u8>>,
     pub hostname: Option<Vec<u8>>,
     pub xid: u32,
@@ -118,7 +119,7 @@ pub(super) struct Client {
 impl Client {
     pub fn new(last: u8) -> Client {
         Client {
-            mac: [0x02, 0, 0, 0, 0, last],
+            mac: MacAddr::new([0x02, 0, 0, 0, 0, last]),
             client_id: None,
             hostname: None,
             xid: 0x1000 + u32::from(last),
@@ -137,7 +138,8 @@ impl Client {
 
     pub fn message(&self, message_type: Mt) -> Message {
         let zero = Ipv4Addr::UNSPECIFIED;
-        let mut message = Message::new_with_id(self.xid, zero, zero, zero, zero, &self.mac);
+        let mut message =
+            Message::new_with_id(self.xid, zero, zero, zero, zero, &self.mac.octets());
         message.set_opcode(Opcode::BootRequest);
         let opts = message.opts_mut();
         opts.insert(DhcpOption::MessageType(message_type));
