@@ -119,7 +119,7 @@ impl DhcpServer {
                 "unreadable rows in the DHCP lease store; removing them"
             );
         }
-        let restored = handler.restore(loaded, server::unix_now());
+        let restored = handler.restore(loaded, crate::clock::unix_now());
         let cleanup = restored.store;
         let writer = store.clone();
         tokio::task::spawn_blocking(move || {

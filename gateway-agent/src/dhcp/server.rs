@@ -8,7 +8,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::lease_events::{LeaseEvent, LeaseSink};
 
@@ -31,14 +31,6 @@ pub(crate) fn lock(handler: &Mutex<Handler>) -> MutexGuard<'_, Handler> {
     handler
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
 }
 
 /// The I/O half of the server.
@@ -117,7 +109,7 @@ impl Server {
     /// Runs `body` on the handler; a bug that panics costs one packet, not the server.
     fn guarded(&self, body: impl FnOnce(&mut Handler, Now) -> Outcome) -> Outcome {
         let now = Now {
-            unix: unix_now(),
+            unix: crate::clock::unix_now(),
             mono_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         let mut handler = lock(&self.handler);
