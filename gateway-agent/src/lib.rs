@@ -16,6 +16,7 @@ pub mod logging;
 pub mod mac;
 pub mod metrics;
 pub mod net;
+pub mod ratelimit;
 pub mod service;
 pub mod socks;
 pub mod systemd;

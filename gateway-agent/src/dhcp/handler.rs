@@ -5,18 +5,19 @@
 use crate::mac::MacAddr;
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 
 use crate::config::{DomainName, Inside, Seconds};
 use crate::lease_events::LeaseEvent;
+use crate::ratelimit::KeyedBuckets;
 
 use super::config::{ClientKey, Reservation};
 use super::hostname;
 use super::leases::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};
 use super::pool::Pool;
-use super::rate::RateLimiter;
 use super::reply::{self, Reply, ReplyKind};
 use super::stats::DhcpStats;
 use super::store::{Loaded, StoreOp, StoredQuarantine};
@@ -24,6 +25,9 @@ use super::{DhcpServerSettings, LeaseRecord};
 
 /// How long an offered address is held for the client that was offered it.
 pub(crate) const OFFER_HOLD_SECS: u64 = 60;
+/// MACs the rate limit tracks at once. A home LAN has tens; more means a flood of invented
+/// MACs, where forgetting some costs nothing but a fresh burst each.
+const MAX_TRACKED_MACS: usize = 4096;
 /// At most one "pool exhausted" warning this often.
 const EXHAUSTION_LOG_SECS: u64 = 60;
 
@@ -32,8 +36,8 @@ const EXHAUSTION_LOG_SECS: u64 = 60;
 pub(crate) struct Now {
     /// Wall clock, Unix seconds: lease expiries (they outlive the process).
     pub unix: u64,
-    /// Monotonic milliseconds: rate limiting.
-    pub mono_ms: u64,
+    /// Monotonic: rate limiting.
+    pub mono: Instant,
 }
 
 /// Where a reply goes.
@@ -113,7 +117,7 @@ pub(crate) struct Handler {
     settings: Settings,
     pool: Pool,
     leases: LeaseTable,
-    rate: RateLimiter,
+    rate: KeyedBuckets<MacAddr>,
     stats: DhcpStats,
     exhaustion_logged: Option<u64>,
 }
@@ -170,7 +174,7 @@ impl Handler {
             },
             pool,
             leases: LeaseTable::default(),
-            rate: RateLimiter::new(dhcp.rate_limit),
+            rate: KeyedBuckets::new(dhcp.rate_limit, MAX_TRACKED_MACS),
             stats: DhcpStats {
                 pool_size,
                 ..DhcpStats::default()
@@ -265,7 +269,7 @@ impl Handler {
                 return Outcome::default();
             }
         };
-        if !self.rate.allow(request.chaddr.octets(), now.mono_ms) {
+        if !self.rate.allow(request.chaddr, now.mono) {
             self.stats.rate_limited += 1;
             return Outcome::default();
         }

@@ -16,7 +16,6 @@ mod hostname;
 mod leases;
 mod packet;
 mod pool;
-mod rate;
 mod reply;
 mod server;
 pub(crate) mod service;

@@ -39,7 +39,6 @@ pub(crate) struct Server {
     store: Arc<Store>,
     socket: DhcpSocket,
     sinks: Vec<Arc<dyn LeaseSink>>,
-    started: Instant,
     store_error_logged: Option<Instant>,
     send_error_logged: Option<Instant>,
 }
@@ -56,7 +55,6 @@ impl Server {
             store,
             socket,
             sinks,
-            started: Instant::now(),
             store_error_logged: None,
             send_error_logged: None,
         }
@@ -110,7 +108,7 @@ impl Server {
     fn guarded(&self, body: impl FnOnce(&mut Handler, Now) -> Outcome) -> Outcome {
         let now = Now {
             unix: crate::clock::unix_now(),
-            mono_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            mono: Instant::now(),
         };
         let mut handler = lock(&self.handler);
         match catch_unwind(AssertUnwindSafe(|| body(&mut handler, now))) {

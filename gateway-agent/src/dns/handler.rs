@@ -18,12 +18,12 @@ use tracing::instrument::WithSubscriber;
 use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
 use super::inflight::{follow, InFlight, Turn};
 use super::names::{is_localhost, NeverForward};
-use super::ratelimit::RateLimiter;
 use super::rebind;
 use super::stats::{add, bump, Counters};
 use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::{LocalZone, ZoneAnswer};
 use crate::config::Inside;
+use crate::ratelimit::KeyedBuckets;
 
 /// The largest UDP reply we send, whatever the client offers: DNS Flag Day 2020's 1232
 /// bytes avoids IP fragmentation; bigger answers are truncated and fetched over TCP.
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub upstream: Option<Arc<dyn Upstream>>,
     pub cache: Mutex<Cache>,
     pub inflight: InFlight<CacheKey, Reply>,
-    pub limiter: Mutex<RateLimiter>,
+    pub limiter: Mutex<KeyedBuckets<IpAddr>>,
     pub policy: TtlPolicy,
     pub counters: Counters,
     pub log_queries: bool,
@@ -125,7 +125,7 @@ impl Shared {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+    fn limiter(&self) -> MutexGuard<'_, KeyedBuckets<IpAddr>> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -15,7 +15,6 @@ use super::cache::{soa_record, Cache, TtlPolicy};
 use super::handler::{reply_edns, Origin, Question, Reply, Shared};
 use super::inflight::InFlight;
 use super::names::NeverForward;
-use super::ratelimit::RateLimiter;
 use super::upstream::{Upstream, UpstreamAnswer, UpstreamError};
 use super::zone::LocalZone;
 use super::SERVICE_NAMES;
@@ -125,7 +124,7 @@ fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
         upstream,
         cache: Mutex::new(Cache::new(100)),
         inflight: InFlight::new(),
-        limiter: Mutex::new(RateLimiter::new(rate, 64)),
+        limiter: Mutex::new(crate::ratelimit::KeyedBuckets::new(rate, 64)),
         policy: TtlPolicy {
             default_ttl: 300,
             max_ttl: 86_400,

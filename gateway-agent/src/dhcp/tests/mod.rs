@@ -9,6 +9,7 @@ mod names;
 use crate::mac::MacAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
     DhcpOption, Flags, Message, MessageType as Mt, Opcode, OptionCode, UnknownOption,
@@ -54,7 +55,7 @@ pub(super) fn settings() -> DhcpServerSettings {
 pub(super) struct Bench {
     pub handler: Handler,
     pub now: u64,
-    mono_ms: u64,
+    mono: Instant,
 }
 
 impl Bench {
@@ -66,7 +67,7 @@ impl Bench {
         Bench {
             handler: Handler::new(&settings).expect("valid test settings"),
             now: T0,
-            mono_ms: 0,
+            mono: Instant::now(),
         }
     }
 
@@ -77,10 +78,10 @@ impl Bench {
 
     /// One packet, a second after the last (so the rate limit stays out of the way).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Outcome {
-        self.mono_ms += 1000;
+        self.mono += Duration::from_secs(1);
         let now = Now {
             unix: self.now,
-            mono_ms: self.mono_ms,
+            mono: self.mono,
         };
         self.handler
             .handle_packet(bytes, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), now)
