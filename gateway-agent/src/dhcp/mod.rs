@@ -22,6 +22,7 @@ pub(crate) mod service;
 mod socket;
 mod stats;
 mod store;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
