@@ -41,6 +41,13 @@ use crate::net::service_task::ServiceTask;
 pub use service::SERVICE;
 pub use stats::DhcpStats;
 
+/// The inside server's reading of a datagram: [`wire::decode`] as a client message, plus the
+/// server's own rules (the message types it serves). `Ok` when the DHCP logic would see it.
+/// For the fuzz target; the server calls the same code.
+pub fn decode_request(bytes: &[u8]) -> Result<(), wire::Rejected> {
+    packet::decode(bytes).map(drop)
+}
+
 use handler::Handler;
 use server::Server;
 use socket::DhcpSocket;

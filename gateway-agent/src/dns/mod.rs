@@ -11,6 +11,7 @@ pub mod config;
 mod handler;
 mod inflight;
 mod names;
+pub mod offline;
 mod rebind;
 pub(crate) mod service;
 mod stats;
