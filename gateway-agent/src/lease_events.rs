@@ -2,6 +2,7 @@
 //! dataplane's lease maps each implement [`LeaseSink`]; the DHCP server calls every sink right
 //! after a lease is stored (bound) or removed, so names and maps follow leases at once.
 
+use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 
 /// A lease as the other services see it.
@@ -10,7 +11,7 @@ pub struct LeaseInfo {
     /// The leased address.
     pub address: Ipv4Addr,
     /// The client's hardware address.
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// Option 61, if the client sent one.
     pub client_id: Option<Vec<u8>>,
     /// The sanitized, unique DNS label for the client, if it has one.

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod dataplane;
@@ -12,8 +13,10 @@ pub mod egress;
 pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;
+pub mod mac;
 pub mod metrics;
 pub mod net;
+pub mod ratelimit;
 pub mod service;
 pub mod socks;
 pub mod systemd;

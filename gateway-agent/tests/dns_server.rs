@@ -17,6 +17,7 @@ use gateway_agent::config::{Dns, Inside};
 use gateway_agent::dns::{DnsServer, DnsServerSettings, LocalZone, UplinkUpstream, SERVICE_NAMES};
 use gateway_agent::egress::Upstream;
 use gateway_agent::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
+use gateway_agent::mac::MacAddr;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::sync::watch;
@@ -290,7 +291,7 @@ async fn dig(server: &DnsServer, args: &[&str]) -> Dig {
 fn lease(address: [u8; 4], hostname: &str) -> LeaseInfo {
     LeaseInfo {
         address: Ipv4Addr::from(address),
-        mac: [2, 0, 0, 0, 0, address[3]],
+        mac: MacAddr::new([2, 0, 0, 0, 0, address[3]]),
         client_id: None,
         hostname: Some(hostname.to_owned()),
         expires_unix: 0,

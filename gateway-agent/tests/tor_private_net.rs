@@ -75,10 +75,7 @@ impl Drop for Nodes {
 }
 
 fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
+    gateway_agent::clock::since_epoch().subsec_nanos()
 }
 
 fn run(cmd: &mut Command) -> String {

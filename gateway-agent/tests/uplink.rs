@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use gateway_agent::config::{MacvlanMode, OutsideAddress, Uplink as UplinkConfig};
+use gateway_agent::config::{MacAddr, MacvlanMode, OutsideAddress, Uplink as UplinkConfig};
 use gateway_agent::uplink::{derive_mac, Uplink, UplinkSettings, UplinkStatus};
 use serde_json::Value;
 
@@ -241,21 +241,6 @@ async fn wait_for_status(
     }
 }
 
-fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn parse_mac(text: &str) -> [u8; 6] {
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("hex MAC"))
-        .collect();
-    bytes.try_into().expect("6-byte MAC")
-}
-
 /// The one link `name` in `ns`, with details.
 fn link(ns: &Netns, name: &str) -> Value {
     ns.ip_json(&["-d", "link", "show", "dev", name])
@@ -304,12 +289,12 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
     let gw = world.gw.handle();
     let log = world.log_path();
     let state_dir = world.dir.path().join("state");
-    let parent_mac = parse_mac(
-        link(&world.gw, PARENT)["address"]
-            .as_str()
-            .expect("outside0 has a MAC"),
-    );
-    let expected_mac = format_mac(&derive_mac(&parent_mac));
+    let parent_mac: MacAddr = link(&world.gw, PARENT)["address"]
+        .as_str()
+        .expect("outside0 has a MAC")
+        .parse()
+        .expect("ip prints a MAC");
+    let expected_mac = derive_mac(&parent_mac).to_string();
 
     in_netns(&world.gw.name.clone(), move || async move {
         let cfg = UplinkConfig {
@@ -517,11 +502,11 @@ fn static_address_mode_change_and_name_clash() {
         assert!(format!("{err:#}").contains("interfaces.outside"), "{err:#}");
 
         // Static, private mode, a configured MAC.
-        let mac = [0x02, 0, 0x5e, 0, 0x53, 0x42];
+        let mac = MacAddr::new([0x02, 0, 0x5e, 0, 0x53, 0x42]);
         let cfg = UplinkConfig {
             macvlan_name: MACVLAN.to_owned(),
             macvlan_mode: MacvlanMode::Private,
-            mac: Some(mac.into()),
+            mac: Some(mac),
             ..UplinkConfig::default()
         };
         let fixed = OutsideAddress::Static {
@@ -534,7 +519,7 @@ fn static_address_mode_change_and_name_clash() {
             .expect("static Uplink::start");
         let made = link(&gw, MACVLAN);
         assert_eq!(made["linkinfo"]["info_data"]["mode"], "private", "{made}");
-        assert_eq!(made["address"], format_mac(&mac).as_str());
+        assert_eq!(made["address"], mac.to_string().as_str());
         let status = uplink.status();
         assert_eq!(status.state, "static");
         assert_eq!(status.address, Some(Ipv4Addr::new(192, 0, 2, 50)));

@@ -28,10 +28,7 @@ pub fn run(socket: &Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&leases)?);
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_now();
     let rows: Vec<Vec<String>> = leases
         .iter()
         .map(|l| {

@@ -1,6 +1,7 @@
 //! Reads the pinned maps, so the CLI works from another shell while the agent runs (or after it
 //! crashed, which leaves the pins in place).
 
+use crate::mac::MacAddr;
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -144,7 +145,7 @@ pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
         let last_seen = latest.map(|s| s.last_seen_ns).unwrap_or(0);
         let leased = leases
             .iter()
-            .find(|(mac, _)| *mac == key.addr)
+            .find(|(mac, _)| mac.octets() == key.addr)
             .map(|(_, v)| Ipv4Addr::from(v.ipv4.to_ne_bytes()));
         let (ip, ip_source) = match (leased, ip) {
             (Some(lease), _) => (Some(lease), Some("lease")),
@@ -152,7 +153,7 @@ pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
             (None, None) => (None, None),
         };
         rows.push(ClientRow {
-            mac: format_mac(&key.addr),
+            mac: MacAddr::from(key).to_string(),
             ip,
             ip_source,
             packets: per_cpu.iter().map(|s| s.packets).sum(),
@@ -166,12 +167,12 @@ pub fn clients(pins: &PinLayout) -> Result<Vec<ClientRow>> {
 }
 
 /// The live leases in the dataplane, by MAC.
-pub fn leases(pins: &PinLayout) -> Result<Vec<([u8; 6], LeaseValue)>> {
+pub fn leases(pins: &PinLayout) -> Result<Vec<(MacAddr, LeaseValue)>> {
     let map: HashMap<_, MacKey, LeaseValue> = open(pins, names::LEASES)?.try_into()?;
     Ok(map
         .iter()
         .filter_map(Result::ok)
-        .map(|(k, v)| (k.addr, v))
+        .map(|(k, v)| (MacAddr::from(k), v))
         .collect())
 }
 
@@ -232,7 +233,7 @@ pub fn dump(pins: &PinLayout, name: &str) -> Result<Value> {
                         })
                     })
                     .collect();
-                out.insert(format_mac(&key.addr), cpus);
+                out.insert(MacAddr::from(key).to_string(), cpus);
             }
             Ok(json!(out))
         }
@@ -241,7 +242,7 @@ pub fn dump(pins: &PinLayout, name: &str) -> Result<Value> {
                 .into_iter()
                 .map(|(mac, v)| {
                     (
-                        format_mac(&mac),
+                        mac.to_string(),
                         json!({
                             "ip": Ipv4Addr::from(v.ipv4.to_ne_bytes()).to_string(),
                             "flags": v.flags,
@@ -260,7 +261,7 @@ pub fn dump(pins: &PinLayout, name: &str) -> Result<Value> {
                 .map(|(ip, mac)| {
                     (
                         Ipv4Addr::from(ip.to_ne_bytes()).to_string(),
-                        format_mac(&mac.addr),
+                        MacAddr::from(mac).to_string(),
                     )
                 })
                 .collect();
@@ -279,14 +280,6 @@ fn protocol_name(proto: u8) -> String {
         IPPROTO_UDP => "udp".into(),
         other => other.to_string(),
     }
-}
-
-/// `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.

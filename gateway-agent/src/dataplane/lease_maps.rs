@@ -49,7 +49,7 @@ impl LeaseMaps {
     }
 
     fn bind(&self, lease: &LeaseInfo) -> Result<()> {
-        let key = MacKey::new(lease.mac);
+        let key = MacKey::from(lease.mac);
         let (mut by_mac, mut by_ip) = self.lock()?;
         // A client that moved to another address leaves no stale reverse entry.
         if let Ok(old) = by_mac.get(&key, 0) {
@@ -70,7 +70,7 @@ impl LeaseMaps {
     }
 
     fn remove(&self, lease: &LeaseInfo) -> Result<()> {
-        let key = MacKey::new(lease.mac);
+        let key = MacKey::from(lease.mac);
         let (mut by_mac, mut by_ip) = self.lock()?;
         // Only entries that still describe this lease: a newer lease of the MAC stays.
         if by_mac

@@ -2,6 +2,7 @@
 //! reservations, with their defaults, their reader and the rules within the table. That the
 //! pool and reservations lie in the inside subnet spans tables: `config::validate` checks it.
 
+use crate::mac::MacAddr;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -21,7 +22,7 @@ pub enum ClientKey {
     /// Option 61, raw bytes (type byte included).
     ClientId(Vec<u8>),
     /// The chaddr of an Ethernet client.
-    Mac([u8; 6]),
+    Mac(MacAddr),
 }
 
 /// `[[dhcp.reservations]]`: a fixed address (and optionally a name) for one client.
@@ -210,7 +211,7 @@ fn reservation(path: String, entry: Value, errors: &mut Errors) -> Option<Reserv
     });
     section.finish(errors);
     let owner = match (mac, client_id) {
-        (Field::Valid(mac), Field::Absent) => ClientKey::Mac(mac.octets()),
+        (Field::Valid(mac), Field::Absent) => ClientKey::Mac(mac),
         (Field::Absent, Field::Valid(id)) => ClientKey::ClientId(id),
         (Field::Valid(_), Field::Valid(_)) => {
             errors.push(&path, "set either mac or client_id, not both");

@@ -8,18 +8,20 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 
 use crate::config::{DomainName, Inside, Seconds};
 use crate::lease_events::LeaseEvent;
+use crate::mac::MacAddr;
+use crate::ratelimit::KeyedBuckets;
 
 use super::config::{ClientKey, Reservation};
 use super::hostname;
 use super::lease_table::{Lease, LeaseTable, State};
 use super::packet::{self, code, Fqdn, MessageType, Request};
 use super::pool::Pool;
-use super::rate::RateLimiter;
 use super::reply::{self, Reply, ReplyKind};
 use super::stats::DhcpStats;
 use super::store::{Loaded, StoreOp, StoredQuarantine};
@@ -32,6 +34,9 @@ use answer::outgoing;
 
 /// How long an offered address is held for the client that was offered it.
 pub(crate) const OFFER_HOLD_SECS: u64 = 60;
+/// MACs the rate limit tracks at once. A home LAN has tens; more means a flood of invented
+/// MACs, where forgetting some costs nothing but a fresh burst each.
+const MAX_TRACKED_MACS: usize = 4096;
 /// At most one "pool exhausted" warning this often.
 const EXHAUSTION_LOG_SECS: u64 = 60;
 
@@ -40,8 +45,8 @@ const EXHAUSTION_LOG_SECS: u64 = 60;
 pub(crate) struct Now {
     /// Wall clock, Unix seconds: lease expiries (they outlive the process).
     pub unix: u64,
-    /// Monotonic milliseconds: rate limiting.
-    pub mono_ms: u64,
+    /// Monotonic: rate limiting.
+    pub mono: Instant,
 }
 
 /// Where a reply goes.
@@ -52,7 +57,7 @@ pub(crate) enum Destination {
     /// An address that answers ARP (a renewing client, a relay).
     Unicast(SocketAddrV4),
     /// A client that has no address yet: unicast to `address` once the ARP cache knows `mac`.
-    Hardware { address: SocketAddrV4, mac: [u8; 6] },
+    Hardware { address: SocketAddrV4, mac: MacAddr },
 }
 
 /// A reply ready to send.
@@ -98,7 +103,7 @@ struct Settings {
 /// Who is asking: the lease key and what identifies the client.
 struct Client {
     key: ClientKey,
-    mac: [u8; 6],
+    mac: MacAddr,
     client_id: Option<Vec<u8>>,
 }
 
@@ -121,7 +126,7 @@ pub(crate) struct Handler {
     settings: Settings,
     pool: Pool,
     leases: LeaseTable,
-    rate: RateLimiter,
+    rate: KeyedBuckets<MacAddr>,
     stats: DhcpStats,
     exhaustion_logged: Option<u64>,
 }
@@ -178,7 +183,7 @@ impl Handler {
             },
             pool,
             leases: LeaseTable::default(),
-            rate: RateLimiter::new(dhcp.rate_limit),
+            rate: KeyedBuckets::new(dhcp.rate_limit, MAX_TRACKED_MACS),
             stats: DhcpStats {
                 pool_size,
                 ..DhcpStats::default()
@@ -273,7 +278,7 @@ impl Handler {
                 return Outcome::default();
             }
         };
-        if !self.rate.allow(request.chaddr, now.mono_ms) {
+        if !self.rate.allow(request.chaddr, now.mono) {
             self.stats.rate_limited += 1;
             return Outcome::default();
         }
@@ -302,7 +307,7 @@ impl Handler {
         for lease in self.leases.expire(now) {
             self.stats.expired += 1;
             if self.settings.log_queries {
-                tracing::info!(address = %lease.address, mac = %mac_text(&lease.mac), "DHCP lease expired");
+                tracing::info!(address = %lease.address, mac = %lease.mac, "DHCP lease expired");
             }
             out.events.push(LeaseEvent::Removed(lease.info()));
         }
@@ -317,7 +322,7 @@ impl Handler {
             .iter()
             .map(|lease| LeaseRecord {
                 address: lease.address,
-                mac: mac_text(&lease.mac),
+                mac: lease.mac.to_string(),
                 client_id: lease.client_id.as_deref().map(hex),
                 hostname: lease.hostname.clone(),
                 expires_unix: lease.expires,
@@ -328,7 +333,7 @@ impl Handler {
                     .quarantined()
                     .map(|(address, entry)| LeaseRecord {
                         address,
-                        mac: mac_text(&entry.mac),
+                        mac: entry.mac.to_string(),
                         client_id: None,
                         hostname: None,
                         expires_unix: entry.until,
@@ -430,7 +435,7 @@ impl Handler {
     fn log_query(&self, request: &Request, kind: ReplyKind, address: Ipv4Addr) {
         if self.settings.log_queries {
             tracing::info!(
-                mac = %mac_text(&request.chaddr),
+                mac = %request.chaddr,
                 %address,
                 "{} -> {}",
                 request.message_type.name(),
@@ -438,14 +443,6 @@ impl Handler {
             );
         }
     }
-}
-
-/// `02:00:00:00:00:01`.
-pub(crate) fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 /// Lowercase hex, no separators.

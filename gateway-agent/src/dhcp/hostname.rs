@@ -92,7 +92,7 @@ pub(crate) fn unique(
 /// The bytes a client key is stored and hashed as: a tag, then the MAC or the identifier.
 pub(crate) fn key_bytes(key: &ClientKey) -> Vec<u8> {
     match key {
-        ClientKey::Mac(mac) => std::iter::once(0).chain(mac.iter().copied()).collect(),
+        ClientKey::Mac(mac) => std::iter::once(0).chain(mac.octets()).collect(),
         ClientKey::ClientId(id) => std::iter::once(1).chain(id.iter().copied()).collect(),
     }
 }
@@ -107,6 +107,7 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mac::MacAddr;
 
     #[test]
     fn hostile_and_odd_names() {
@@ -195,8 +196,8 @@ mod tests {
 
     #[test]
     fn suffixes_are_deterministic_and_fit() {
-        let key = ClientKey::Mac([2, 0, 0, 0, 0, 1]);
-        let other = ClientKey::Mac([2, 0, 0, 0, 0, 2]);
+        let key = ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1]));
+        let other = ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 2]));
         let taken = |name: &str| name == "laptop";
         let first = unique("laptop", &key, taken).unwrap();
         assert_eq!(first, unique("laptop", &key, taken).unwrap());

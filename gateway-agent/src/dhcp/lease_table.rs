@@ -3,6 +3,7 @@
 //! expiry) hold their address; released and expired ones are hints that give a returning
 //! client its old address, and make way for anyone else.
 
+use crate::mac::MacAddr;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
@@ -41,7 +42,7 @@ impl State {
 pub(crate) struct Lease {
     pub key: ClientKey,
     pub address: Ipv4Addr,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     pub client_id: Option<Vec<u8>>,
     pub hostname: Option<String>,
     /// Unix seconds.
@@ -203,9 +204,9 @@ mod tests {
 
     fn lease(mac_last: u8, address_last: u8, state: State) -> Lease {
         Lease {
-            key: ClientKey::Mac([2, 0, 0, 0, 0, mac_last]),
+            key: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, mac_last])),
             address: Ipv4Addr::new(198, 51, 100, address_last),
-            mac: [2, 0, 0, 0, 0, mac_last],
+            mac: MacAddr::new([2, 0, 0, 0, 0, mac_last]),
             client_id: None,
             hostname: None,
             expires: 100,
@@ -222,10 +223,15 @@ mod tests {
         assert!(table.at(Ipv4Addr::new(198, 51, 100, 100)).is_none());
         // Another client takes 101: the first one's record goes.
         let evicted = table.insert(lease(2, 101, State::Offered)).unwrap();
-        assert_eq!(evicted.key, ClientKey::Mac([2, 0, 0, 0, 0, 1]));
+        assert_eq!(
+            evicted.key,
+            ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1]))
+        );
         assert_eq!(table.len(), 1);
         assert_eq!(table.addresses_from(0).collect::<Vec<_>>().len(), 1);
-        assert!(table.remove(&ClientKey::Mac([2, 0, 0, 0, 0, 2])).is_some());
+        assert!(table
+            .remove(&ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 2])))
+            .is_some());
         assert_eq!(table.addresses_from(0).count(), 0);
     }
 
@@ -242,7 +248,7 @@ mod tests {
         assert_eq!(table.len(), 2);
         assert_eq!(
             table
-                .get(&ClientKey::Mac([2, 0, 0, 0, 0, 1]))
+                .get(&ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1])))
                 .unwrap()
                 .state,
             State::Expired

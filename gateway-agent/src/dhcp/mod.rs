@@ -18,13 +18,13 @@ mod hostname;
 mod lease_table;
 mod packet;
 mod pool;
-mod rate;
 mod reply;
 mod server;
 pub(crate) mod service;
 mod socket;
 mod stats;
 mod store;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +42,13 @@ use crate::net::service_task::ServiceTask;
 
 pub use service::SERVICE;
 pub use stats::DhcpStats;
+
+/// The inside server's reading of a datagram: [`wire::decode`] as a client message, plus the
+/// server's own rules (the message types it serves). `Ok` when the DHCP logic would see it.
+/// For the fuzz target; the server calls the same code.
+pub fn decode_request(bytes: &[u8]) -> Result<(), wire::Rejected> {
+    packet::decode(bytes).map(drop)
+}
 
 use handler::Handler;
 use server::Server;
@@ -121,7 +128,7 @@ impl DhcpServer {
                 "unreadable rows in the DHCP lease store; removing them"
             );
         }
-        let restored = handler.restore(loaded, server::unix_now());
+        let restored = handler.restore(loaded, crate::clock::unix_now());
         let cleanup = restored.store;
         let writer = store.clone();
         tokio::task::spawn_blocking(move || {

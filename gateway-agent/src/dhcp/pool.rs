@@ -2,6 +2,7 @@
 //! address; then the one it asks for; then the lowest address nobody has ever had; then the
 //! one that has been unused longest.
 
+use crate::mac::MacAddr;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
@@ -71,7 +72,7 @@ impl Pool {
     pub(crate) fn reservation(
         &self,
         client_id: Option<&[u8]>,
-        mac: [u8; 6],
+        mac: MacAddr,
     ) -> Option<&Reservation> {
         let by_id = client_id.and_then(|id| {
             self.reservations
@@ -199,7 +200,7 @@ mod tests {
     }
 
     fn mac(last: u8) -> ClientKey {
-        ClientKey::Mac([2, 0, 0, 0, 0, last])
+        ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, last]))
     }
 
     fn pool(first: u8, last: u8, reservations: Vec<Reservation>) -> Pool {
@@ -210,7 +211,7 @@ mod tests {
         Lease {
             key,
             address,
-            mac: [2, 0, 0, 0, 0, 0],
+            mac: MacAddr::new([2, 0, 0, 0, 0, 0]),
             client_id: None,
             hostname: None,
             expires,
@@ -264,7 +265,7 @@ mod tests {
             ip(12),
             StoredQuarantine {
                 until: NOW + 10,
-                mac: [0; 6],
+                mac: MacAddr::new([0; 6]),
             },
         );
         assert_eq!(pool.choose(&table, &mac(2), None, None, NOW), Some(ip(13)));
@@ -283,7 +284,9 @@ mod tests {
         // The owner of the lease gets its own address back.
         assert_eq!(pool.choose(&table, &mac(1), None, None, NOW), Some(ip(10)));
         // The reserved client gets its reservation even outside the pool.
-        let reservation = pool.reservation(None, [2, 0, 0, 0, 0, 9]).cloned();
+        let reservation = pool
+            .reservation(None, MacAddr::new([2, 0, 0, 0, 0, 9]))
+            .cloned();
         assert_eq!(
             pool.choose(&table, &mac(9), reservation.as_ref(), Some(ip(14)), NOW),
             Some(ip(11))
@@ -321,22 +324,26 @@ mod tests {
         let pool = pool(100, 199, vec![by_id, by_mac]);
         let id: &[u8] = &[0xff, 1, 2];
         assert_eq!(
-            pool.reservation(Some(id), [2, 0, 0, 0, 0, 7])
+            pool.reservation(Some(id), MacAddr::new([2, 0, 0, 0, 0, 7]))
                 .unwrap()
                 .address,
             ip(20)
         );
         assert_eq!(
-            pool.reservation(Some(&[1, 2]), [2, 0, 0, 0, 0, 7])
+            pool.reservation(Some(&[1, 2]), MacAddr::new([2, 0, 0, 0, 0, 7]))
                 .unwrap()
                 .address,
             ip(21)
         );
         assert_eq!(
-            pool.reservation(None, [2, 0, 0, 0, 0, 7]).unwrap().address,
+            pool.reservation(None, MacAddr::new([2, 0, 0, 0, 0, 7]))
+                .unwrap()
+                .address,
             ip(21)
         );
-        assert!(pool.reservation(None, [2, 0, 0, 0, 0, 8]).is_none());
+        assert!(pool
+            .reservation(None, MacAddr::new([2, 0, 0, 0, 0, 8]))
+            .is_none());
     }
 
     #[test]

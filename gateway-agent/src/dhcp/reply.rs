@@ -1,5 +1,6 @@
 //! Server messages (BOOTREPLY): what goes in them and their encoding.
 
+use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 
 use super::packet::{code, MAGIC_COOKIE};
@@ -49,7 +50,7 @@ pub(crate) struct Reply {
     pub ciaddr: Ipv4Addr,
     pub yiaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
-    pub chaddr: [u8; 6],
+    pub chaddr: MacAddr,
     /// Without option 53, which [`encode`] puts first.
     pub options: Vec<ReplyOption>,
 }
@@ -112,7 +113,7 @@ fn encode_with(reply: &Reply, options: &[&ReplyOption]) -> Vec<u8> {
     out.extend_from_slice(&reply.yiaddr.octets());
     out.extend_from_slice(&Ipv4Addr::UNSPECIFIED.octets()); // siaddr: no boot server
     out.extend_from_slice(&reply.giaddr.octets());
-    out.extend_from_slice(&reply.chaddr);
+    out.extend_from_slice(&reply.chaddr.octets());
     out.resize(236, 0); // rest of chaddr, sname, file
     out.extend_from_slice(&MAGIC_COOKIE);
     put_option(&mut out, code::MESSAGE_TYPE, &[reply.kind.message_type()]);

@@ -8,7 +8,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::lease_events::{LeaseEvent, LeaseSink};
 
@@ -33,21 +33,12 @@ pub(crate) fn lock(handler: &Mutex<Handler>) -> MutexGuard<'_, Handler> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
-
 /// The I/O half of the server.
 pub(crate) struct Server {
     handler: Arc<Mutex<Handler>>,
     store: Arc<Store>,
     socket: DhcpSocket,
     sinks: Vec<Arc<dyn LeaseSink>>,
-    started: Instant,
     store_error_logged: Option<Instant>,
     send_error_logged: Option<Instant>,
 }
@@ -64,7 +55,6 @@ impl Server {
             store,
             socket,
             sinks,
-            started: Instant::now(),
             store_error_logged: None,
             send_error_logged: None,
         }
@@ -117,8 +107,8 @@ impl Server {
     /// Runs `body` on the handler; a bug that panics costs one packet, not the server.
     fn guarded(&self, body: impl FnOnce(&mut Handler, Now) -> Outcome) -> Outcome {
         let now = Now {
-            unix: unix_now(),
-            mono_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            unix: crate::clock::unix_now(),
+            mono: Instant::now(),
         };
         let mut handler = lock(&self.handler);
         match catch_unwind(AssertUnwindSafe(|| body(&mut handler, now))) {

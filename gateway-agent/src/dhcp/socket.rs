@@ -2,6 +2,7 @@
 //! unicast to a client that has no address yet (by writing its ARP entry first, as ISC dhcpd
 //! and dnsmasq do).
 
+use crate::mac::MacAddr;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
@@ -82,7 +83,7 @@ impl DhcpSocket {
 
     /// SIOCSARP: `ip` is at `mac` on our interface, so the kernel can unicast to a client
     /// that cannot answer ARP yet. The entry ages out like any learned one.
-    fn set_arp(&self, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+    fn set_arp(&self, ip: Ipv4Addr, mac: MacAddr) -> io::Result<()> {
         // SAFETY: arpreq is plain old data; all-zero is a valid value.
         let mut request: libc::arpreq = unsafe { std::mem::zeroed() };
         let address = libc::sockaddr_in {
@@ -102,7 +103,7 @@ impl DhcpSocket {
             );
         }
         request.arp_ha.sa_family = libc::ARPHRD_ETHER;
-        for (slot, byte) in request.arp_ha.sa_data.iter_mut().zip(mac) {
+        for (slot, byte) in request.arp_ha.sa_data.iter_mut().zip(mac.octets()) {
             *slot = byte as libc::c_char;
         }
         request.arp_flags = libc::ATF_COM;

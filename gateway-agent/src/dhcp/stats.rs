@@ -60,7 +60,7 @@ impl DhcpStats {
     /// Counts a packet dropped by the decoder.
     pub(crate) fn count_rejected(&mut self, rejected: Rejected) {
         let counter = match rejected {
-            Rejected::ServerReply => {
+            Rejected::WrongDirection => {
                 self.server_reply_dropped += 1;
                 return;
             }

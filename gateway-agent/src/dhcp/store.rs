@@ -7,6 +7,7 @@
 //! at all, and a release is a write of "expires now". `quarantine` maps an address (u32) to a
 //! JSON [`StoredQuarantine`].
 
+use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ const QUARANTINE: TableDefinition<u32, &[u8]> = TableDefinition::new("quarantine
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredLease {
     pub address: Ipv4Addr,
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     #[serde(default)]
     pub client_id: Option<Vec<u8>>,
     #[serde(default)]
@@ -42,7 +43,7 @@ pub(crate) struct StoredQuarantine {
     /// Unix seconds.
     pub until: u64,
     /// Who declined it.
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
 }
 
 /// A change to the store.
@@ -173,7 +174,7 @@ impl Store {
 
 fn decode_key(bytes: &[u8]) -> Option<ClientKey> {
     match bytes.split_first()? {
-        (0, mac) => Some(ClientKey::Mac(mac.try_into().ok()?)),
+        (0, mac) => Some(ClientKey::Mac(MacAddr::from_slice(mac)?)),
         (1, id) if !id.is_empty() => Some(ClientKey::ClientId(id.to_vec())),
         _ => None,
     }
@@ -189,7 +190,7 @@ mod tests {
     fn lease(last: u8, expires: u64) -> StoredLease {
         StoredLease {
             address: Ipv4Addr::new(198, 51, 100, last),
-            mac: [2, 0, 0, 0, 0, last],
+            mac: MacAddr::new([2, 0, 0, 0, 0, last]),
             client_id: Some(vec![0xff, 1, 2, 3]),
             hostname: Some(format!("host{last}")),
             expires,
@@ -201,11 +202,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/leases.redb");
         let store = Store::open(&path).unwrap();
-        let mac_key = ClientKey::Mac([2, 0, 0, 0, 0, 100]);
+        let mac_key = ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 100]));
         let id_key = ClientKey::ClientId(vec![0xff, 1, 2, 3]);
         let quarantined = StoredQuarantine {
             until: 99,
-            mac: [2, 0, 0, 0, 0, 7],
+            mac: MacAddr::new([2, 0, 0, 0, 0, 7]),
         };
         store
             .apply(&[
@@ -263,7 +264,7 @@ mod tests {
         for last in 100..110 {
             store
                 .apply(&[StoreOp::Put(
-                    ClientKey::Mac([2, 0, 0, 0, 0, last]),
+                    ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, last])),
                     lease(last, 4_000_000_000),
                 )])
                 .unwrap();
@@ -311,7 +312,7 @@ mod tests {
         assert_eq!(loaded.leases.len(), 10);
         for last in 100..110 {
             assert!(loaded.leases.contains(&(
-                ClientKey::Mac([2, 0, 0, 0, 0, last]),
+                ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, last])),
                 lease(last, 4_000_000_000)
             )));
         }

@@ -12,18 +12,18 @@ use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::instrument::WithSubscriber;
 
 use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
 use super::inflight::{follow, InFlight, Turn};
 use super::names::{is_localhost, NeverForward};
-use super::ratelimit::RateLimiter;
 use super::rebind;
 use super::stats::{add, bump, Counters};
 use super::zone::{LocalZone, ZoneAnswer};
 use crate::config::Inside;
 use crate::egress::{Upstream, UpstreamAnswer, UpstreamError};
+use crate::ratelimit::KeyedBuckets;
 
 /// The largest UDP reply we send, whatever the client offers: DNS Flag Day 2020's 1232
 /// bytes avoids IP fragmentation; bigger answers are truncated and fetched over TCP.
@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub upstream: Option<Arc<dyn Upstream>>,
     pub cache: Mutex<Cache>,
     pub inflight: InFlight<CacheKey, Reply>,
-    pub limiter: Mutex<RateLimiter>,
+    pub limiter: Mutex<KeyedBuckets<IpAddr>>,
     pub policy: TtlPolicy,
     pub counters: Counters,
     pub log_queries: bool,
@@ -125,7 +125,7 @@ impl Shared {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn limiter(&self) -> MutexGuard<'_, RateLimiter> {
+    fn limiter(&self) -> MutexGuard<'_, KeyedBuckets<IpAddr>> {
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -319,33 +319,54 @@ pub(crate) fn reply_edns(request: Option<&Edns>) -> Option<Edns> {
 /// hickory-server's adapter around [`Shared`].
 pub(crate) struct Handler(pub Arc<Shared>);
 
+/// What the pipeline looks at in a parsed request.
+pub(crate) fn question(request: &Request) -> Question<'_> {
+    Question {
+        src: request.src().ip(),
+        op_code: request.metadata.op_code,
+        queries: request.queries.queries(),
+        edns_version: request.edns.as_ref().map(Edns::version),
+    }
+}
+
+/// The response to `request`: `reply` under a header made from the request's.
+pub(crate) fn response<'q>(
+    shared: &Shared,
+    request: &'q Request,
+    reply: &'q Reply,
+    edns: Option<&'q Edns>,
+) -> MessageResponse<
+    'q,
+    'q,
+    std::slice::Iter<'q, Record>,
+    std::slice::Iter<'q, Record>,
+    std::iter::Empty<&'q Record>,
+    std::iter::Empty<&'q Record>,
+> {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = reply.rcode;
+    metadata.authoritative = reply.authoritative;
+    metadata.recursion_available = shared.upstream.is_some();
+    MessageResponseBuilder::new(&request.queries, edns).build(
+        metadata,
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty(),
+        std::iter::empty(),
+    )
+}
+
 impl Handler {
     async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
         let shared = &self.0;
-        let question = Question {
-            src: request.src().ip(),
-            op_code: request.metadata.op_code,
-            queries: request.queries.queries(),
-            edns_version: request.edns.as_ref().map(Edns::version),
-        };
+        let question = question(request);
         let reply = shared.answer(&question, Instant::now()).await;
         if shared.log_queries {
             log_query(&question, &reply);
         }
 
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = reply.rcode;
-        metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = shared.upstream.is_some();
         let edns = reply_edns(request.edns.as_ref());
-        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
-        let message = builder.build(
-            metadata,
-            reply.answers.iter(),
-            reply.authorities.iter(),
-            std::iter::empty(),
-            std::iter::empty(),
-        );
+        let message = self::response(shared, request, &reply, edns.as_ref());
         // hickory-server logs every response at INFO, client address and name included; the
         // query log is ours to switch on, so its subscriber is muted for the send.
         let sent = response

@@ -11,8 +11,8 @@ pub mod config;
 mod handler;
 mod inflight;
 mod names;
+pub mod offline;
 mod plain_upstream;
-mod ratelimit;
 mod rebind;
 pub(crate) mod service;
 mod stats;
@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::config::Inside;
 use crate::egress::Upstream;
+use crate::ratelimit::KeyedBuckets;
 use config::Dns;
 
 pub use handler::MAX_UDP_PAYLOAD;
@@ -42,7 +43,6 @@ use cache::{Cache, TtlPolicy};
 use handler::{Handler, Shared};
 use inflight::InFlight;
 use names::NeverForward;
-use ratelimit::{RateLimiter, MAX_TRACKED_CLIENTS};
 
 /// The gateway's own names in the local zone. No client may take them, and no
 /// `[[dhcp.reservations]]` name either.
@@ -56,6 +56,9 @@ pub const QUIET_HICKORY: &str = "hickory_server=warn,hickory_net=warn,hickory_pr
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Replies queued per TCP connection.
 const TCP_RESPONSE_BUFFER: usize = 16;
+/// Clients the rate limit tracks at most. The inside subnet bounds the real number; this bounds
+/// the worst case (a /8 inside, or sources the ACL has not yet rejected).
+const MAX_TRACKED_CLIENTS: usize = 4096;
 
 /// What the DNS server needs from the configuration.
 #[derive(Debug, Clone)]
@@ -102,7 +105,7 @@ impl DnsServer {
             upstream,
             cache: Mutex::new(Cache::new(settings.dns.cache_size)),
             inflight: InFlight::new(),
-            limiter: Mutex::new(RateLimiter::new(
+            limiter: Mutex::new(KeyedBuckets::new(
                 settings.dns.rate_limit,
                 MAX_TRACKED_CLIENTS,
             )),

@@ -15,12 +15,12 @@ use super::cache::{soa_record, Cache, TtlPolicy};
 use super::handler::{reply_edns, Origin, Question, Reply, Shared};
 use super::inflight::InFlight;
 use super::names::NeverForward;
-use super::ratelimit::RateLimiter;
 use super::zone::LocalZone;
 use super::SERVICE_NAMES;
 use crate::config::{Inside, Seconds};
 use crate::egress::{Upstream, UpstreamAnswer, UpstreamError};
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
+use crate::mac::MacAddr;
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 50));
@@ -124,7 +124,7 @@ fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
         upstream,
         cache: Mutex::new(Cache::new(100)),
         inflight: InFlight::new(),
-        limiter: Mutex::new(RateLimiter::new(rate, 64)),
+        limiter: Mutex::new(crate::ratelimit::KeyedBuckets::new(rate, 64)),
         policy: TtlPolicy {
             default_ttl: 300,
             max_ttl: 86_400,
@@ -227,7 +227,7 @@ async fn local_names_are_authoritative_and_follow_leases() {
 
     s.zone.apply(&LeaseEvent::Bound(LeaseInfo {
         address: Ipv4Addr::new(198, 51, 100, 100),
-        mac: [2, 0, 0, 0, 0, 1],
+        mac: MacAddr::new([2, 0, 0, 0, 0, 1]),
         client_id: None,
         hostname: Some("laptop".into()),
         expires_unix: 0,

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
@@ -394,10 +393,11 @@ fn first_label(name: &Name) -> Option<String> {
 
 /// A serial that grows across restarts: seconds since the epoch (mod 2^32, RFC 1982 copes).
 fn initial_serial() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(1)
+    // A clock before the epoch gives 1, as it always has; 0 would read as "no serial" to some.
+    match crate::clock::unix_now() {
+        0 => 1,
+        secs => secs as u32,
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use anyhow::{Context, Result};
-use dhcproto::v4::{Decodable, Decoder, Encodable, Encoder, Message, CLIENT_PORT, SERVER_PORT};
+use dhcproto::v4::{Encodable, Encoder, Message, CLIENT_PORT, SERVER_PORT};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
 use super::dhcp_client::Destination;
 use super::raw_send::RawBroadcast;
+use crate::dhcp::wire::{self, Sender};
 
 /// Large enough for any DHCP message on an Ethernet link.
 const RECV_BUFFER: usize = 2048;
@@ -94,24 +95,26 @@ fn encode(msg: &Message) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Decodes a datagram; anything that is not a well-formed DHCP message is `None`.
+/// Decodes a datagram with the same decoder, and checks, as the inside server's: anything that
+/// is not a well-formed reply from a server (OFFER, ACK, NAK) is `None`.
 pub(super) fn decode(bytes: &[u8]) -> Option<Message> {
-    // The fixed header plus the magic cookie; dhcproto does not check the cookie.
-    const HEADER: usize = 236;
-    if bytes.len() < HEADER + 4 || bytes[HEADER..HEADER + 4] != dhcproto::v4::MAGIC {
-        return None;
+    match wire::decode(bytes, Sender::Server) {
+        Ok(packet) => Some(packet.into_message()),
+        Err(rejected) => {
+            tracing::debug!(
+                ?rejected,
+                len = bytes.len(),
+                "dropped a DHCP reply on the uplink"
+            );
+            None
+        }
     }
-    // dhcproto has debug assertions on option lengths that a hostile server can trip (an
-    // option 81 shorter than 3 bytes); a reply that trips one is dropped, not a crash.
-    std::panic::catch_unwind(|| Message::decode(&mut Decoder::new(bytes)).ok())
-        .ok()
-        .flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcproto::v4::{DhcpOption, MessageType};
+    use dhcproto::v4::{DhcpOption, MessageType, Opcode};
 
     #[test]
     fn round_trip() {
@@ -123,10 +126,16 @@ mod tests {
             Ipv4Addr::UNSPECIFIED,
             &[2, 0, 0, 0, 0, 1],
         );
+        msg.set_opcode(Opcode::BootReply);
+        msg.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Offer));
+        let bytes = encode(&msg).unwrap();
+        assert_eq!(decode(&bytes), Some(msg.clone()));
+        // Our own requests, looped back or another client's, are not replies.
+        msg.set_opcode(Opcode::BootRequest);
         msg.opts_mut()
             .insert(DhcpOption::MessageType(MessageType::Discover));
-        let bytes = encode(&msg).unwrap();
-        assert_eq!(decode(&bytes), Some(msg));
+        assert_eq!(decode(&encode(&msg).unwrap()), None);
     }
 
     #[test]
@@ -135,6 +144,8 @@ mod tests {
         assert_eq!(decode(&[0u8; 300]), None, "no magic cookie");
         // Every truncation of a valid message and some noise after the cookie must not panic.
         let mut msg = Message::default();
+        msg.set_opcode(Opcode::BootReply);
+        msg.set_chaddr(&[2, 0, 0, 0, 0, 1]);
         msg.opts_mut()
             .insert(DhcpOption::MessageType(MessageType::Offer));
         msg.opts_mut()
@@ -151,13 +162,20 @@ mod tests {
             let _ = decode(&noisy);
         }
         // An option 81 (client FQDN) shorter than its 3 fixed bytes trips a debug assertion
-        // inside dhcproto; it must come back as "not a message", not a panic.
+        // inside dhcproto; it must not panic. The decoder keeps it out of the typed view, so
+        // the rest of the reply survives.
         let mut short_fqdn = bytes[..240].to_vec();
         short_fqdn.extend_from_slice(&[53, 1, 2, 81, 1, 0, 255]);
-        let _ = decode(&short_fqdn);
-        // An hlen beyond chaddr's 16 bytes decodes; the client checks hlen before chaddr().
+        let offer = decode(&short_fqdn).expect("the reply around the bad option");
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        assert!(offer
+            .opts()
+            .get(dhcproto::v4::OptionCode::ClientFQDN)
+            .is_none());
+        // An hlen beyond chaddr's 16 bytes would make chaddr() panic; the decoder refuses
+        // anything but Ethernet's 6 (the client checks hlen again before chaddr()).
         let mut long_hlen = bytes.clone();
         long_hlen[2] = 200;
-        assert!(decode(&long_hlen).is_some_and(|m| m.hlen() == 200));
+        assert_eq!(decode(&long_hlen), None);
     }
 }

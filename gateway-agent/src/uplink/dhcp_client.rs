@@ -9,6 +9,7 @@
 //! wins), the 1–10 s random delay before the first DISCOVER (one gateway does not cause a
 //! start-up storm), ARP probing of the offered address and DHCPDECLINE, DHCPINFORM, FORCERENEW.
 
+use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The macvlan's MAC: chaddr, and the client identifier's body.
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// Option 12; `None` sends no host name.
     pub hostname: Option<String>,
 }
@@ -175,7 +176,7 @@ impl Identity {
     pub fn client_id(&self) -> Vec<u8> {
         let mut id = Vec::with_capacity(7);
         id.push(1);
-        id.extend_from_slice(&self.mac);
+        id.extend_from_slice(&self.mac.octets());
         id
     }
 }
@@ -379,7 +380,7 @@ impl Client {
                 Ipv4Addr::UNSPECIFIED,
                 Ipv4Addr::UNSPECIFIED,
                 Ipv4Addr::UNSPECIFIED,
-                &self.identity.mac,
+                &self.identity.mac.octets(),
             );
             let opts = msg.opts_mut();
             opts.insert(DhcpOption::MessageType(MessageType::Release));
@@ -402,7 +403,7 @@ impl Client {
             && msg.xid() == self.xid
             && msg.htype() == HType::Eth
             && msg.hlen() == 6
-            && msg.chaddr() == self.identity.mac
+            && msg.chaddr() == self.identity.mac.octets()
     }
 
     fn begin_exchange(&mut self, now: Duration) {
@@ -552,7 +553,7 @@ impl Client {
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
             Ipv4Addr::UNSPECIFIED,
-            &self.identity.mac,
+            &self.identity.mac.octets(),
         );
         // Without an address the unicast reply would be dropped by our own stack.
         if broadcast_flag {

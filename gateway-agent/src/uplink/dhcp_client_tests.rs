@@ -1,8 +1,9 @@
 //! The state machine against a fake clock and crafted server replies.
 
 use super::*;
+use crate::mac::MacAddr;
 
-const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+const MAC: MacAddr = MacAddr::new([0x02, 0x11, 0x22, 0x33, 0x44, 0x55]);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const OTHER_SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const OFFERED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 150);
@@ -51,7 +52,7 @@ fn reply(req: &Message, kind: MessageType, yiaddr: Ipv4Addr, server: Ipv4Addr) -
         yiaddr,
         Ipv4Addr::UNSPECIFIED,
         Ipv4Addr::UNSPECIFIED,
-        &MAC,
+        &MAC.octets(),
     );
     msg.set_opcode(Opcode::BootReply);
     let opts = msg.opts_mut();
@@ -93,7 +94,7 @@ fn dora() {
         discover.flags().broadcast(),
         "unconfigured: replies must be broadcast"
     );
-    assert_eq!(discover.chaddr(), MAC);
+    assert_eq!(discover.chaddr(), MAC.octets());
     assert_eq!(discover.ciaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(
         opt(&discover, OptionCode::ClientIdentifier),

@@ -1,6 +1,7 @@
 //! The uplink macvlan: found or made on the outside NIC, with a MAC that is the same on every
 //! start, IPv6 as configured, and up.
 
+use crate::mac::MacAddr;
 use anyhow::{bail, Context, Result};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{
@@ -16,7 +17,7 @@ pub struct Macvlan {
     pub index: u32,
     pub name: String,
     /// Its MAC as the kernel reports it after set-up (the DHCP chaddr and client id).
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     /// Made by this start (false: reused).
     pub created: bool,
 }
@@ -38,7 +39,7 @@ pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> R
     // In passthru mode the macvlan takes the NIC's own MAC (and setting one changes the NIC's),
     // so only an explicitly configured MAC is applied there.
     let wanted_mac = match (uplink.mac, uplink.macvlan_mode) {
-        (Some(mac), _) => Some(mac.octets()),
+        (Some(mac), _) => Some(mac),
         (None, MacvlanMode::Passthru) => None,
         (None, _) => Some(derive_mac(&parent_mac)),
     };
@@ -55,7 +56,7 @@ pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> R
         None => {
             let mut builder = LinkMacVlan::new(name, parent_index, mode);
             if let Some(mac) = wanted_mac {
-                builder = builder.address(mac.to_vec());
+                builder = builder.address(mac.octets().to_vec());
             }
             handle
                 .link()
@@ -156,7 +157,7 @@ async fn reuse(
     Ok(())
 }
 
-async fn set_mac_if_different(handle: &Handle, index: u32, name: &str, mac: [u8; 6]) -> Result<()> {
+async fn set_mac_if_different(handle: &Handle, index: u32, name: &str, mac: MacAddr) -> Result<()> {
     let Some(link) = find_index(handle, index).await? else {
         bail!("the macvlan {name:?} vanished while it was being set up");
     };
@@ -167,17 +168,12 @@ async fn set_mac_if_different(handle: &Handle, index: u32, name: &str, mac: [u8;
         .link()
         .set(
             LinkUnspec::new_with_index(index)
-                .address(mac.to_vec())
+                .address(mac.octets().to_vec())
                 .build(),
         )
         .execute()
         .await
-        .with_context(|| {
-            format!(
-                "outside.mac: setting the MAC of {name:?} to {}",
-                format_mac(&mac)
-            )
-        })
+        .with_context(|| format!("outside.mac: setting the MAC of {name:?} to {mac}"))
 }
 
 async fn set_up(handle: &Handle, index: u32) -> Result<()> {
@@ -252,11 +248,11 @@ fn link_infos(link: &LinkMessage) -> &[LinkInfo] {
         .unwrap_or(&[])
 }
 
-fn mac_of(link: &LinkMessage) -> Result<[u8; 6]> {
+fn mac_of(link: &LinkMessage) -> Result<MacAddr> {
     link.attributes
         .iter()
         .find_map(|attr| match attr {
-            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Address(bytes) => MacAddr::from_slice(bytes),
             _ => None,
         })
         .context("no 6-byte hardware address")
@@ -274,28 +270,20 @@ fn kernel_mode(mode: MacvlanMode) -> MacVlanMode {
 /// A MAC derived from the NIC's: the same on every start (so the upstream server hands back
 /// the same lease), unlinkable to the NIC's own without knowing this function, locally
 /// administered and unicast. FNV-1a, because std's hashers are not stable across releases.
-pub fn derive_mac(parent: &[u8; 6]) -> [u8; 6] {
+pub fn derive_mac(parent: &MacAddr) -> MacAddr {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"gateway uplink macvlan\0".iter().chain(parent) {
+    for byte in b"gateway uplink macvlan\0".iter().chain(&parent.octets()) {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     let bytes = hash.to_be_bytes();
     let mut mac = [bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]];
     mac[0] = (mac[0] & 0xfc) | 0x02;
-    if mac == *parent {
+    if mac == parent.octets() {
         // Vanishingly unlikely, but two equal MACs on one segment would be a real outage.
         mac[5] ^= 0x01;
     }
-    mac
-}
-
-/// `02:11:22:33:44:55`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    MacAddr::new(mac)
 }
 
 #[cfg(test)]
@@ -304,21 +292,24 @@ mod tests {
 
     #[test]
     fn derived_mac_is_stable_local_unicast() {
-        let parent = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        let parent = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
         let mac = derive_mac(&parent);
         assert_eq!(mac, derive_mac(&parent), "the same on every call");
-        assert_eq!(mac[0] & 0x01, 0, "unicast");
-        assert_eq!(mac[0] & 0x02, 0x02, "locally administered");
+        assert_eq!(mac.octets()[0] & 0x01, 0, "unicast");
+        assert_eq!(mac.octets()[0] & 0x02, 0x02, "locally administered");
         assert_ne!(mac, parent);
-        assert_ne!(derive_mac(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x57]), mac);
+        assert_ne!(
+            derive_mac(&MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x57])),
+            mac
+        );
         // Pinned: a change here changes every deployed gateway's MAC, and with it its lease.
-        assert_eq!(format_mac(&mac), "9a:d7:38:0c:62:2e");
+        assert_eq!(mac.to_string(), "9a:d7:38:0c:62:2e");
     }
 
     #[test]
     fn mac_format() {
         assert_eq!(
-            format_mac(&[2, 0x11, 0xab, 0, 0xff, 9]),
+            MacAddr::new([2, 0x11, 0xab, 0, 0xff, 9]).to_string(),
             "02:11:ab:00:ff:09"
         );
     }

@@ -122,7 +122,7 @@ impl Uplink {
         tokio::spawn(connection);
 
         let link = macvlan::ensure(&netlink, &settings.parent, &settings.uplink).await?;
-        let mac = macvlan::format_mac(&link.mac);
+        let mac = link.mac.to_string();
         tracing::info!(
             device = %link.name,
             parent = %settings.parent,
@@ -188,7 +188,7 @@ impl Uplink {
                 addr::remove_default_routes(&netlink, link.index).await?;
                 addr::flush_addresses(&netlink, link.index).await?;
                 let saved_lease = SavedLeaseFile::new(&settings.state_dir);
-                let now = task::unix_now();
+                let now = crate::clock::unix_now();
                 let remembered = saved_lease.load().map(|stored| Remembered {
                     address: stored.address,
                     reboot: !stored.released
@@ -304,8 +304,6 @@ fn random_seed() -> u64 {
         return u64::from_ne_bytes(bytes);
     }
     // getrandom cannot fail on a supported kernel; this keeps the client working regardless.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = crate::clock::since_epoch().as_nanos() as u64;
     nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use dhcproto::v4::Message;
 use rtnetlink::Handle;
@@ -185,7 +185,8 @@ impl Driver {
             tracing::error!(device = %self.device, "{err:#}");
         }
 
-        let expires_unix = lifetime.map(|left| unix_now().saturating_add(left.as_secs()));
+        let expires_unix =
+            lifetime.map(|left| crate::clock::unix_now().saturating_add(left.as_secs()));
         let stored = SavedLease {
             address: lease.address,
             server: lease.server,
@@ -266,10 +267,4 @@ impl Driver {
         tracing::info!(device = %self.device, address = %lease.address, "uplink lease {why}");
         self.applied = None;
     }
-}
-
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

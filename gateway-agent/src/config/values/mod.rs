@@ -1,7 +1,8 @@
 //! Typed values and their parsers. Each parser returns the problem worded for the
 //! administrator; the reader files it under the key. The types ([`DnsLabel`], [`DomainName`],
-//! [`MacAddr`], [`Seconds`], [`PortRule`]) are only made by parsing, so whoever receives one
-//! does not check it again.
+//! [`Seconds`], [`PortRule`]) are only made by parsing, so whoever receives one does not check
+//! it again. [`MacAddr`] is the agent's shared type (`crate::mac`); config adds the rule that a
+//! configured MAC is one host's (`unicast_mac`).
 
 mod mac;
 mod names;

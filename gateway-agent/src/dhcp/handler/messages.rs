@@ -186,7 +186,7 @@ impl Handler {
         out.events.push(LeaseEvent::Removed(lease.info()));
         self.stats.releases += 1;
         if self.settings.log_queries {
-            tracing::info!(address = %request.ciaddr, mac = %mac_text(&client.mac), "DHCPRELEASE");
+            tracing::info!(address = %request.ciaddr, mac = %client.mac, "DHCPRELEASE");
         }
         out
     }

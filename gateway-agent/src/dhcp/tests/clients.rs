@@ -1,5 +1,6 @@
 //! Who owns a lease: reservations, client identifiers, exhaustion, and restarts.
 
+use crate::mac::MacAddr;
 use dhcproto::v4::MessageType as Mt;
 
 use super::*;
@@ -19,7 +20,7 @@ fn reservation_by_mac_and_by_client_id() {
     let mut settings = settings();
     settings.dhcp.reservations = vec![
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 7]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 7])),
             address: ip(20),
             name: Some("nas".parse().unwrap()),
         },
@@ -65,7 +66,7 @@ fn reservation_by_mac_and_by_client_id() {
 fn bench_settings_with_mac_reservation() -> crate::dhcp::DhcpServerSettings {
     let mut settings = settings();
     settings.dhcp.reservations = vec![Reservation {
-        owner: ClientKey::Mac([2, 0, 0, 0, 0, 7]),
+        owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 7])),
         address: ip(20),
         name: None,
     }];
@@ -84,8 +85,11 @@ fn a_lease_belongs_to_the_client_id_when_there_is_one() {
     // The old MAC's map entry goes before the new one comes.
     let gone = removed(&ack);
     assert_eq!(gone.len(), 1);
-    assert_eq!((gone[0].mac, gone[0].address), ([2, 0, 0, 0, 0, 1], first));
-    assert_eq!(bound(&ack)[0].mac, [2, 0, 0, 0, 0, 2]);
+    assert_eq!(
+        (gone[0].mac, gone[0].address),
+        (MacAddr::new([2, 0, 0, 0, 0, 1]), first)
+    );
+    assert_eq!(bound(&ack)[0].mac, MacAddr::new([2, 0, 0, 0, 0, 2]));
     // Same MAC, different client id: a different client.
     let (other, _) = bench.dora(&Client::new(2).id(&duid(2)));
     assert_ne!(other, first);
@@ -183,10 +187,10 @@ fn a_restart_drops_rows_the_config_no_longer_allows() {
     // Two rows for one address (a crash between evicting a past lease and its cleanup).
     store
         .apply(&[StoreOp::Put(
-            ClientKey::Mac([2, 0, 0, 0, 0, 99]),
+            ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 99])),
             crate::dhcp::store::StoredLease {
                 address: kept,
-                mac: [2, 0, 0, 0, 0, 99],
+                mac: MacAddr::new([2, 0, 0, 0, 0, 99]),
                 client_id: None,
                 hostname: None,
                 expires: T0 - 10,
@@ -198,12 +202,12 @@ fn a_restart_drops_rows_the_config_no_longer_allows() {
     let mut settings = settings();
     settings.dhcp.reservations = vec![
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1])),
             address: ip(30),
             name: None,
         },
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 5]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 5])),
             address: ip(31),
             name: Some("kept".parse().unwrap()),
         },

@@ -1,6 +1,7 @@
 //! The message exchanges of RFC 2131: DORA, renew, rebind, release, decline, inform, NAK,
 //! relays, and where each reply goes.
 
+use crate::mac::MacAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use dhcproto::v4::{DhcpOption, Flags, MessageType as Mt, OptionCode};
@@ -23,7 +24,7 @@ fn dora_gives_a_pool_address_with_every_option() {
     assert_eq!(kind(&offered), Mt::Offer);
     assert_eq!(offered.opcode(), dhcproto::v4::Opcode::BootReply);
     assert_eq!(offered.xid(), client.xid);
-    assert_eq!(offered.chaddr(), &client.mac);
+    assert_eq!(offered.chaddr(), &client.mac.octets());
     assert_eq!(offered.yiaddr(), ip(100), "the lowest pool address");
     // No broadcast flag, no address yet: unicast to the new address via an ARP entry.
     assert_eq!(
@@ -266,7 +267,7 @@ fn inform_gets_options_but_no_lease() {
 fn naks_for_foreign_taken_and_reserved_addresses() {
     let mut settings = settings();
     settings.dhcp.reservations = vec![crate::dhcp::config::Reservation {
-        owner: crate::dhcp::config::ClientKey::Mac([2, 0, 0, 0, 0, 9]),
+        owner: crate::dhcp::config::ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 9])),
         address: ip(20),
         name: None,
     }];

@@ -1,7 +1,9 @@
 //! Malformed and hostile packets: each dropped and counted, none a panic.
 
+use crate::mac::MacAddr;
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, MessageType as Mt, OptionCode};
 
@@ -170,7 +172,11 @@ fn per_mac_rate_limit() {
     let flood = Client::new(1).discover().to_vec().unwrap();
     let other = Client::new(2).discover().to_vec().unwrap();
     let source = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68);
-    let at = |mono_ms| Now { unix: T0, mono_ms };
+    let t0 = Instant::now();
+    let at = |ms| Now {
+        unix: T0,
+        mono: t0 + Duration::from_millis(ms),
+    };
     let answered = (0..25)
         .filter(|_| {
             bench
@@ -363,7 +369,7 @@ fn fuzz_relays_reservations_small_pool() {
     settings.dhcp.pool = Some((ip(100), ip(103)));
     settings.dhcp.rate_limit = 0;
     settings.dhcp.reservations = vec![Reservation {
-        owner: ClientKey::Mac([2, 0, 0, 0, 0, 1]),
+        owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 1])),
         address: ip(20),
         name: Some("laptop".parse().unwrap()),
     }];

@@ -6,8 +6,10 @@ mod exchange;
 mod hostile;
 mod names;
 
+use crate::mac::MacAddr;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{
     DhcpOption, Flags, Message, MessageType as Mt, Opcode, OptionCode, UnknownOption,
@@ -53,7 +55,7 @@ pub(super) fn settings() -> DhcpServerSettings {
 pub(super) struct Bench {
     pub handler: Handler,
     pub now: u64,
-    mono_ms: u64,
+    mono: Instant,
 }
 
 impl Bench {
@@ -65,7 +67,7 @@ impl Bench {
         Bench {
             handler: Handler::new(&settings).expect("valid test settings"),
             now: T0,
-            mono_ms: 0,
+            mono: Instant::now(),
         }
     }
 
@@ -76,10 +78,10 @@ impl Bench {
 
     /// One packet, a second after the last (so the rate limit stays out of the way).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Outcome {
-        self.mono_ms += 1000;
+        self.mono += Duration::from_secs(1);
         let now = Now {
             unix: self.now,
-            mono_ms: self.mono_ms,
+            mono: self.mono,
         };
         self.handler
             .handle_packet(bytes, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68), now)
@@ -109,7 +111,7 @@ impl Bench {
 /// A simulated client.
 #[derive(Clone)]
 pub(super) struct Client {
-    pub mac: [u8; 6],
+    pub mac: MacAddr,
     pub client_id: Option<Vec<u8>>,
     pub hostname: Option<Vec<u8>>,
     pub xid: u32,
@@ -118,7 +120,7 @@ pub(super) struct Client {
 impl Client {
     pub fn new(last: u8) -> Client {
         Client {
-            mac: [0x02, 0, 0, 0, 0, last],
+            mac: MacAddr::new([0x02, 0, 0, 0, 0, last]),
             client_id: None,
             hostname: None,
             xid: 0x1000 + u32::from(last),
@@ -137,7 +139,8 @@ impl Client {
 
     pub fn message(&self, message_type: Mt) -> Message {
         let zero = Ipv4Addr::UNSPECIFIED;
-        let mut message = Message::new_with_id(self.xid, zero, zero, zero, zero, &self.mac);
+        let mut message =
+            Message::new_with_id(self.xid, zero, zero, zero, zero, &self.mac.octets());
         message.set_opcode(Opcode::BootRequest);
         let opts = message.opts_mut();
         opts.insert(DhcpOption::MessageType(message_type));

@@ -1,5 +1,6 @@
 //! Host names end to end: what a client sends in options 12 and 81, what reaches the zone.
 
+use crate::mac::MacAddr;
 use dhcproto::v4::{DhcpOption, OptionCode};
 
 use super::*;
@@ -133,7 +134,7 @@ fn option_81_is_answered_with_the_name_given() {
 fn collisions_get_deterministic_suffixes() {
     let mut settings = settings();
     settings.dhcp.reservations = vec![Reservation {
-        owner: ClientKey::Mac([2, 0, 0, 0, 0, 9]),
+        owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 9])),
         address: ip(20),
         name: Some("printer".parse().unwrap()),
     }];

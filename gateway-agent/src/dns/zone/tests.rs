@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::dhcp::config::ClientKey;
+use crate::mac::MacAddr;
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const SERVICES: &[&str] = &["gateway", "registry", "mirror", "proxy", "socks"];
@@ -26,17 +27,17 @@ fn inside() -> Inside {
 fn zone() -> LocalZone {
     let reservations = [
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 5]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 5])),
             address: Ipv4Addr::new(198, 51, 100, 5),
             name: Some("NAS".parse().unwrap()),
         },
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 6]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 6])),
             address: Ipv4Addr::new(198, 51, 100, 6),
             name: None,
         },
         Reservation {
-            owner: ClientKey::Mac([2, 0, 0, 0, 0, 7]),
+            owner: ClientKey::Mac(MacAddr::new([2, 0, 0, 0, 0, 7])),
             address: Ipv4Addr::new(198, 51, 100, 7),
             name: Some("registry".parse().unwrap()),
         },
@@ -47,7 +48,7 @@ fn zone() -> LocalZone {
 fn lease(last: u8, hostname: Option<&str>) -> LeaseInfo {
     LeaseInfo {
         address: Ipv4Addr::new(198, 51, 100, last),
-        mac: [2, 0, 0, 0, 1, last],
+        mac: MacAddr::new([2, 0, 0, 0, 1, last]),
         client_id: None,
         hostname: hostname.map(str::to_owned),
         expires_unix: 0,
