@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use xtask::lab::tor as lab_tor;
 use xtask::{bench, build, deps, lab, process};
 
+mod fuzz;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Build, run and test the gateway")]
 struct Cli {
@@ -52,7 +54,17 @@ enum Task {
         /// `dns`, `dhcp` or `tor`.
         which: String,
     },
-    /// Build everything, check formatting and lints, run every test.
+    /// Run the libFuzzer targets in fuzz/ (nightly, cargo-fuzz); see README "Fuzzing".
+    Fuzz {
+        /// One target (a file in fuzz/fuzz_targets/); all of them, one after another, if
+        /// omitted.
+        target: Option<String>,
+        /// How long to run each target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Build everything, check formatting and lints, run every test, and run each fuzz target
+    /// briefly.
     Test {
         /// Extra arguments for `cargo test`, like `--test lab_dataplane -- --nocapture`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -141,6 +153,7 @@ fn run(cli: Cli) -> Result<()> {
                 LabAction::Tor { action } => lab_tor_action(&lab, action),
             }
         }
+        Task::Fuzz { target, seconds } => fuzz::run(target.as_deref(), seconds),
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench::run(&which),
     }
@@ -297,5 +310,10 @@ fn test(extra: &[String]) -> Result<()> {
     args.extend(extra.iter().map(String::as_str));
     let result = cargo(&args);
     lab::down_all()?;
-    result
+    result?;
+    eprintln!(
+        "xtask: fuzz smoke run, {} s per target",
+        fuzz::SMOKE_SECONDS
+    );
+    fuzz::smoke()
 }

@@ -141,4 +141,29 @@ mod tests {
         assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
         assert_eq!(path.answer(&[0, 1, 2], inside), None, "not a request");
     }
+
+    /// Found by the fuzz target: a question name ending in a compression pointer into the
+    /// header (offset 2). hickory's parser accepts it, and hickory-server echoes the question
+    /// section's raw bytes, pointer included, under the response's header, where offset 2 now
+    /// holds the flags: the response does not parse. It goes only to the client that crafted
+    /// it, so the gateway answers it like any other; what must hold is no panic and a
+    /// response header that is ours (the request's id, QR set).
+    #[test]
+    fn a_question_pointing_into_the_header() {
+        let path = RequestPath::new().expect("the pipeline");
+        let request: &[u8] = &[
+            190, 239, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 39, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 255, 255, 255, 122, 7, 7,
+            71, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 2, 255, 48, 4, 7, 71, 7, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+            8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+            8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 9, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+            8, 8, 8, 8, 8, 8, 8, 8, 2, 7, 7, 192, 2, 99, 49, 4, 104, 111, 109, 101, 4, 65, 114,
+            112, 97, 0, 0, 46, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, 0, 1,
+        ];
+        let inside = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 6));
+        let response = path.answer(request, inside).expect("a response");
+        assert_eq!(response[..2], request[..2], "the request's id");
+        assert_ne!(response[2] & 0x80, 0, "QR: a response");
+    }
 }
