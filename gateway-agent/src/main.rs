@@ -7,7 +7,7 @@ use gateway_agent::{
     agent,
     cli::{leases, maps, status},
     config::{self, Config},
-    logging,
+    dataplane, logging,
 };
 
 /// Default config location on an installed system.
@@ -48,6 +48,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The dataplane's programs, which stay attached while no agent runs.
+    Dataplane {
+        #[command(subcommand)]
+        action: DataplaneCommand,
+    },
     /// Inspect the dataplane's pinned maps.
     Maps {
         #[command(subcommand)]
@@ -56,6 +61,13 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum DataplaneCommand {
+    /// Detach every program and remove the pins: the only way to an unfiltered inside.
+    /// Refused while an agent answers on the control socket.
+    Detach,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +107,26 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             report(status::run(&cfg.control.socket, json))
+        }
+        Command::Dataplane {
+            action: DataplaneCommand::Detach,
+        } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            report(
+                dataplane::detach::run(&cfg.dataplane.bpf_pin_dir, &cfg.control.socket).map(
+                    |detached| {
+                        for link in &detached.links {
+                            println!("detached {link}");
+                        }
+                        println!(
+                            "removed {} map pins; the inside is unfiltered until the agent starts",
+                            detached.maps
+                        );
+                    },
+                ),
+            )
         }
         Command::Maps { view, json } => {
             let Some(cfg) = load(&cli.config) else {

@@ -294,7 +294,9 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
         .expect("outside0 has a MAC")
         .parse()
         .expect("ip prints a MAC");
-    let expected_mac = derive_mac(&parent_mac).to_string();
+    // Made here, found by the start: the MAC is keyed by it.
+    let mac_key = gateway_agent::uplink::mac_key::load_or_create(&state_dir).expect("MAC key");
+    let expected_mac = derive_mac(&mac_key, &parent_mac).to_string();
 
     in_netns(&world.gw.name.clone(), move || async move {
         let cfg = UplinkConfig {

@@ -56,6 +56,12 @@ drop_reasons! {
     InsideSourceEgress = 10 => "inside_source_egress",
     /// The agent has not filled the config map yet, so nothing is known to be safe.
     NotConfigured = 11 => "not_configured",
+    /// Arriving on the outside uninvited: a TCP SYN, a segment or datagram to a service port,
+    /// UDP that answers none of the agent's connected sockets, ICMP other than errors and
+    /// echo replies.
+    OutsideUnsolicited = 12 => "outside_unsolicited",
+    /// Arriving on the outside addressed to the inside subnet: the gateway never routes.
+    OutsideToInside = 13 => "outside_to_inside",
 }
 
 /// Number of drop reasons: the size of the `DROPS` array.

@@ -6,6 +6,8 @@ pub mod programs {
     pub const INSIDE_INGRESS: &str = "inside_ingress";
     /// TC egress on the outside device: no inside-sourced packet leaves.
     pub const OUTSIDE_EGRESS: &str = "outside_egress";
+    /// TC ingress on the outside devices (the macvlan and its parent NIC): nothing unsolicited.
+    pub const OUTSIDE_INGRESS: &str = "outside_ingress";
 }
 
 /// Map names, as the eBPF object exports them and as they are pinned.
@@ -55,6 +57,8 @@ pub const MAX_OPEN_PORTS: u32 = 256;
 pub const CONFIG_FLAG_READY: u32 = 1 << 0;
 /// `DataplaneConfig::flags`: ICMP echo requests to the gateway are passed.
 pub const CONFIG_FLAG_ALLOW_PING: u32 = 1 << 1;
+/// `DataplaneConfig::flags`: IPv6 may arrive on the outside (`outside.ipv6`).
+pub const CONFIG_FLAG_OUTSIDE_IPV6: u32 = 1 << 2;
 
 /// Settings the agent writes once at start.
 #[repr(C)]

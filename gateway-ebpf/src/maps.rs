@@ -39,6 +39,11 @@ pub static LEASES: HashMap<MacKey, LeaseValue> = HashMap::with_max_entries(MAX_L
 #[map(name = "LEASES_BY_IP")]
 pub static LEASES_BY_IP: HashMap<u32, MacKey> = HashMap::with_max_entries(MAX_LEASES, 0);
 
+/// When each CPU last logged a guard record (ns since boot): guard logs are rate limited, so a
+/// sender who can trigger them cannot flood the journal. Not pinned: a restart starts afresh.
+#[map(name = "LOG_LIMIT")]
+pub static LOG_LIMIT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// The agent's settings, if it has written them.
 #[inline(always)]
 pub fn config() -> Option<&'static DataplaneConfig> {

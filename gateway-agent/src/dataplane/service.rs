@@ -36,7 +36,8 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             Box::new(move || inspect::drops(&pins)),
         ));
         let running = Running::new(view, move || async move {
-            dataplane.shutdown().context("detaching the dataplane")
+            dataplane.stop();
+            Ok(())
         });
         Ok(Some(running.stopped_last()))
     })

@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use gateway_common::maps::{
-    names, DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, CONFIG_FLAG_READY, IPPROTO_TCP,
-    IPPROTO_UDP,
+    names, DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, CONFIG_FLAG_OUTSIDE_IPV6,
+    CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::config::{Config, Protocol};
@@ -18,6 +18,9 @@ pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
     let mut flags = CONFIG_FLAG_READY;
     if cfg.dataplane.allow_ping {
         flags |= CONFIG_FLAG_ALLOW_PING;
+    }
+    if cfg.uplink.ipv6 {
+        flags |= CONFIG_FLAG_OUTSIDE_IPV6;
     }
     DataplaneConfig {
         inside_ip: encode(cfg.inside.address),
