@@ -64,6 +64,12 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
         .try_into()
         .unwrap();
     tc.load().expect("verifier accepts outside_egress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::OUTSIDE_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts outside_ingress");
     ebpf
 }
 
@@ -90,11 +96,15 @@ fn run_xdp(ebpf: &Ebpf, frame: &[u8]) -> u32 {
 }
 
 fn run_tc(ebpf: &Ebpf, frame: &[u8]) -> u32 {
-    let prog: &SchedClassifier = ebpf
-        .program(programs::OUTSIDE_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    run_classifier(ebpf, programs::OUTSIDE_EGRESS, frame)
+}
+
+fn run_outside_ingress(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    run_classifier(ebpf, programs::OUTSIDE_INGRESS, frame)
+}
+
+fn run_classifier(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {
+    let prog: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
     prog.test_run(TestRunOptions {
         data_in: Some(frame),
         ..Default::default()
@@ -420,4 +430,158 @@ fn outside_egress_verdicts() {
     }
     // The drop verdict is specifically SHOT.
     assert_eq!(run_tc(&ebpf, &out(CLIENT)), TC_ACT_SHOT);
+}
+
+#[test]
+fn outside_ingress_verdicts() {
+    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    let cfg = lab_like_config(true);
+    let ebpf = load(Some(&cfg));
+    let uplink_mac = [0x02, 0, 0, 0, 0, 0x22];
+    let modem_mac = [0x02, 0, 0, 0, 0, 0x33];
+    let inbound = |src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]| {
+        ethernet(
+            modem_mac,
+            uplink_mac,
+            ETH_P_IP,
+            &ipv4(Ip::new(src, dst, protocol), l4),
+        )
+    };
+    let modem = Ipv4Addr::new(192, 0, 2, 1);
+    let mut ack = tcp_syn(80, 40000);
+    ack[13] = 0x10;
+    let mut syn_ack = tcp_syn(80, 40000);
+    syn_ack[13] = 0x12;
+    let mut ack_to_service = tcp_syn(40000, 9050);
+    ack_to_service[13] = 0x10;
+    let mut bootreply = udp(67, 68);
+    bootreply[8] = 2;
+    let mut bootrequest = udp(67, 68);
+    bootrequest[8] = 1;
+    // A UDP socket connected to a sender, and one only bound: the lookup must tell them apart.
+    let local = Ipv4Addr::LOCALHOST;
+    let peer = Ipv4Addr::new(127, 0, 0, 2);
+    let connected = std::net::UdpSocket::bind((local, 0)).unwrap();
+    connected.connect((peer, 5353)).unwrap();
+    let connected_port = connected.local_addr().unwrap().port();
+    let bound = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let bound_port = bound.local_addr().unwrap().port();
+    let mut fragment = Ip::new(ORIGIN, UPLINK, 6);
+    fragment.frag = 0x2000;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "a segment of the agent's own connection",
+            inbound(ORIGIN, UPLINK, 6, &ack),
+            None,
+        ),
+        (
+            "the SYN-ACK of the agent's own connect",
+            inbound(ORIGIN, UPLINK, 6, &syn_ack),
+            None,
+        ),
+        (
+            "a SYN to the uplink address",
+            inbound(modem, UPLINK, 6, &tcp_syn(40000, 22)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a segment to a service port",
+            inbound(modem, UPLINK, 6, &ack_to_service),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "anything to the inside subnet",
+            inbound(modem, CLIENT, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "to the gateway's inside address",
+            inbound(modem, GATEWAY, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "a DHCP reply for the uplink client",
+            inbound(modem, UPLINK, 17, &bootreply),
+            None,
+        ),
+        (
+            "a BOOTREQUEST to the client port",
+            inbound(modem, UPLINK, 17, &bootrequest),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to the client port from another port",
+            inbound(modem, UPLINK, 17, &udp(40000, 68)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a service port",
+            inbound(modem, UPLINK, 17, &udp(40000, 53)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a reply to a connected UDP socket",
+            inbound(peer, local, 17, &udp(5353, connected_port)),
+            None,
+        ),
+        (
+            "the same port from another sender",
+            inbound(
+                Ipv4Addr::new(127, 0, 0, 3),
+                local,
+                17,
+                &udp(5353, connected_port),
+            ),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a socket that is only bound",
+            inbound(peer, local, 17, &udp(5353, bound_port)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "an ICMP error (path MTU)",
+            inbound(modem, UPLINK, 1, &icmp(3)),
+            None,
+        ),
+        ("an echo reply", inbound(modem, UPLINK, 1, &icmp(0)), None),
+        (
+            "an echo request",
+            inbound(modem, UPLINK, 1, &icmp(8)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a fragment",
+            ethernet(modem_mac, uplink_mac, ETH_P_IP, &ipv4(fragment, &ack)),
+            Some(DropReason::Fragment),
+        ),
+        (
+            "GRE",
+            inbound(modem, UPLINK, 47, &[0; 8]),
+            Some(DropReason::ProtocolNotAllowed),
+        ),
+        (
+            "ARP from the modem",
+            arp_request(modem_mac, modem, UPLINK),
+            None,
+        ),
+        (
+            "IPv6 while outside.ipv6 is off",
+            ipv6_udp(),
+            Some(DropReason::Ipv6),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(
+            &ebpf,
+            run_outside_ingress,
+            TC_ACT_UNSPEC,
+            name,
+            frame,
+            *want,
+        );
+    }
+    drop((connected, bound));
 }
