@@ -29,6 +29,7 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 
 fn lab_like_config(allow_ping: bool) -> config::Config {
     let text = format!(
@@ -50,7 +51,8 @@ allow = ["tcp/22"]
 fn load(cfg: Option<&config::Config>) -> Ebpf {
     let mut ebpf = dataplane::load_object().expect("load the eBPF object");
     if let Some(cfg) = cfg {
-        dataplane::settings::write(&mut ebpf, cfg).expect("fill CONFIG and OPEN_PORTS");
+        dataplane::settings::write(&mut ebpf, cfg, UPLINK_MAC.into())
+            .expect("fill CONFIG and OPEN_PORTS");
     }
     let xdp: &mut Xdp = ebpf
         .program_mut(programs::INSIDE_INGRESS)
@@ -70,6 +72,12 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
         .try_into()
         .unwrap();
     tc.load().expect("verifier accepts outside_ingress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::PARENT_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts parent_ingress");
     ebpf
 }
 
@@ -101,6 +109,10 @@ fn run_tc(ebpf: &Ebpf, frame: &[u8]) -> u32 {
 
 fn run_outside_ingress(ebpf: &Ebpf, frame: &[u8]) -> u32 {
     run_classifier(ebpf, programs::OUTSIDE_INGRESS, frame)
+}
+
+fn run_parent_ingress(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    run_classifier(ebpf, programs::PARENT_INGRESS, frame)
 }
 
 fn run_classifier(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {
@@ -439,7 +451,7 @@ fn outside_ingress_verdicts() {
     }
     let cfg = lab_like_config(true);
     let ebpf = load(Some(&cfg));
-    let uplink_mac = [0x02, 0, 0, 0, 0, 0x22];
+    let uplink_mac = UPLINK_MAC;
     let modem_mac = [0x02, 0, 0, 0, 0, 0x33];
     let inbound = |src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]| {
         ethernet(
@@ -582,6 +594,58 @@ fn outside_ingress_verdicts() {
             frame,
             *want,
         );
+    }
+    // The parent NIC: the same rules, but UDP it cannot look up is left to the macvlan when
+    // unicast to it, and dropped otherwise.
+    let parent_mac = [0x52, 0x54, 0, 0, 0, 1];
+    let udp_frame = |dst_mac: [u8; 6], dst: Ipv4Addr, dport: u16| {
+        ethernet(
+            modem_mac,
+            dst_mac,
+            ETH_P_IP,
+            &ipv4(Ip::new(modem, dst, 17), &udp(5353, dport)),
+        )
+    };
+    let parent_table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "UDP unicast to the macvlan (its filter decides)",
+            udp_frame(uplink_mac, UPLINK, 40000),
+            None,
+        ),
+        (
+            "UDP to the parent's own MAC",
+            udp_frame(parent_mac, UPLINK, 40000),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "broadcast UDP",
+            udp_frame([0xff; 6], Ipv4Addr::BROADCAST, 137),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a service port, even unicast to the macvlan",
+            udp_frame(uplink_mac, UPLINK, 53),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        ("a DHCP reply", inbound(modem, UPLINK, 17, &bootreply), None),
+        (
+            "a SYN",
+            inbound(modem, UPLINK, 6, &tcp_syn(40000, 22)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "anything to the inside subnet",
+            inbound(modem, CLIENT, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "a segment of the agent's own connection",
+            inbound(ORIGIN, UPLINK, 6, &ack),
+            None,
+        ),
+    ];
+    for (name, frame, want) in &parent_table {
+        expect(&ebpf, run_parent_ingress, TC_ACT_UNSPEC, name, frame, *want);
     }
     drop((connected, bound));
 }

@@ -6,8 +6,11 @@ pub mod programs {
     pub const INSIDE_INGRESS: &str = "inside_ingress";
     /// TC egress on the outside device: no inside-sourced packet leaves.
     pub const OUTSIDE_EGRESS: &str = "outside_egress";
-    /// TC ingress on the outside devices (the macvlan and its parent NIC): nothing unsolicited.
+    /// TC ingress on the uplink macvlan: nothing unsolicited.
     pub const OUTSIDE_INGRESS: &str = "outside_ingress";
+    /// TC ingress on the macvlan's parent NIC: the same, with unicast to the macvlan left to
+    /// its own filter.
+    pub const PARENT_INGRESS: &str = "parent_ingress";
 }
 
 /// Map names, as the eBPF object exports them and as they are pinned.
@@ -72,6 +75,11 @@ pub struct DataplaneConfig {
     pub inside_mask: u32,
     /// `CONFIG_FLAG_*` bits.
     pub flags: u32,
+    /// The uplink macvlan's MAC: the parent NIC's filter leaves unicast to it to the
+    /// macvlan's own filter, which can look up the agent's device-bound sockets.
+    pub uplink_mac: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
 }
 
 impl DataplaneConfig {
@@ -190,6 +198,7 @@ mod tests {
             inside_net: u32::from_ne_bytes([198, 51, 100, 0]),
             inside_mask: u32::from_ne_bytes([255, 255, 255, 0]),
             flags: CONFIG_FLAG_READY,
+            ..DataplaneConfig::default()
         };
         assert!(cfg.is_inside(u32::from_ne_bytes([198, 51, 100, 77])));
         assert!(!cfg.is_inside(u32::from_ne_bytes([198, 51, 101, 77])));

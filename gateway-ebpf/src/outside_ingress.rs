@@ -5,9 +5,13 @@
 //! TCP segments of its own connections (never a SYN without ACK, never to a service port), UDP
 //! that answers one of its connected sockets (the DNS forwarder's) or a DHCP reply for its
 //! client, ICMP errors (path-MTU discovery) and echo replies, and ARP. Everything else,
-//! anything addressed to the inside subnet above all, is dropped and counted. The parent NIC
-//! sees the macvlan's frames first (TC runs before the macvlan's receive handler), so the same
-//! program guards both.
+//! anything addressed to the inside subnet above all, is dropped and counted.
+//!
+//! The parent NIC sees the macvlan's frames first (TC runs before the macvlan's receive
+//! handler), so `parent_ingress` applies the same rules there, with one difference: a socket
+//! lookup from the parent cannot find the agent's sockets bound to the macvlan device, so UDP
+//! unicast to the macvlan's MAC is left to the macvlan's filter, and any other UDP is dropped
+//! (the parent itself has no address and no business with datagrams).
 
 use aya_ebpf::{
     bindings::{
@@ -38,9 +42,26 @@ const ICMP_TIME_EXCEEDED: u8 = 11;
 const ICMP_PARAMETER_PROBLEM: u8 = 12;
 const BOOTREPLY: u8 = 2;
 
+/// Where the program runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Device {
+    Macvlan,
+    Parent,
+}
+
 #[classifier]
 pub fn outside_ingress(ctx: TcContext) -> i32 {
-    match check(&ctx) {
+    verdict(check(&ctx, Device::Macvlan))
+}
+
+#[classifier]
+pub fn parent_ingress(ctx: TcContext) -> i32 {
+    verdict(check(&ctx, Device::Parent))
+}
+
+#[inline(always)]
+fn verdict(checked: Result<(), DropReason>) -> i32 {
+    match checked {
         Ok(()) => TC_ACT_UNSPEC, // let the next program or the stack decide
         Err(reason) => {
             count_drop(reason);
@@ -50,7 +71,7 @@ pub fn outside_ingress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn check(ctx: &TcContext) -> Result<(), DropReason> {
+fn check(ctx: &TcContext, device: Device) -> Result<(), DropReason> {
     let Ok(ethertype) = ctx.load::<u16>(12).map(u16::from_be) else {
         return Err(DropReason::Truncated);
     };
@@ -58,7 +79,7 @@ fn check(ctx: &TcContext) -> Result<(), DropReason> {
         return Err(DropReason::NotConfigured);
     };
     match ethertype {
-        ETH_P_IP => ipv4(ctx, cfg),
+        ETH_P_IP => ipv4(ctx, cfg, device),
         // The macvlan needs ARP; the parent NIC is told never to answer it (arp_ignore).
         ETH_P_ARP => Ok(()),
         ETH_P_IPV6 if cfg.flags & CONFIG_FLAG_OUTSIDE_IPV6 != 0 => Ok(()),
@@ -69,7 +90,7 @@ fn check(ctx: &TcContext) -> Result<(), DropReason> {
 }
 
 #[inline(always)]
-fn ipv4(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<(), DropReason> {
+fn ipv4(ctx: &TcContext, cfg: &DataplaneConfig, device: Device) -> Result<(), DropReason> {
     let l3 = ETH_HLEN;
     let (Ok(version_ihl), Ok(frag), Ok(proto), Ok(src), Ok(dst)) = (
         ctx.load::<u8>(l3),
@@ -94,7 +115,7 @@ fn ipv4(ctx: &TcContext, cfg: &DataplaneConfig) -> Result<(), DropReason> {
     let l4 = l3 + header_len;
     match proto {
         IPPROTO_TCP => tcp(ctx, l4),
-        IPPROTO_UDP => udp(ctx, l4, src, dst),
+        IPPROTO_UDP => udp(ctx, cfg, device, l4, src, dst),
         IPPROTO_ICMP => icmp(ctx, l4),
         _ => Err(DropReason::ProtocolNotAllowed),
     }
@@ -118,7 +139,14 @@ fn tcp(ctx: &TcContext, l4: usize) -> Result<(), DropReason> {
 }
 
 #[inline(always)]
-fn udp(ctx: &TcContext, l4: usize, src: u32, dst: u32) -> Result<(), DropReason> {
+fn udp(
+    ctx: &TcContext,
+    cfg: &DataplaneConfig,
+    device: Device,
+    l4: usize,
+    src: u32,
+    dst: u32,
+) -> Result<(), DropReason> {
     // Kept in network order: the socket lookup takes them as they are on the wire.
     let (Ok(sport_be), Ok(dport_be)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
         return Err(DropReason::Truncated);
@@ -132,6 +160,14 @@ fn udp(ctx: &TcContext, l4: usize, src: u32, dst: u32) -> Result<(), DropReason>
     if sport == DHCP_SERVER_PORT && dport == DHCP_CLIENT_PORT {
         return match ctx.load::<u8>(l4 + UDP_HLEN) {
             Ok(BOOTREPLY) => Ok(()),
+            Ok(_) => Err(DropReason::OutsideUnsolicited),
+            Err(_) => Err(DropReason::Truncated),
+        };
+    }
+    if device == Device::Parent {
+        // Unicast to the macvlan meets the macvlan's filter next; nothing else is wanted.
+        return match ctx.load::<[u8; 6]>(0) {
+            Ok(dst_mac) if dst_mac == cfg.uplink_mac => Ok(()),
             Ok(_) => Err(DropReason::OutsideUnsolicited),
             Err(_) => Err(DropReason::Truncated),
         };

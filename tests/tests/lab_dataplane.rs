@@ -1,6 +1,7 @@
 //! The real agent in the lab: the inside reaches the gateway's open ports and nothing else, every
 //! drop is counted under its reason, nothing from the inside appears on the uplink, and the
-//! programs go away on SIGTERM but stay (fail closed) after `kill -9`.
+//! programs stay attached (fail closed) after SIGTERM and after `kill -9`, until
+//! `dataplane detach`.
 
 use std::time::Duration;
 
@@ -225,21 +226,33 @@ fn inside_reaches_only_the_gateways_open_ports() {
         agent.log_text()
     );
 
-    // SIGTERM: a clean exit that leaves no program attached and no pins.
+    // SIGTERM: a clean exit that leaves the programs attached and the pins in place.
     let status = agent.terminate();
     assert!(status.success(), "agent exit status {status}");
-    assert_no_programs(&lab);
-    let pins = lab.lab.bpf_dir().join("maps");
-    let left: Vec<_> = std::fs::read_dir(&pins)
-        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    assert_programs_attached(&lab);
     assert!(
-        left.is_empty(),
-        "map pins left after a clean stop: {left:?}"
+        !map_pins(&lab).is_empty(),
+        "a clean stop removed the map pins"
     );
     let drops = lab.cli(&cfg, &["maps", "drops"]);
-    assert!(!drops.status.success());
+    assert!(drops.status.success(), "the counters stay readable");
     assert!(String::from_utf8_lossy(&drops.stderr).contains("no agent is answering"));
+    // `dataplane detach` is the only way to an unfiltered inside.
+    let detach = lab.cli(&cfg, &["dataplane", "detach"]);
+    assert!(
+        detach.status.success(),
+        "{}",
+        String::from_utf8_lossy(&detach.stderr)
+    );
+    assert_no_programs(&lab);
+    let left = map_pins(&lab);
+    assert!(left.is_empty(), "map pins left after detach: {left:?}");
+}
+
+fn map_pins(lab: &TestLab) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(lab.lab.bpf_dir().join("maps"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default()
 }
 
 #[test]
@@ -285,7 +298,8 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     let status = lab.cli_json(&cfg, &["status"]);
     assert_eq!(
         status["dataplane"]["programs"].as_array().map(Vec::len),
-        Some(2)
+        Some(4),
+        "egress guard and ingress filter on the macvlan, ingress filter on its parent, XDP inside"
     );
     let xdp_programs = lab
         .exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF])
@@ -294,7 +308,7 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     assert_eq!(xdp_programs, 1, "exactly one XDP program after the restart");
     assert!(!curl(&lab, "c1", &origin));
     assert!(agent.terminate().success());
-    assert_no_programs(&lab);
+    assert_programs_attached(&lab);
 }
 
 #[test]
@@ -446,6 +460,15 @@ fn gateways_share_the_uplink_and_a_slot_goes_down_alone() {
     assert!(agent1.terminate().success());
 }
 
+fn assert_programs_attached(lab: &TestLab) {
+    let inside = lab.exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF]);
+    assert!(inside.contains("prog/xdp"), "no XDP on inside0: {inside}");
+    let net = lab.exec_ok("gw", "bpftool", &["net", "show"]);
+    for program in ["outside_egress", "outside_ingress"] {
+        assert!(net.contains(program), "{program} not attached: {net}");
+    }
+}
+
 fn assert_no_programs(lab: &TestLab) {
     let inside = lab.exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF]);
     assert!(
@@ -454,7 +477,9 @@ fn assert_no_programs(lab: &TestLab) {
     );
     let net = lab.exec_ok("gw", "bpftool", &["net", "show"]);
     assert!(
-        !net.contains("outside_egress") && !net.contains("inside_ingress"),
+        !net.contains("outside_egress")
+            && !net.contains("outside_ingress")
+            && !net.contains("inside_ingress"),
         "programs left attached: {net}"
     );
 }

@@ -18,7 +18,9 @@ use aya::{
     },
     Ebpf,
 };
-use gateway_common::maps::programs::{INSIDE_INGRESS, OUTSIDE_EGRESS, OUTSIDE_INGRESS};
+use gateway_common::maps::programs::{
+    INSIDE_INGRESS, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS,
+};
 
 use super::config;
 use super::pins::PinLayout;
@@ -39,7 +41,7 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
     let xdp: &mut Xdp = program(ebpf, INSIDE_INGRESS)?.try_into()?;
     xdp.load()
         .with_context(|| format!("loading {INSIDE_INGRESS} (verifier)"))?;
-    for name in [OUTSIDE_EGRESS, OUTSIDE_INGRESS] {
+    for name in [OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS] {
         let tc: &mut SchedClassifier = program(ebpf, name)?.try_into()?;
         tc.load()
             .with_context(|| format!("loading {name} (verifier)"))?;

@@ -17,11 +17,12 @@ use anyhow::{anyhow, Context, Result};
 use aya::{programs::tc::TcAttachType, Ebpf};
 use gateway_common::maps::{
     names,
-    programs::{OUTSIDE_EGRESS, OUTSIDE_INGRESS},
+    programs::{OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS},
 };
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::mac::MacAddr;
 pub use attach::Attached;
 pub use object::load as load_object;
 use pins::PinLayout;
@@ -59,11 +60,11 @@ pub struct ProgramStatus {
 
 impl Dataplane {
     /// Loads and attaches everything for `cfg`: the egress guard and the ingress filter on
-    /// `outside_device` (the uplink's macvlan), the ingress filter on its parent NIC as well,
+    /// `outside_device` (the uplink's macvlan, `uplink_mac`), the ingress filter on its parent,
     /// and the default-deny filter on the inside. Must run inside a tokio runtime (log
     /// forwarding). A failure leaves whatever was attached (now or by an earlier run) in
     /// place: the inside stays closed.
-    pub fn start(cfg: &Config, outside_device: &str) -> Result<Dataplane> {
+    pub fn start(cfg: &Config, outside_device: &str, uplink_mac: MacAddr) -> Result<Dataplane> {
         let pins = PinLayout::new(&cfg.dataplane.bpf_pin_dir);
         pins.prepare()?;
         // The old programs keep their own maps while they run; the pins are only names.
@@ -73,7 +74,7 @@ impl Dataplane {
         }
         let mut ebpf = object::load()?;
         let log_task = log_forward::spawn(&mut ebpf)?;
-        settings::write(&mut ebpf, cfg)?;
+        settings::write(&mut ebpf, cfg, uplink_mac)?;
         for &name in names::ALL {
             let path = pins.map(name);
             ebpf.map(name)
@@ -92,11 +93,11 @@ impl Dataplane {
             outside_device,
             TcAttachType::Egress,
         )?];
-        for device in [outside_device, parent] {
+        for (program, device) in [(OUTSIDE_INGRESS, outside_device), (PARENT_INGRESS, parent)] {
             attached.push(attach::tc(
                 &mut ebpf,
                 &pins,
-                OUTSIDE_INGRESS,
+                program,
                 device,
                 TcAttachType::Ingress,
             )?);

@@ -2,7 +2,7 @@
 //! macvlan exists, then checked every second for as long as the agent runs. The knobs are not
 //! put back on stop: a stopped gateway stays as closed as a running one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,9 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let root = PathBuf::from("/proc/sys");
         let status = Arc::new(Mutex::new(HardeningStatus::default()));
         // The first pass says what it changed; one it cannot make fails the start.
-        let held = check(&root, &cfg, None).context("hardening the host's network settings")?;
+        let mut seen = HashSet::new();
+        let held =
+            check(&root, &cfg, &mut seen, None).context("hardening the host's network settings")?;
         lock(&status).knobs = held;
         let task = {
             let status = status.clone();
@@ -48,7 +50,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
                 tick.tick().await;
                 loop {
                     tick.tick().await;
-                    if let Err(err) = check(&root, &cfg, Some(&status)) {
+                    if let Err(err) = check(&root, &cfg, &mut seen, Some(&status)) {
                         tracing::error!("hardening: {err:#}");
                     }
                 }
@@ -72,18 +74,32 @@ fn lock(status: &Mutex<HardeningStatus>) -> std::sync::MutexGuard<'_, HardeningS
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sets every knob; with `watching`, a change is a revert: warned about and counted. Returns
-/// how many knobs exist now.
-fn check(root: &Path, cfg: &Config, watching: Option<&Mutex<HardeningStatus>>) -> Result<usize> {
+/// Sets every knob. With `watching`, changing a knob that held before (in `seen`) is a
+/// revert: warned about and counted; a knob seen for the first time (an interface that just
+/// appeared, like the uplink macvlan) is only set. Returns how many knobs exist now.
+fn check(
+    root: &Path,
+    cfg: &Config,
+    seen: &mut HashSet<String>,
+    watching: Option<&Mutex<HardeningStatus>>,
+) -> Result<usize> {
     let interfaces = knobs::interfaces(root)?;
     let mut held = 0;
     for knob in knobs::wanted(cfg, &interfaces) {
         match knobs::apply(root, &knob)? {
-            Outcome::Kept => held += 1,
-            Outcome::Absent => {}
+            Outcome::Kept => {
+                held += 1;
+                seen.insert(knob.name);
+            }
+            Outcome::Absent => {
+                // Gone (an interface removed): if it comes back, it is new again.
+                seen.remove(&knob.name);
+            }
             Outcome::Changed { was } => {
                 held += 1;
-                report(&knob, &was, watching);
+                let revert = seen.contains(&knob.name);
+                report(&knob, &was, watching.filter(|_| revert));
+                seen.insert(knob.name);
             }
         }
     }
