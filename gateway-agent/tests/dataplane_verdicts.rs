@@ -2,10 +2,8 @@
 //! BPF_PROG_TEST_RUN. Each row names the expected verdict and the drop counter it must bump.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::net::Ipv4Addr;
 
@@ -19,7 +17,8 @@ use gateway_common::{
     maps::{names, programs, ClientStats, DataplaneConfig, MacKey},
     DropReason,
 };
-use support::frames::*;
+use gateway_tests::frames::*;
+use gateway_tests::skip_unless_root;
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_SHOT: u32 = 2;
@@ -160,7 +159,7 @@ fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Ip {
 
 #[test]
 fn inside_ingress_verdicts() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);
@@ -335,7 +334,7 @@ fn inside_ingress_verdicts() {
 
 #[test]
 fn ping_is_dropped_when_not_allowed() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(false);
@@ -352,7 +351,7 @@ fn ping_is_dropped_when_not_allowed() {
 
 #[test]
 fn unconfigured_dataplane_drops_everything() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let ebpf = load(None);
@@ -370,7 +369,7 @@ fn unconfigured_dataplane_drops_everything() {
 
 #[test]
 fn client_counters_follow_the_source_mac() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);
@@ -398,7 +397,7 @@ fn client_counters_follow_the_source_mac() {
 
 #[test]
 fn outside_egress_verdicts() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use gateway_tests::{eventually, lab, metric, Agent, Capture, DhcpClient, TestLab};
+use gateway_tests::{
+    eventually, fail, lab, metric, skip_unless_root, Agent, Capture, DhcpClient, TestLab,
+};
 
 /// The lab's config with an extra admin port open for a test listener.
 fn config_with_port(lab: &TestLab, port: u16) -> std::path::PathBuf {
@@ -35,7 +37,8 @@ fn listener(lab: &TestLab, port: u16) -> gateway_tests::Background {
             "--bind",
             lab::GATEWAY_INSIDE_IP,
             "--directory",
-            dir.to_str().expect("UTF-8 state dir"),
+            dir.to_str()
+                .unwrap_or_else(|| fail("the state dir is not UTF-8")),
         ],
     );
     let url = format!("http://{}:{port}/", lab::GATEWAY_INSIDE_IP);
@@ -58,6 +61,9 @@ fn curl(lab: &TestLab, role: &str, url: &str) -> bool {
 
 #[test]
 fn inside_reaches_only_the_gateways_open_ports() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = config_with_port(&lab, 8080);
     let _open = listener(&lab, 8080);
@@ -257,6 +263,9 @@ fn map_pins(lab: &TestLab) -> Vec<std::ffi::OsString> {
 
 #[test]
 fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = config_with_port(&lab, 8080);
     let origin = format!("http://{}/", lab::ORIGIN_IP);
@@ -313,6 +322,9 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
 
 #[test]
 fn lab_status_keeps_its_contract_and_down_removes_everything() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     // A lab of its own: this test takes the whole lab down.
     let test_lab = TestLab::up_own();
     let status = test_lab.lab.status().expect("lab status");
@@ -379,6 +391,9 @@ fn lab_status_keeps_its_contract_and_down_removes_everything() {
 
 #[test]
 fn gateways_share_the_uplink_and_a_slot_goes_down_alone() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let first = TestLab::up();
     let second = TestLab::up();
     assert_eq!(first.ns("up"), second.ns("up"), "one modem for both");

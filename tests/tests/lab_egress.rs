@@ -3,7 +3,7 @@
 //! with it, requests leave in clear text from the uplink address, and inside or private
 //! destinations are still refused.
 
-use gateway_tests::{lab, Agent, DhcpClient, TestLab};
+use gateway_tests::{lab, skip_unless_root, Agent, DhcpClient, TestLab};
 
 const PROXY: &str = "http://198.51.100.1:3128";
 
@@ -21,6 +21,9 @@ fn via_proxy(lab: &TestLab, url: &str) -> (String, String) {
 
 #[test]
 fn http_proxy_goes_direct_only_when_configured() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let url = format!("http://{}/", lab::ORIGIN_NAME);
 
