@@ -445,7 +445,7 @@ fn outside_egress_verdicts() {
 
 #[test]
 fn outside_ingress_verdicts() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);

@@ -95,8 +95,21 @@ impl Capture {
             .or_fail(format_args!("capture {file}, filter {filter:?}"))
     }
 
+    /// [`Capture::stop`], with each line starting with the frame's Unix time and its MACs
+    /// (`tcpdump -tt -e`).
+    #[track_caller]
+    pub fn stop_frames(self, filter: &str) -> Vec<String> {
+        let file = self.file.display().to_string();
+        self.try_stop_with(&["-tt", "-e"], filter)
+            .or_fail(format_args!("capture {file}, filter {filter:?}"))
+    }
+
     /// [`Capture::stop`], returning the error.
-    pub fn try_stop(mut self, filter: &str) -> Result<Vec<String>> {
+    pub fn try_stop(self, filter: &str) -> Result<Vec<String>> {
+        self.try_stop_with(&[], filter)
+    }
+
+    fn try_stop_with(mut self, flags: &[&str], filter: &str) -> Result<Vec<String>> {
         thread::sleep(Duration::from_millis(300));
         if let Ok(Some(status)) = self.child.try_wait() {
             bail!(
@@ -109,7 +122,7 @@ impl Capture {
             let _ = self.child.kill();
             self.child.wait().ok()
         });
-        read(&self.file, filter)
+        read(&self.file, flags, filter)
     }
 
     /// tcpdump's stderr, or a word that it had none.
@@ -137,8 +150,10 @@ impl Drop for Capture {
 
 /// The packets in the capture `file` that match `filter`, one line each; an error if tcpdump
 /// cannot read the file or does not accept the filter.
-fn read(file: &Path, filter: &str) -> Result<Vec<String>> {
-    let mut args = vec!["-n", "-r", path_str(file)];
+fn read(file: &Path, flags: &[&str], filter: &str) -> Result<Vec<String>> {
+    let mut args = vec!["-n"];
+    args.extend_from_slice(flags);
+    args.extend(["-r", path_str(file)]);
     args.extend(filter.split_whitespace());
     let out = Command::new("tcpdump")
         .args(&args)

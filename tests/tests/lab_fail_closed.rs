@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use gateway_tests::{eventually, lab, metric, Agent, Background, DhcpClient, TestLab};
+use gateway_tests::{
+    eventually, lab, metric, Agent, Background, Capture, DhcpClient, OrFail, TestLab,
+};
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -17,26 +19,17 @@ fn frames_script() -> PathBuf {
 }
 
 fn frames(lab: &TestLab, role: &str, args: &[&str]) -> String {
-    let script = frames_script();
-    let mut all = vec![script.to_str().expect("UTF-8 path")];
+    let script = frames_script().to_string_lossy().into_owned();
+    let mut all = vec![script.as_str()];
     all.extend_from_slice(args);
     lab.exec_ok(role, PYTHON, &all)
 }
 
 /// Runs `gateway-agent run` in `gw` to its exit (bounded), for starts that must fail.
 fn start_that_fails(lab: &TestLab, config: &Path) -> Output {
-    let bin = gateway_tests::agent_bin();
-    let out = lab.exec(
-        "gw",
-        "timeout",
-        &[
-            "60",
-            bin.to_str().expect("UTF-8 path"),
-            "--config",
-            config.to_str().expect("UTF-8 path"),
-            "run",
-        ],
-    );
+    let bin = gateway_tests::agent_bin().to_string_lossy().into_owned();
+    let config = config.to_string_lossy();
+    let out = lab.exec("gw", "timeout", &["60", &bin, "--config", &config, "run"]);
     assert!(
         !out.status.success(),
         "the start was meant to fail: {}",
@@ -152,52 +145,6 @@ fn every_restart_leaves_the_inside_closed_and_only_detach_opens_it() {
     assert_closed(&lab, &cfg, "after a failed first start");
 }
 
-/// A tcpdump in `role` writing every frame on `iface` to a file; [`Pcap::read`] fails the test
-/// if it did not run.
-struct Pcap {
-    file: PathBuf,
-    tcpdump: Option<Background>,
-}
-
-impl Pcap {
-    fn start(lab: &TestLab, role: &str, iface: &str, name: &str) -> Pcap {
-        let file = lab.lab.gateway_dir().join(format!("{name}.pcap"));
-        let _ = std::fs::remove_file(&file);
-        let path = file.to_str().expect("UTF-8 path").to_owned();
-        let tcpdump = lab.spawn(role, "tcpdump", &["-i", iface, "-n", "-U", "-w", &path]);
-        assert!(
-            eventually(Duration::from_secs(10), || std::fs::metadata(&file)
-                .is_ok_and(|m| m.len() >= 24)),
-            "tcpdump did not start on {iface}"
-        );
-        Pcap {
-            file,
-            tcpdump: Some(tcpdump),
-        }
-    }
-
-    /// Stops it; one line per frame (`-e -tt`: epoch time and MACs).
-    fn read(mut self) -> Vec<String> {
-        std::thread::sleep(Duration::from_millis(500));
-        drop(self.tcpdump.take());
-        let out = std::process::Command::new("tcpdump")
-            .args(["-n", "-e", "-tt", "-r"])
-            .arg(&self.file)
-            .output()
-            .expect("running tcpdump -r");
-        assert!(
-            out.status.success(),
-            "reading {}: {}",
-            self.file.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -214,7 +161,7 @@ fn frame_time(line: &str) -> f64 {
 
 fn link_json(lab: &TestLab, device: &str) -> serde_json::Value {
     let out = lab.exec_ok("gw", "ip", &["-j", "addr", "show", "dev", device]);
-    serde_json::from_str::<serde_json::Value>(&out).expect("ip -j prints JSON")[0].clone()
+    serde_json::from_str::<serde_json::Value>(&out).or_fail("ip -j prints JSON")[0].clone()
 }
 
 #[test]
@@ -244,7 +191,7 @@ fn only_the_macvlan_speaks_upstream_and_nothing_unsolicited_gets_in() {
         PYTHON,
         &["-m", "http.server", "8080", "--bind", "0.0.0.0"],
     );
-    let capture = Pcap::start(&lab, "up", &lab.lab.uplink_port(), "uplink");
+    let capture = Capture::start(&lab, "up", &lab.lab.uplink_port(), "uplink");
     let agent = Agent::start(&lab, &cfg);
     let started = unix_now();
     let uplink_ip = lab.wait_uplink(&cfg);
@@ -348,7 +295,7 @@ fn only_the_macvlan_speaks_upstream_and_nothing_unsolicited_gets_in() {
         agent.log_text()
     );
 
-    let lines = capture.read();
+    let lines = capture.stop_frames("");
     assert!(
         lines
             .iter()

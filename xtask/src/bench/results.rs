@@ -63,6 +63,11 @@ pub(super) fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<(
         }
     }
     let _ = writeln!(section, "\n{notes}");
+    let _ = writeln!(
+        section,
+        "\nA stopped agent leaves its programs attached (fail closed): after each agent run the \
+         bench runs `gateway-agent dataplane detach`, so the peer serves an unfiltered inside."
+    );
     // Replace the old section of the same title, keep the others.
     let marker = format!("\n## {title}\n");
     let updated = match existing.find(&marker) {

@@ -50,6 +50,8 @@ pub(super) fn ensure_client_address(lab: &lab::Lab) -> Result<()> {
 /// A server process in a namespace, stopped when dropped.
 pub(super) struct Server {
     child: Child,
+    /// For an agent: `dataplane detach` after it stopped (namespace, binary, config).
+    detach: Option<(String, PathBuf, PathBuf)>,
 }
 
 impl Server {
@@ -60,7 +62,8 @@ impl Server {
             config.display().to_string(),
             "run".into(),
         ];
-        let server = Server::spawn(ns, &args)?;
+        let mut server = Server::spawn(ns, &args)?;
+        server.detach = Some((ns.to_owned(), agent.to_path_buf(), config.to_path_buf()));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = Command::new("ip")
@@ -91,7 +94,10 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {args:?}"))?;
-        Ok(Server { child })
+        Ok(Server {
+            child,
+            detach: None,
+        })
     }
 
     /// The process id (`ip netns exec` execs, so it is the server's).
@@ -112,9 +118,9 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        // SIGTERM first: the agent detaches its programs and the next server gets the address.
+impl Server {
+    /// SIGTERM, then SIGKILL after 10 s.
+    fn stop(&mut self) {
         // SAFETY: kill has no memory preconditions.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
@@ -128,5 +134,26 @@ impl Drop for Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stopped first, so the next server gets the address; an agent's programs stay
+        // attached when it stops (fail closed), so the peer that runs next would be filtered.
+        self.stop();
+        if let Some((ns, agent, config)) = &self.detach {
+            let detached = Command::new("ip")
+                .args(["netns", "exec", ns])
+                .arg(agent)
+                .arg("--config")
+                .arg(config)
+                .args(["dataplane", "detach"])
+                .stdout(Stdio::null())
+                .status();
+            if !detached.is_ok_and(|s| s.success()) {
+                eprintln!("bench: `gateway-agent dataplane detach` failed in {ns}");
+            }
+        }
     }
 }
