@@ -475,12 +475,31 @@ fn gateways_share_the_uplink_and_a_slot_goes_down_alone() {
     assert!(agent1.terminate().success());
 }
 
+/// The link pins in the slot's bpffs (a pin exists only for an attached program).
+fn link_pins(lab: &TestLab) -> Vec<String> {
+    std::fs::read_dir(lab.lab.bpf_dir().join("links"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn assert_programs_attached(lab: &TestLab) {
     let inside = lab.exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF]);
     assert!(inside.contains("prog/xdp"), "no XDP on inside0: {inside}");
-    let net = lab.exec_ok("gw", "bpftool", &["net", "show"]);
-    for program in ["outside_egress", "outside_ingress"] {
-        assert!(net.contains(program), "{program} not attached: {net}");
+    let pins = link_pins(lab);
+    for program in [
+        "outside_egress@",
+        "outside_ingress@",
+        "parent_ingress@",
+        "inside_ingress@",
+    ] {
+        assert!(
+            pins.iter().any(|p| p.starts_with(program)),
+            "{program} not pinned: {pins:?}"
+        );
     }
 }
 
@@ -490,11 +509,6 @@ fn assert_no_programs(lab: &TestLab) {
         !inside.contains("prog/xdp"),
         "XDP left on inside0: {inside}"
     );
-    let net = lab.exec_ok("gw", "bpftool", &["net", "show"]);
-    assert!(
-        !net.contains("outside_egress")
-            && !net.contains("outside_ingress")
-            && !net.contains("inside_ingress"),
-        "programs left attached: {net}"
-    );
+    let pins = link_pins(lab);
+    assert!(pins.is_empty(), "links left pinned: {pins:?}");
 }

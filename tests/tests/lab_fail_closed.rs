@@ -13,9 +13,9 @@ use gateway_tests::{
 
 const PYTHON: &str = "/usr/bin/python3";
 
-/// `tests/scripts/frames.py`: hand-made ARP and IPv6 frames.
+/// `tests/fixtures/frames.py`: hand-made ARP and IPv6 frames.
 fn frames_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/frames.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/frames.py")
 }
 
 fn frames(lab: &TestLab, role: &str, args: &[&str]) -> String {

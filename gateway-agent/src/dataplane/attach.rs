@@ -2,9 +2,11 @@
 //!
 //! Links are pinned, and nothing in the agent ever unpins one: a crash, a clean stop and a
 //! failed start all leave the inside closed. Only `gateway-agent dataplane detach` removes them
-//! (`dataplane::detach`). A link's pin is named `<program>@<interface>`: the next run swaps its
-//! new program into the old link on the same interface atomically (no moment without a filter),
-//! and removes links on interfaces the config no longer names.
+//! (`dataplane::detach`). A link's pin is named `<program>@<interface>#<ifindex>`: the next run
+//! swaps its new program into the old link on the same interface atomically (no moment without
+//! a filter), and removes links on interfaces the config no longer names. The ifindex tells a
+//! link on a deleted and re-created interface of the same name (a defunct link, which would
+//! take the new program and guard nothing) from a live one: such a pin is not reused.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,8 @@ pub struct Attached {
     pub interface: String,
     /// Hook and mode, for status output (`xdp/driver`, `tcx/egress`).
     pub hook: String,
+    /// The pin's name (`<program>@<interface>#<ifindex>`).
+    pub pin: String,
 }
 
 /// Loads every program into the kernel (the verifier runs here), before anything is attached.
@@ -67,9 +71,10 @@ pub fn inside_ingress(
         config::XdpMode::Native => XdpMode::Driver,
         config::XdpMode::Skb => XdpMode::Skb,
     };
-    let path = pins.link(&link_name(INSIDE_INGRESS, interface));
+    let name = link_name(INSIDE_INGRESS, interface)?;
+    let path = pins.link(&name);
     let hook = format!("xdp/{}", format!("{mode:?}").to_lowercase());
-    match pinned_link(&path)? {
+    match pinned_link(pins, &name, INSIDE_INGRESS, interface)? {
         Some(old) => {
             let old = XdpLink::try_from(old).with_context(|| {
                 format!("the link pinned at {} is not an XDP link", path.display())
@@ -79,7 +84,7 @@ pub fn inside_ingress(
                 .with_context(|| swap_failed(INSIDE_INGRESS, interface, &path))?;
             // The kernel link is the old one, still pinned: our descriptor can go.
             drop(prog.take_link(id)?);
-            Ok(taken_over(INSIDE_INGRESS, interface, hook))
+            taken_over(pins, INSIDE_INGRESS, interface, hook, name, &path)
         }
         None => {
             let id = prog.attach(interface, aya_mode).with_context(|| {
@@ -89,7 +94,7 @@ pub fn inside_ingress(
                 .take_link(id)?
                 .try_into()
                 .with_context(|| format!("{INSIDE_INGRESS} was attached without a bpf_link"))?;
-            pin(link, &path, INSIDE_INGRESS, interface, hook)
+            pin(link, name, &path, INSIDE_INGRESS, interface, hook)
         }
     }
 }
@@ -104,13 +109,14 @@ pub fn tc(
     direction: TcAttachType,
 ) -> Result<Attached> {
     let prog: &mut SchedClassifier = program(ebpf, program_name)?.try_into()?;
-    let path = pins.link(&link_name(program_name, interface));
+    let name = link_name(program_name, interface)?;
+    let path = pins.link(&name);
     let hook = match direction {
         TcAttachType::Ingress => "tcx/ingress",
         _ => "tcx/egress",
     }
     .to_owned();
-    match pinned_link(&path)? {
+    match pinned_link(pins, &name, program_name, interface)? {
         Some(old) => {
             let old = SchedClassifierLink::try_from(old).with_context(|| {
                 format!("the link pinned at {} is not a TC link", path.display())
@@ -119,7 +125,7 @@ pub fn tc(
                 .attach_to_link(old)
                 .with_context(|| swap_failed(program_name, interface, &path))?;
             drop(prog.take_link(id)?);
-            Ok(taken_over(program_name, interface, hook))
+            taken_over(pins, program_name, interface, hook, name, &path)
         }
         None => {
             let id = prog
@@ -129,7 +135,7 @@ pub fn tc(
                 .take_link(id)?
                 .try_into()
                 .with_context(|| format!("{program_name} was attached without a bpf_link (TCX)"))?;
-            pin(link, &path, program_name, interface, hook)
+            pin(link, name, &path, program_name, interface, hook)
         }
     }
 }
@@ -142,35 +148,65 @@ fn swap_failed(program: &str, interface: &str, path: &Path) -> String {
     )
 }
 
-fn taken_over(program: &'static str, interface: &str, hook: String) -> Attached {
+fn taken_over(
+    pins: &PinLayout,
+    program: &'static str,
+    interface: &str,
+    hook: String,
+    name: String,
+    path: &Path,
+) -> Result<Attached> {
     tracing::warn!(
         program,
         interface,
         "took over the link a previous run left pinned, in place"
     );
-    Attached {
+    // A pin of the older `<program>@<interface>` form moves to the current name (a second
+    // pin of the same link, then the old one goes): the link stays pinned throughout.
+    let legacy = pins.link(&legacy_name(program, interface));
+    if !path.exists() && legacy.exists() {
+        let link = PinnedLink::from_pin(&legacy)
+            .with_context(|| format!("opening the pinned link {}", legacy.display()))?;
+        FdLink::from(link)
+            .pin(path)
+            .with_context(|| format!("pinning the link of {program} at {}", path.display()))?;
+        std::fs::remove_file(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
+    }
+    Ok(Attached {
         program,
         interface: interface.to_owned(),
         hook,
-    }
+        pin: name,
+    })
 }
 
-/// The link pinned at `path`, opened with its pin left in place: if the swap fails, the old
-/// program stays attached.
-fn pinned_link(path: &Path) -> Result<Option<FdLink>> {
-    match path.try_exists() {
-        Ok(false) => Ok(None),
-        Ok(true) => {
-            let link = PinnedLink::from_pin(path)
-                .with_context(|| format!("opening the pinned link {}", path.display()))?;
-            Ok(Some(FdLink::from(link)))
+/// The live link a previous run pinned for `program` on `interface` (under `name`, or the
+/// older name without the ifindex), opened with its pin left in place: if the swap fails, the
+/// old program stays attached.
+fn pinned_link(
+    pins: &PinLayout,
+    name: &str,
+    program: &str,
+    interface: &str,
+) -> Result<Option<FdLink>> {
+    for candidate in [name.to_owned(), legacy_name(program, interface)] {
+        let path = pins.link(&candidate);
+        match path.try_exists() {
+            Ok(false) => continue,
+            Ok(true) => {
+                let link = PinnedLink::from_pin(&path)
+                    .with_context(|| format!("opening the pinned link {}", path.display()))?;
+                return Ok(Some(FdLink::from(link)));
+            }
+            Err(err) => return Err(err).with_context(|| format!("looking for {}", path.display())),
         }
-        Err(err) => Err(err).with_context(|| format!("looking for {}", path.display())),
     }
+    Ok(None)
 }
 
 fn pin(
     link: FdLink,
+    name: String,
     path: &Path,
     program: &'static str,
     interface: &str,
@@ -185,11 +221,25 @@ fn pin(
         program,
         interface: interface.to_string(),
         hook,
+        pin: name,
     })
 }
 
-/// The pin name of `program`'s link on `interface`.
-pub fn link_name(program: &str, interface: &str) -> String {
+/// The pin name of `program`'s link on `interface` as it is now (its ifindex included).
+fn link_name(program: &str, interface: &str) -> Result<String> {
+    let c_name = std::ffi::CString::new(interface)
+        .with_context(|| format!("interface name {interface:?} contains a NUL byte"))?;
+    // SAFETY: c_name is a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("looking up interface {interface:?}"));
+    }
+    Ok(format!("{program}@{interface}#{index}"))
+}
+
+/// The pin name runs before the ifindex was part of it used.
+fn legacy_name(program: &str, interface: &str) -> String {
     format!("{program}@{interface}")
 }
 

@@ -108,10 +108,7 @@ impl Dataplane {
             &cfg.interfaces.inside,
             cfg.dataplane.xdp_mode,
         )?);
-        let keep: Vec<String> = attached
-            .iter()
-            .map(|a| attach::link_name(a.program, &a.interface))
-            .collect();
+        let keep: Vec<String> = attached.iter().map(|a| a.pin.clone()).collect();
         attach::remove_stale_links(&pins, &keep)?;
         Ok(Dataplane {
             _ebpf: ebpf,
