@@ -8,13 +8,13 @@
 use std::net::Ipv4Addr;
 
 use aya::{
-    maps::{Array, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap as AyaHashMap, PerCpuArray, PerCpuHashMap},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use gateway_agent::{config, dataplane};
 use gateway_common::{
-    maps::{names, programs, ClientStats, DataplaneConfig, MacKey},
+    maps::{names, programs, ClientStats, DataplaneConfig, LeaseValue, MacKey},
     DropReason,
 };
 use gateway_tests::frames::*;
@@ -31,6 +31,10 @@ const UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 
 fn lab_like_config(allow_ping: bool) -> config::Config {
+    config_with(allow_ping, false)
+}
+
+fn config_with(allow_ping: bool, accept_relayed: bool) -> config::Config {
     let text = format!(
         r#"
 [interfaces]
@@ -41,9 +45,28 @@ address = "198.51.100.1/24"
 [dataplane]
 allow_ping = {allow_ping}
 allow = ["tcp/22"]
+[dhcp]
+accept_relayed = {accept_relayed}
 "#
     );
     config::parse(&text).expect("the test config is valid")
+}
+
+/// A MAC with no lease.
+const STRANGER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+/// An inside address leased to nobody.
+const UNLEASED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+
+/// Gives `mac` the lease of `ip`, as the agent's lease maps do on a DHCP ACK.
+fn lease(ebpf: &mut Ebpf, mac: [u8; 6], ip: Ipv4Addr) {
+    let mut leases: AyaHashMap<_, MacKey, LeaseValue> =
+        ebpf.map_mut(names::LEASES).unwrap().try_into().unwrap();
+    let value = LeaseValue {
+        ipv4: u32::from_ne_bytes(ip.octets()),
+        flags: 0,
+        expires_unix: u64::MAX,
+    };
+    leases.insert(MacKey::new(mac), value, 0).unwrap();
 }
 
 /// The object loaded, configured (unless `cfg` is None) and both programs loaded.
@@ -52,6 +75,7 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
     if let Some(cfg) = cfg {
         dataplane::settings::write(&mut ebpf, cfg, UPLINK_MAC.into())
             .expect("fill CONFIG and OPEN_PORTS");
+        lease(&mut ebpf, CLIENT_MAC, CLIENT);
     }
     let xdp: &mut Xdp = ebpf
         .program_mut(programs::INSIDE_INGRESS)
@@ -157,6 +181,45 @@ fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Ip {
     Ip::new(src, dst, protocol)
 }
 
+/// A client's DHCPDISCOVER-shaped message (no relay) with `chaddr`.
+fn discover(chaddr: [u8; 6]) -> Vec<u8> {
+    bootp(68, 67, 1, Ipv4Addr::UNSPECIFIED, chaddr)
+}
+
+/// An ARP request whose sender MAC is `sender_mac` in a frame from `frame_mac`.
+fn arp_with_frame_source(sender_mac: [u8; 6], frame_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {
+    let mut frame = arp_request(sender_mac, sender_ip, GATEWAY);
+    frame[6..12].copy_from_slice(&frame_mac);
+    frame
+}
+
+#[test]
+fn relayed_dhcp_needs_accept_relayed_and_a_leased_relay() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    let cfg = config_with(true, true);
+    let ebpf = load(Some(&cfg));
+    let relayed = |src: Ipv4Addr| {
+        client_ipv4(
+            Ip::new(src, GATEWAY, 17),
+            &bootp(67, 67, 1, src, STRANGER_MAC),
+        )
+    };
+    use DropReason::*;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        ("a relay with a lease", relayed(CLIENT), None),
+        (
+            "a relay from an unleased address",
+            relayed(UNLEASED),
+            Some(SpoofedSource),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+}
+
 #[test]
 fn inside_ingress_verdicts() {
     if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
@@ -194,14 +257,101 @@ fn inside_ingress_verdicts() {
             "DHCP discover from 0.0.0.0",
             client_ipv4(
                 ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
-                &udp(68, 67),
+                &discover(CLIENT_MAC),
             ),
             None,
         ),
         (
             "DHCP renew unicast to the gateway",
-            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(68, 67)),
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &discover(CLIENT_MAC)),
             None,
+        ),
+        (
+            "DHCP discover from a MAC without a lease",
+            ethernet(
+                STRANGER_MAC,
+                [0xff; 6],
+                ETH_P_IP,
+                &ipv4(
+                    ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                    &discover(STRANGER_MAC),
+                ),
+            ),
+            None,
+        ),
+        (
+            "DHCP discover with another MAC as chaddr (pool starvation)",
+            client_ipv4(
+                ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                &discover(STRANGER_MAC),
+            ),
+            Some(ChaddrMismatch),
+        ),
+        (
+            "DHCP message cut before chaddr",
+            client_ipv4(
+                ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                &udp(68, 67),
+            ),
+            Some(Truncated),
+        ),
+        (
+            "a client's request with giaddr set, relays off",
+            client_ipv4(
+                ip(CLIENT, GATEWAY, udp_),
+                &bootp(68, 67, 1, CLIENT, CLIENT_MAC),
+            ),
+            Some(RelayRefused),
+        ),
+        (
+            "TCP from an address not leased to the MAC",
+            client_ipv4(ip(UNLEASED, GATEWAY, tcp), &tcp_syn(40000, 53)),
+            Some(SpoofedSource),
+        ),
+        (
+            "UDP DNS from an address not leased to the MAC",
+            client_ipv4(ip(UNLEASED, GATEWAY, udp_), &udp(40000, 53)),
+            Some(SpoofedSource),
+        ),
+        (
+            "TCP from a MAC without a lease",
+            ethernet(
+                STRANGER_MAC,
+                GATEWAY_MAC,
+                ETH_P_IP,
+                &ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53)),
+            ),
+            Some(SpoofedSource),
+        ),
+        (
+            "ping from 0.0.0.0",
+            client_ipv4(ip(Ipv4Addr::UNSPECIFIED, GATEWAY, icmp_), &icmp(8)),
+            Some(SpoofedSource),
+        ),
+        (
+            "ARP probe from 0.0.0.0",
+            arp_request(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, CLIENT),
+            None,
+        ),
+        (
+            "ARP claiming another address",
+            arp_request(CLIENT_MAC, UNLEASED, GATEWAY),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP claiming the gateway's address",
+            arp_request(CLIENT_MAC, GATEWAY, CLIENT),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP whose sender MAC is not the frame's",
+            arp_with_frame_source(STRANGER_MAC, CLIENT_MAC, CLIENT),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP from a MAC without a lease",
+            arp_request(STRANGER_MAC, UNLEASED, GATEWAY),
+            Some(SpoofedArp),
         ),
         (
             "DHCP request to a foreign server",
@@ -219,9 +369,12 @@ fn inside_ingress_verdicts() {
             Some(DhcpServerReply),
         ),
         (
-            "relayed DHCP request to the gateway (the server decides)",
-            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(67, 67)),
-            None,
+            "relayed DHCP request while dhcp.accept_relayed is off",
+            client_ipv4(
+                ip(CLIENT, GATEWAY, udp_),
+                &bootp(67, 67, 1, CLIENT, CLIENT_MAC),
+            ),
+            Some(RelayRefused),
         ),
         (
             "TCP to the gateway's DNS port",

@@ -62,6 +62,9 @@ pub const CONFIG_FLAG_READY: u32 = 1 << 0;
 pub const CONFIG_FLAG_ALLOW_PING: u32 = 1 << 1;
 /// `DataplaneConfig::flags`: IPv6 may arrive on the outside (`outside.ipv6`).
 pub const CONFIG_FLAG_OUTSIDE_IPV6: u32 = 1 << 2;
+/// `DataplaneConfig::flags`: relayed DHCP requests (giaddr set) reach the server
+/// (`dhcp.accept_relayed`), from a leased source only.
+pub const CONFIG_FLAG_ACCEPT_RELAYED: u32 = 1 << 3;
 
 /// Settings the agent writes once at start.
 #[repr(C)]

@@ -269,6 +269,12 @@ fn hostile_dhcp_input_is_dropped_counted_and_survived() {
     assert!(eventually(Duration::from_secs(5), || lab
         .drops(&cfg, "fragment")
         > fragments));
+    // A discover whose chaddr is not the sender's MAC never reaches the pool.
+    let foreign = lab.drops(&cfg, "chaddr_mismatch");
+    lab.exec_ok("c1", "python3", &[script, "foreign_chaddr"]);
+    assert!(eventually(Duration::from_secs(5), || lab
+        .drops(&cfg, "chaddr_mismatch")
+        > foreign));
     let replies = lab.drops(&cfg, "dhcp_server_reply");
     lab.exec_ok("c1", "python3", &[script, "server_reply"]);
     assert!(eventually(Duration::from_secs(5), || lab

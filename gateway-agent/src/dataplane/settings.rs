@@ -6,8 +6,8 @@ use aya::{
     Ebpf,
 };
 use gateway_common::maps::{
-    names, DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, CONFIG_FLAG_OUTSIDE_IPV6,
-    CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
+    names, DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
+    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::config::{Config, Protocol};
@@ -22,6 +22,9 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
     }
     if cfg.uplink.ipv6 {
         flags |= CONFIG_FLAG_OUTSIDE_IPV6;
+    }
+    if cfg.dhcp.accept_relayed {
+        flags |= CONFIG_FLAG_ACCEPT_RELAYED;
     }
     DataplaneConfig {
         inside_ip: encode(cfg.inside.address),

@@ -4,7 +4,9 @@ use std::{path::Path, process::Command, thread, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::server::{bench_config, ensure_client_address, Server};
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
 use super::{Measurement, Report, RUN_SECS};
 use crate::lab;
 
@@ -15,11 +17,16 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     ensure_client_address(lab)?;
     let config = bench_config(
         lab,
-        "[dhcp]\naccept_relayed = true\npool = \"198.51.100.20-198.51.100.250\"\nlease_time = \"1h\"\nrate_limit = 100000\n",
+        &format!(
+            "[dhcp]\naccept_relayed = true\npool = \"198.51.100.20-198.51.100.250\"\nlease_time = \"1h\"\nrate_limit = 100000\n{}",
+            client_reservation(lab)?
+        ),
     )?;
     let mut rows = Vec::new();
     {
         let server = Server::agent(&gw, agent, &config)?;
+        // The IP source guard passes relayed requests only from a leased relay.
+        lease_client_address(lab)?;
         thread::sleep(Duration::from_secs(1));
         let mut m = perfdhcp(&client)?;
         m.server = "gateway-agent".into();

@@ -5,7 +5,9 @@ use std::{fmt::Write as _, path::Path, thread, time::Duration, time::Instant};
 use anyhow::{bail, Context, Result};
 
 use super::results::percentile;
-use super::server::{bench_config, ensure_client_address, Server};
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
 use super::{Measurement, Report, RUN_SECS};
 use crate::{lab, process};
 
@@ -17,7 +19,7 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let client = lab.ns("c1");
     let gw = lab.ns("gw");
     ensure_client_address(lab)?;
-    let mut reservations = String::new();
+    let mut reservations = client_reservation(lab)?;
     let mut host_records = Vec::new();
     for i in 0..LOCAL_NAMES {
         let ip = format!("198.51.100.{}", 20 + i);
@@ -46,6 +48,7 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let mut rows = Vec::new();
     {
         let server = Server::agent(&gw, agent, &config)?;
+        lease_client_address(lab)?;
         wait_dns(&client)?;
         let mut m = dnsperf(&client, &query_file)?;
         m.server = "gateway-agent".into();

@@ -43,8 +43,50 @@ pub(super) fn ensure_client_address(lab: &lab::Lab) -> Result<()> {
     process::ns_run(
         &c1,
         "ip",
-        ["addr", "replace", "198.51.100.11/24", "dev", "eth0"],
+        [
+            "addr",
+            "replace",
+            &format!("{CLIENT_ADDRESS}/24"),
+            "dev",
+            "eth0",
+        ],
     )
+}
+
+/// The address [`ensure_client_address`] gives c1.
+const CLIENT_ADDRESS: &str = "198.51.100.11";
+
+/// A reservation of c1's address for c1's MAC: the agent's IP source guard passes only leased
+/// sources, so c1 takes this lease ([`lease_client_address`]) before it sends load.
+pub(super) fn client_reservation(lab: &lab::Lab) -> Result<String> {
+    let mac = process::ns_output(&lab.ns("c1"), "cat", ["/sys/class/net/eth0/address"])?;
+    Ok(format!(
+        "[[dhcp.reservations]]\nmac = \"{}\"\naddress = \"{CLIENT_ADDRESS}\"\nname = \"bench-client\"\n",
+        mac.trim()
+    ))
+}
+
+/// Takes c1's reserved lease from the agent with a real dhclient, which only asks: the address
+/// is already on eth0 (`-sf /bin/true` leaves the interface alone).
+pub(super) fn lease_client_address(lab: &lab::Lab) -> Result<()> {
+    let dir = lab.state_dir();
+    let leases = dir.join("bench-c1.leases").display().to_string();
+    let pid = dir.join("bench-c1.pid").display().to_string();
+    process::ns_run(
+        &lab.ns("c1"),
+        "dhclient",
+        [
+            "-1",
+            "-sf",
+            "/bin/true",
+            "-lf",
+            &leases,
+            "-pf",
+            &pid,
+            "eth0",
+        ],
+    )
+    .context("c1 taking its lease from the agent")
 }
 
 /// A server process in a namespace, stopped when dropped.
