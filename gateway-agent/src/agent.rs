@@ -15,11 +15,11 @@ use crate::{
     config::Config,
     control, dataplane, dhcp, dns, hardening, http_proxy, metrics,
     service::{Entry, Handles, Running, STOP_BOUND},
-    socks, systemd, tor, uplink,
+    socks, systemd, tor, transparent, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 10] = [
+pub const SERVICES: [Entry; 11] = [
     hardening::SERVICE,
     uplink::SERVICE,
     dataplane::SERVICE,
@@ -28,6 +28,7 @@ pub const SERVICES: [Entry; 10] = [
     dhcp::SERVICE,
     socks::SERVICE,
     http_proxy::SERVICE,
+    transparent::SERVICE,
     control::server::SERVICE,
     metrics::SERVICE,
 ];

@@ -22,4 +22,5 @@ pub mod service;
 pub mod socks;
 pub mod systemd;
 pub mod tor;
+pub mod transparent;
 pub mod uplink;

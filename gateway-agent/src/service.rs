@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::control::protocol::{AgentStatus, SummaryLine};
-use crate::dataplane::{lease_maps::LeaseMaps, pins::PinLayout};
+use crate::dataplane::{lease_maps::LeaseMaps, pins::PinLayout, steering::SteerSlots};
 use crate::dns::{LocalZone, UplinkUpstream};
 use crate::egress::{Connector, Upstream};
 use crate::metrics::Exposition;
@@ -203,6 +203,8 @@ pub struct DataplaneHandles {
     pub pins: PinLayout,
     /// The lease maps, for the DHCP server (taken once).
     pub lease_maps: Option<LeaseMaps>,
+    /// The steering slots, for the transparent listener.
+    pub steer: SteerSlots,
 }
 
 /// What services share, filled in as the list starts: each entry may use what the entries

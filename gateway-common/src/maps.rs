@@ -11,6 +11,9 @@ pub mod programs {
     /// TC ingress on the macvlan's parent NIC: the same, with unicast to the macvlan left to
     /// its own filter.
     pub const PARENT_INGRESS: &str = "parent_ingress";
+    /// sk_lookup in the agent's namespace: inside TCP to other hosts goes to the transparent
+    /// listener.
+    pub const INSIDE_STEER: &str = "inside_steer";
 }
 
 /// Map names, as the eBPF object exports them and as they are pinned.
@@ -27,6 +30,9 @@ pub mod names {
     pub const LEASES: &str = "LEASES";
     /// `HashMap<u32, MacKey>`: the same leases by address (network-order encoding).
     pub const LEASES_BY_IP: &str = "LEASES_BY_IP";
+    /// `SockMap` of the sockets steered traffic goes to ([`super::steer`]); not pinned: a
+    /// socket leaves it when it closes, so a stopped agent's slots are empty.
+    pub const STEER_SOCKETS: &str = "STEER_SOCKETS";
 
     /// Every map the agent pins, in display order.
     pub const ALL: &[&str] = &[
@@ -37,6 +43,14 @@ pub mod names {
         LEASES,
         LEASES_BY_IP,
     ];
+}
+
+/// Slots of `STEER_SOCKETS`.
+pub mod steer {
+    /// The transparent TCP listener (inside TCP to any host but the gateway).
+    pub const TCP: u32 = 0;
+    /// Number of slots.
+    pub const SLOTS: u32 = 1;
 }
 
 /// Sub-directories of the configured bpffs pin directory.
@@ -62,6 +76,9 @@ pub const CONFIG_FLAG_READY: u32 = 1 << 0;
 pub const CONFIG_FLAG_ALLOW_PING: u32 = 1 << 1;
 /// `DataplaneConfig::flags`: IPv6 may arrive on the outside (`outside.ipv6`).
 pub const CONFIG_FLAG_OUTSIDE_IPV6: u32 = 1 << 2;
+/// `DataplaneConfig::flags`: inside TCP to other hosts is steered to the transparent listener
+/// (XDP passes it, `inside_steer` redirects it).
+pub const CONFIG_FLAG_STEER_TCP: u32 = 1 << 4;
 /// `DataplaneConfig::flags`: relayed DHCP requests (giaddr set) reach the server
 /// (`dhcp.accept_relayed`), from a leased source only.
 pub const CONFIG_FLAG_ACCEPT_RELAYED: u32 = 1 << 3;
@@ -83,6 +100,10 @@ pub struct DataplaneConfig {
     pub uplink_mac: [u8; 6],
     /// Always zero.
     pub _pad: [u8; 2],
+    /// The inside NIC's ifindex: only lookups for packets that arrived there are steered.
+    pub inside_ifindex: u32,
+    /// Always zero.
+    pub _pad2: u32,
 }
 
 impl DataplaneConfig {

@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 use gateway_common::{
     maps::{
-        DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING, IPPROTO_TCP,
-        IPPROTO_UDP,
+        DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
+        CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
     },
     DropReason,
 };
@@ -205,6 +205,11 @@ fn tcp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), D
     let Some((_, dport)) = pkt.ports_at(l4) else {
         return Err(DropReason::Truncated);
     };
+    // To any other host: steered to the transparent listener (`inside_steer`), never routed.
+    // Other inside hosts stay out of reach: the gateway does not connect clients to each other.
+    if dst != cfg.inside_ip && !cfg.is_inside(dst) && cfg.flags & CONFIG_FLAG_STEER_TCP != 0 {
+        return Ok(());
+    }
     to_gateway_port(IPPROTO_TCP, dport, dst, cfg)
 }
 

@@ -5,6 +5,7 @@
 
 mod counters;
 mod inside_ingress;
+mod inside_steer;
 mod maps;
 mod outside_egress;
 mod outside_ingress;

@@ -3,12 +3,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, SockMap},
 };
 use gateway_common::{
     drop_reason::DROP_REASON_COUNT,
     maps::{
-        ClientStats, DataplaneConfig, LeaseValue, MacKey, PortKey, MAX_CLIENTS, MAX_LEASES,
+        steer, ClientStats, DataplaneConfig, LeaseValue, MacKey, PortKey, MAX_CLIENTS, MAX_LEASES,
         MAX_OPEN_PORTS,
     },
 };
@@ -37,6 +37,10 @@ pub static LEASES: HashMap<MacKey, LeaseValue> = HashMap::with_max_entries(MAX_L
 /// The same leases by address.
 #[map(name = "LEASES_BY_IP")]
 pub static LEASES_BY_IP: HashMap<u32, MacKey> = HashMap::with_max_entries(MAX_LEASES, 0);
+
+/// The sockets steered inside traffic goes to, by `steer` slot; filled by the agent.
+#[map(name = "STEER_SOCKETS")]
+pub static STEER_SOCKETS: SockMap = SockMap::with_max_entries(steer::SLOTS, 0);
 
 /// When each CPU last logged a guard record (ns since boot): guard logs are rate limited, so a
 /// sender who can trigger them cannot flood the journal. Not pinned: a restart starts afresh.

@@ -307,8 +307,8 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     let status = lab.cli_json(&cfg, &["status"]);
     assert_eq!(
         status["dataplane"]["programs"].as_array().map(Vec::len),
-        Some(4),
-        "egress guard and ingress filter on the macvlan, ingress filter on its parent, XDP inside"
+        Some(5),
+        "egress guard and ingress filter on the macvlan, ingress filter on its parent, steering, XDP inside"
     );
     let xdp_programs = lab
         .exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF])
@@ -494,6 +494,7 @@ fn assert_programs_attached(lab: &TestLab) {
         "outside_egress@",
         "outside_ingress@",
         "parent_ingress@",
+        "inside_steer@",
         "inside_ingress@",
     ] {
         assert!(

@@ -41,6 +41,7 @@ pub use crate::egress::Egress;
 pub use crate::http_proxy::config::HttpProxy;
 pub use crate::metrics::config::Metrics;
 pub use crate::tor::config::Tor;
+pub use crate::transparent::config::Transparent;
 pub use crate::uplink::config::{MacvlanMode, Outside, OutsideAddress, Uplink};
 
 /// The whole configuration, after every rule has passed.
@@ -67,6 +68,8 @@ pub struct Config {
     pub http_proxy: HttpProxy,
     /// `[tor]`: the embedded Tor client.
     pub tor: Tor,
+    /// `[transparent]`.
+    pub transparent: Transparent,
 }
 
 impl Config {

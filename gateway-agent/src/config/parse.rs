@@ -44,6 +44,9 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
     let tor = table(&mut root, "tor", errors, tor::config::read);
     // A broken [tor] table already rejects the config; its default keeps the rest quiet.
     let tor_enabled = tor.as_ref().is_none_or(|tor| tor.enabled);
+    let transparent = table(&mut root, "transparent", errors, |section, errors| {
+        crate::transparent::config::read(section, tor_enabled, errors)
+    });
 
     let defaults = Services::default();
     let (dns_service, dns) = service(&mut root, "dns", defaults.dns, errors, |section, errors| {
@@ -113,6 +116,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         uplink: uplink?,
         http_proxy: http_proxy?,
         tor: tor?,
+        transparent: transparent?,
     })
 }
 

@@ -16,12 +16,12 @@ use aya::{
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachType},
         xdp::XdpLink,
-        SchedClassifier, Xdp, XdpMode,
+        SchedClassifier, SkLookup, Xdp, XdpMode,
     },
     Ebpf,
 };
 use gateway_common::maps::programs::{
-    INSIDE_INGRESS, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS,
+    INSIDE_INGRESS, INSIDE_STEER, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS,
 };
 
 use super::config;
@@ -50,7 +50,37 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
         tc.load()
             .with_context(|| format!("loading {name} (verifier)"))?;
     }
+    let steer: &mut SkLookup = program(ebpf, INSIDE_STEER)?.try_into()?;
+    steer
+        .load()
+        .with_context(|| format!("loading {INSIDE_STEER} (verifier)"))?;
     Ok(())
+}
+
+/// Attaches `inside_steer` to the agent's network namespace. sk_lookup links cannot be
+/// updated in place, so each start attaches a new one, pinned under a name with its link id;
+/// the previous run's is removed afterwards with the other stale pins. Until then both run,
+/// the old one first: its slots are empty (its sockets closed with the old agent), so it drops,
+/// which is the safe side.
+pub fn inside_steer(ebpf: &mut Ebpf, pins: &PinLayout) -> Result<Attached> {
+    let prog: &mut SkLookup = program(ebpf, INSIDE_STEER)?.try_into()?;
+    let netns = std::fs::File::open("/proc/self/ns/net")
+        .context("opening the agent's network namespace")?;
+    let id = prog
+        .attach(netns)
+        .with_context(|| format!("attaching {INSIDE_STEER} to the network namespace"))?;
+    let link: FdLink = prog.take_link(id)?.into();
+    let link_id = link.info().context("reading the steering link's id")?.id();
+    let name = format!("{INSIDE_STEER}@netns#{link_id}");
+    let path = pins.link(&name);
+    pin(
+        link,
+        name,
+        &path,
+        INSIDE_STEER,
+        "netns",
+        "sk_lookup".to_owned(),
+    )
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {

@@ -1,6 +1,6 @@
 //! `gateway-agent dataplane detach`: the one way to an unfiltered inside. It removes the link
-//! pins (which detaches the programs) and the map pins, and refuses while an agent answers on
-//! the control socket: a running agent owns its dataplane.
+//! pins (which detaches the programs), the map pins and the steering route, and refuses while
+//! an agent answers on the control socket: a running agent owns its dataplane.
 
 use std::path::Path;
 
@@ -35,5 +35,11 @@ pub fn run(pin_dir: &Path, socket: &Path) -> Result<Detached> {
         detached.links.push(name);
     }
     detached.maps = pins.remove_maps()?;
+    // The steering route would deliver the inside to host sockets with no program to stop it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime for netlink")?;
+    runtime.block_on(super::steering::remove_route())?;
     Ok(detached)
 }

@@ -12,6 +12,7 @@ mod object;
 pub mod pins;
 pub mod service;
 pub mod settings;
+pub mod steering;
 
 use anyhow::{anyhow, Context, Result};
 use aya::{programs::tc::TcAttachType, Ebpf};
@@ -34,6 +35,7 @@ pub struct Dataplane {
     // Keeps the maps (and the loaded programs) alive for as long as the agent runs.
     _ebpf: Ebpf,
     attached: Vec<Attached>,
+    steer: steering::SteerSlots,
     pins: PinLayout,
     log_task: tokio::task::JoinHandle<()>,
 }
@@ -102,6 +104,9 @@ impl Dataplane {
                 TcAttachType::Ingress,
             )?);
         }
+        // The steering program before the inside opens: with the policy route in place, an
+        // inside connection must meet it (and its empty slots) rather than a host socket.
+        attached.push(attach::inside_steer(&mut ebpf, &pins)?);
         attached.push(attach::inside_ingress(
             &mut ebpf,
             &pins,
@@ -110,9 +115,16 @@ impl Dataplane {
         )?);
         let keep: Vec<String> = attached.iter().map(|a| a.pin.clone()).collect();
         attach::remove_stale_links(&pins, &keep)?;
+        let steer_map = ebpf
+            .take_map(names::STEER_SOCKETS)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::STEER_SOCKETS))?;
+        let steer = steering::SteerSlots::new(
+            aya::maps::SockMap::try_from(steer_map).context("STEER_SOCKETS is not a SockMap")?,
+        );
         Ok(Dataplane {
             _ebpf: ebpf,
             attached,
+            steer,
             pins,
             log_task,
         })
@@ -121,6 +133,11 @@ impl Dataplane {
     /// A [`crate::lease_events::LeaseSink`] that keeps the lease maps in step with DHCP.
     pub fn lease_maps(&self) -> Result<lease_maps::LeaseMaps> {
         lease_maps::LeaseMaps::open(&self.pins)
+    }
+
+    /// The slots steered inside traffic goes to (the transparent listener fills its own).
+    pub fn steer_slots(&self) -> steering::SteerSlots {
+        self.steer.clone()
     }
 
     /// Where its maps are pinned, for readers such as the drop counters' ([`inspect::drops`]).

@@ -27,6 +27,12 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let mac: MacAddr = mac_text
             .parse()
             .map_err(|err| anyhow::anyhow!("the uplink's MAC {mac_text:?}: {err}"))?;
+        if handles.cfg.transparent.enabled {
+            // Before the programs: from here on nothing from the inside is ever forwarded.
+            super::steering::install_route(&handles.cfg.interfaces.inside)
+                .await
+                .context("installing the steering route")?;
+        }
         let dataplane =
             Dataplane::start(&handles.cfg, &device, mac).context("starting the dataplane")?;
         let pins = dataplane.pins();
@@ -36,6 +42,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         handles.dataplane = Some(DataplaneHandles {
             pins: pins.clone(),
             lease_maps: Some(lease_maps),
+            steer: dataplane.steer_slots(),
         });
         let view = Arc::new(DataplaneView::new(
             dataplane.status(),

@@ -7,7 +7,7 @@ use aya::{
 };
 use gateway_common::maps::{
     names, DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
-    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
+    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::config::{Config, Protocol};
@@ -26,6 +26,9 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
     if cfg.dhcp.accept_relayed {
         flags |= CONFIG_FLAG_ACCEPT_RELAYED;
     }
+    if cfg.transparent.enabled {
+        flags |= CONFIG_FLAG_STEER_TCP;
+    }
     DataplaneConfig {
         inside_ip: encode(cfg.inside.address),
         inside_net: encode(cfg.inside.network()),
@@ -33,7 +36,18 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
         flags,
         uplink_mac: uplink_mac.octets(),
         _pad: [0; 2],
+        inside_ifindex: ifindex(&cfg.interfaces.inside),
+        _pad2: 0,
     }
+}
+
+/// The ifindex of `interface`, 0 if there is none (then nothing is steered).
+fn ifindex(interface: &str) -> u32 {
+    let Ok(name) = std::ffi::CString::new(interface) else {
+        return 0;
+    };
+    // SAFETY: name is a valid NUL-terminated string.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
 }
 
 /// The `OPEN_PORTS` keys for `cfg`.
