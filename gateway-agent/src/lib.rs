@@ -17,6 +17,7 @@ pub mod mac;
 pub mod metrics;
 pub mod net;
 pub mod ratelimit;
+pub mod registry;
 pub mod service;
 pub mod socks;
 pub mod systemd;
