@@ -16,6 +16,7 @@ pub mod logging;
 pub mod mac;
 pub mod metrics;
 pub mod net;
+pub mod pki;
 pub mod ratelimit;
 pub mod registry;
 pub mod service;

@@ -3,5 +3,6 @@
 
 pub mod leases;
 pub mod maps;
+pub mod pki;
 pub mod status;
 pub mod table;

@@ -40,6 +40,7 @@ pub use crate::dns::config::{Dns, DnsUpstream};
 pub use crate::egress::Egress;
 pub use crate::http_proxy::config::HttpProxy;
 pub use crate::metrics::config::Metrics;
+pub use crate::registry::config::{Access, Registry};
 pub use crate::tor::config::Tor;
 pub use crate::uplink::config::{MacvlanMode, Outside, OutsideAddress, Uplink};
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub http_proxy: HttpProxy,
     /// `[tor]`: the embedded Tor client.
     pub tor: Tor,
+    /// `[registry]` settings beyond enabled/port.
+    pub registry: Registry,
 }
 
 impl Config {

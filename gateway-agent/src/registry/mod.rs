@@ -1,5 +1,8 @@
 //! The private OCI registry (distribution-spec v1.1): the grammar of names, tags and digests
-//! ([`names`]), the store behind a small interface ([`storage`]).
+//! ([`names`]), manifests as the registry reads them ([`manifest`]), the store behind a small
+//! interface ([`storage`]) and its `[registry]` table ([`config`]).
 
+pub mod config;
+pub mod manifest;
 pub mod names;
 pub mod storage;
