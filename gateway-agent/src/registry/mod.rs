@@ -2,6 +2,7 @@
 //! ([`names`]), manifests as the registry reads them ([`manifest`]), the store behind a small
 //! interface ([`storage`]) and its `[registry]` table ([`config`]).
 
+pub mod api;
 pub mod config;
 pub mod manifest;
 pub mod names;
