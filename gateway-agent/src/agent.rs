@@ -13,13 +13,13 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control, dataplane, dhcp, dns, http_proxy, metrics,
+    control, dataplane, dhcp, dns, http_proxy, metrics, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, systemd, tor, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 9] = [
+pub const SERVICES: [Entry; 10] = [
     uplink::SERVICE,
     dataplane::SERVICE,
     tor::SERVICE,
@@ -27,6 +27,7 @@ pub const SERVICES: [Entry; 9] = [
     dhcp::SERVICE,
     socks::SERVICE,
     http_proxy::SERVICE,
+    registry::SERVICE,
     control::server::SERVICE,
     metrics::SERVICE,
 ];

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{leases, maps, pki, status},
+    cli::{leases, maps, pki, registry, status},
     config::{self, Config},
     logging,
 };
@@ -56,11 +56,29 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The private registry's store (through the agent when it runs).
+    Registry {
+        #[command(subcommand)]
+        verb: RegistryCommand,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// The gateway CA: certificates for the registries and their clients.
     Pki {
         #[command(subcommand)]
         verb: PkiCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Remove blobs no manifest references (older than registry.gc_grace), and abandoned uploads.
+    Gc,
+    /// Repositories and their tags.
+    Ls,
+    /// Bytes per repository and in the whole store.
+    Du,
 }
 
 #[derive(Subcommand)]
@@ -138,6 +156,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             report(status::run(&cfg.control.socket, json))
+        }
+        Command::Registry { verb, json } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let operation = match verb {
+                RegistryCommand::Gc => "gc",
+                RegistryCommand::Ls => "ls",
+                RegistryCommand::Du => "du",
+            };
+            report(registry::run(&cfg, operation, json))
         }
         Command::Pki { verb } => {
             let Some(cfg) = load(&cli.config) else {

@@ -4,5 +4,6 @@
 pub mod leases;
 pub mod maps;
 pub mod pki;
+pub mod registry;
 pub mod status;
 pub mod table;
