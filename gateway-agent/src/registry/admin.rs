@@ -5,8 +5,9 @@
 //! children, layers and configs, the subject a referrer points at), then sweeps the blobs
 //! nobody marked that are older than the grace period. It is safe while the registry serves:
 //! uploads in progress are not blobs yet; a blob that was just uploaded, mounted or asked about
-//! (a HEAD) is younger than the grace period; and the sweep holds the store's GC lock, which a
-//! manifest push holds between checking its references and storing itself.
+//! (a HEAD) is younger than the grace period; and the sweep holds the store's GC lock, which
+//! those renewals and a manifest push (between checking its references and storing itself)
+//! hold shared.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};

@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -110,6 +111,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             listener,
             handshake_failures,
             gc_grace: cfg.registry.gc_grace.as_duration(),
+            usage: Mutex::new(None),
         });
         Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
@@ -134,13 +136,29 @@ struct RegistryView {
     listener: ListenerReader,
     handshake_failures: Arc<AtomicU64>,
     gc_grace: std::time::Duration,
+    /// The store's sizes, and when they were read.
+    usage: Mutex<Option<(Instant, admin::Usage)>>,
 }
 
+/// How long the store's sizes are reused: they take a walk of the store to read, and status
+/// and metrics scrapes come often.
+const USAGE_TTL: Duration = Duration::from_secs(10);
+
 impl RegistryView {
+    fn usage(&self) -> admin::Usage {
+        let mut cached = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*cached {
+            Some((read, usage)) if read.elapsed() < USAGE_TTL => usage.clone(),
+            _ => {
+                let usage = admin::du(&*self.store).unwrap_or_default();
+                *cached = Some((Instant::now(), usage.clone()));
+                usage
+            }
+        }
+    }
+
     fn snapshot(&self) -> RegistryStatus {
-        // A walk of the store's directories: fine for a home network's registry, read when
-        // someone asks (status, a metrics scrape).
-        let usage = admin::du(&*self.store).unwrap_or_default();
+        let usage = self.usage();
         RegistryStatus {
             repositories: usage.repositories.len(),
             blobs: usage.blobs,

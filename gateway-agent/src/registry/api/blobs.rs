@@ -32,7 +32,7 @@ pub(super) async fn get(
         // A HEAD is how a push asks whether it can skip a layer: renew its GC grace.
         let (n, d) = (name.clone(), digest.clone());
         let size = api
-            .store_call(move |store| store.blob_size(&n, &d, true))
+            .renewing_call(move |store| store.blob_size(&n, &d, true))
             .await?
             .ok_or_else(|| unknown_blob(&digest))?;
         let mut response = empty(StatusCode::OK);
@@ -170,7 +170,7 @@ pub(super) async fn start(
         if let Ok(from) = from.parse::<RepoName>() {
             let (n, d) = (name.clone(), digest.clone());
             if api
-                .store_call(move |store| store.mount_blob(&from, &n, &d))
+                .renewing_call(move |store| store.mount_blob(&from, &n, &d))
                 .await?
             {
                 let mut response = empty(StatusCode::CREATED);
@@ -272,7 +272,7 @@ async fn commit(
     digest: Digest,
 ) -> Result<Response<Body>, ApiError> {
     let (n, d) = (name.clone(), digest.clone());
-    api.store_call(move |store| store.finish_upload(&n, &id, &d))
+    api.renewing_call(move |store| store.finish_upload(&n, &id, &d))
         .await?;
     let mut response = empty(StatusCode::CREATED);
     set(

@@ -231,6 +231,23 @@ impl Api {
         }
     }
 
+    /// Like [`Api::store_call`], holding the store's GC lock shared: for what makes a blob
+    /// young again (a commit, a mount, a HEAD), so a GC sweep never removes a blob between
+    /// reading its age and its renewal.
+    async fn renewing_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Storage) -> storage::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.store_call(move |store| {
+            let _shared = store
+                .gc_lock()
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(store)
+        })
+        .await
+    }
+
     /// Runs `f` on the store on the blocking pool.
     async fn store_call<T: Send + 'static>(
         &self,

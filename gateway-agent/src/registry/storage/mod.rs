@@ -202,7 +202,8 @@ pub trait Storage: Send + Sync + 'static {
     fn stored_blobs(&self) -> Result<Vec<StoredBlob>>;
     /// Deletes `digest`'s content and every link to it.
     fn remove_blob(&self, digest: &Digest) -> Result<()>;
-    /// Held shared by pushes between checking a manifest's references and storing it, and
-    /// exclusively by GC's sweep, so a sweep never sees half a push.
+    /// Held shared by what renews a blob (a commit, a mount, a HEAD) and by a manifest push
+    /// between checking its references and storing itself; exclusively by GC's sweep, so a
+    /// sweep never sees half of either. (Backends do not take it themselves: the API does.)
     fn gc_lock(&self) -> &std::sync::RwLock<()>;
 }
