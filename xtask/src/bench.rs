@@ -1,4 +1,4 @@
-//! `cargo xtask bench dns|dhcp`: the agent and its established peer, side by side in one run,
+//! `cargo xtask bench dns|dhcp|tor|registry`: the agent and its established peer, side by side in one run,
 //! same lab, same client, same load; results as ratios in `bench/RESULTS.md`.
 //!
 //! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
@@ -16,6 +16,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::lab::tor as lab_tor;
 use crate::{build, deps, lab, process};
+
+mod registry;
 
 /// Debian packages the benchmarks drive.
 pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "kea-dhcp4-server", "kea-admin"];
@@ -49,6 +51,9 @@ pub fn run(which: &str) -> Result<()> {
     deps::require_root("the benchmarks")?;
     deps::ensure_all()?;
     deps::ensure_packages(BENCH_PACKAGES, "for the benchmarks")?;
+    if which == "registry" {
+        registry::ensure_package()?;
+    }
     let agent = build::build_agent(true)?;
     let lab = lab::Lab::new(PREFIX);
     lab.down()?;
@@ -57,8 +62,9 @@ pub fn run(which: &str) -> Result<()> {
         "dns" => dns(&lab, &agent),
         "dhcp" => dhcp(&lab, &agent),
         "tor" => tor(&lab, &agent),
+        "registry" => registry::registry(&lab, &agent),
         other => Err(anyhow::anyhow!(
-            "no benchmark {other:?}; try dns, dhcp or tor"
+            "no benchmark {other:?}; try dns, dhcp, tor or registry"
         )),
     };
     let down = lab.down();
