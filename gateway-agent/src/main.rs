@@ -112,7 +112,7 @@ enum PkiCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke NAME's certificate; running registries reload the CRL without a restart.
+    /// Revoke NAME's certificates; running registries reload the CRL without a restart.
     Revoke {
         /// The client's name.
         name: String,

@@ -6,7 +6,8 @@
 //! <state.dir>/pki/server.crt, server.key   registry.<zone>, mirror.<zone>, the inside address
 //! <state.dir>/pki/crl.pem                  every revoked client (an empty CRL at first)
 //! <state.dir>/pki/clients/<name>.crt       each issued client certificate, for list and revoke
-//! <state.dir>/pki/revoked/<name>.crt       … moved here when revoked
+//!                    <name>@<serial>.crt   … one replaced by `issue-client --force` (still valid)
+//! <state.dir>/pki/revoked/<name>@<serial>.crt   … moved here when revoked
 //! ```
 //!
 //! Nothing is overwritten without `force`; every file is written whole before it is renamed
@@ -135,9 +136,11 @@ impl Pki {
             .context("signing the CA certificate")?;
         write_file(&self.ca_key(), key.serialize_pem().as_bytes(), true)?;
         write_file(&self.ca_cert(), cert.pem().as_bytes(), false)?;
-        // A new CA revokes nothing; earlier revocations belonged to the old one.
-        for name in list_dir(&self.revoked_dir())? {
-            fs::remove_file(self.revoked_dir().join(name))?;
+        // A new CA has issued and revoked nothing; the records belonged to the old one.
+        for dir in [self.clients_dir(), self.revoked_dir()] {
+            for name in list_dir(&dir)? {
+                fs::remove_file(dir.join(name))?;
+            }
         }
         self.write_crl()
     }
@@ -200,6 +203,16 @@ impl Pki {
             out.join("ca.crt"),
         ];
         refuse_overwrite(&files, force)?;
+        if record.exists() {
+            // Re-issued with --force: the old certificate stays valid until revoked, so its
+            // record stays too (revoke NAME revokes every certificate of the name).
+            let (serial, _) = read_cert(&record)?;
+            let kept = self
+                .clients_dir()
+                .join(format!("{name_}@{}.crt", hex(&serial)));
+            fs::rename(&record, &kept)
+                .with_context(|| format!("keeping {} as {}", record.display(), kept.display()))?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -228,13 +241,11 @@ impl Pki {
         let mut out = Vec::new();
         for (dir, revoked) in [(self.clients_dir(), false), (self.revoked_dir(), true)] {
             for file in list_dir(&dir)? {
-                let Some(mut name) = file.strip_suffix(".crt") else {
+                let Some(stem) = file.strip_suffix(".crt") else {
                     continue;
                 };
-                if revoked {
-                    // `<name>.<serial>`: a name may be revoked more than once.
-                    name = name.rsplit_once('.').map_or(name, |(name, _)| name);
-                }
+                // `<name>@<serial>`: a name may have had several certificates.
+                let name = stem.split_once('@').map_or(stem, |(name, _)| name);
                 let (serial, not_after) = read_cert(&dir.join(&file))?;
                 out.push(Issued {
                     name: name.to_owned(),
@@ -248,22 +259,31 @@ impl Pki {
         Ok(out)
     }
 
-    /// Revokes `name`'s certificate and rewrites the CRL (registries pick it up within
-    /// seconds, without a restart).
+    /// Revokes every valid certificate of `name` and rewrites the CRL (registries pick it up
+    /// within a second, without a restart).
     pub fn revoke(&self, name_: &str) -> Result<()> {
         check_client_name(name_).map_err(anyhow::Error::msg)?;
-        let record = self.clients_dir().join(format!("{name_}.crt"));
-        if !record.exists() {
-            bail!("no certificate was issued for {name_:?} (see `gateway-agent pki list`)");
+        let records: Vec<PathBuf> = list_dir(&self.clients_dir())?
+            .into_iter()
+            .filter(|file| {
+                file.strip_suffix(".crt")
+                    .map(|stem| stem.split_once('@').map_or(stem, |(name, _)| name))
+                    == Some(name_)
+            })
+            .map(|file| self.clients_dir().join(file))
+            .collect();
+        if records.is_empty() {
+            bail!("no valid certificate was issued for {name_:?} (see `gateway-agent pki list`)");
         }
         fs::create_dir_all(self.revoked_dir())?;
-        // Several revocations of one name (re-issued with --force) keep one file each.
-        let (serial, _) = read_cert(&record)?;
-        let target = self
-            .revoked_dir()
-            .join(format!("{name_}.{}.crt", hex(&serial)));
-        fs::rename(&record, &target)
-            .with_context(|| format!("moving {} to {}", record.display(), target.display()))?;
+        for record in records {
+            let (serial, _) = read_cert(&record)?;
+            let target = self
+                .revoked_dir()
+                .join(format!("{name_}@{}.crt", hex(&serial)));
+            fs::rename(&record, &target)
+                .with_context(|| format!("moving {} to {}", record.display(), target.display()))?;
+        }
         self.write_crl()
     }
 

@@ -147,6 +147,32 @@ fn nothing_is_overwritten_without_force() {
     pki.issue_client("b", &out, true).unwrap();
 }
 
+#[tokio::test]
+async fn a_forced_reissue_keeps_the_old_certificate_revocable() {
+    let (dir, pki) = ready_pki();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    pki.issue_client("host.lan", &first, false).unwrap();
+    pki.issue_client("host.lan", &second, true).unwrap();
+    let listed = pki.list().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed
+        .iter()
+        .all(|cert| cert.name == "host.lan" && !cert.revoked));
+    let acceptor = acceptor(&pki);
+    assert!(accepted(&acceptor, &first).await);
+    pki.revoke("host.lan").unwrap();
+    acceptor.reload().unwrap();
+    assert!(
+        !accepted(&acceptor, &first).await,
+        "the replaced one is revoked too"
+    );
+    assert!(!accepted(&acceptor, &second).await);
+    assert!(pki.list().unwrap().iter().all(|cert| cert.revoked));
+    // A new CA starts with no records.
+    pki.init(true).unwrap();
+    assert!(pki.list().unwrap().is_empty());
+}
+
 #[test]
 fn bad_input_gets_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -165,5 +191,5 @@ fn bad_input_gets_a_clear_error() {
         assert!(error.contains("is not a client name"), "{bad}: {error}");
     }
     let error = pki.revoke("nobody").unwrap_err().to_string();
-    assert!(error.contains("no certificate was issued"), "{error}");
+    assert!(error.contains("no valid certificate was issued"), "{error}");
 }

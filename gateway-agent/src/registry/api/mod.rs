@@ -162,7 +162,9 @@ impl Api {
             }
         })?;
         let method = request.method().clone();
-        let writes = !matches!(method, Method::GET | Method::HEAD);
+        // An upload session is a push in progress, whatever the method.
+        let writes =
+            !matches!(method, Method::GET | Method::HEAD) || matches!(route, Route::Upload(..));
         match &route {
             Route::Base | Route::Catalog => {}
             Route::Tags(name)
