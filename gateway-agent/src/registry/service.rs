@@ -136,34 +136,38 @@ struct RegistryView {
     listener: ListenerReader,
     handshake_failures: Arc<AtomicU64>,
     gc_grace: std::time::Duration,
-    /// The store's sizes, and when they were read.
-    usage: Mutex<Option<(Instant, admin::Usage)>>,
+    /// The store's sizes, when they were read, and the API's write count then.
+    usage: Mutex<Option<(Instant, u64, admin::Usage)>>,
 }
 
-/// How long the store's sizes are reused: they take a walk of the store to read, and status
-/// and metrics scrapes come often.
+/// How long the store's sizes are reused while nothing is written through the API: they take
+/// a walk of the store to read, and status and metrics scrapes come often. (GC and the CLI
+/// without an agent change the store behind the API; the sizes catch up within this.)
 const USAGE_TTL: Duration = Duration::from_secs(10);
 
 impl RegistryView {
-    fn usage(&self) -> admin::Usage {
+    fn usage(&self, writes: u64) -> admin::Usage {
         let mut cached = self.usage.lock().unwrap_or_else(PoisonError::into_inner);
         match &*cached {
-            Some((read, usage)) if read.elapsed() < USAGE_TTL => usage.clone(),
+            Some((read, seen, usage)) if *seen == writes && read.elapsed() < USAGE_TTL => {
+                usage.clone()
+            }
             _ => {
                 let usage = admin::du(&*self.store).unwrap_or_default();
-                *cached = Some((Instant::now(), usage.clone()));
+                *cached = Some((Instant::now(), writes, usage.clone()));
                 usage
             }
         }
     }
 
     fn snapshot(&self) -> RegistryStatus {
-        let usage = self.usage();
+        let api = self.api.stats();
+        let usage = self.usage(api.writes);
         RegistryStatus {
             repositories: usage.repositories.len(),
             blobs: usage.blobs,
             bytes: usage.bytes,
-            api: self.api.stats(),
+            api,
             connections: self.listener.stats(),
             handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
         }

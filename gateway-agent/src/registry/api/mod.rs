@@ -47,6 +47,7 @@ struct Counters {
     bytes_out: AtomicU64,
     denied: AtomicU64,
     errors: AtomicU64,
+    writes: AtomicU64,
 }
 
 /// The API's counters, for status and metrics.
@@ -66,6 +67,8 @@ pub struct ApiStats {
     pub denied: u64,
     /// Requests that failed with a server error.
     pub errors: u64,
+    /// Requests that changed the store (pushes, uploads, mounts, deletes).
+    pub writes: u64,
 }
 
 /// Who is asking, and how.
@@ -101,6 +104,7 @@ impl Api {
             bytes_out: get(&c.bytes_out),
             denied: get(&c.denied),
             errors: get(&c.errors),
+            writes: get(&c.writes),
         }
     }
 
@@ -112,8 +116,14 @@ impl Api {
     ) -> Response<Body> {
         bump(&self.counters.requests, 1);
         let head = request.method() == Method::HEAD;
+        let reads = matches!(*request.method(), Method::GET | Method::HEAD);
         let mut response = match self.dispatch(&caller, request).await {
-            Ok(response) => response,
+            Ok(response) => {
+                if !reads {
+                    bump(&self.counters.writes, 1);
+                }
+                response
+            }
             Err(error) => {
                 if error.status == StatusCode::FORBIDDEN {
                     bump(&self.counters.denied, 1);
