@@ -268,3 +268,49 @@ fn metrics(out: &mut Exposition, s: &RegistryStatus) {
     .sample(&[("reason", "not_inside")], s.connections.not_inside)
     .sample(&[("reason", "busy")], s.connections.busy);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metric_families_carry_the_status() {
+        let status = RegistryStatus {
+            repositories: 3,
+            blobs: 11,
+            bytes: 4096,
+            api: ApiStats {
+                requests: 40,
+                pushes: 5,
+                pulls: 7,
+                bytes_in: 100,
+                bytes_out: 200,
+                denied: 2,
+                errors: 0,
+                writes: 9,
+            },
+            connections: ListenerStats {
+                not_inside: 1,
+                ..ListenerStats::default()
+            },
+            handshake_failures: 4,
+        };
+        let mut out = Exposition::default();
+        metrics(&mut out, &status);
+        let page = out.finish();
+        for line in [
+            "gateway_registry_repositories 3",
+            "gateway_registry_blobs 11",
+            "gateway_registry_bytes 4096",
+            "gateway_registry_manifests_total{op=\"push\"} 5",
+            "gateway_registry_manifests_total{op=\"pull\"} 7",
+            "gateway_registry_blob_bytes_total{direction=\"out\"} 200",
+            "gateway_registry_requests_total 40",
+            "gateway_registry_rejected_total{reason=\"tls_handshake\"} 4",
+            "gateway_registry_rejected_total{reason=\"denied\"} 2",
+            "gateway_registry_rejected_total{reason=\"not_inside\"} 1",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line} not in:\n{page}");
+        }
+    }
+}
