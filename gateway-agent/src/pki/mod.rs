@@ -325,7 +325,11 @@ impl Pki {
             self.init(false)?;
             made = true;
         }
-        if !self.server_cert().exists() || !self.server_key().exists() {
+        let current = self.server_cert().exists()
+            && self.server_key().exists()
+            && self.server_names_match(zone, inside)?;
+        if !current {
+            // Missing, or made for another zone or inside address (the config changed).
             self.issue_server(zone, inside, true)?;
             made = true;
         }
@@ -334,6 +338,32 @@ impl Pki {
             made = true;
         }
         Ok(made)
+    }
+}
+
+impl Pki {
+    /// Whether the server certificate names `registry.<zone>`, `mirror.<zone>` and `inside`.
+    fn server_names_match(&self, zone: &str, inside: Ipv4Addr) -> Result<bool> {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        use x509_parser::extensions::GeneralName;
+        let path = self.server_cert();
+        let der = CertificateDer::from_pem_file(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        let Ok(Some(san)) = cert.subject_alternative_name() else {
+            return Ok(false);
+        };
+        let names = &san.value.general_names;
+        let has_dns = |wanted: &str| {
+            names
+                .iter()
+                .any(|name| matches!(name, GeneralName::DNSName(dns) if *dns == wanted))
+        };
+        let has_ip = names
+            .iter()
+            .any(|name| matches!(name, GeneralName::IPAddress(ip) if *ip == inside.octets()));
+        Ok(has_ip && has_dns(&format!("registry.{zone}")) && has_dns(&format!("mirror.{zone}")))
     }
 }
 

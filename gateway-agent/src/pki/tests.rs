@@ -129,6 +129,24 @@ async fn another_cas_client_is_refused() {
 }
 
 #[test]
+fn the_server_certificate_follows_the_zone_and_address() {
+    let (_dir, pki) = ready_pki();
+    let before = fs::read(pki.server_cert()).unwrap();
+    assert!(!pki.ensure_server("home.arpa", INSIDE).unwrap());
+    assert!(
+        pki.ensure_server("lan.example", INSIDE).unwrap(),
+        "another zone"
+    );
+    assert!(pki
+        .ensure_server("lan.example", Ipv4Addr::new(10, 0, 0, 1))
+        .unwrap());
+    assert!(!pki
+        .ensure_server("lan.example", Ipv4Addr::new(10, 0, 0, 1))
+        .unwrap());
+    assert_ne!(fs::read(pki.server_cert()).unwrap(), before);
+}
+
+#[test]
 fn nothing_is_overwritten_without_force() {
     let (dir, pki) = ready_pki();
     let error = pki.init(false).unwrap_err().to_string();

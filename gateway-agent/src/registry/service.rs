@@ -72,8 +72,10 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         };
         if made {
             tracing::info!(
-                "registry: made the gateway CA and the server certificate in {} (issue client \
-                 certificates with `gateway-agent pki issue-client NAME --out DIR`)",
+                "registry: wrote what was missing or stale of the gateway CA, the server \
+                 certificate (registry.<zone>, mirror.<zone>, the inside address) and the CRL in \
+                 {} (issue client certificates with `gateway-agent pki issue-client NAME --out \
+                 DIR`)",
                 pki.dir().display()
             );
         }
