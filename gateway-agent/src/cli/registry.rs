@@ -22,7 +22,9 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
             operation: operation.into(),
             args: Value::Null,
         };
-        match client::request(&cfg.control.socket, &request)? {
+        // GC and du walk the whole store.
+        let timeout = std::time::Duration::from_secs(600);
+        match client::request_within(&cfg.control.socket, &request, timeout)? {
             Response::Operated { value } => value,
             Response::Error { message } => bail!("the agent refused: {message}"),
             other => bail!("the agent answered something else: {other:?}"),
