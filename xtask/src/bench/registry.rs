@@ -125,6 +125,7 @@ pub(super) fn registry(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         BIG_BYTES >> 20,
         SMALL_BYTES >> 10
     );
+    notes.push('\n');
     let half = rows.len() / 2;
     for (ours, peer) in rows[..half].iter().zip(&rows[half..]) {
         if peer.rate > 0.0 {
