@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::route::param;
 use super::{bump, empty, set, Api, Body, Caller};
 use crate::registry::names::{Digest, RepoName};
-use crate::registry::storage::UploadState;
+use crate::registry::storage::{StorageError, UploadState};
 
 /// Bytes gathered from a request body before one write to the store.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -318,63 +318,102 @@ fn session_response(
 }
 
 /// Streams `body` into the upload `id`, starting at `offset` when given; the state after.
+///
+/// One write is in flight while the next chunk is read from the network, so disk and
+/// network overlap; writes stay in order (each names the offset the previous one ended at).
 async fn stream_into(
     api: &Api,
     name: &RepoName,
     id: &str,
-    mut offset: Option<u64>,
+    offset: Option<u64>,
     mut body: Incoming,
 ) -> Result<UploadState, ApiError> {
+    let mut writes = Writes {
+        api,
+        name,
+        id,
+        offset,
+        pending: None,
+        state: None,
+    };
     let mut buf = Vec::with_capacity(WRITE_CHUNK);
-    let mut state = None;
-    loop {
-        let frame = body.frame().await;
-        let done = frame.is_none();
-        if let Some(frame) = frame {
-            let frame = frame.map_err(|error| {
-                ApiError::bad_request(
-                    ErrorCode::BlobUploadInvalid,
-                    format!("reading the request body: {error}"),
-                )
-            })?;
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-            }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::bad_request(
+                ErrorCode::BlobUploadInvalid,
+                format!("reading the request body: {error}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
         }
-        if buf.len() >= WRITE_CHUNK || (done && !buf.is_empty()) {
+        if buf.len() >= WRITE_CHUNK {
             let data = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_CHUNK));
-            let len = data.len() as u64;
-            let (n, i) = (name.clone(), id.to_owned());
-            let now = api
-                .store_call(move |store| store.append_upload(&n, &i, offset, &data))
-                .await?;
-            bump(&api.counters.bytes_in, len);
-            // Later chunks of this body must follow on directly.
-            offset = Some(now.size);
-            state = Some(now);
-        }
-        if done {
-            break;
+            writes.start(data).await?;
         }
     }
-    match state {
-        Some(state) => Ok(state),
-        None => {
-            let (n, i) = (name.clone(), id.to_owned());
-            let state = api
-                .store_call(move |store| store.upload_state(&n, &i))
-                .await?;
-            if let Some(given) = offset {
-                if given != state.size {
-                    return Err(crate::registry::storage::StorageError::RangeInvalid {
-                        given,
-                        have: state.size,
-                    }
-                    .into());
-                }
+    if !buf.is_empty() {
+        writes.start(buf).await?;
+    }
+    writes.wait().await?;
+    if let Some(state) = writes.state {
+        return Ok(state);
+    }
+    // An empty body: the session as it is, which must be where the client said it was.
+    let (n, i) = (name.clone(), id.to_owned());
+    let state = api
+        .store_call(move |store| store.upload_state(&n, &i))
+        .await?;
+    if let Some(given) = offset {
+        if given != state.size {
+            return Err(StorageError::RangeInvalid {
+                given,
+                have: state.size,
             }
-            Ok(state)
+            .into());
         }
+    }
+    Ok(state)
+}
+
+/// The writes of one request body into an upload, at most one in flight.
+struct Writes<'a> {
+    api: &'a Api,
+    name: &'a RepoName,
+    id: &'a str,
+    /// Where the next write must start (`None`: wherever the session ends).
+    offset: Option<u64>,
+    pending: Option<(
+        u64,
+        tokio::task::JoinHandle<crate::registry::storage::Result<UploadState>>,
+    )>,
+    state: Option<UploadState>,
+}
+
+impl Writes<'_> {
+    /// Waits for the write in flight, then starts writing `data` after it.
+    async fn start(&mut self, data: Vec<u8>) -> Result<(), ApiError> {
+        self.wait().await?;
+        let store = self.api.store.clone();
+        let (name, id, offset) = (self.name.clone(), self.id.to_owned(), self.offset);
+        let len = data.len() as u64;
+        let handle =
+            tokio::task::spawn_blocking(move || store.append_upload(&name, &id, offset, &data));
+        self.pending = Some((len, handle));
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any.
+    async fn wait(&mut self) -> Result<(), ApiError> {
+        let Some((len, handle)) = self.pending.take() else {
+            return Ok(());
+        };
+        let state = handle.await.map_err(ApiError::internal)??;
+        bump(&self.api.counters.bytes_in, len);
+        // Later chunks of this body must follow on directly.
+        self.offset = Some(state.size);
+        self.state = Some(state);
+        Ok(())
     }
 }
 

@@ -535,3 +535,32 @@ async fn docker_schema2_manifests_are_accepted() {
         crate::registry::manifest::DOCKER_MANIFEST
     );
 }
+
+#[tokio::test]
+async fn a_body_of_many_chunks_is_written_in_order() {
+    let server = server(Some("ci")).await;
+    // Several WRITE_CHUNKs and a remainder, no two alike.
+    let data: Vec<u8> = (0..(7u32 << 19) + 12345)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let digest = server.push_blob("team/big", &data).await;
+    let got = server.get(&format!("/v2/team/big/blobs/{digest}")).await;
+    assert_eq!(got.body.len(), data.len());
+    assert!(got.body == data, "the content came back changed");
+    // And through a session with a wrong Content-Range start after a long first chunk.
+    let started = server
+        .send(Method::POST, "/v2/team/big/blobs/uploads/", &[], b"")
+        .await;
+    let location = started.header("location").to_owned();
+    let first = server.send(Method::PATCH, &location, &[], &data).await;
+    assert_eq!(first.header("range"), format!("0-{}", data.len() - 1));
+    let wrong = server
+        .send(
+            Method::PATCH,
+            &location,
+            &[("content-range", "0-9")],
+            b"0123456789",
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::RANGE_NOT_SATISFIABLE);
+}
