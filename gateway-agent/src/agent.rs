@@ -13,13 +13,14 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control, dataplane, dhcp, dns, http_proxy, metrics, registry,
+    control, dataplane, dhcp, dns, hardening, http_proxy, metrics, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, systemd, tor, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 10] = [
+pub const SERVICES: [Entry; 11] = [
+    hardening::SERVICE,
     uplink::SERVICE,
     dataplane::SERVICE,
     tor::SERVICE,
@@ -50,7 +51,8 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
     let cfg = Arc::new(cfg);
     let mut running = Vec::new();
     if let Err(err) = start(cfg.clone(), config_path, &mut running).await {
-        // Do not leave programs or sockets behind for an agent that never ran.
+        // Close the sockets and release the uplink of an agent that never ran; the dataplane's
+        // programs stay attached (fail closed).
         if let Err(stop) = stop(running).await {
             tracing::error!("stopping after a failed start: {stop:#}");
         }
@@ -77,7 +79,6 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
 
 /// Starts the list in order, pushing each started service onto `running`.
 async fn start(cfg: Arc<Config>, config_path: &Path, running: &mut Vec<Running>) -> Result<()> {
-    dataplane::forwarding::ensure_off()?;
     let known = SERVICES.iter().map(|entry| entry.name).collect();
     let mut handles = Handles::new(cfg, config_path.to_path_buf(), known);
     for entry in SERVICES {

@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod dhcp;
 pub mod dns;
 pub mod egress;
+pub mod hardening;
 pub mod http_proxy;
 pub mod lease_events;
 pub mod logging;

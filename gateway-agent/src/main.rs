@@ -7,7 +7,7 @@ use gateway_agent::{
     agent,
     cli::{leases, maps, pki, registry, status},
     config::{self, Config},
-    logging,
+    dataplane, logging,
 };
 
 /// Default config location on an installed system.
@@ -47,6 +47,11 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// The dataplane's programs, which stay attached while no agent runs.
+    Dataplane {
+        #[command(subcommand)]
+        action: DataplaneCommand,
     },
     /// Inspect the dataplane's pinned maps.
     Maps {
@@ -120,6 +125,13 @@ enum PkiCommand {
 }
 
 #[derive(Subcommand)]
+enum DataplaneCommand {
+    /// Detach every program and remove the pins: the only way to an unfiltered inside.
+    /// Refused while an agent answers on the control socket.
+    Detach,
+}
+
+#[derive(Subcommand)]
 enum MapsCommand {
     /// Every map: name, type, entries.
     List,
@@ -182,6 +194,26 @@ fn main() -> ExitCode {
                 PkiCommand::Revoke { name } => pki::Verb::Revoke { name },
             };
             report(pki::run(&cfg, verb))
+        }
+        Command::Dataplane {
+            action: DataplaneCommand::Detach,
+        } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            report(
+                dataplane::detach::run(&cfg.dataplane.bpf_pin_dir, &cfg.control.socket).map(
+                    |detached| {
+                        for link in &detached.links {
+                            println!("detached {link}");
+                        }
+                        println!(
+                            "removed {} map pins; the inside is unfiltered until the agent starts",
+                            detached.maps
+                        );
+                    },
+                ),
+            )
         }
         Command::Maps { view, json } => {
             let Some(cfg) = load(&cli.config) else {

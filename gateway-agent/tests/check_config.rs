@@ -2,7 +2,7 @@
 //! must exit non-zero and name the offending key on stderr as `FILE: KEY: PROBLEM`.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};

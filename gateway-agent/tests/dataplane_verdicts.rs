@@ -2,24 +2,23 @@
 //! BPF_PROG_TEST_RUN. Each row names the expected verdict and the drop counter it must bump.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::net::Ipv4Addr;
 
 use aya::{
-    maps::{Array, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap as AyaHashMap, PerCpuArray, PerCpuHashMap},
     programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use gateway_agent::{config, dataplane};
 use gateway_common::{
-    maps::{names, programs, ClientStats, DataplaneConfig, MacKey},
+    maps::{names, programs, ClientStats, DataplaneConfig, LeaseValue, MacKey},
     DropReason,
 };
-use support::frames::*;
+use gateway_tests::frames::*;
+use gateway_tests::skip_unless_root;
 
 const XDP_PASS: u32 = 2;
 const TC_ACT_SHOT: u32 = 2;
@@ -29,8 +28,13 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const ORIGIN: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 
 fn lab_like_config(allow_ping: bool) -> config::Config {
+    config_with(allow_ping, false)
+}
+
+fn config_with(allow_ping: bool, accept_relayed: bool) -> config::Config {
     let text = format!(
         r#"
 [interfaces]
@@ -41,16 +45,37 @@ address = "198.51.100.1/24"
 [dataplane]
 allow_ping = {allow_ping}
 allow = ["tcp/22"]
+[dhcp]
+accept_relayed = {accept_relayed}
 "#
     );
     config::parse(&text).expect("the test config is valid")
+}
+
+/// A MAC with no lease.
+const STRANGER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+/// An inside address leased to nobody.
+const UNLEASED: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 99);
+
+/// Gives `mac` the lease of `ip`, as the agent's lease maps do on a DHCP ACK.
+fn lease(ebpf: &mut Ebpf, mac: [u8; 6], ip: Ipv4Addr) {
+    let mut leases: AyaHashMap<_, MacKey, LeaseValue> =
+        ebpf.map_mut(names::LEASES).unwrap().try_into().unwrap();
+    let value = LeaseValue {
+        ipv4: u32::from_ne_bytes(ip.octets()),
+        flags: 0,
+        expires_unix: u64::MAX,
+    };
+    leases.insert(MacKey::new(mac), value, 0).unwrap();
 }
 
 /// The object loaded, configured (unless `cfg` is None) and both programs loaded.
 fn load(cfg: Option<&config::Config>) -> Ebpf {
     let mut ebpf = dataplane::load_object().expect("load the eBPF object");
     if let Some(cfg) = cfg {
-        dataplane::settings::write(&mut ebpf, cfg).expect("fill CONFIG and OPEN_PORTS");
+        dataplane::settings::write(&mut ebpf, cfg, UPLINK_MAC.into())
+            .expect("fill CONFIG and OPEN_PORTS");
+        lease(&mut ebpf, CLIENT_MAC, CLIENT);
     }
     let xdp: &mut Xdp = ebpf
         .program_mut(programs::INSIDE_INGRESS)
@@ -64,6 +89,18 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
         .try_into()
         .unwrap();
     tc.load().expect("verifier accepts outside_egress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::OUTSIDE_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts outside_ingress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::PARENT_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts parent_ingress");
     ebpf
 }
 
@@ -90,11 +127,19 @@ fn run_xdp(ebpf: &Ebpf, frame: &[u8]) -> u32 {
 }
 
 fn run_tc(ebpf: &Ebpf, frame: &[u8]) -> u32 {
-    let prog: &SchedClassifier = ebpf
-        .program(programs::OUTSIDE_EGRESS)
-        .unwrap()
-        .try_into()
-        .unwrap();
+    run_classifier(ebpf, programs::OUTSIDE_EGRESS, frame)
+}
+
+fn run_outside_ingress(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    run_classifier(ebpf, programs::OUTSIDE_INGRESS, frame)
+}
+
+fn run_parent_ingress(ebpf: &Ebpf, frame: &[u8]) -> u32 {
+    run_classifier(ebpf, programs::PARENT_INGRESS, frame)
+}
+
+fn run_classifier(ebpf: &Ebpf, program: &str, frame: &[u8]) -> u32 {
+    let prog: &SchedClassifier = ebpf.program(program).unwrap().try_into().unwrap();
     prog.test_run(TestRunOptions {
         data_in: Some(frame),
         ..Default::default()
@@ -136,9 +181,48 @@ fn ip(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8) -> Ip {
     Ip::new(src, dst, protocol)
 }
 
+/// A client's DHCPDISCOVER-shaped message (no relay) with `chaddr`.
+fn discover(chaddr: [u8; 6]) -> Vec<u8> {
+    bootp(68, 67, 1, Ipv4Addr::UNSPECIFIED, chaddr)
+}
+
+/// An ARP request whose sender MAC is `sender_mac` in a frame from `frame_mac`.
+fn arp_with_frame_source(sender_mac: [u8; 6], frame_mac: [u8; 6], sender_ip: Ipv4Addr) -> Vec<u8> {
+    let mut frame = arp_request(sender_mac, sender_ip, GATEWAY);
+    frame[6..12].copy_from_slice(&frame_mac);
+    frame
+}
+
+#[test]
+fn relayed_dhcp_needs_accept_relayed_and_a_leased_relay() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    let cfg = config_with(true, true);
+    let ebpf = load(Some(&cfg));
+    let relayed = |src: Ipv4Addr| {
+        client_ipv4(
+            Ip::new(src, GATEWAY, 17),
+            &bootp(67, 67, 1, src, STRANGER_MAC),
+        )
+    };
+    use DropReason::*;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        ("a relay with a lease", relayed(CLIENT), None),
+        (
+            "a relay from an unleased address",
+            relayed(UNLEASED),
+            Some(SpoofedSource),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+}
+
 #[test]
 fn inside_ingress_verdicts() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);
@@ -173,14 +257,101 @@ fn inside_ingress_verdicts() {
             "DHCP discover from 0.0.0.0",
             client_ipv4(
                 ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
-                &udp(68, 67),
+                &discover(CLIENT_MAC),
             ),
             None,
         ),
         (
             "DHCP renew unicast to the gateway",
-            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(68, 67)),
+            client_ipv4(ip(CLIENT, GATEWAY, udp_), &discover(CLIENT_MAC)),
             None,
+        ),
+        (
+            "DHCP discover from a MAC without a lease",
+            ethernet(
+                STRANGER_MAC,
+                [0xff; 6],
+                ETH_P_IP,
+                &ipv4(
+                    ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                    &discover(STRANGER_MAC),
+                ),
+            ),
+            None,
+        ),
+        (
+            "DHCP discover with another MAC as chaddr (pool starvation)",
+            client_ipv4(
+                ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                &discover(STRANGER_MAC),
+            ),
+            Some(ChaddrMismatch),
+        ),
+        (
+            "DHCP message cut before chaddr",
+            client_ipv4(
+                ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+                &udp(68, 67),
+            ),
+            Some(Truncated),
+        ),
+        (
+            "a client's request with giaddr set, relays off",
+            client_ipv4(
+                ip(CLIENT, GATEWAY, udp_),
+                &bootp(68, 67, 1, CLIENT, CLIENT_MAC),
+            ),
+            Some(RelayRefused),
+        ),
+        (
+            "TCP from an address not leased to the MAC",
+            client_ipv4(ip(UNLEASED, GATEWAY, tcp), &tcp_syn(40000, 53)),
+            Some(SpoofedSource),
+        ),
+        (
+            "UDP DNS from an address not leased to the MAC",
+            client_ipv4(ip(UNLEASED, GATEWAY, udp_), &udp(40000, 53)),
+            Some(SpoofedSource),
+        ),
+        (
+            "TCP from a MAC without a lease",
+            ethernet(
+                STRANGER_MAC,
+                GATEWAY_MAC,
+                ETH_P_IP,
+                &ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 53)),
+            ),
+            Some(SpoofedSource),
+        ),
+        (
+            "ping from 0.0.0.0",
+            client_ipv4(ip(Ipv4Addr::UNSPECIFIED, GATEWAY, icmp_), &icmp(8)),
+            Some(SpoofedSource),
+        ),
+        (
+            "ARP probe from 0.0.0.0",
+            arp_request(CLIENT_MAC, Ipv4Addr::UNSPECIFIED, CLIENT),
+            None,
+        ),
+        (
+            "ARP claiming another address",
+            arp_request(CLIENT_MAC, UNLEASED, GATEWAY),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP claiming the gateway's address",
+            arp_request(CLIENT_MAC, GATEWAY, CLIENT),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP whose sender MAC is not the frame's",
+            arp_with_frame_source(STRANGER_MAC, CLIENT_MAC, CLIENT),
+            Some(SpoofedArp),
+        ),
+        (
+            "ARP from a MAC without a lease",
+            arp_request(STRANGER_MAC, UNLEASED, GATEWAY),
+            Some(SpoofedArp),
         ),
         (
             "DHCP request to a foreign server",
@@ -198,9 +369,12 @@ fn inside_ingress_verdicts() {
             Some(DhcpServerReply),
         ),
         (
-            "relayed DHCP request to the gateway (the server decides)",
-            client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(67, 67)),
-            None,
+            "relayed DHCP request while dhcp.accept_relayed is off",
+            client_ipv4(
+                ip(CLIENT, GATEWAY, udp_),
+                &bootp(67, 67, 1, CLIENT, CLIENT_MAC),
+            ),
+            Some(RelayRefused),
         ),
         (
             "TCP to the gateway's DNS port",
@@ -313,7 +487,7 @@ fn inside_ingress_verdicts() {
 
 #[test]
 fn ping_is_dropped_when_not_allowed() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(false);
@@ -330,7 +504,7 @@ fn ping_is_dropped_when_not_allowed() {
 
 #[test]
 fn unconfigured_dataplane_drops_everything() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let ebpf = load(None);
@@ -348,7 +522,7 @@ fn unconfigured_dataplane_drops_everything() {
 
 #[test]
 fn client_counters_follow_the_source_mac() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);
@@ -376,7 +550,7 @@ fn client_counters_follow_the_source_mac() {
 
 #[test]
 fn outside_egress_verdicts() {
-    if support::skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
     let cfg = lab_like_config(true);
@@ -420,4 +594,210 @@ fn outside_egress_verdicts() {
     }
     // The drop verdict is specifically SHOT.
     assert_eq!(run_tc(&ebpf, &out(CLIENT)), TC_ACT_SHOT);
+}
+
+#[test]
+fn outside_ingress_verdicts() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    let cfg = lab_like_config(true);
+    let ebpf = load(Some(&cfg));
+    let uplink_mac = UPLINK_MAC;
+    let modem_mac = [0x02, 0, 0, 0, 0, 0x33];
+    let inbound = |src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, l4: &[u8]| {
+        ethernet(
+            modem_mac,
+            uplink_mac,
+            ETH_P_IP,
+            &ipv4(Ip::new(src, dst, protocol), l4),
+        )
+    };
+    let modem = Ipv4Addr::new(192, 0, 2, 1);
+    let mut ack = tcp_syn(80, 40000);
+    ack[13] = 0x10;
+    let mut syn_ack = tcp_syn(80, 40000);
+    syn_ack[13] = 0x12;
+    let mut ack_to_service = tcp_syn(40000, 9050);
+    ack_to_service[13] = 0x10;
+    let mut bootreply = udp(67, 68);
+    bootreply[8] = 2;
+    let mut bootrequest = udp(67, 68);
+    bootrequest[8] = 1;
+    // A UDP socket connected to a sender, and one only bound: the lookup must tell them apart.
+    let local = Ipv4Addr::LOCALHOST;
+    let peer = Ipv4Addr::new(127, 0, 0, 2);
+    let connected = std::net::UdpSocket::bind((local, 0)).unwrap();
+    connected.connect((peer, 5353)).unwrap();
+    let connected_port = connected.local_addr().unwrap().port();
+    let bound = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let bound_port = bound.local_addr().unwrap().port();
+    let mut fragment = Ip::new(ORIGIN, UPLINK, 6);
+    fragment.frag = 0x2000;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "a segment of the agent's own connection",
+            inbound(ORIGIN, UPLINK, 6, &ack),
+            None,
+        ),
+        (
+            "the SYN-ACK of the agent's own connect",
+            inbound(ORIGIN, UPLINK, 6, &syn_ack),
+            None,
+        ),
+        (
+            "a SYN to the uplink address",
+            inbound(modem, UPLINK, 6, &tcp_syn(40000, 22)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a segment to a service port",
+            inbound(modem, UPLINK, 6, &ack_to_service),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "anything to the inside subnet",
+            inbound(modem, CLIENT, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "to the gateway's inside address",
+            inbound(modem, GATEWAY, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "a DHCP reply for the uplink client",
+            inbound(modem, UPLINK, 17, &bootreply),
+            None,
+        ),
+        (
+            "a BOOTREQUEST to the client port",
+            inbound(modem, UPLINK, 17, &bootrequest),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to the client port from another port",
+            inbound(modem, UPLINK, 17, &udp(40000, 68)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a service port",
+            inbound(modem, UPLINK, 17, &udp(40000, 53)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a reply to a connected UDP socket",
+            inbound(peer, local, 17, &udp(5353, connected_port)),
+            None,
+        ),
+        (
+            "the same port from another sender",
+            inbound(
+                Ipv4Addr::new(127, 0, 0, 3),
+                local,
+                17,
+                &udp(5353, connected_port),
+            ),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a socket that is only bound",
+            inbound(peer, local, 17, &udp(5353, bound_port)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "an ICMP error (path MTU)",
+            inbound(modem, UPLINK, 1, &icmp(3)),
+            None,
+        ),
+        ("an echo reply", inbound(modem, UPLINK, 1, &icmp(0)), None),
+        (
+            "an echo request",
+            inbound(modem, UPLINK, 1, &icmp(8)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "a fragment",
+            ethernet(modem_mac, uplink_mac, ETH_P_IP, &ipv4(fragment, &ack)),
+            Some(DropReason::Fragment),
+        ),
+        (
+            "GRE",
+            inbound(modem, UPLINK, 47, &[0; 8]),
+            Some(DropReason::ProtocolNotAllowed),
+        ),
+        (
+            "ARP from the modem",
+            arp_request(modem_mac, modem, UPLINK),
+            None,
+        ),
+        (
+            "IPv6 while outside.ipv6 is off",
+            ipv6_udp(),
+            Some(DropReason::Ipv6),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(
+            &ebpf,
+            run_outside_ingress,
+            TC_ACT_UNSPEC,
+            name,
+            frame,
+            *want,
+        );
+    }
+    // The parent NIC: the same rules, but UDP it cannot look up is left to the macvlan when
+    // unicast to it, and dropped otherwise.
+    let parent_mac = [0x52, 0x54, 0, 0, 0, 1];
+    let udp_frame = |dst_mac: [u8; 6], dst: Ipv4Addr, dport: u16| {
+        ethernet(
+            modem_mac,
+            dst_mac,
+            ETH_P_IP,
+            &ipv4(Ip::new(modem, dst, 17), &udp(5353, dport)),
+        )
+    };
+    let parent_table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "UDP unicast to the macvlan (its filter decides)",
+            udp_frame(uplink_mac, UPLINK, 40000),
+            None,
+        ),
+        (
+            "UDP to the parent's own MAC",
+            udp_frame(parent_mac, UPLINK, 40000),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "broadcast UDP",
+            udp_frame([0xff; 6], Ipv4Addr::BROADCAST, 137),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "UDP to a service port, even unicast to the macvlan",
+            udp_frame(uplink_mac, UPLINK, 53),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        ("a DHCP reply", inbound(modem, UPLINK, 17, &bootreply), None),
+        (
+            "a SYN",
+            inbound(modem, UPLINK, 6, &tcp_syn(40000, 22)),
+            Some(DropReason::OutsideUnsolicited),
+        ),
+        (
+            "anything to the inside subnet",
+            inbound(modem, CLIENT, 6, &ack),
+            Some(DropReason::OutsideToInside),
+        ),
+        (
+            "a segment of the agent's own connection",
+            inbound(ORIGIN, UPLINK, 6, &ack),
+            None,
+        ),
+    ];
+    for (name, frame, want) in &parent_table {
+        expect(&ebpf, run_parent_ingress, TC_ACT_UNSPEC, name, frame, *want);
+    }
+    drop((connected, bound));
 }

@@ -1,30 +1,28 @@
 //! The DHCP server against real clients (busybox udhcpc, ISC dhclient) on a veth pair between
-//! two network namespaces each test makes for itself. The server runs in a child process (this
+//! two network namespaces each test makes for itself (the test kit's [`Netns`], named like a
+//! lab's `gw` and `c1`, so `cargo xtask lab down --all` finds them after a crash). The server runs in a child process (this
 //! test binary again, running the ignored `server_child` test inside the server namespace), so
 //! a test can SIGKILL it and start it again on the same store.
 //!
 //! Traffic only ever flows between the two namespaces; the host's interfaces are not touched.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Stdio;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_agent::config::{Dhcp, Inside};
 use gateway_agent::dhcp::{DhcpServer, DhcpServerSettings, DhcpStats, LeaseRecord};
 use gateway_agent::lease_events::{LeaseEvent, LeaseSink};
+use gateway_tests::{eventually, in_netns, skip_unless_root, wait_timeout, Background, Netns};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const SERVER_IF: &str = "srv0";
@@ -104,75 +102,7 @@ fn server_child() {
     });
 }
 
-// ---- namespaces and processes, cleaned up on drop (also on panic) -------------------------
-
-struct Netns(String);
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "gwdhcp-{role}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::SeqCst)
-        );
-        // A leftover from a crashed run with the same pid.
-        if Path::new("/run/netns").join(&name).exists() {
-            run("ip", &["netns", "del", &name]);
-        }
-        run("ip", &["netns", "add", &name]);
-        let netns = Netns(name);
-        netns.ip(&["link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.0.as_str()];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    }
-
-    /// `ip netns exec <ns> program args…`.
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.0, program]);
-        command
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A process we started; SIGKILLed by its pid on drop.
-struct Process(Child);
-
-impl Process {
-    fn kill(&mut self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.0.id()) {
-            // SAFETY: kill(2) on our own child, which has not been reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
+// ---- tools ------------------------------------------------------------------------------
 
 fn require_tool(path: &str, package: &str) {
     assert!(
@@ -186,7 +116,7 @@ fn require_tool(path: &str, package: &str) {
 /// Two namespaces joined by a veth pair; the server side has the gateway's address.
 struct World {
     // Field order is drop order: the server dies before its namespace and its files go.
-    server: Option<Process>,
+    server: Option<Background>,
     client: Netns,
     server_ns: Netns,
     dir: tempfile::TempDir,
@@ -194,10 +124,20 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let server_ns = Netns::new("s");
-        let client = Netns::new("c");
+        let names = Netns::lab();
+        let server_ns = Netns::new(&names, "gw");
+        let client = Netns::new(&names, "c1");
         server_ns.ip(&[
-            "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns", &client.0,
+            "link",
+            "add",
+            SERVER_IF,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            CLIENT_IF,
+            "netns",
+            client.name(),
         ]);
         server_ns.ip(&["addr", "add", "198.51.100.1/24", "dev", SERVER_IF]);
         server_ns.ip(&["link", "set", SERVER_IF, "up"]);
@@ -231,7 +171,7 @@ impl World {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        self.server = Some(Process(child));
+        self.server = Some(Background::from(child));
         let (ready, ready_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -267,7 +207,7 @@ impl World {
     /// The server's latest stats and lease table (written every 100 ms).
     fn state(&self) -> (DhcpStats, Vec<LeaseRecord>) {
         let mut state = None;
-        assert!(poll(Duration::from_secs(5), || {
+        assert!(eventually(Duration::from_secs(5), || {
             state = std::fs::read(self.dir.path().join("state"))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice(&bytes).ok());
@@ -298,10 +238,11 @@ impl World {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut process = Process(child);
-        let status = wait(&mut process.0, Duration::from_secs(30));
+        let mut process = Background::from(child);
+        let status = wait_timeout(process.child(), Duration::from_secs(30))
+            .is_some_and(|status| status.success());
         let mut stderr = String::new();
-        if let Some(pipe) = process.0.stderr.as_mut() {
+        if let Some(pipe) = process.child().stderr.as_mut() {
             let _ = std::io::Read::read_to_string(pipe, &mut stderr);
         }
         assert!(
@@ -341,9 +282,9 @@ impl World {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let _dhclient = Process(child); // stays in the foreground; killed on drop
+        let _dhclient = Background::from(child); // stays in the foreground; killed on drop
         assert!(
-            poll(Duration::from_secs(30), || out.exists()),
+            eventually(Duration::from_secs(30), || out.exists()),
             "dhclient got no lease; server:\n{}",
             self.server_log()
         );
@@ -359,39 +300,8 @@ impl World {
 
     /// Runs `body` on a thread inside the client namespace (setns is per thread).
     fn in_client_ns<T: Send + 'static>(&self, body: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = Path::new("/run/netns").join(&self.client.0);
-        std::thread::spawn(move || {
-            let netns = std::fs::File::open(path).unwrap();
-            // SAFETY: setns on an open netns fd; affects only this thread.
-            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            body()
-        })
-        .join()
-        .unwrap()
+        in_netns(self.client.name(), body)
     }
-}
-
-fn wait(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return status.success();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-fn poll(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// `KEY=VALUE` lines, quotes stripped.
@@ -414,7 +324,7 @@ fn in_pool(address: &str) -> bool {
 
 #[test]
 fn udhcpc_gets_a_lease_with_our_options() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     let mut world = World::new();
@@ -437,7 +347,7 @@ fn udhcpc_gets_a_lease_with_our_options() {
     assert!(world.server_log().contains("DHCPREQUEST -> DHCPACK"));
     let ip = env["ip"].clone();
     assert!(
-        poll(Duration::from_secs(5), || world
+        eventually(Duration::from_secs(5), || world
             .events()
             .contains(&format!("bound {ip} evil-name"))),
         "{:?}",
@@ -447,7 +357,7 @@ fn udhcpc_gets_a_lease_with_our_options() {
     // Again, asking for broadcast replies: the same lease.
     let again = world.udhcpc(&["-B", "-x", "hostname:Evil_Name../../x"]);
     assert_eq!(again["ip"], ip);
-    assert!(poll(Duration::from_secs(5), || world.state().0.acks >= 2));
+    assert!(eventually(Duration::from_secs(5), || world.state().0.acks >= 2));
     let (stats, leases) = world.state();
     assert!(stats.offers >= 2, "{stats:?}");
     assert_eq!(leases.len(), 1, "{leases:?}");
@@ -457,7 +367,7 @@ fn udhcpc_gets_a_lease_with_our_options() {
 
 #[test]
 fn dhclient_gets_a_lease_with_our_options_and_fqdn() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     let mut world = World::new();
@@ -482,7 +392,7 @@ fn dhclient_gets_a_lease_with_our_options_and_fqdn() {
     assert_eq!(env["new_fqdn_server_update"], "true");
     // Option 81 wins over option 12, and the zone is ours.
     assert!(
-        poll(Duration::from_secs(5), || world
+        eventually(Duration::from_secs(5), || world
             .events()
             .contains(&format!("bound {ip} real-fqdn"))),
         "{:?}",
@@ -492,7 +402,7 @@ fn dhclient_gets_a_lease_with_our_options_and_fqdn() {
 
 #[test]
 fn after_kill_9_every_lease_is_back() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     let mut world = World::new();
@@ -576,7 +486,7 @@ fn burst(
 
 #[test]
 fn a_burst_of_clients_is_served_and_every_ack_survives_kill_9() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     use dhcproto::v4::MessageType;
@@ -634,7 +544,7 @@ fn a_burst_of_clients_is_served_and_every_ack_survives_kill_9() {
 
 #[test]
 fn garbage_and_rogue_replies_do_not_stop_the_server() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     let mut world = World::new();
@@ -669,7 +579,7 @@ fn garbage_and_rogue_replies_do_not_stop_the_server() {
     });
     assert_eq!(sent, 300);
     assert!(
-        poll(Duration::from_secs(5), || world.state().0.received >= sent),
+        eventually(Duration::from_secs(5), || world.state().0.received >= sent),
         "{:?}",
         world.state().0
     );
@@ -687,11 +597,10 @@ fn garbage_and_rogue_replies_do_not_stop_the_server() {
 
 #[test]
 fn stop_releases_the_store_and_a_second_server_is_refused_meanwhile() {
-    if support::skip_unless_root("makes network namespaces and a raw DHCP socket") {
+    if skip_unless_root("makes network namespaces and a raw DHCP socket") {
         return;
     }
     let world = World::new();
-    let path = Path::new("/run/netns").join(&world.server_ns.0);
     let store = world.dir.path().join("leases.redb");
     let settings = move || DhcpServerSettings {
         interface: SERVER_IF.into(),
@@ -708,14 +617,9 @@ fn stop_releases_the_store_and_a_second_server_is_refused_meanwhile() {
         store_path: store.clone(),
         log_queries: false,
     };
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(path).unwrap();
-        // SAFETY: setns on an open netns fd; affects only this thread, which then builds the
-        // runtime, so the server's socket lives in the server namespace.
-        assert_eq!(
-            unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+    // The runtime is built on the thread in the server namespace, so the server's socket
+    // lives there.
+    in_netns(world.server_ns.name(), move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -735,7 +639,5 @@ fn stop_releases_the_store_and_a_second_server_is_refused_meanwhile() {
             let again = DhcpServer::start(settings(), Vec::new()).await.unwrap();
             again.stop().await;
         });
-    })
-    .join()
-    .unwrap();
+    });
 }

@@ -3,7 +3,7 @@
 //! queries, unless `log_queries` is on. Its own test binary: it installs the global subscriber.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;

@@ -4,7 +4,7 @@
 //! run in parallel; dnsmasq is killed when its test ends. Traffic stays on 127.0.0.1.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};

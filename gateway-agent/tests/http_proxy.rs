@@ -5,7 +5,7 @@
 //! parallel; nothing leaves 127.0.0.1.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -197,6 +197,8 @@ impl Proxy {
     async fn start(configure: impl FnOnce(&mut HttpProxySettings)) -> Proxy {
         let mut settings =
             HttpProxySettings::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), LOOPBACK_INSIDE);
+        // The origins listen on random ports; the port rule has its own test.
+        settings.ports = (1..=u16::MAX).collect();
         configure(&mut settings);
         let connector = Arc::new(LoopbackConnector::default());
         let proxy = HttpProxy::start(settings, connector.clone())
@@ -284,6 +286,18 @@ async fn raw(proxy: &Proxy, bytes: &[u8]) -> String {
 }
 
 // ---- the tests ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absolute_form_goes_only_to_the_allowed_ports() {
+    let origin = Origin::start().await;
+    let proxy = Proxy::start(|s| s.ports = HttpProxySettings::new(s.listen, s.inside).ports).await;
+    let url = format!("http://origin.test:{}/", origin.port);
+    let out = curl(&["-x", &proxy.url(), &url]).await;
+    assert_eq!(out.status, 403, "{out:?}");
+    assert!(out.output.contains("http_proxy.ports"), "{out:?}");
+    assert!(proxy.asked().is_empty(), "the connector was asked anyway");
+    assert_eq!(proxy.proxy.stats().denied_ports, 1);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_in_absolute_form_reaches_the_origin_without_hop_by_hop_headers() {

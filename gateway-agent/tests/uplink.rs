@@ -1,101 +1,26 @@
-//! The uplink against a real upstream: network namespaces made here (an "upstream" with a
-//! bridge and Debian's dnsmasq, a "gw" with the veth the macvlan goes on), and `Uplink::start`
-//! run inside the gw namespace. Nothing touches the host's own interfaces.
+//! The uplink against a real upstream: network namespaces made here with the test kit's
+//! [`Netns`] (an "up" with a bridge and Debian's dnsmasq, a "gw" with the veth the macvlan goes
+//! on, named like a lab's), and `Uplink::start` run inside the gw namespace. Nothing touches
+//! the host's own interfaces.
 
 // Clippy's allow-*-in-tests covers #[test] functions only, not the setup helpers in this
-// file and in support/; a test whose setup fails should stop loudly.
+// file; a test whose setup fails should stop loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
-
-use std::fs::File;
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use gateway_agent::config::{MacAddr, MacvlanMode, OutsideAddress, Uplink as UplinkConfig};
 use gateway_agent::uplink::{derive_mac, Uplink, UplinkSettings, UplinkStatus};
+use gateway_tests::{host, skip_unless_root, Netns};
 use serde_json::Value;
 
 const MODEM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PARENT: &str = "outside0";
 const MACVLAN: &str = "gw-uplink";
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace made with `ip netns add`, deleted on drop (also on panic) unless this
-/// is only a [`Netns::handle`] to it.
-struct Netns {
-    name: String,
-    owned: bool,
-}
-
-impl Netns {
-    fn new(role: &str) -> Netns {
-        let name = format!(
-            "uplinktest-{role}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name, owned: true };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// The same namespace, for another thread; it does not delete it.
-    fn handle(&self) -> Netns {
-        Netns {
-            name: self.name.clone(),
-            owned: false,
-        }
-    }
-
-    /// `ip -n <ns> args…`, which must succeed.
-    fn ip(&self, args: &[&str]) -> String {
-        let mut all = vec!["-n", self.name.as_str()];
-        all.extend_from_slice(args);
-        run("ip", &all)
-    }
-
-    /// `ip -n <ns> -j args…`, parsed.
-    fn ip_json(&self, args: &[&str]) -> Vec<Value> {
-        let mut all = vec!["-j"];
-        all.extend_from_slice(args);
-        let text = self.ip(&all);
-        if text.trim().is_empty() {
-            return Vec::new();
-        }
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip -j output {text:?}: {e}"))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if self.owned {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-        }
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The upstream namespace (bridge with the modem's 192.0.2.1, optionally dnsmasq on it) and
 /// the gw namespace with `outside0`, the veth into that bridge.
@@ -108,13 +33,23 @@ struct World {
 
 impl World {
     fn new(with_dnsmasq: bool) -> World {
-        let upstream = Netns::new("up");
-        let gw = Netns::new("gw");
+        let names = Netns::lab();
+        let upstream = Netns::new(&names, "up");
+        let gw = Netns::new(&names, "gw");
         upstream.ip(&["link", "add", "br0", "type", "bridge"]);
         upstream.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
         upstream.ip(&["link", "set", "br0", "up"]);
         upstream.ip(&[
-            "link", "add", "vup", "type", "veth", "peer", "name", PARENT, "netns", &gw.name,
+            "link",
+            "add",
+            "vup",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            PARENT,
+            "netns",
+            gw.name(),
         ]);
         upstream.ip(&["link", "set", "vup", "master", "br0", "up"]);
         gw.ip(&["link", "set", PARENT, "up"]);
@@ -139,7 +74,7 @@ impl World {
         let dir = self.dir.path();
         let arg = |flag: &str, file: &str| format!("{flag}={}", dir.join(file).display());
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.upstream.name, "dnsmasq"])
+            .args(["netns", "exec", self.upstream.name(), "dnsmasq"])
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -206,22 +141,13 @@ where
     Fut: Future<Output = T>,
     T: Send + 'static,
 {
-    let path = format!("/run/netns/{netns}");
-    let thread = std::thread::spawn(move || {
-        let file = File::open(&path).unwrap_or_else(|e| panic!("opening {path}: {e}"));
-        // SAFETY: a valid namespace fd; only this thread moves.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+    gateway_tests::in_netns(netns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime");
         runtime.block_on(body())
-    });
-    match thread.join() {
-        Ok(value) => value,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
+    })
 }
 
 async fn wait_for_status(
@@ -282,7 +208,7 @@ fn settings(state_dir: PathBuf, address: OutsideAddress, uplink: UplinkConfig) -
 
 #[test]
 fn dhcp_lease_renewal_crash_release_and_reuse() {
-    if support::skip_unless_root("makes network namespaces, a macvlan and routes") {
+    if skip_unless_root("makes network namespaces, a macvlan and routes") {
         return;
     }
     let world = World::new(true);
@@ -294,9 +220,11 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
         .expect("outside0 has a MAC")
         .parse()
         .expect("ip prints a MAC");
-    let expected_mac = derive_mac(&parent_mac).to_string();
+    // Made here, found by the start: the MAC is keyed by it.
+    let mac_key = gateway_agent::uplink::mac_key::load_or_create(&state_dir).expect("MAC key");
+    let expected_mac = derive_mac(&mac_key, &parent_mac).to_string();
 
-    in_netns(&world.gw.name.clone(), move || async move {
+    in_netns(world.gw.name(), move || async move {
         let cfg = UplinkConfig {
             macvlan_name: MACVLAN.to_owned(),
             ..UplinkConfig::default()
@@ -362,12 +290,12 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
             .expect("dns channel open")
             .clone();
         assert_eq!(servers, vec![MODEM]);
-        run(
+        host(
             "ip",
             &[
                 "netns",
                 "exec",
-                &gw.name,
+                gw.name(),
                 "ping",
                 "-c",
                 "1",
@@ -375,7 +303,8 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
                 "2",
                 "192.0.2.1",
             ],
-        );
+        )
+        .unwrap();
 
         // Renewal at T1 (60 s of the 2-minute lease), seen by dnsmasq.
         let renewed = wait_for_status(&uplink, Duration::from_secs(90), "a renewal", |s| {
@@ -469,7 +398,7 @@ fn dhcp_lease_renewal_crash_release_and_reuse() {
 
 #[test]
 fn static_address_mode_change_and_name_clash() {
-    if support::skip_unless_root("makes network namespaces, a macvlan and routes") {
+    if skip_unless_root("makes network namespaces, a macvlan and routes") {
         return;
     }
     let world = World::new(false);
@@ -477,7 +406,7 @@ fn static_address_mode_change_and_name_clash() {
     let state_dir = world.dir.path().join("state");
     gw.ip(&["link", "add", "clash0", "type", "bridge"]);
 
-    in_netns(&world.gw.name.clone(), move || async move {
+    in_netns(world.gw.name(), move || async move {
         // Something else under the macvlan's name is an error naming the key.
         let clash = UplinkConfig {
             macvlan_name: "clash0".to_owned(),
@@ -537,12 +466,12 @@ fn static_address_mode_change_and_name_clash() {
             default_routes(&gw),
             vec![(MODEM.to_string(), MACVLAN.to_owned())]
         );
-        run(
+        host(
             "ip",
             &[
                 "netns",
                 "exec",
-                &gw.name,
+                gw.name(),
                 "ping",
                 "-c",
                 "1",
@@ -550,7 +479,8 @@ fn static_address_mode_change_and_name_clash() {
                 "2",
                 "192.0.2.1",
             ],
-        );
+        )
+        .unwrap();
         uplink.stop().await;
         assert!(ipv4_addresses(&gw, MACVLAN).is_empty());
         assert!(default_routes(&gw).is_empty());

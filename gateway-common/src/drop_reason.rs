@@ -56,6 +56,22 @@ drop_reasons! {
     InsideSourceEgress = 10 => "inside_source_egress",
     /// The agent has not filled the config map yet, so nothing is known to be safe.
     NotConfigured = 11 => "not_configured",
+    /// Arriving on the outside uninvited: a TCP SYN, a segment or datagram to a service port,
+    /// UDP that answers none of the agent's connected sockets, ICMP other than errors and
+    /// echo replies.
+    OutsideUnsolicited = 12 => "outside_unsolicited",
+    /// Arriving on the outside addressed to the inside subnet: the gateway never routes.
+    OutsideToInside = 13 => "outside_to_inside",
+    /// IPv4 from the inside whose source is not the address leased to the frame's MAC (IP
+    /// source guard).
+    SpoofedSource = 14 => "spoofed_source",
+    /// ARP whose sender MAC is not the frame's, or whose sender address is neither that MAC's
+    /// lease nor 0.0.0.0 (ARP guard).
+    SpoofedArp = 15 => "spoofed_arp",
+    /// A client's DHCP request whose `chaddr` is not the frame's source MAC (pool starvation).
+    ChaddrMismatch = 16 => "chaddr_mismatch",
+    /// A relayed DHCP request while `dhcp.accept_relayed` is off.
+    RelayRefused = 17 => "relay_refused",
 }
 
 /// Number of drop reasons: the size of the `DROPS` array.

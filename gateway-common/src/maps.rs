@@ -6,6 +6,11 @@ pub mod programs {
     pub const INSIDE_INGRESS: &str = "inside_ingress";
     /// TC egress on the outside device: no inside-sourced packet leaves.
     pub const OUTSIDE_EGRESS: &str = "outside_egress";
+    /// TC ingress on the uplink macvlan: nothing unsolicited.
+    pub const OUTSIDE_INGRESS: &str = "outside_ingress";
+    /// TC ingress on the macvlan's parent NIC: the same, with unicast to the macvlan left to
+    /// its own filter.
+    pub const PARENT_INGRESS: &str = "parent_ingress";
 }
 
 /// Map names, as the eBPF object exports them and as they are pinned.
@@ -55,6 +60,11 @@ pub const MAX_OPEN_PORTS: u32 = 256;
 pub const CONFIG_FLAG_READY: u32 = 1 << 0;
 /// `DataplaneConfig::flags`: ICMP echo requests to the gateway are passed.
 pub const CONFIG_FLAG_ALLOW_PING: u32 = 1 << 1;
+/// `DataplaneConfig::flags`: IPv6 may arrive on the outside (`outside.ipv6`).
+pub const CONFIG_FLAG_OUTSIDE_IPV6: u32 = 1 << 2;
+/// `DataplaneConfig::flags`: relayed DHCP requests (giaddr set) reach the server
+/// (`dhcp.accept_relayed`), from a leased source only.
+pub const CONFIG_FLAG_ACCEPT_RELAYED: u32 = 1 << 3;
 
 /// Settings the agent writes once at start.
 #[repr(C)]
@@ -68,6 +78,11 @@ pub struct DataplaneConfig {
     pub inside_mask: u32,
     /// `CONFIG_FLAG_*` bits.
     pub flags: u32,
+    /// The uplink macvlan's MAC: the parent NIC's filter leaves unicast to it to the
+    /// macvlan's own filter, which can look up the agent's device-bound sockets.
+    pub uplink_mac: [u8; 6],
+    /// Always zero.
+    pub _pad: [u8; 2],
 }
 
 impl DataplaneConfig {
@@ -186,6 +201,7 @@ mod tests {
             inside_net: u32::from_ne_bytes([198, 51, 100, 0]),
             inside_mask: u32::from_ne_bytes([255, 255, 255, 0]),
             flags: CONFIG_FLAG_READY,
+            ..DataplaneConfig::default()
         };
         assert!(cfg.is_inside(u32::from_ne_bytes([198, 51, 100, 77])));
         assert!(!cfg.is_inside(u32::from_ne_bytes([198, 51, 101, 77])));

@@ -6,7 +6,7 @@ use gateway_common::{
     DropReason,
 };
 
-use crate::maps::{CLIENT_STATS, DROPS};
+use crate::maps::{CLIENT_STATS, DROPS, LOG_LIMIT};
 
 /// Counts one drop under `reason`.
 #[inline(always)]
@@ -44,5 +44,27 @@ pub fn count_client(mac: [u8; 6], len: u64, dropped: bool, ipv4_src: u32) {
             // A failed insert only loses this frame's count; never a reason to drop it.
             let _ = CLIENT_STATS.insert(&key, &stats, 0);
         }
+    }
+}
+
+/// Minimum time between two guard log records on one CPU.
+const LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Whether a guard may log now: at most one record per second per CPU. The drop counters stay
+/// exact; only the log is thinned.
+#[inline(always)]
+pub fn log_allowed() -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    match LOG_LIMIT.get_ptr_mut(0) {
+        // Per-CPU slot: no other writer while this program runs on this CPU.
+        Some(last) => unsafe {
+            if now.wrapping_sub(*last) >= LOG_INTERVAL_NS {
+                *last = now;
+                true
+            } else {
+                false
+            }
+        },
+        None => false,
     }
 }

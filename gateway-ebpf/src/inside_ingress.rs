@@ -2,8 +2,14 @@
 //!
 //! Passes ARP, DHCP client traffic, and IPv4 to the gateway's own inside address on an open
 //! service port (and ICMP echo when allowed). Every other frame is dropped and counted under a
-//! named reason. The verdicts come from the `CONFIG` and `OPEN_PORTS` maps, so later policy
-//! (steering TCP and DNS to local sockets) changes maps and branches here, not constants.
+//! named reason. The verdicts come from the `CONFIG`, `OPEN_PORTS` and `LEASES` maps, so later
+//! policy (steering TCP and DNS to local sockets) changes maps and branches here, not constants.
+//!
+//! Clients are told apart by MAC, and the leases bind each MAC to one address: IPv4 passes only
+//! from the address leased to the frame's source MAC (IP source guard), ARP only with the
+//! frame's own MAC and that address (or 0.0.0.0, a probe) as sender (ARP guard). DHCP from a
+//! client always reaches the server, whatever its source address (it has none yet, or a lease
+//! that just ended), but only with its own MAC as `chaddr`, so one MAC cannot drain the pool.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
@@ -11,13 +17,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use gateway_common::{
-    maps::{DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, IPPROTO_TCP, IPPROTO_UDP},
+    maps::{
+        DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING, IPPROTO_TCP,
+        IPPROTO_UDP,
+    },
     DropReason,
 };
 
 use crate::{
     counters::{count_client, count_drop},
-    maps::{config, OPEN_PORTS},
+    maps::{config, leased_ipv4, OPEN_PORTS},
     packet::*,
 };
 
@@ -51,17 +60,44 @@ fn classify(pkt: &Packet) -> Seen {
     let Some(cfg) = config() else {
         return drop(DropReason::NotConfigured);
     };
+    let Some(src_mac) = pkt.mac_at(6) else {
+        return drop(DropReason::Truncated);
+    };
     match ethertype {
-        ETH_P_ARP => pass(0),
-        ETH_P_IP => ipv4(pkt, cfg),
+        ETH_P_ARP => arp(pkt, src_mac),
+        ETH_P_IP => ipv4(pkt, cfg, src_mac),
         ETH_P_8021Q | ETH_P_8021AD => drop(DropReason::VlanTagged),
         ETH_P_IPV6 => drop(DropReason::Ipv6),
         _ => drop(DropReason::UnknownEthertype),
     }
 }
 
+/// The Ethernet source MAC.
+const ETH_SRC: usize = 6;
+/// ARP header offsets (Ethernet/IPv4 ARP).
+const ARP_SENDER_MAC: usize = ETH_HLEN + 8;
+const ARP_SENDER_IP: usize = ETH_HLEN + 14;
+
 #[inline(always)]
-fn ipv4(pkt: &Packet, cfg: &DataplaneConfig) -> Seen {
+fn arp(pkt: &Packet, src_mac: [u8; 6]) -> Seen {
+    let (Some(same_mac), Some(sender_ip)) = (
+        pkt.same_mac(ARP_SENDER_MAC, ETH_SRC),
+        pkt.addr_at(ARP_SENDER_IP),
+    ) else {
+        return drop(DropReason::Truncated);
+    };
+    if !same_mac {
+        return drop(DropReason::SpoofedArp);
+    }
+    // 0.0.0.0: an address probe (RFC 5227) before a client uses its new lease.
+    if sender_ip != 0 && leased_ipv4(src_mac) != Some(sender_ip) {
+        return seen(Err(DropReason::SpoofedArp), sender_ip);
+    }
+    pass(sender_ip)
+}
+
+#[inline(always)]
+fn ipv4(pkt: &Packet, cfg: &DataplaneConfig, src_mac: [u8; 6]) -> Seen {
     let l3 = ETH_HLEN;
     let (Some(version_ihl), Some(total_len), Some(frag), Some(proto), Some(src), Some(dst)) = (
         pkt.u8_at(l3),
@@ -85,8 +121,10 @@ fn ipv4(pkt: &Packet, cfg: &DataplaneConfig) -> Seen {
         return seen(Err(DropReason::Fragment), src);
     }
     let l4 = l3 + header_len;
+    let leased = leased_ipv4(src_mac) == Some(src);
     let verdict = match proto {
-        IPPROTO_UDP => udp(pkt, l4, dst, cfg),
+        IPPROTO_UDP => udp(pkt, l4, dst, cfg, leased),
+        _ if !leased => Err(DropReason::SpoofedSource),
         IPPROTO_TCP => tcp(pkt, l4, dst, cfg),
         IPPROTO_ICMP => icmp(pkt, l4, dst, cfg),
         _ => Err(DropReason::ProtocolNotAllowed),
@@ -94,28 +132,69 @@ fn ipv4(pkt: &Packet, cfg: &DataplaneConfig) -> Seen {
     seen(verdict, src)
 }
 
+/// BOOTP offsets from the start of the UDP payload.
+const BOOTP_GIADDR: usize = 24;
+const BOOTP_CHADDR: usize = 28;
+
 #[inline(always)]
-fn udp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), DropReason> {
+fn udp(
+    pkt: &Packet,
+    l4: usize,
+    dst: u32,
+    cfg: &DataplaneConfig,
+    leased: bool,
+) -> Result<(), DropReason> {
     if !pkt.has(l4, UDP_HLEN) {
         return Err(DropReason::Truncated);
     }
     let Some((sport, dport)) = pkt.ports_at(l4) else {
         return Err(DropReason::Truncated);
     };
-    // A server's reply goes to the client port; a relay's request (67 -> 67) is not a reply
-    // and goes on to the open-port check, and the DHCP server decides whether to accept relays.
+    // A server's reply goes to the client port; a relay's request (67 -> 67) is not a reply.
     if sport == DHCP_SERVER_PORT && dport == DHCP_CLIENT_PORT {
         return Err(DropReason::DhcpServerReply);
     }
+    let bootp = l4 + UDP_HLEN;
     // DHCP clients broadcast before they have an address (source 0.0.0.0) and unicast to the
     // gateway when they renew.
     if sport == DHCP_CLIENT_PORT
         && dport == DHCP_SERVER_PORT
         && (dst == u32::MAX || dst == cfg.inside_ip)
     {
+        let (Some(giaddr), Some(own_chaddr)) = (
+            pkt.addr_at(bootp + BOOTP_GIADDR),
+            pkt.same_mac(bootp + BOOTP_CHADDR, ETH_SRC),
+        ) else {
+            return Err(DropReason::Truncated);
+        };
+        if giaddr != 0 {
+            return relayed(cfg, leased);
+        }
+        if !own_chaddr {
+            return Err(DropReason::ChaddrMismatch);
+        }
         return Ok(());
     }
+    if !leased {
+        return Err(DropReason::SpoofedSource);
+    }
+    // A relay agent's request (67 -> 67, giaddr set) from a leased relay host.
+    if sport == DHCP_SERVER_PORT && dport == DHCP_SERVER_PORT && dst == cfg.inside_ip {
+        return relayed(cfg, leased);
+    }
     to_gateway_port(IPPROTO_UDP, dport, dst, cfg)
+}
+
+/// A relayed DHCP request: only with `dhcp.accept_relayed`, and from a leased source.
+#[inline(always)]
+fn relayed(cfg: &DataplaneConfig, leased: bool) -> Result<(), DropReason> {
+    if cfg.flags & CONFIG_FLAG_ACCEPT_RELAYED == 0 {
+        Err(DropReason::RelayRefused)
+    } else if !leased {
+        Err(DropReason::SpoofedSource)
+    } else {
+        Ok(())
+    }
 }
 
 #[inline(always)]

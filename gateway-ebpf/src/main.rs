@@ -7,6 +7,7 @@ mod counters;
 mod inside_ingress;
 mod maps;
 mod outside_egress;
+mod outside_ingress;
 mod packet;
 
 #[cfg(not(test))]

@@ -30,14 +30,25 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_C
 pub static CLIENT_STATS: LruPerCpuHashMap<MacKey, ClientStats> =
     LruPerCpuHashMap::with_max_entries(MAX_CLIENTS, 0);
 
-/// Live DHCP leases by MAC, kept by the agent. The IP source guard and ARP checks of a later
-/// issue read them; for now the agent and the CLI do.
+/// Live DHCP leases by MAC, kept by the agent: the IP source guard and the ARP guard read them.
 #[map(name = "LEASES")]
 pub static LEASES: HashMap<MacKey, LeaseValue> = HashMap::with_max_entries(MAX_LEASES, 0);
 
 /// The same leases by address.
 #[map(name = "LEASES_BY_IP")]
 pub static LEASES_BY_IP: HashMap<u32, MacKey> = HashMap::with_max_entries(MAX_LEASES, 0);
+
+/// When each CPU last logged a guard record (ns since boot): guard logs are rate limited, so a
+/// sender who can trigger them cannot flood the journal. Not pinned: a restart starts afresh.
+#[map(name = "LOG_LIMIT")]
+pub static LOG_LIMIT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The address leased to `mac`, if it has a lease.
+#[inline(always)]
+pub fn leased_ipv4(mac: [u8; 6]) -> Option<u32> {
+    // SAFETY: the value is copied out at once; the agent replaces entries whole.
+    unsafe { LEASES.get(&MacKey::new(mac)) }.map(|lease| lease.ipv4)
+}
 
 /// The agent's settings, if it has written them.
 #[inline(always)]

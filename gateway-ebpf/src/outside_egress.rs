@@ -1,8 +1,8 @@
 //! TC egress on the outside device: nothing sourced from the inside subnet ever leaves.
 //!
 //! The agent never forwards, so such a packet means a misconfiguration or a bypass; it is
-//! dropped, counted and logged (rare by construction, so the log cannot be a per-packet flood
-//! under normal operation, and it names no destination).
+//! dropped, counted and logged (at most once a second per CPU, so whoever can trigger such
+//! packets cannot flood the journal; the log names no destination).
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
@@ -13,7 +13,7 @@ use aya_log_ebpf::warn;
 use gateway_common::DropReason;
 
 use crate::{
-    counters::count_drop,
+    counters::{count_drop, log_allowed},
     maps::config,
     packet::{ETH_HLEN, ETH_P_ARP, ETH_P_IP},
 };
@@ -47,11 +47,13 @@ fn check(ctx: &TcContext) -> Result<(), DropReason> {
         return Err(DropReason::Truncated);
     };
     if cfg.is_inside(src) {
-        warn!(
-            ctx,
-            "dropped a packet leaving the outside interface with inside source {:i}",
-            u32::from_be(src)
-        );
+        if log_allowed() {
+            warn!(
+                ctx,
+                "dropped a packet leaving the outside interface with inside source {:i}",
+                u32::from_be(src)
+            );
+        }
         return Err(DropReason::InsideSourceEgress);
     }
     Ok(())

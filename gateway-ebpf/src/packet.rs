@@ -94,6 +94,18 @@ impl Packet {
         self.read::<[u8; 4]>(offset).map(u32::from_ne_bytes)
     }
 
+    /// Whether the MACs at offsets `a` and `b` are equal, compared as a 4-byte and a 2-byte
+    /// word: comparing two `[u8; 6]` compiles to byte shuffles the verifier rejects.
+    #[inline(always)]
+    pub fn same_mac(&self, a: usize, b: usize) -> Option<bool> {
+        let (a_hi, a_lo) = (self.read::<[u8; 4]>(a)?, self.read::<[u8; 2]>(a + 4)?);
+        let (b_hi, b_lo) = (self.read::<[u8; 4]>(b)?, self.read::<[u8; 2]>(b + 4)?);
+        Some(
+            u32::from_ne_bytes(a_hi) == u32::from_ne_bytes(b_hi)
+                && u16::from_ne_bytes(a_lo) == u16::from_ne_bytes(b_lo),
+        )
+    }
+
     #[inline(always)]
     pub fn mac_at(&self, offset: usize) -> Option<[u8; 6]> {
         self.read::<[u8; 6]>(offset)

@@ -3,7 +3,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use gateway_tests::{eventually, lab, metric, Agent, DhcpClient, TestLab};
+use gateway_tests::{eventually, fail, lab, metric, skip_unless_root, Agent, DhcpClient, TestLab};
 use serde_json::Value;
 
 /// The lab's config with `dhcp` appended as a `[dhcp]` table.
@@ -32,7 +32,7 @@ fn lease_of<'a>(leases: &'a [Value], ip: &str) -> &'a Value {
     leases
         .iter()
         .find(|l| l["address"] == ip)
-        .unwrap_or_else(|| panic!("no lease for {ip} in {leases:?}"))
+        .unwrap_or_else(|| fail(format_args!("no lease for {ip} in {leases:?}")))
 }
 
 /// The modem's log since the gateway came up (other gateways of the shared lab write to it too:
@@ -49,6 +49,9 @@ fn in_pool(ip: &str) -> bool {
 
 #[test]
 fn clients_get_leases_and_their_names_resolve_at_once() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = lab.config_without_tor("agent.toml");
     let _agent = Agent::start(&lab, &cfg);
@@ -202,6 +205,9 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
 
 #[test]
 fn acknowledged_leases_survive_kill_9() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = lab.config_without_tor("agent.toml");
     let agent = Agent::start(&lab, &cfg);
@@ -226,6 +232,9 @@ fn acknowledged_leases_survive_kill_9() {
 
 #[test]
 fn hostile_dhcp_input_is_dropped_counted_and_survived() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = lab.config_without_tor("agent.toml");
     let agent = Agent::start(&lab, &cfg);
@@ -260,6 +269,12 @@ fn hostile_dhcp_input_is_dropped_counted_and_survived() {
     assert!(eventually(Duration::from_secs(5), || lab
         .drops(&cfg, "fragment")
         > fragments));
+    // A discover whose chaddr is not the sender's MAC never reaches the pool.
+    let foreign = lab.drops(&cfg, "chaddr_mismatch");
+    lab.exec_ok("c1", "python3", &[script, "foreign_chaddr"]);
+    assert!(eventually(Duration::from_secs(5), || lab
+        .drops(&cfg, "chaddr_mismatch")
+        > foreign));
     let replies = lab.drops(&cfg, "dhcp_server_reply");
     lab.exec_ok("c1", "python3", &[script, "server_reply"]);
     assert!(eventually(Duration::from_secs(5), || lab
@@ -311,6 +326,9 @@ fn hostile_dhcp_input_is_dropped_counted_and_survived() {
 
 #[test]
 fn an_exhausted_pool_answers_nothing() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = config(&lab, "one.toml", "pool = \"198.51.100.100-198.51.100.100\"");
     let agent = Agent::start(&lab, &cfg);
@@ -341,6 +359,9 @@ fn an_exhausted_pool_answers_nothing() {
 
 #[test]
 fn the_uplink_takes_and_renews_its_lease_through_the_macvlan() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let cfg = lab.config_without_tor("agent.toml");
     let _agent = Agent::start(&lab, &cfg);
@@ -373,6 +394,9 @@ fn the_uplink_takes_and_renews_its_lease_through_the_macvlan() {
 
 #[test]
 fn no_forwarding_before_the_uplink_has_an_address() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     // A lab of its own: the modem's dnsmasq, which every gateway of the shared lab needs, dies.
     let lab = TestLab::up_own();
     // No modem DHCP: the uplink never gets an address in this test.

@@ -3,7 +3,7 @@
 //! with it, requests leave in clear text from the uplink address, and inside or private
 //! destinations are still refused.
 
-use gateway_tests::{lab, Agent, DhcpClient, TestLab};
+use gateway_tests::{lab, skip_unless_root, Agent, DhcpClient, TestLab};
 
 const PROXY: &str = "http://198.51.100.1:3128";
 
@@ -21,6 +21,9 @@ fn via_proxy(lab: &TestLab, url: &str) -> (String, String) {
 
 #[test]
 fn http_proxy_goes_direct_only_when_configured() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     let lab = TestLab::up();
     let url = format!("http://{}/", lab::ORIGIN_NAME);
 
@@ -61,23 +64,32 @@ fn http_proxy_goes_direct_only_when_configured() {
     assert!(body.contains("gateway lab origin"), "{body}");
     assert_eq!(lab.origin_clients().last(), Some(&uplink_ip));
 
-    // Still never to the inside, nor to loopback, by address or by a name that points there:
+    // Still never to the inside, nor to loopback, by address or by a name that points there,
+    // nor to the gateway's own uplink address or the modem (its admin page):
     // the policy refuses (403); it is not a connection that happened to fail (502).
-    let loopback = format!("http://{}:9101/metrics", lab::LOOPBACK_NAME);
+    let loopback = format!("http://{}/", lab::LOOPBACK_NAME);
+    let own = format!("http://{uplink_ip}/");
+    let modem = format!("http://{}/", lab::MODEM_IP);
     let targets = [
         "http://198.51.100.1/",
-        "http://127.0.0.1:9101/metrics",
+        "http://127.0.0.1/",
         loopback.as_str(),
+        own.as_str(),
+        modem.as_str(),
     ];
     for target in targets {
         let (code, body) = via_proxy(&lab, target);
         assert_eq!(code, "403", "{target} through a direct proxy: {body}");
     }
+    // Absolute-form requests only to http_proxy.ports (80 and 443 by default).
+    let (code, body) = via_proxy(&lab, &format!("http://{}:8080/", lab::ORIGIN_NAME));
+    assert_eq!(code, "403", "a port outside http_proxy.ports: {body}");
     let proxy = lab.cli_json(&direct_cfg, &["status"])["http_proxy"].clone();
     assert_eq!(
         proxy["upstream_failures"]["refused"].as_u64(),
         Some(targets.len() as u64),
         "{proxy}"
     );
+    assert_eq!(proxy["denied_ports"].as_u64(), Some(1), "{proxy}");
     agent.terminate();
 }

@@ -13,7 +13,7 @@ use std::{
 
 use gateway_tests::lab::{LabStatus, ORIGIN_IP, ORIGIN_NAME};
 use gateway_tests::lab_tor::{self, Role};
-use gateway_tests::{eventually, Background, TestLab};
+use gateway_tests::{eventually, fail, skip_unless_root, Background, OrFail, TestLab};
 
 const SOCKS: &str = "127.0.0.1:9150";
 
@@ -31,10 +31,10 @@ impl TorClient {
             .recursive(true)
             .mode(0o700)
             .create(&data)
-            .unwrap_or_else(|err| panic!("creating {}: {err}", data.display()));
+            .or_fail(format_args!("creating {}", data.display()));
         let torrc = data.with_extension("torrc");
-        let text = lab_tor::client_torrc(&lab.lab, &data, 9150).expect("client torrc");
-        fs::write(&torrc, text).expect("writing the client torrc");
+        let text = lab_tor::client_torrc(&lab.lab, &data, 9150).or_fail("client torrc");
+        fs::write(&torrc, text).or_fail("writing the client torrc");
         let process = lab.spawn(
             "up",
             "tor",
@@ -106,16 +106,25 @@ fn identities(status: &LabStatus) -> BTreeMap<String, lab_tor::NodeKeys> {
     status
         .tor_nodes
         .iter()
-        .map(|n| (n.nick.clone(), n.keys.clone().expect("keys")))
+        .map(|n| {
+            let keys = n.keys.clone();
+            (
+                n.nick.clone(),
+                keys.unwrap_or_else(|| fail(format_args!("no keys for {}", n.nick))),
+            )
+        })
         .collect()
 }
 
 fn path_str(path: &Path) -> &str {
-    path.to_str().expect("lab paths are UTF-8")
+    path.to_str().unwrap_or_else(|| fail("lab paths are UTF-8"))
 }
 
 #[test]
 fn tor_network_carries_streams_and_restarts_with_its_keys() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     // A lab of its own: this test stops and restarts the Tor network.
     let lab = TestLab::up_own();
     let took = lab.wait_tor();

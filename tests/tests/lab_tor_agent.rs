@@ -4,7 +4,9 @@
 
 use std::{path::Path, time::Duration};
 
-use gateway_tests::{eventually, lab, Agent, Capture, DhcpClient, TestLab};
+use gateway_tests::{
+    eventually, lab, skip_unless_root, Agent, Capture, DhcpClient, OrFail, TestLab,
+};
 use serde_json::Value;
 use xtask::lab::tor as lab_tor;
 
@@ -59,7 +61,7 @@ fn socks_probe_within(lab: &TestLab, timeout: Duration, steps: &[String]) -> (St
     let mut args = vec![script.as_ref(), timeout.as_str(), "198.51.100.1", "9050"];
     args.extend(steps.iter().map(String::as_str));
     let out = lab.exec_ok("c1", "python3", &args);
-    let v: Value = serde_json::from_str(out.trim()).expect("socks_probe.py prints JSON");
+    let v: Value = serde_json::from_str(out.trim()).or_fail("socks_probe.py prints JSON");
     (
         v["received"].as_str().unwrap_or_default().to_string(),
         v["closed"] == true,
@@ -89,6 +91,9 @@ fn hex(bytes: &[u8]) -> String {
 
 #[test]
 fn tor_serves_the_inside_and_fails_closed() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
     // A lab of its own: this test stops and restarts the Tor network.
     let lab = TestLab::up_own();
     // CONNECT to port 80 as well, so that a tunnel can be tested against the lab's origin.

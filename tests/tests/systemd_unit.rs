@@ -15,6 +15,8 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use gateway_tests::{fail, OrFail};
+
 /// What the unit runs.
 const BINARY: &str = "/usr/local/bin/gateway-agent";
 /// The config it runs with.
@@ -31,7 +33,7 @@ fn unit_path() -> PathBuf {
 
 fn unit_text() -> String {
     let path = unit_path();
-    fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {}: {err}", path.display()))
+    fs::read_to_string(&path).or_fail(format_args!("reading {}", path.display()))
 }
 
 /// The values of every `key=` line, in order (comments and other keys skipped).
@@ -50,7 +52,7 @@ fn stand_in_binary() -> &'static str {
     ["/usr/bin/true", "/bin/true"]
         .into_iter()
         .find(|p| Path::new(p).is_file())
-        .expect("neither /usr/bin/true nor /bin/true exists")
+        .unwrap_or_else(|| fail("neither /usr/bin/true nor /bin/true exists"))
 }
 
 /// The unit with `BINARY` replaced in its `Exec*=` lines; panics unless there were at least two
@@ -86,7 +88,7 @@ impl TempDir {
             .unwrap_or_default();
         let dir =
             std::env::temp_dir().join(format!("gateway-unit-{tag}-{}-{nanos}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("creating {}: {err}", dir.display()));
+        fs::create_dir_all(&dir).or_fail(format_args!("creating {}", dir.display()));
         TempDir(dir)
     }
 }
@@ -102,18 +104,18 @@ impl Drop for TempDir {
 fn verify(tag: &str, text: &str) -> (Output, Vec<String>) {
     let dir = TempDir::new(tag);
     let path = dir.0.join(UNIT);
-    fs::write(&path, text).unwrap_or_else(|err| panic!("writing {}: {err}", path.display()));
+    fs::write(&path, text).or_fail(format_args!("writing {}", path.display()));
     let output = match Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&path)
         .output()
     {
         Ok(output) => output,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => panic!(
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => fail(
             "systemd-analyze is not installed, so the unit cannot be verified. It is in Debian's \
-             `systemd` package: `apt-get install systemd` or `cargo xtask deps` (CI runs that)."
+             `systemd` package: `apt-get install systemd` or `cargo xtask deps` (CI runs that).",
         ),
-        Err(err) => panic!("running systemd-analyze verify: {err}"),
+        Err(err) => fail(format_args!("running systemd-analyze verify: {err}")),
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
     // Warnings name the unit (`gateway-agent.service: …`) or its file

@@ -33,8 +33,8 @@ pub fn run(pin_dir: &Path, socket: &Path, view: View, json: bool) -> Result<()> 
         // Said on stderr so `--json` output stays parseable.
         if result.is_ok() {
             eprintln!(
-                "note: no agent is answering on {}; these maps were left pinned by a run that \
-                 did not stop cleanly",
+                "note: no agent is answering on {}; these maps are a stopped run's, whose \
+                 programs stay attached until `gateway-agent dataplane detach`",
                 socket.display()
             );
         } else {

@@ -1,10 +1,10 @@
-//! The eBPF dataplane: load the object, fill its maps from config, attach and pin the programs,
-//! and detach them again on shutdown. `inspect` reads the pinned maps for the CLI.
-//! `forwarding` keeps the host's own IPv4 routing off, the other half of what may cross.
+//! The eBPF dataplane: load the object, fill its maps from config, attach and pin the programs.
+//! They stay attached when the agent stops or fails: only `detach` (the CLI's
+//! `dataplane detach`) removes them. `inspect` reads the pinned maps for the CLI.
 
 mod attach;
 pub mod config;
-pub mod forwarding;
+pub mod detach;
 pub mod inspect;
 pub mod lease_maps;
 mod log_forward;
@@ -14,18 +14,22 @@ pub mod service;
 pub mod settings;
 
 use anyhow::{anyhow, Context, Result};
-use aya::Ebpf;
-use gateway_common::maps::names;
+use aya::{programs::tc::TcAttachType, Ebpf};
+use gateway_common::maps::{
+    names,
+    programs::{OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS},
+};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::mac::MacAddr;
 pub use attach::Attached;
 pub use object::load as load_object;
 use pins::PinLayout;
 pub use service::SERVICE;
 
-/// The running dataplane. Dropping it without [`Dataplane::shutdown`] leaves the programs
-/// attached through their pinned links: the inside stays closed.
+/// The running dataplane. Its programs are attached through pinned links, so they outlive it:
+/// the inside stays closed whether the agent stops, crashes or fails to start.
 pub struct Dataplane {
     // Keeps the maps (and the loaded programs) alive for as long as the agent runs.
     _ebpf: Ebpf,
@@ -55,18 +59,22 @@ pub struct ProgramStatus {
 }
 
 impl Dataplane {
-    /// Loads and attaches everything for `cfg`, the egress guard on `outside_device` (the
-    /// uplink's macvlan). Must run inside a tokio runtime (log forwarding).
-    pub fn start(cfg: &Config, outside_device: &str) -> Result<Dataplane> {
+    /// Loads and attaches everything for `cfg`: the egress guard and the ingress filter on
+    /// `outside_device` (the uplink's macvlan, `uplink_mac`), the ingress filter on its parent,
+    /// and the default-deny filter on the inside. Must run inside a tokio runtime (log
+    /// forwarding). A failure leaves whatever was attached (now or by an earlier run) in
+    /// place: the inside stays closed.
+    pub fn start(cfg: &Config, outside_device: &str, uplink_mac: MacAddr) -> Result<Dataplane> {
         let pins = PinLayout::new(&cfg.dataplane.bpf_pin_dir);
         pins.prepare()?;
+        // The old programs keep their own maps while they run; the pins are only names.
         let stale = pins.remove_maps()?;
         if stale > 0 {
-            tracing::warn!(stale, "removed map pins left by a previous run");
+            tracing::info!(stale, "replacing the map pins of a previous run");
         }
         let mut ebpf = object::load()?;
         let log_task = log_forward::spawn(&mut ebpf)?;
-        settings::write(&mut ebpf, cfg)?;
+        settings::write(&mut ebpf, cfg, uplink_mac)?;
         for &name in names::ALL {
             let path = pins.map(name);
             ebpf.map(name)
@@ -74,24 +82,34 @@ impl Dataplane {
                 .pin(&path)
                 .with_context(|| format!("pinning map {name} at {}", path.display()))?;
         }
-        // Outside first: by the time the inside is open nothing from it can leave.
-        let outside = attach::outside_egress(&mut ebpf, &pins, outside_device)?;
-        let inside = match attach::inside_ingress(
+        attach::load_programs(&mut ebpf)?;
+        let parent = cfg.interfaces.outside.as_str();
+        // Outside first: by the time the inside is open nothing from it can leave, and
+        // nothing from the uplink can come in.
+        let mut attached = vec![attach::tc(
+            &mut ebpf,
+            &pins,
+            OUTSIDE_EGRESS,
+            outside_device,
+            TcAttachType::Egress,
+        )?];
+        for (program, device) in [(OUTSIDE_INGRESS, outside_device), (PARENT_INGRESS, parent)] {
+            attached.push(attach::tc(
+                &mut ebpf,
+                &pins,
+                program,
+                device,
+                TcAttachType::Ingress,
+            )?);
+        }
+        attached.push(attach::inside_ingress(
             &mut ebpf,
             &pins,
             &cfg.interfaces.inside,
             cfg.dataplane.xdp_mode,
-        ) {
-            Ok(inside) => inside,
-            Err(err) => {
-                // A half-started dataplane must not stay pinned behind a failed start.
-                if let Err(detach) = outside.detach() {
-                    tracing::error!("detaching after a failed start: {detach:#}");
-                }
-                return Err(err);
-            }
-        };
-        let attached = vec![outside, inside];
+        )?);
+        let keep: Vec<String> = attached.iter().map(|a| a.pin.clone()).collect();
+        attach::remove_stale_links(&pins, &keep)?;
         Ok(Dataplane {
             _ebpf: ebpf,
             attached,
@@ -126,26 +144,14 @@ impl Dataplane {
         }
     }
 
-    /// Detaches every program and removes the pins (a clean stop).
-    pub fn shutdown(self) -> Result<()> {
-        let mut first_error = None;
-        // Inside first, the reverse of start.
-        for attached in self.attached.into_iter().rev() {
-            let program = attached.program;
-            if let Err(err) = attached.detach() {
-                tracing::error!(program, "detaching: {err:#}");
-                first_error.get_or_insert(err);
-            } else {
-                tracing::info!(program, "detached");
-            }
-        }
-        if let Err(err) = self.pins.remove_maps() {
-            first_error.get_or_insert(err);
-        }
+    /// Stops forwarding the programs' log records. The programs stay attached with their pins
+    /// and map pins: a stopped agent leaves the inside closed, and the next start swaps its
+    /// programs in place. `gateway-agent dataplane detach` is the only way out.
+    pub fn stop(self) {
         self.log_task.abort();
-        match first_error {
-            Some(err) => Err(err),
-            None => Ok(()),
-        }
+        tracing::info!(
+            pins = %self.pins.dir().display(),
+            "the programs stay attached (fail closed); `gateway-agent dataplane detach` removes them"
+        );
     }
 }

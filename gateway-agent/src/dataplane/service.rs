@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::{inspect, inspect::DropCount, Dataplane, DataplaneStatus};
+use crate::mac::MacAddr;
 use crate::metrics::{Exposition, Kind};
 use crate::service::{self, to_json, DataplaneHandles, Entry, Handles, Running, ServiceView};
 
@@ -20,9 +21,14 @@ pub const SERVICE: Entry = Entry {
 
 fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
     Box::pin(async move {
-        let device = handles.uplink("the dataplane")?.device.clone();
+        let uplink = handles.uplink("the dataplane")?;
+        let device = uplink.device.clone();
+        let mac_text = uplink.status.borrow().mac.clone();
+        let mac: MacAddr = mac_text
+            .parse()
+            .map_err(|err| anyhow::anyhow!("the uplink's MAC {mac_text:?}: {err}"))?;
         let dataplane =
-            Dataplane::start(&handles.cfg, &device).context("starting the dataplane")?;
+            Dataplane::start(&handles.cfg, &device, mac).context("starting the dataplane")?;
         let pins = dataplane.pins();
         let lease_maps = dataplane
             .lease_maps()
@@ -36,7 +42,8 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             Box::new(move || inspect::drops(&pins)),
         ));
         let running = Running::new(view, move || async move {
-            dataplane.shutdown().context("detaching the dataplane")
+            dataplane.stop();
+            Ok(())
         });
         Ok(Some(running.stopped_last()))
     })

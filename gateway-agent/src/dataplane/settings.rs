@@ -6,24 +6,33 @@ use aya::{
     Ebpf,
 };
 use gateway_common::maps::{
-    names, DataplaneConfig, PortKey, CONFIG_FLAG_ALLOW_PING, CONFIG_FLAG_READY, IPPROTO_TCP,
-    IPPROTO_UDP,
+    names, DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
+    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::config::{Config, Protocol};
+use crate::mac::MacAddr;
 
-/// The `CONFIG` entry for `cfg`.
-pub fn dataplane_config(cfg: &Config) -> DataplaneConfig {
+/// The `CONFIG` entry for `cfg`, with the uplink macvlan's MAC.
+pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
     let encode = |addr: std::net::Ipv4Addr| u32::from_ne_bytes(addr.octets());
     let mut flags = CONFIG_FLAG_READY;
     if cfg.dataplane.allow_ping {
         flags |= CONFIG_FLAG_ALLOW_PING;
+    }
+    if cfg.uplink.ipv6 {
+        flags |= CONFIG_FLAG_OUTSIDE_IPV6;
+    }
+    if cfg.dhcp.accept_relayed {
+        flags |= CONFIG_FLAG_ACCEPT_RELAYED;
     }
     DataplaneConfig {
         inside_ip: encode(cfg.inside.address),
         inside_net: encode(cfg.inside.network()),
         inside_mask: encode(cfg.inside.netmask()),
         flags,
+        uplink_mac: uplink_mac.octets(),
+        _pad: [0; 2],
     }
 }
 
@@ -43,7 +52,7 @@ pub fn open_port_keys(cfg: &Config) -> Vec<PortKey> {
 
 /// Fills the maps. Ports go in before `CONFIG` is marked ready, so a program never sees a
 /// ready config with a half-filled port set.
-pub fn write(ebpf: &mut Ebpf, cfg: &Config) -> Result<()> {
+pub fn write(ebpf: &mut Ebpf, cfg: &Config, uplink_mac: MacAddr) -> Result<()> {
     let mut ports: HashMap<_, PortKey, u8> = HashMap::try_from(
         ebpf.map_mut(names::OPEN_PORTS)
             .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::OPEN_PORTS))?,
@@ -58,7 +67,7 @@ pub fn write(ebpf: &mut Ebpf, cfg: &Config) -> Result<()> {
             .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::CONFIG))?,
     )?;
     config
-        .set(0, dataplane_config(cfg), 0)
+        .set(0, dataplane_config(cfg, uplink_mac), 0)
         .context("writing the CONFIG map")?;
     Ok(())
 }

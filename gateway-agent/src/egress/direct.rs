@@ -1,7 +1,9 @@
 //! The `direct` connector: clear-text TCP out of the outside interface (SO_BINDTODEVICE), only
 //! ever an explicit choice. Names are resolved by the uplink's DNS forwarder handed in, never
-//! by the host's resolver; without one, names are refused. Private, loopback, link-local and
-//! inside destinations are refused unless allowed.
+//! by the host's resolver; without one, names are refused. Streams leave from the uplink
+//! address, and none opens while the uplink has none. Never a destination: the inside, the
+//! gateway's own uplink address, the uplink subnet and its router (the modem's admin page),
+//! multicast and broadcast; private, loopback, link-local and CGNAT space unless allowed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -10,12 +12,14 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::TcpSocket;
+use tokio::sync::watch;
 
 use super::{
     BoxStream, Connector, EgressError, Host, Isolation, Target, Upstream, UpstreamAnswer,
     UpstreamError,
 };
 use crate::config::Inside;
+use crate::uplink::UplinkStatus;
 
 /// What the `direct` connector needs.
 #[derive(Clone)]
@@ -24,7 +28,11 @@ pub struct DirectSettings {
     pub device: String,
     /// The inside subnet: never a destination.
     pub inside: Inside,
-    /// Allow private, loopback, link-local and CGNAT destinations (the uplink's own LAN, say).
+    /// The uplink's address, subnet and router: streams leave from the address, and none of
+    /// the three is ever a destination.
+    pub uplink: watch::Receiver<UplinkStatus>,
+    /// Allow private, loopback, link-local and CGNAT destinations (other than the uplink's
+    /// own subnet, which stays refused).
     pub allow_private: bool,
     /// Resolves names (the uplink forwarder); `None`: names are refused.
     pub resolver: Option<Arc<dyn Upstream>>,
@@ -52,6 +60,20 @@ impl DirectConnector {
         if let IpAddr::V4(v4) = ip {
             if self.settings.inside.contains(v4) {
                 return Err(EgressError::Refused(format!("{ip} is on the inside")));
+            }
+            let uplink = self.settings.uplink.borrow();
+            if uplink.router == Some(v4) {
+                return Err(EgressError::Refused(format!("{ip} is the uplink's router")));
+            }
+            if let (Some(address), Some(prefix_len)) = (uplink.address, uplink.prefix_len) {
+                if address == v4 {
+                    return Err(EgressError::Refused(format!("{ip} is the gateway's own")));
+                }
+                if same_subnet(address, v4, prefix_len) {
+                    return Err(EgressError::Refused(format!(
+                        "{ip} is on the uplink's own subnet"
+                    )));
+                }
             }
         }
         if is_never_routable(ip) {
@@ -101,16 +123,28 @@ impl DirectConnector {
     }
 
     async fn connect_addr(&self, addr: SocketAddr) -> Result<BoxStream, EgressError> {
-        let socket = match addr {
-            SocketAddr::V4(_) => TcpSocket::new_v4(),
-            SocketAddr::V6(_) => TcpSocket::new_v6(),
-        }
-        .map_err(|err| EgressError::Failed(format!("socket: {err}")))?;
+        // Bound to the uplink address as well as the device: before the uplink has a lease a
+        // stream must not leave at all, let alone with another source.
+        let Some(source) = self.settings.uplink.borrow().address else {
+            return Err(EgressError::NotReady(
+                "the uplink has no address yet".to_owned(),
+            ));
+        };
+        let SocketAddr::V4(_) = addr else {
+            return Err(EgressError::Unreachable(format!(
+                "{addr}: the uplink has no IPv6 address"
+            )));
+        };
+        let socket =
+            TcpSocket::new_v4().map_err(|err| EgressError::Failed(format!("socket: {err}")))?;
         socket
             .bind_device(Some(self.settings.device.as_bytes()))
             .map_err(|err| {
                 EgressError::NotReady(format!("binding to {}: {err}", self.settings.device))
             })?;
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(source), 0))
+            .map_err(|err| EgressError::NotReady(format!("binding to {source}: {err}")))?;
         match tokio::time::timeout(self.settings.connect_timeout, socket.connect(addr)).await {
             Ok(Ok(stream)) => Ok(Box::new(stream) as BoxStream),
             Ok(Err(err)) => Err(EgressError::Unreachable(format!("{addr}: {err}"))),
@@ -176,6 +210,13 @@ fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
 fn is_cgnat(v4: Ipv4Addr) -> bool {
     let [a, b, ..] = v4.octets();
     a == 100 && (64..128).contains(&b)
@@ -193,9 +234,28 @@ fn is_unicast_link_local(v6: Ipv6Addr) -> bool {
 mod tests {
     use super::*;
 
+    fn uplink(address: Option<&str>) -> watch::Receiver<UplinkStatus> {
+        let status = UplinkStatus {
+            address: address.map(|a| a.parse().unwrap()),
+            prefix_len: address.map(|_| 24),
+            router: address.map(|_| "192.0.2.1".parse().unwrap()),
+            ..UplinkStatus::default()
+        };
+        watch::channel(status).1
+    }
+
     fn connector(allow_private: bool, resolver: Option<Arc<dyn Upstream>>) -> DirectConnector {
+        with_uplink(allow_private, resolver, Some("192.0.2.50"))
+    }
+
+    fn with_uplink(
+        allow_private: bool,
+        resolver: Option<Arc<dyn Upstream>>,
+        address: Option<&str>,
+    ) -> DirectConnector {
         DirectConnector::new(DirectSettings {
             device: "lo".to_owned(),
+            uplink: uplink(address),
             inside: Inside {
                 address: "198.51.100.1".parse().unwrap(),
                 prefix_len: 24,
@@ -225,6 +285,10 @@ mod tests {
             "fe80::1",
             "::ffff:10.0.0.1",
             "::ffff:198.51.100.7",
+            // The uplink: its router, the gateway's own address, anything on its subnet.
+            "192.0.2.1",
+            "192.0.2.50",
+            "192.0.2.77",
         ] {
             let ip: IpAddr = bad.parse().unwrap();
             assert!(
@@ -232,7 +296,7 @@ mod tests {
                 "{bad}"
             );
         }
-        for good in ["203.0.113.10", "192.0.2.1", "2001:db8::1"] {
+        for good in ["203.0.113.10", "198.18.0.1", "2001:db8::1"] {
             assert_eq!(c.policy(good.parse().unwrap()), Ok(()), "{good}");
         }
         let lenient = connector(true, None);
@@ -240,6 +304,25 @@ mod tests {
         assert!(
             lenient.policy("198.51.100.20".parse().unwrap()).is_err(),
             "inside stays refused"
+        );
+        assert!(
+            lenient.policy("192.0.2.1".parse().unwrap()).is_err(),
+            "the uplink's router stays refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_leaves_while_the_uplink_has_no_address() {
+        let c = with_uplink(false, None, None);
+        let target = Target {
+            host: Host::Ip("203.0.113.10".parse().unwrap()),
+            port: 80,
+        };
+        let result = c.connect(&target, &Isolation("x".into())).await;
+        assert!(
+            matches!(result, Err(EgressError::NotReady(_))),
+            "{:?}",
+            result.err()
         );
     }
 

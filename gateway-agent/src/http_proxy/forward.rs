@@ -73,6 +73,16 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
         Ok(target) => target,
         Err(problem) => return bad_request(shared, &problem),
     };
+    if !shared.settings.ports.contains(&target.port) {
+        bump(&counters.denied_ports);
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "requests to port {} are not allowed here (http_proxy.ports)\n",
+                target.port
+            ),
+        );
+    }
     if let Err(problem) = request::to_origin_form(&mut parts) {
         return bad_request(shared, &problem);
     }

@@ -43,6 +43,8 @@ pub struct HttpProxySettings {
     pub inside: Inside,
     /// Ports CONNECT may reach (`http_proxy.connect_ports`).
     pub connect_ports: Vec<u16>,
+    /// Ports absolute-form requests may reach (`http_proxy.ports`).
+    pub ports: Vec<u16>,
     /// A request head must arrive within this; it also ends idle keep-alive connections.
     pub header_timeout: Duration,
     /// A stream to the origin must open within this (Tor may build a circuit first).
@@ -56,13 +58,14 @@ pub struct HttpProxySettings {
 }
 
 impl HttpProxySettings {
-    /// The defaults for `listen` and `inside`: CONNECT to 443 only, 30 s for a request head,
+    /// The defaults for `listen` and `inside`: CONNECT to 443 only, requests to 80 and 443, 30 s for a request head,
     /// 60 s to connect, 5 min idle, 1024 connections.
     pub fn new(listen: SocketAddr, inside: Inside) -> Self {
         HttpProxySettings {
             listen,
             inside,
             connect_ports: config::HttpProxy::default().connect_ports,
+            ports: config::HttpProxy::default().ports,
             header_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(300),

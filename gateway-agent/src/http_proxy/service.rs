@@ -36,8 +36,10 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
                      the uplink address, not through Tor"
                 );
                 let resolver = handles.uplink_resolver("http_proxy.egress = \"direct\"")?;
+                let uplink = handles.uplink("the direct HTTP proxy")?;
                 Some(Arc::new(DirectConnector::new(DirectSettings {
-                    device: handles.uplink("the direct HTTP proxy")?.device.clone(),
+                    device: uplink.device.clone(),
+                    uplink: uplink.status.clone(),
                     inside: cfg.inside,
                     allow_private: false,
                     resolver: Some(resolver),
@@ -57,6 +59,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             cfg.inside,
         );
         settings.connect_ports = cfg.http_proxy.connect_ports.clone();
+        settings.ports = cfg.http_proxy.ports.clone();
         settings.log_queries = cfg.log.queries;
         let proxy = HttpProxy::start(settings, connector)
             .await

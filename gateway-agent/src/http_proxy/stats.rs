@@ -19,7 +19,8 @@ pub struct HttpProxyStats {
     pub connects: u64,
     /// Answered 400 (origin-form, bad scheme or host), or closed as malformed by the parser.
     pub bad_requests: u64,
-    /// CONNECT to a port outside `http_proxy.connect_ports` (403).
+    /// CONNECT to a port outside `http_proxy.connect_ports`, or a request to one outside
+    /// `http_proxy.ports` (403).
     pub denied_ports: u64,
     /// Connections from outside the inside subnet, closed unanswered.
     pub refused_clients: u64,

@@ -9,38 +9,25 @@
 //! wins), the 1–10 s random delay before the first DISCOVER (one gateway does not cause a
 //! start-up storm), ARP probing of the offered address and DHCPDECLINE, DHCPINFORM, FORCERENEW.
 
+mod reply;
+mod request;
+mod timing;
+
 use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use dhcproto::v4::{DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{DhcpOption, HType, Message, MessageType, Opcode};
 
-/// The options asked for in every DISCOVER and REQUEST (option 55): mask, router, DNS servers,
-/// lease time, server identifier, T1, T2. Nothing else, so the request says little about us.
-pub const REQUESTED_OPTIONS: [OptionCode; 7] = [
-    OptionCode::SubnetMask,
-    OptionCode::Router,
-    OptionCode::DomainNameServer,
-    OptionCode::AddressLeaseTime,
-    OptionCode::ServerIdentifier,
-    OptionCode::Renewal,
-    OptionCode::Rebinding,
-];
+pub use reply::usable_unicast;
+use reply::{parse_lease, server_id};
+pub use request::REQUESTED_OPTIONS;
+use timing::{nak_pause, Rng, INFINITE_SECS, MAX_REBOOT_REQUESTS, MAX_REQUESTS};
 
-/// RFC 2131 §4.1: the first retransmission after 4 s, doubling up to 64 s, each ±1 s.
-const FIRST_RETRANSMIT: Duration = Duration::from_secs(4);
-const MAX_RETRANSMIT: Duration = Duration::from_secs(64);
-const JITTER_MS: u64 = 1000;
-/// REQUESTs sent for one offer before starting over with DISCOVER (4 + 8 + 16 + 32 s).
-const MAX_REQUESTS: u32 = 4;
-/// INIT-REBOOT gives up sooner: a server that does not know the lease stays silent when it is
-/// not authoritative (dnsmasq's default), and DISCOVER then finds the address again.
-const MAX_REBOOT_REQUESTS: u32 = 2;
-/// RFC 2131 §4.4.5: in RENEWING and REBINDING, retransmit after half the time left, but not
-/// sooner than 60 s.
-const MIN_RENEW_RETRANSMIT: Duration = Duration::from_secs(60);
-/// A lease of 0xffffffff seconds is infinite (RFC 2132 §9.2).
-const INFINITE_SECS: u32 = u32::MAX;
+#[cfg(test)]
+use dhcproto::v4::OptionCode;
+#[cfg(test)]
+use reply::{classful_prefix, prefix_of, timers};
 
 /// Where the client is in RFC 2131's state diagram (figure 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,35 +175,6 @@ pub struct Remembered {
     /// The lease was still valid and not released: confirm it with INIT-REBOOT. Otherwise the
     /// address is only suggested in DISCOVER (option 50).
     pub reboot: bool,
-}
-
-/// xorshift64*: xids and jitter need to be unpredictable to other hosts only loosely, and a
-/// seeded generator keeps the machine deterministic under test.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // xorshift is stuck at zero.
-        Rng(if seed == 0 {
-            0x9e37_79b9_7f4a_7c15
-        } else {
-            seed
-        })
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
 }
 
 /// The client. See the module documentation for how to drive it.
@@ -511,208 +469,6 @@ impl Client {
             self.deadline = Some(now.saturating_add(pause));
         }
         actions
-    }
-
-    /// Sends the current state's message and arms the retransmission timer.
-    fn transmit(&mut self, now: Duration) -> Action {
-        let (message, to) = self.build(now);
-        let backoff = self.backoff(self.attempts);
-        self.attempts = self.attempts.saturating_add(1);
-        self.deadline = Some(match (self.state, &self.lease) {
-            (State::Renewing, Some(lease)) => {
-                renew_retransmit(now, lease.rebind_at()).min(lease.rebind_at())
-            }
-            (State::Rebinding, Some(lease)) => {
-                renew_retransmit(now, lease.expires_at()).min(lease.expires_at())
-            }
-            _ => now.saturating_add(backoff),
-        });
-        Action::Send { message, to }
-    }
-
-    fn build(&self, now: Duration) -> (Message, Destination) {
-        let leased = self.lease.as_ref().map(|lease| lease.address);
-        let (kind, ciaddr, broadcast_flag, to) = match self.state {
-            State::Renewing => (
-                MessageType::Request,
-                leased,
-                false,
-                self.lease.as_ref().map_or(Destination::Broadcast, |lease| {
-                    Destination::Unicast(lease.server)
-                }),
-            ),
-            State::Rebinding => (MessageType::Request, leased, false, Destination::Broadcast),
-            State::Requesting | State::Rebooting => {
-                (MessageType::Request, None, true, Destination::Broadcast)
-            }
-            _ => (MessageType::Discover, None, true, Destination::Broadcast),
-        };
-        let mut msg = Message::new_with_id(
-            self.xid,
-            ciaddr.unwrap_or(Ipv4Addr::UNSPECIFIED),
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &self.identity.mac.octets(),
-        );
-        // Without an address the unicast reply would be dropped by our own stack.
-        if broadcast_flag {
-            msg.set_flags(Flags::default().set_broadcast());
-        }
-        let secs = now.saturating_sub(self.exchange_start).as_secs();
-        msg.set_secs(u16::try_from(secs).unwrap_or(u16::MAX));
-        let opts = msg.opts_mut();
-        opts.insert(DhcpOption::MessageType(kind));
-        opts.insert(DhcpOption::ClientIdentifier(self.identity.client_id()));
-        opts.insert(DhcpOption::ParameterRequestList(REQUESTED_OPTIONS.to_vec()));
-        if let Some(hostname) = &self.identity.hostname {
-            opts.insert(DhcpOption::Hostname(hostname.clone()));
-        }
-        match self.state {
-            State::Requesting => {
-                if let Some((offered, server)) = self.selected {
-                    opts.insert(DhcpOption::RequestedIpAddress(offered));
-                    opts.insert(DhcpOption::ServerIdentifier(server));
-                }
-            }
-            State::Rebooting | State::Selecting | State::Init => {
-                if let Some(hint) = self.hint {
-                    opts.insert(DhcpOption::RequestedIpAddress(hint));
-                }
-            }
-            _ => {}
-        }
-        (msg, to)
-    }
-
-    /// 4, 8, 16, 32, 64, 64… seconds, each ±1 s (RFC 2131 §4.1).
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        let base = FIRST_RETRANSMIT
-            .saturating_mul(1u32 << attempt.min(4))
-            .min(MAX_RETRANSMIT);
-        let jitter = self.rng.next_u64() % (2 * JITTER_MS + 1);
-        (base + Duration::from_millis(jitter)).saturating_sub(Duration::from_millis(JITTER_MS))
-    }
-}
-
-/// Half the time left until `limit`, at least [`MIN_RENEW_RETRANSMIT`].
-fn renew_retransmit(now: Duration, limit: Duration) -> Duration {
-    now.saturating_add((limit.saturating_sub(now) / 2).max(MIN_RENEW_RETRANSMIT))
-}
-
-/// No pause after the first NAK; then 4, 8, … 64 s.
-fn nak_pause(naks: u32) -> Duration {
-    match naks {
-        0 | 1 => Duration::ZERO,
-        n => FIRST_RETRANSMIT
-            .saturating_mul(1u32 << (n - 2).min(4))
-            .min(MAX_RETRANSMIT),
-    }
-}
-
-fn server_id(msg: &Message) -> Option<Ipv4Addr> {
-    match msg.opts().get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(id)) if usable_unicast(*id) => Some(*id),
-        _ => None,
-    }
-}
-
-/// Whether `ip` can be a host's address: not 0.0.0.0, broadcast, multicast, loopback or class E.
-pub fn usable_unicast(ip: Ipv4Addr) -> bool {
-    !(ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_loopback()
-        || ip.octets()[0] >= 240)
-}
-
-/// The lease in an ACK, or `None` if the ACK is unusable (no usable address, no lease time, a
-/// non-contiguous mask).
-fn parse_lease(msg: &Message, server: Ipv4Addr, obtained_at: Duration) -> Option<Lease> {
-    let address = msg.yiaddr();
-    if !usable_unicast(address) {
-        return None;
-    }
-    let opts = msg.opts();
-    let lease_secs = match opts.get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(secs)) => *secs,
-        _ => return None,
-    };
-    let prefix_len = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => prefix_of(*mask)?,
-        _ => classful_prefix(address),
-    };
-    let router = match opts.get(OptionCode::Router) {
-        Some(DhcpOption::Router(routers)) => routers
-            .iter()
-            .copied()
-            .find(|r| usable_unicast(*r) && *r != address),
-        _ => None,
-    };
-    let dns_servers = match opts.get(OptionCode::DomainNameServer) {
-        Some(DhcpOption::DomainNameServer(servers)) => servers
-            .iter()
-            .copied()
-            .filter(|s| usable_unicast(*s))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let (t1, t2) = timers(
-        lease_secs,
-        match opts.get(OptionCode::Renewal) {
-            Some(DhcpOption::Renewal(t1)) => Some(*t1),
-            _ => None,
-        },
-        match opts.get(OptionCode::Rebinding) {
-            Some(DhcpOption::Rebinding(t2)) => Some(*t2),
-            _ => None,
-        },
-    );
-    Some(Lease {
-        address,
-        prefix_len,
-        router,
-        dns_servers,
-        server,
-        lease_time: Duration::from_secs(u64::from(lease_secs)),
-        t1,
-        t2,
-        obtained_at,
-    })
-}
-
-/// T1 and T2 as offered if they make sense (T1 ≤ T2 ≤ lease), else the RFC 2131 §4.4.5
-/// defaults of 1/2 and 7/8 of the lease.
-fn timers(lease: u32, t1: Option<u32>, t2: Option<u32>) -> (Duration, Duration) {
-    let secs = |s: u64| Duration::from_secs(s);
-    let lease = u64::from(lease);
-    if lease == u64::from(INFINITE_SECS) {
-        return (secs(lease), secs(lease));
-    }
-    let default_t1 = lease / 2;
-    let default_t2 = lease * 7 / 8;
-    match (t1.map(u64::from), t2.map(u64::from)) {
-        (Some(t1), Some(t2)) if t1 <= t2 && t2 <= lease => (secs(t1), secs(t2)),
-        (Some(t1), None) if t1 <= default_t2 => (secs(t1), secs(default_t2)),
-        (None, Some(t2)) if default_t1 <= t2 && t2 <= lease => (secs(default_t1), secs(t2)),
-        _ => (secs(default_t1), secs(default_t2)),
-    }
-}
-
-/// The prefix length of a contiguous mask.
-fn prefix_of(mask: Ipv4Addr) -> Option<u8> {
-    let bits = u32::from(mask);
-    let len = bits.leading_ones();
-    // A /0 "subnet" would put the whole Internet on-link.
-    (len > 0 && bits.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
-}
-
-/// RFC 1122 §3.3.1.1's fallback when a server sends no mask.
-fn classful_prefix(address: Ipv4Addr) -> u8 {
-    match address.octets()[0] {
-        0..=127 => 8,
-        128..=191 => 16,
-        _ => 24,
     }
 }
 

@@ -23,7 +23,12 @@ pub struct Macvlan {
 }
 
 /// Finds or creates the macvlan `uplink.macvlan_name` on `parent` and brings both up.
-pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> Result<Macvlan> {
+pub async fn ensure(
+    handle: &Handle,
+    parent: &str,
+    uplink: &config::Uplink,
+    mac_key: &[u8],
+) -> Result<Macvlan> {
     let name = uplink.macvlan_name.as_str();
     let Some(parent_link) = find(handle, parent)
         .await
@@ -41,7 +46,7 @@ pub async fn ensure(handle: &Handle, parent: &str, uplink: &config::Uplink) -> R
     let wanted_mac = match (uplink.mac, uplink.macvlan_mode) {
         (Some(mac), _) => Some(mac),
         (None, MacvlanMode::Passthru) => None,
-        (None, _) => Some(derive_mac(&parent_mac)),
+        (None, _) => Some(derive_mac(mac_key, &parent_mac)),
     };
 
     let existing = find(handle, name)
@@ -267,16 +272,16 @@ fn kernel_mode(mode: MacvlanMode) -> MacVlanMode {
     }
 }
 
-/// A MAC derived from the NIC's: the same on every start (so the upstream server hands back
-/// the same lease), unlinkable to the NIC's own without knowing this function, locally
-/// administered and unicast. FNV-1a, because std's hashers are not stable across releases.
-pub fn derive_mac(parent: &MacAddr) -> MacAddr {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in b"gateway uplink macvlan\0".iter().chain(&parent.octets()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let bytes = hash.to_be_bytes();
+/// A MAC derived from the NIC's and a secret key (`mac_key`): the same on every start (so the
+/// upstream server hands back the same lease), unlinkable to the NIC's own without the key,
+/// locally administered and unicast.
+pub fn derive_mac(key: &[u8], parent: &MacAddr) -> MacAddr {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let mut context = ring::hmac::Context::with_key(&key);
+    context.update(b"gateway uplink macvlan\0");
+    context.update(&parent.octets());
+    let tag = context.sign();
+    let bytes = tag.as_ref();
     let mut mac = [bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]];
     mac[0] = (mac[0] & 0xfc) | 0x02;
     if mac == parent.octets() {
@@ -293,17 +298,23 @@ mod tests {
     #[test]
     fn derived_mac_is_stable_local_unicast() {
         let parent = MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
-        let mac = derive_mac(&parent);
-        assert_eq!(mac, derive_mac(&parent), "the same on every call");
+        let key = [7u8; 32];
+        let mac = derive_mac(&key, &parent);
+        assert_eq!(mac, derive_mac(&key, &parent), "the same on every call");
+        assert_ne!(
+            mac,
+            derive_mac(&[8u8; 32], &parent),
+            "keyed: another key, another MAC"
+        );
         assert_eq!(mac.octets()[0] & 0x01, 0, "unicast");
         assert_eq!(mac.octets()[0] & 0x02, 0x02, "locally administered");
         assert_ne!(mac, parent);
         assert_ne!(
-            derive_mac(&MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x57])),
+            derive_mac(&key, &MacAddr::new([0x52, 0x54, 0x00, 0x12, 0x34, 0x57])),
             mac
         );
         // Pinned: a change here changes every deployed gateway's MAC, and with it its lease.
-        assert_eq!(mac.to_string(), "9a:d7:38:0c:62:2e");
+        assert_eq!(mac.to_string(), "92:31:93:1d:a3:cb");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod client_socket;
 pub mod config;
 pub mod dhcp_client;
 pub mod follow;
+pub mod mac_key;
 mod macvlan;
 mod raw_send;
 mod saved_lease;
@@ -53,7 +54,7 @@ pub struct UplinkSettings {
 }
 
 /// The uplink as `status` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UplinkStatus {
     /// The macvlan.
     pub device: String,
@@ -121,7 +122,9 @@ impl Uplink {
             rtnetlink::new_connection().context("opening a netlink socket")?;
         tokio::spawn(connection);
 
-        let link = macvlan::ensure(&netlink, &settings.parent, &settings.uplink).await?;
+        let mac_key = mac_key::load_or_create(&settings.state_dir)
+            .context("the key of the uplink macvlan's MAC")?;
+        let link = macvlan::ensure(&netlink, &settings.parent, &settings.uplink, &mac_key).await?;
         let mac = link.mac.to_string();
         tracing::info!(
             device = %link.name,

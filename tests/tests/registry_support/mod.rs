@@ -6,7 +6,7 @@ pub mod oci;
 
 use std::path::{Path, PathBuf};
 
-use gateway_tests::{Agent, DhcpClient, TestLab};
+use gateway_tests::{fail, Agent, DhcpClient, OrFail, TestLab};
 
 /// The gateway's inside address, where the registry listens (port 443).
 pub const REGISTRY: &str = "198.51.100.1";
@@ -32,18 +32,22 @@ impl Setup {
     pub fn up(name: &str) -> Setup {
         let lab = TestLab::up();
         let cfg = lab.config_without_tor(&format!("{name}.toml"));
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        let mut text = std::fs::read_to_string(&cfg).or_fail("reading the agent config");
         text.push_str("\n[[registry.access]]\nclient = \"ci\"\npush = [\"team/\"]\n");
-        std::fs::write(&cfg, text).unwrap();
+        std::fs::write(&cfg, text).or_fail("writing the agent config");
         let agent = Agent::start(&lab, &cfg);
         lab.dhcp("c1", DhcpClient::Dhclient, None);
         let work = lab.lab.gateway_dir().join(format!("{name}-work"));
-        std::fs::create_dir_all(&work).unwrap();
+        std::fs::create_dir_all(&work).or_fail("creating the work folder");
         let tools = std::process::Command::new("mktemp")
             .args(["-d", "/tmp/gwr.XXXXXX"])
             .output()
-            .unwrap();
-        let tools = PathBuf::from(String::from_utf8(tools.stdout).unwrap().trim());
+            .or_fail("mktemp");
+        let tools = PathBuf::from(
+            String::from_utf8(tools.stdout)
+                .or_fail("mktemp's output")
+                .trim(),
+        );
         let setup = Setup {
             lab,
             cfg,
@@ -57,7 +61,7 @@ impl Setup {
     }
 
     pub fn agent(&self) -> &Agent {
-        self.agent.as_ref().unwrap()
+        self.agent.as_ref().unwrap_or_else(|| fail("no agent runs"))
     }
 
     /// A client bundle for `name` (client.cert, client.key, ca.crt).
@@ -65,7 +69,13 @@ impl Setup {
         let out = self.work.join("certs").join(name);
         let done = self.lab.cli(
             &self.cfg,
-            &["pki", "issue-client", name, "--out", out.to_str().unwrap()],
+            &[
+                "pki",
+                "issue-client",
+                name,
+                "--out",
+                &out.display().to_string(),
+            ],
         );
         assert!(
             done.status.success(),
@@ -103,22 +113,22 @@ impl Setup {
     /// A container tool from c1 with its own configuration under `work/tools`.
     pub fn tool(&self, program: &str, args: &[&str]) -> std::process::Output {
         let tools = &self.tools;
-        std::fs::create_dir_all(tools.join("tmp")).unwrap();
+        std::fs::create_dir_all(tools.join("tmp")).or_fail("creating the tools' folder");
         std::fs::write(
             tools.join("registries.conf"),
             "unqualified-search-registries = []\n",
         )
-        .unwrap();
+        .or_fail("writing registries.conf");
         std::fs::write(
             tools.join("containers.conf"),
             "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
         )
-        .unwrap();
+        .or_fail("writing containers.conf");
         std::fs::write(
             tools.join("policy.json"),
             r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
         )
-        .unwrap();
+        .or_fail("writing policy.json");
         let env = [
             format!("HOME={}", tools.display()),
             format!("XDG_CONFIG_HOME={}", tools.display()),
@@ -144,7 +154,7 @@ impl Setup {
                 tools.display()
             ),
         )
-        .unwrap();
+        .or_fail("writing storage.conf");
         let mut all: Vec<String> = env.to_vec();
         all.push(program.to_owned());
         if program != "skopeo" {

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use gateway_tests::OrFail;
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
@@ -19,8 +20,8 @@ pub fn digest(data: &[u8]) -> String {
 pub fn blob(dir: &Path, media_type: &str, data: &[u8]) -> Value {
     let d = digest(data);
     let path = dir.join("blobs/sha256").join(&d[7..]);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, data).unwrap();
+    std::fs::create_dir_all(path.parent().unwrap_or(dir)).or_fail("creating a blob folder");
+    std::fs::write(path, data).or_fail("writing a blob");
     json!({"mediaType": media_type, "digest": d, "size": data.len()})
 }
 
@@ -28,18 +29,18 @@ pub fn blob(dir: &Path, media_type: &str, data: &[u8]) -> Value {
 pub fn tar(work: &Path, files: &[(&str, &[u8])]) -> Vec<u8> {
     let src = work.join(format!(
         "tar-src-{}",
-        digest(files[0].1).get(7..19).unwrap()
+        digest(files[0].1).get(7..19).unwrap_or("x")
     ));
-    std::fs::create_dir_all(&src).unwrap();
+    std::fs::create_dir_all(&src).or_fail("creating a tar source");
     for (name, data) in files {
-        std::fs::write(src.join(name), data).unwrap();
+        std::fs::write(src.join(name), data).or_fail("writing a file to tar");
     }
     let out = std::process::Command::new("tar")
         .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-C"])
         .arg(&src)
         .args(["-cf", "-", "."])
         .output()
-        .unwrap();
+        .or_fail("running tar");
     assert!(out.status.success());
     out.stdout
 }
@@ -47,12 +48,12 @@ pub fn tar(work: &Path, files: &[(&str, &[u8])]) -> Vec<u8> {
 /// `data` through `gzip -n` (no name or time in the header: the same bytes every run).
 pub fn gzip(work: &Path, data: &[u8]) -> Vec<u8> {
     let path = work.join("to-gzip");
-    std::fs::write(&path, data).unwrap();
+    std::fs::write(&path, data).or_fail("writing a file to gzip");
     let out = std::process::Command::new("gzip")
         .args(["-n", "-c"])
         .arg(&path)
         .output()
-        .unwrap();
+        .or_fail("running gzip");
     assert!(out.status.success());
     out.stdout
 }
@@ -79,7 +80,7 @@ pub fn image(dir: &Path, work: &Path, arch: &str, layers: &[Vec<u8>]) -> Value {
     let config = blob(
         dir,
         "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
+        &serde_json::to_vec(&config).or_fail("encoding a config"),
     );
     let manifest = json!({
         "schemaVersion": 2,
@@ -90,7 +91,7 @@ pub fn image(dir: &Path, work: &Path, arch: &str, layers: &[Vec<u8>]) -> Value {
     let mut desc = blob(
         dir,
         "application/vnd.oci.image.manifest.v1+json",
-        &serde_json::to_vec(&manifest).unwrap(),
+        &serde_json::to_vec(&manifest).or_fail("encoding a manifest"),
     );
     desc["platform"] = json!({"architecture": arch, "os": "linux"});
     desc
@@ -98,7 +99,8 @@ pub fn image(dir: &Path, work: &Path, arch: &str, layers: &[Vec<u8>]) -> Value {
 
 /// Writes the layout's `oci-layout` and `index.json` naming `entries` (descriptor, ref name).
 pub fn layout(dir: &Path, entries: &[(Value, &str)]) {
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+        .or_fail("writing oci-layout");
     let manifests: Vec<Value> = entries
         .iter()
         .map(|(desc, name)| {
@@ -108,7 +110,11 @@ pub fn layout(dir: &Path, entries: &[(Value, &str)]) {
         })
         .collect();
     let index = json!({"schemaVersion": 2, "manifests": manifests});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&index).or_fail("encoding index.json"),
+    )
+    .or_fail("writing index.json");
 }
 
 /// A three-layer image (`v1`) and a two-platform index (`multi`) in an OCI layout.
@@ -134,12 +140,12 @@ pub fn build_images(work: &Path) -> (PathBuf, String, String) {
     let index_desc = blob(
         &dir,
         "application/vnd.oci.image.index.v1+json",
-        &serde_json::to_vec(&index).unwrap(),
+        &serde_json::to_vec(&index).or_fail("encoding an index"),
     );
     layout(&dir, &[(v1.clone(), "v1"), (index_desc.clone(), "multi")]);
     (
         dir,
-        v1["digest"].as_str().unwrap().to_owned(),
-        index_desc["digest"].as_str().unwrap().to_owned(),
+        v1["digest"].as_str().unwrap_or_default().to_owned(),
+        index_desc["digest"].as_str().unwrap_or_default().to_owned(),
     )
 }

@@ -9,7 +9,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::{bench_config, ensure_client_address, Measurement, Report, Server};
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
+use super::{Measurement, Report};
 use crate::{deps, lab, process};
 
 /// The big blob.
@@ -37,14 +40,19 @@ pub fn ensure_package() -> Result<()> {
     Ok(())
 }
 
-pub(super) fn registry(lab: &lab::Lab, agent: &Path) -> Result<Report> {
+pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let state = lab.state_dir();
     let client = lab.ns("c1");
     let gw = lab.ns("gw");
     ensure_client_address(lab)?;
+    // The IP source guard passes only leased sources: c1 takes a reserved lease first.
     let config = bench_config(
         lab,
-        "[tor]\nenabled = false\n[dns]\nupstream = \"none\"\n[[registry.access]]\nclient = \"bench\"\npush = [\"\"]\n",
+        &format!(
+            "[tor]\nenabled = false\n[dns]\nupstream = \"none\"\n[[registry.access]]\nclient = \
+             \"bench\"\npush = [\"\"]\n{}",
+            client_reservation(lab)?
+        ),
     )?;
     let big = state.join("bench-big.blob");
     let data: Vec<u8> = (0..BIG_BYTES as u32)
@@ -59,6 +67,7 @@ pub(super) fn registry(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let mut rows = Vec::new();
     {
         let server = Server::agent(&gw, agent, &config)?;
+        lease_client_address(lab)?;
         let issued = process::ns_run_ok(
             &gw,
             &agent.display().to_string(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::process;
 
-use super::layout::*;
+use super::layout::{lab_script, Lab};
 
 /// Client roles and the DHCP client each runs (`cargo xtask run` starts them).
 pub const CLIENTS: [(&str, DhcpClient); 2] =

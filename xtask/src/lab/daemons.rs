@@ -14,9 +14,12 @@ use anyhow::{bail, Context, Result};
 
 use crate::process;
 
-use super::layout::*;
-use super::topology::*;
-use crate::process::*;
+use super::layout::{
+    lab_config_template, Lab, GATEWAY_INSIDE_IP, INTERNET_RESOLVER_IP, LAB_WIDE_FILES,
+    LOOPBACK_NAME, MODEM_IP, ORIGIN_IP, ORIGIN_NAME, TEMPLATE_STATE_DIR,
+};
+use super::topology::ns_path;
+use crate::process::{log_tail, pid_alive, read_pid};
 
 /// How long `up` waits for dnsmasq and the origin to answer.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,8 +11,11 @@ use super::tor::{self};
 use crate::deps;
 use crate::process;
 
-use super::layout::*;
-use super::topology::*;
+use super::layout::{
+    lab_prefix_of_ns, valid_prefix, Lab, INTERNET_RESOLVER_IP, MAX_SLOT, MODEM_IP, ORIGIN_IP,
+    STATE_ROOT,
+};
+use super::topology::{ip, is_mounted_bpf, ns_exists, remove};
 
 /// Takes down every lab: each state dir under /run/gateway-lab and every namespace named like a
 /// lab's (`<role>` or `<prefix>-<role>`).

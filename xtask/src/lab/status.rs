@@ -10,9 +10,12 @@ use serde::Serialize;
 use super::tor::{self, TorNodeStatus};
 use crate::deps;
 
-use super::clients::*;
-use super::layout::*;
-use super::topology::*;
+use super::clients::{DhcpClient, CLIENTS};
+use super::layout::{
+    Lab, GATEWAY_INSIDE_IP, INSIDE_IF, INSIDE_SUBNET, INTERNET_RESOLVER_IP, INTERNET_SUBNET,
+    MODEM_IP, ORIGIN_IP, ORIGIN_NAME, ORIGIN_URL, OUTSIDE_IF, ROLES, UPLINK_SUBNET,
+};
+use super::topology::{ns_exists, ns_ipv4_addrs};
 
 /// What `lab status` reports; `lab status --json` is the lab's contract with scripts.
 #[derive(Debug, Clone, Serialize)]

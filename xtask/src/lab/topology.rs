@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::process;
 
-use super::clients::*;
-use super::layout::*;
-use crate::process::*;
+use super::clients::CLIENTS;
+use super::layout::{parse_ns, Lab, GATEWAY_INSIDE_IP, INSIDE_IF, OUTSIDE_IF, SLOT_ROLES};
+use crate::process::{ns_pids, stop_processes};
 
 /// Removes `names` (namespaces, with every process in them, and their resolv.conf dirs), the
 /// uplink `port` (namespace, device) if given, and `dir` with every mount below it.

@@ -11,11 +11,14 @@ use serde::Serialize;
 
 use crate::process;
 
-use super::keys::*;
-use super::nodes::*;
-use super::onion::*;
-use crate::lab::layout::*;
-use crate::process::*;
+use super::keys::{read_keys, NodeKeys};
+use super::nodes::{
+    arti_config_path, node_log, node_running, started_file, Role, DIR_PORT, NODES, ONION_HOST,
+    OR_PORT,
+};
+use super::onion::{onion_address, onion_published};
+use crate::lab::layout::Lab;
+use crate::process::log_tail;
 
 /// How long `lab tor start --wait` and the tests wait for a usable consensus by default.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);

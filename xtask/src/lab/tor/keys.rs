@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::process;
 
-use super::nodes::*;
-use crate::lab::layout::*;
+use super::nodes::{data_dir, node_dir, Node, Role, NODES};
+use crate::lab::layout::Lab;
 
 /// A node's identities, read from its data dir.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

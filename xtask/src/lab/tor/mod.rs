@@ -26,14 +26,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::lab::topology::*;
+use crate::lab::topology::ip;
 use crate::process;
 
-use self::consensus::*;
-use self::keys::*;
-use self::nodes::*;
-use crate::lab::layout::*;
-use crate::process::*;
+use self::consensus::unix_now;
+use self::keys::{make_keys, read_all_keys};
+use self::nodes::{node_running, pid_file_rel, resolv_conf, started_file};
+use crate::lab::layout::{Lab, INTERNET_RESOLVER_IP};
+use crate::process::{log_tail, read_pid, stop_processes};
 
 pub use crate::lab::layout::ARTI_CONFIG_FILE;
 pub use consensus::{

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::lab::layout::*;
+use crate::lab::layout::{Lab, ARTI_CONFIG_FILE};
 
 /// Every node's ORPort, on its own address.
 pub const OR_PORT: u16 = 5000;
@@ -121,6 +121,7 @@ pub(crate) fn node_running(lab: &Lab, node: &Node) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::layout::{INTERNET_RESOLVER_IP, ORIGIN_IP};
 
     #[test]
     fn addresses_are_distinct_and_on_the_internet() {

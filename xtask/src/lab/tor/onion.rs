@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::nodes::*;
-use crate::lab::layout::*;
-use crate::process::*;
+use super::nodes::{node_dir, node_running, NODES, ONION_HOST};
+use crate::lab::layout::Lab;
+use crate::process::log_tail;
 
 /// [`ONION_HOST`]'s onion-service log (tor's `rend` domain at info level): descriptor uploads.
 pub fn onion_log(lab: &Lab) -> PathBuf {

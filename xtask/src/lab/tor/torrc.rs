@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::keys::*;
-use super::nodes::*;
-use super::onion::*;
-use crate::lab::layout::*;
+use super::keys::{read_all_keys, NodeKeys};
+use super::nodes::{
+    arti_config_path, data_dir, node_log, pid_file_rel, Node, Role, ONION_HOST, OR_PORT,
+};
+use super::onion::{onion_dir, onion_log};
+use crate::lab::layout::{Lab, ORIGIN_IP};
 
 /// Voting interval and vote/distribution delays of the authorities, in seconds.
 const VOTING_INTERVAL: u32 = 20;
@@ -224,6 +226,7 @@ pub fn write_arti_config(lab: &Lab) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::tor::nodes::NODES;
 
     fn fake_keys() -> Vec<(Node, NodeKeys)> {
         NODES

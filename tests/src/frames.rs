@@ -72,6 +72,25 @@ pub fn udp(sport: u16, dport: u16) -> Vec<u8> {
     u
 }
 
+/// A UDP datagram carrying a minimal BOOTP message (`op`, `giaddr`, `chaddr`, magic cookie).
+pub fn bootp(sport: u16, dport: u16, op: u8, giaddr: Ipv4Addr, chaddr: [u8; 6]) -> Vec<u8> {
+    let mut b = vec![op, 1, 6, 0];
+    b.extend_from_slice(&[0x12, 0x34, 0x56, 0x78]); // xid
+    b.extend_from_slice(&[0; 4]); // secs, flags
+    b.extend_from_slice(&[0; 12]); // ciaddr, yiaddr, siaddr
+    b.extend_from_slice(&giaddr.octets());
+    b.extend_from_slice(&chaddr);
+    b.extend_from_slice(&[0; 10 + 64 + 128]); // chaddr padding, sname, file
+    b.extend_from_slice(&[99, 130, 83, 99, 255]); // magic cookie, end
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + b.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(&b);
+    u
+}
+
 /// A TCP SYN header.
 pub fn tcp_syn(sport: u16, dport: u16) -> Vec<u8> {
     let mut t = Vec::new();

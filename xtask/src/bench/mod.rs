@@ -1,0 +1,76 @@
+//! `cargo xtask bench dns|dhcp|tor|registry`: the agent and its established peer, side by side in one
+//! run, same lab, same client, same load; results as ratios in `bench/RESULTS.md`.
+//!
+//! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
+//! the gateway's inside address in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`,
+//! `tor.rs`, `registry.rs`); the server processes and their config in `server.rs`; the results page and the
+//! statistics in `results.rs`.
+
+mod dhcp;
+mod dns;
+mod registry;
+mod results;
+mod server;
+mod tor;
+
+use anyhow::Result;
+
+use crate::{build, deps, lab};
+
+pub use dhcp::parse_perfdhcp;
+pub use dns::parse_dnsperf;
+
+/// Debian packages the benchmarks drive.
+pub const BENCH_PACKAGES: &[&str] = &["dnsperf", "kea-dhcp4-server", "kea-admin"];
+
+/// The benchmark lab's prefix.
+const PREFIX: &str = "bench";
+/// How long each measured run lasts.
+const RUN_SECS: u64 = 10;
+
+/// One server's numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Measurement {
+    /// What was measured.
+    pub server: String,
+    /// Answers or exchanges per second.
+    pub rate: f64,
+    /// 99th percentile latency, milliseconds (None when the tool does not report one).
+    pub p99_ms: Option<f64>,
+    /// Average latency, milliseconds.
+    pub avg_ms: Option<f64>,
+    /// Peak resident memory of the server process, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Requests that got no answer.
+    pub lost: u64,
+}
+
+/// Runs the DNS or DHCP benchmark and records it in `bench/RESULTS.md`.
+pub fn run(which: &str) -> Result<()> {
+    deps::require_root("the benchmarks")?;
+    deps::ensure_all()?;
+    deps::ensure_packages(BENCH_PACKAGES, "for the benchmarks")?;
+    if which == "registry" {
+        registry::ensure_package()?;
+    }
+    let agent = build::build_agent(true)?;
+    let lab = lab::Lab::new(PREFIX);
+    lab.down()?;
+    lab.up()?;
+    let result = match which {
+        "dns" => dns::run(&lab, &agent),
+        "dhcp" => dhcp::run(&lab, &agent),
+        "tor" => tor::run(&lab, &agent),
+        "registry" => registry::run(&lab, &agent),
+        other => Err(anyhow::anyhow!(
+            "no benchmark {other:?}; try dns, dhcp, tor or registry"
+        )),
+    };
+    let down = lab.down();
+    let (title, rows, notes) = result?;
+    down?;
+    results::record(&title, &rows, &notes)
+}
+
+/// A benchmark's section: its title, one row a server, and the notes on the setup.
+type Report = (String, Vec<Measurement>, String);

@@ -1,0 +1,110 @@
+//! The results page, `bench/RESULTS.md`: one section a benchmark, replaced by its last run.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+
+use super::Measurement;
+use crate::{build, process};
+
+/// The `q` quantile (0..=1) of `sorted`, by the nearest-rank method.
+pub(super) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((sorted.len() as f64) * q).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len() - 1))
+        .copied()
+}
+
+/// Replaces this benchmark's section of `bench/RESULTS.md`.
+pub(super) fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<()> {
+    let path = build::workspace_root().join("bench").join("RESULTS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nProduced by `cargo xtask bench …`; each section is replaced by its last run.\n"
+            .to_string()
+    });
+    let mut section = format!("\n## {title}\n\n");
+    let _ = writeln!(
+        section,
+        "Run on {} ({} cores).\n",
+        date(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    section.push_str("| server | per second | p99 ms | avg ms | peak RSS MiB | unanswered |\n");
+    section.push_str("|---|---|---|---|---|---|\n");
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    for m in rows {
+        let rate = if m.rate < 100.0 {
+            format!("{:.2}", m.rate)
+        } else {
+            format!("{:.0}", m.rate)
+        };
+        let _ = writeln!(
+            section,
+            "| {} | {rate} | {} | {} | {} | {} |",
+            m.server,
+            fmt(m.p99_ms),
+            fmt(m.avg_ms),
+            m.peak_rss_kib
+                .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            m.lost
+        );
+    }
+    if let [ours, peer] = rows {
+        if peer.rate > 0.0 {
+            let _ = writeln!(
+                section,
+                "\nRatio gateway-agent / {}: **{:.2}x** the rate.",
+                peer.server,
+                ours.rate / peer.rate
+            );
+        }
+    }
+    let _ = writeln!(section, "\n{notes}");
+    let _ = writeln!(
+        section,
+        "\nA stopped agent leaves its programs attached (fail closed): after each agent run the \
+         bench runs `gateway-agent dataplane detach`, so the peer serves an unfiltered inside."
+    );
+    // Replace the old section of the same title, keep the others.
+    let marker = format!("\n## {title}\n");
+    let updated = match existing.find(&marker) {
+        Some(start) => {
+            let rest = &existing[start + marker.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(existing.len(), |i| start + marker.len() + i);
+            format!("{}{}{}", &existing[..start], section, &existing[end..])
+        }
+        None => format!(
+            "{}{}",
+            existing.trim_end_matches('\n').to_string() + "\n",
+            section
+        ),
+    };
+    std::fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))?;
+    println!("{section}");
+    eprintln!("xtask: results in {}", path.display());
+    Ok(())
+}
+
+fn date() -> String {
+    process::output("date", ["-u", "+%Y-%m-%d %H:%M UTC"])
+        .map(|d| d.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.99), Some(99.0));
+        assert_eq!(percentile(&v, 0.5), Some(50.0));
+        assert_eq!(percentile(&[], 0.99), None);
+    }
+}
