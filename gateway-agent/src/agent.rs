@@ -13,13 +13,13 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control, dataplane, dhcp, dns, hardening, http_proxy, metrics,
+    control, dataplane, dhcp, dns, hardening, http_proxy, metrics, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, systemd, tor, transparent, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 11] = [
+pub const SERVICES: [Entry; 12] = [
     hardening::SERVICE,
     uplink::SERVICE,
     dataplane::SERVICE,
@@ -29,6 +29,7 @@ pub const SERVICES: [Entry; 11] = [
     socks::SERVICE,
     http_proxy::SERVICE,
     transparent::SERVICE,
+    registry::SERVICE,
     control::server::SERVICE,
     metrics::SERVICE,
 ];

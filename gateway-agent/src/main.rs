@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{leases, maps, status},
+    cli::{leases, maps, pki, registry, status},
     config::{self, Config},
     dataplane, logging,
 };
@@ -61,6 +61,67 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The private registry's store (through the agent when it runs).
+    Registry {
+        #[command(subcommand)]
+        verb: RegistryCommand,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// The gateway CA: certificates for the registries and their clients.
+    Pki {
+        #[command(subcommand)]
+        verb: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegistryCommand {
+    /// Remove blobs no manifest references (older than registry.gc_grace), and abandoned uploads.
+    Gc,
+    /// Repositories and their tags.
+    Ls,
+    /// Bytes per repository and in the whole store.
+    Du,
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the CA (and an empty CRL) under state.dir/pki.
+    Init {
+        /// Replace an existing CA (every certificate it issued stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue the server certificate: registry.<zone>, mirror.<zone> and the inside address.
+    IssueServer {
+        /// Replace an existing one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a client certificate into DIR as client.cert, client.key and ca.crt.
+    IssueClient {
+        /// The client's name (its certificate's CN, what [[registry.access]] names).
+        name: String,
+        /// Where to write the bundle (e.g. /etc/containers/certs.d/registry.home.arpa).
+        #[arg(long)]
+        out: PathBuf,
+        /// Overwrite files in DIR, and issue even if NAME already has a valid certificate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every issued client certificate.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke NAME's certificates; running registries reload the CRL without a restart.
+    Revoke {
+        /// The client's name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -107,6 +168,32 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             report(status::run(&cfg.control.socket, json))
+        }
+        Command::Registry { verb, json } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let operation = match verb {
+                RegistryCommand::Gc => "gc",
+                RegistryCommand::Ls => "ls",
+                RegistryCommand::Du => "du",
+            };
+            report(registry::run(&cfg, operation, json))
+        }
+        Command::Pki { verb } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let verb = match verb {
+                PkiCommand::Init { force } => pki::Verb::Init { force },
+                PkiCommand::IssueServer { force } => pki::Verb::IssueServer { force },
+                PkiCommand::IssueClient { name, out, force } => {
+                    pki::Verb::IssueClient { name, out, force }
+                }
+                PkiCommand::List { json } => pki::Verb::List { json },
+                PkiCommand::Revoke { name } => pki::Verb::Revoke { name },
+            };
+            report(pki::run(&cfg, verb))
         }
         Command::Dataplane {
             action: DataplaneCommand::Detach,

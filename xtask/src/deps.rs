@@ -38,6 +38,11 @@ pub const LAB_PACKAGES: &[&str] = &[
     // The private Tor network (tor, tor-gencert, tor-resolve) and clients that use a SOCKS port.
     "tor",
     "torsocks",
+    // Real OCI clients for the private registry's tests (tests/tests/lab_registry.rs); each test
+    // gives them their own storage, cert dir and registries.conf.
+    "skopeo",
+    "podman",
+    "buildah",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.

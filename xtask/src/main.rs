@@ -49,9 +49,10 @@ enum Task {
         action: LabAction,
     },
     /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq), `dhcp`
-    /// (vs Kea) or `tor` (vs a C-tor client); results in bench/RESULTS.md.
+    /// (vs Kea), `tor` (vs a C-tor client) or `registry` (vs docker-registry); results in
+    /// bench/RESULTS.md.
     Bench {
-        /// `dns`, `dhcp` or `tor`.
+        /// `dns`, `dhcp`, `tor` or `registry`.
         which: String,
     },
     /// Run the libFuzzer targets in fuzz/ (nightly, cargo-fuzz); see README "Fuzzing".

@@ -3,5 +3,7 @@
 
 pub mod leases;
 pub mod maps;
+pub mod pki;
+pub mod registry;
 pub mod status;
 pub mod table;

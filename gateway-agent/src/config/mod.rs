@@ -40,6 +40,7 @@ pub use crate::dns::config::{Dns, DnsUpstream};
 pub use crate::egress::Egress;
 pub use crate::http_proxy::config::HttpProxy;
 pub use crate::metrics::config::Metrics;
+pub use crate::registry::config::{Access, Registry};
 pub use crate::tor::config::Tor;
 pub use crate::transparent::config::Transparent;
 pub use crate::uplink::config::{MacvlanMode, Outside, OutsideAddress, Uplink};
@@ -70,6 +71,8 @@ pub struct Config {
     pub tor: Tor,
     /// `[transparent]`.
     pub transparent: Transparent,
+    /// `[registry]` settings beyond enabled/port.
+    pub registry: Registry,
 }
 
 impl Config {

@@ -9,7 +9,7 @@ use super::error::{ConfigErrors, Errors};
 use super::reader::Section;
 use super::values::PortRule;
 use super::{validate, Config};
-use crate::{control, dataplane, dhcp, dns, http_proxy, metrics, tor, uplink};
+use crate::{control, dataplane, dhcp, dns, http_proxy, metrics, registry, tor, uplink};
 
 /// Builds the config from a parsed document, or every problem found in it.
 pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
@@ -61,6 +61,13 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         errors,
         http_proxy::config::read,
     );
+    let (registry_service, registry) = service(
+        &mut root,
+        "registry",
+        defaults.registry,
+        errors,
+        registry::config::read,
+    );
     // SOCKS only goes over Tor: on by default with Tor, an error without it.
     let socks_default = Service {
         enabled: tor_enabled && defaults.socks.enabled,
@@ -71,7 +78,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         dhcp: dhcp_service,
         socks: service(&mut root, "socks", socks_default, errors, no_keys).0,
         http_proxy: http_proxy_service,
-        registry: service(&mut root, "registry", defaults.registry, errors, no_keys).0,
+        registry: registry_service,
         mirror: service(&mut root, "mirror", defaults.mirror, errors, no_keys).0,
     };
     validate::socks_needs_tor(&services, tor_enabled, errors);
@@ -117,6 +124,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         http_proxy: http_proxy?,
         tor: tor?,
         transparent: transparent?,
+        registry: registry?,
     })
 }
 

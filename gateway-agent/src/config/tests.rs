@@ -134,6 +134,7 @@ fn example_config_shows_the_real_defaults() {
     assert_eq!(example.services, defaults.services);
     assert_eq!(example.http_proxy, defaults.http_proxy);
     assert_eq!(example.tor, defaults.tor);
+    assert_eq!(example.registry, defaults.registry);
     assert_eq!(example.dns.upstream, defaults.dns.upstream);
 }
 
@@ -1126,4 +1127,38 @@ fn tor_table() {
     );
     assert_eq!(custom.dns.upstream, super::DnsUpstream::None);
     assert_eq!(custom.services.socks, Service::on(9150));
+}
+
+#[test]
+fn registry_access_entries_are_read_and_checked() {
+    let config = parse_ok(&with(
+        "[[registry.access]]\nclient = \"ci\"\npush = [\"team/\", \"\"]",
+    ));
+    assert_eq!(
+        config.registry.access,
+        [crate::config::Access {
+            client: "ci".into(),
+            push: vec!["team/".into(), "".into()],
+        }]
+    );
+    assert_error(
+        &with("[[registry.access]]\nclient = \"CI\"\npush = []"),
+        "registry.access[0].client",
+        "is not a client name",
+    );
+    assert_error(
+        &with("[[registry.access]]\nclient = \"ci\"\npush = [\"../x\"]"),
+        "registry.access[0].push[0]",
+        "not a repository name prefix",
+    );
+    assert_error(
+        &with("[[registry.access]]\nclient = \"ci\""),
+        "registry.access[0].push",
+        "missing",
+    );
+    assert_error(
+        &with("[registry]\nmax_blob_size = 0"),
+        "registry.max_blob_size",
+        "out of range",
+    );
 }

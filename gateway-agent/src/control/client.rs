@@ -30,8 +30,18 @@ pub enum ClientError {
     },
 }
 
-/// Sends `request` and reads the response.
+/// Sends `request` and reads the response, waiting at most 5 s.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    request_within(socket, request, Duration::from_secs(5))
+}
+
+/// Sends `request` and reads the response, waiting at most `timeout` (operations that walk
+/// a store, like the registry's GC, take longer than a status read).
+pub fn request_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let path = socket.display().to_string();
     let bad = |reason: String| ClientError::BadAnswer {
         path: path.clone(),
@@ -41,7 +51,7 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError
         path: path.clone(),
         reason: err.to_string(),
     })?;
-    let timeout = Some(Duration::from_secs(5));
+    let timeout = Some(timeout);
     stream
         .set_read_timeout(timeout)
         .and_then(|()| stream.set_write_timeout(timeout))

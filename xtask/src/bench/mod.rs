@@ -1,13 +1,14 @@
-//! `cargo xtask bench dns|dhcp|tor`: the agent and its established peer, side by side in one
+//! `cargo xtask bench dns|dhcp|tor|registry`: the agent and its established peer, side by side in one
 //! run, same lab, same client, same load; results as ratios in `bench/RESULTS.md`.
 //!
 //! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
 //! the gateway's inside address in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`,
-//! `tor.rs`); the server processes and their config in `server.rs`; the results page and the
+//! `tor.rs`, `registry.rs`); the server processes and their config in `server.rs`; the results page and the
 //! statistics in `results.rs`.
 
 mod dhcp;
 mod dns;
+mod registry;
 mod results;
 mod server;
 mod tor;
@@ -49,6 +50,9 @@ pub fn run(which: &str) -> Result<()> {
     deps::require_root("the benchmarks")?;
     deps::ensure_all()?;
     deps::ensure_packages(BENCH_PACKAGES, "for the benchmarks")?;
+    if which == "registry" {
+        registry::ensure_package()?;
+    }
     let agent = build::build_agent(true)?;
     let lab = lab::Lab::new(PREFIX);
     lab.down()?;
@@ -57,8 +61,9 @@ pub fn run(which: &str) -> Result<()> {
         "dns" => dns::run(&lab, &agent),
         "dhcp" => dhcp::run(&lab, &agent),
         "tor" => tor::run(&lab, &agent),
+        "registry" => registry::run(&lab, &agent),
         other => Err(anyhow::anyhow!(
-            "no benchmark {other:?}; try dns, dhcp or tor"
+            "no benchmark {other:?}; try dns, dhcp, tor or registry"
         )),
     };
     let down = lab.down();

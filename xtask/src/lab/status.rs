@@ -38,6 +38,9 @@ pub struct LabStatus {
     pub uplink_subnet: String,
     pub internet_subnet: String,
     pub origin_url: String,
+    /// The gateway's private registry (`https://<inside address>`; its certificate names the
+    /// address, `registry.<zone>` and `mirror.<zone>`).
+    pub registry_url: String,
     pub origin_name: String,
     pub origin_ip: String,
     /// The resolver the modem hands out by DHCP.
@@ -211,6 +214,7 @@ impl Lab {
             uplink_subnet: UPLINK_SUBNET.into(),
             internet_subnet: INTERNET_SUBNET.into(),
             origin_url: ORIGIN_URL.into(),
+            registry_url: format!("https://{GATEWAY_INSIDE_IP}"),
             origin_name: ORIGIN_NAME.into(),
             origin_ip: ORIGIN_IP.into(),
             uplink_resolver_ip: MODEM_IP.into(),

@@ -1,0 +1,189 @@
+//! `[registry]` beyond `enabled` and `port`: where the store is, its limits, how long abandoned
+//! uploads and unreferenced blobs live, and who may push where (`[[registry.access]]`).
+
+use std::path::PathBuf;
+
+use toml::Value;
+
+use crate::config::reader::{self, Section};
+use crate::config::{values, Errors, Seconds};
+
+/// `[registry]` beyond enabled/port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registry {
+    /// The store's directory; `None`: `<state.dir>/registry`.
+    pub dir: Option<PathBuf>,
+    /// Largest blob accepted, in bytes.
+    pub max_blob_size: u64,
+    /// Largest manifest accepted, in bytes.
+    pub max_manifest_size: u64,
+    /// Upload sessions untouched this long are removed.
+    pub upload_expiry: Seconds,
+    /// GC keeps unreferenced blobs younger than this (a push in progress uploads its layers
+    /// before the manifest that references them).
+    pub gc_grace: Seconds,
+    /// Who may push and delete where; everyone with a valid certificate may pull.
+    pub access: Vec<Access>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            dir: None,
+            max_blob_size: 10 << 30,
+            max_manifest_size: 4 << 20,
+            upload_expiry: Seconds::new(24 * 3600),
+            gc_grace: Seconds::new(3600),
+            access: Vec::new(),
+        }
+    }
+}
+
+/// One `[[registry.access]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The client certificate's name (what `pki issue-client NAME` put in it).
+    pub client: String,
+    /// Repository prefixes it may push to and delete from: `"team/"` covers `team/app`;
+    /// `"app"` covers `app` and `app/…`; `""` covers everything.
+    pub push: Vec<String>,
+}
+
+impl Registry {
+    /// Whether `client` may push to (and delete from) `repo`.
+    pub fn may_push(&self, client: Option<&str>, repo: &str) -> bool {
+        let Some(client) = client else {
+            return false;
+        };
+        self.access
+            .iter()
+            .filter(|entry| entry.client == client)
+            .flat_map(|entry| &entry.push)
+            .any(|prefix| covers(prefix, repo))
+    }
+}
+
+fn covers(prefix: &str, repo: &str) -> bool {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        return repo.starts_with(prefix);
+    }
+    repo == prefix
+        || repo
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Reads the keys of `[registry]` beyond enabled/port.
+pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Registry> {
+    let d = Registry::default();
+    let dir = section.optional("dir", None, errors, |value| {
+        values::absolute_path(&reader::string(value)?).map(Some)
+    });
+    let max_blob_size = section.optional("max_blob_size", d.max_blob_size, errors, |value| {
+        values::positive(value, 1 << 50)
+    });
+    let max_manifest_size =
+        section.optional("max_manifest_size", d.max_manifest_size, errors, |value| {
+            values::positive(value, 64 << 20)
+        });
+    let upload_expiry =
+        section.optional("upload_expiry", d.upload_expiry, errors, values::duration);
+    let gc_grace = section.optional("gc_grace", d.gc_grace, errors, values::duration);
+    let access_key = section.key("access");
+    let entries = section.optional("access", Vec::new(), errors, reader::array)?;
+    let mut access = Vec::new();
+    let mut ok = true;
+    for (i, entry) in entries.into_iter().enumerate() {
+        match access_entry(format!("{access_key}[{i}]"), entry, errors) {
+            Some(entry) => access.push(entry),
+            None => ok = false,
+        }
+    }
+    Some(Registry {
+        dir: dir?,
+        max_blob_size: max_blob_size?,
+        max_manifest_size: max_manifest_size?,
+        upload_expiry: upload_expiry?,
+        gc_grace: gc_grace?,
+        access: ok.then_some(access)?,
+    })
+}
+
+/// One `[[registry.access]]`: `client` and `push`.
+fn access_entry(path: String, entry: Value, errors: &mut Errors) -> Option<Access> {
+    let Value::Table(table) = entry else {
+        errors.push(
+            &path,
+            reader::expected("a table with client and push", &entry),
+        );
+        return None;
+    };
+    let mut section = Section::nested(path, table);
+    let client = section.required(
+        "client",
+        "the client certificate's name, as given to `pki issue-client`",
+        errors,
+        |value| {
+            let name = reader::string(value)?;
+            crate::pki::check_client_name(&name)?;
+            Ok(name)
+        },
+    );
+    let push_key = section.key("push");
+    let push = section.required(
+        "push",
+        "repository prefixes it may push to, like [\"team/\"]",
+        errors,
+        reader::array,
+    );
+    section.finish(errors);
+    let mut prefixes = Vec::new();
+    for (i, value) in push?.into_iter().enumerate() {
+        let prefix = reader::string(value).and_then(|prefix| {
+            let name = prefix.trim_end_matches('/');
+            if name.is_empty() || name.parse::<super::names::RepoName>().is_ok() {
+                Ok(prefix)
+            } else {
+                Err(format!(
+                    "{prefix:?} is not a repository name prefix (lowercase components, like \"team/\")"
+                ))
+            }
+        });
+        prefixes.push(errors.check(&format!("{push_key}[{i}]"), prefix)?);
+    }
+    Some(Access {
+        client: client?,
+        push: prefixes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_prefixes_cover_what_they_say() {
+        let registry = Registry {
+            access: vec![
+                Access {
+                    client: "ci".into(),
+                    push: vec!["team/".into(), "tools".into()],
+                },
+                Access {
+                    client: "admin".into(),
+                    push: vec!["".into()],
+                },
+            ],
+            ..Registry::default()
+        };
+        assert!(registry.may_push(Some("ci"), "team/app"));
+        assert!(registry.may_push(Some("ci"), "tools"));
+        assert!(registry.may_push(Some("ci"), "tools/x"));
+        assert!(!registry.may_push(Some("ci"), "toolsx"));
+        assert!(!registry.may_push(Some("ci"), "team"));
+        assert!(!registry.may_push(Some("ci"), "other/app"));
+        assert!(!registry.may_push(Some("dev"), "team/app"));
+        assert!(!registry.may_push(None, "team/app"));
+        assert!(registry.may_push(Some("admin"), "anything/at/all"));
+    }
+}

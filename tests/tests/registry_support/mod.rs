@@ -1,0 +1,189 @@
+//! What the registry's lab tests share: an agent with the registry and a client leased
+//! ([`Setup`]), its container tools with their own configuration, and OCI image layouts
+//! built from local files ([`oci`]).
+
+pub mod oci;
+
+use std::path::{Path, PathBuf};
+
+use gateway_tests::{fail, Agent, DhcpClient, OrFail, TestLab};
+
+/// The gateway's inside address, where the registry listens (port 443).
+pub const REGISTRY: &str = "198.51.100.1";
+
+/// A running agent with the registry, its config and a work folder for the test's files.
+pub struct Setup {
+    pub lab: TestLab,
+    pub cfg: PathBuf,
+    pub agent: Option<Agent>,
+    pub work: PathBuf,
+    /// The container tools' folder: short, as podman wants its runroot under 50 characters.
+    tools: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tools);
+    }
+}
+
+impl Setup {
+    /// An agent without Tor where client `ci` may push to `team/`; c1 leased.
+    pub fn up(name: &str) -> Setup {
+        let lab = TestLab::up();
+        let cfg = lab.config_without_tor(&format!("{name}.toml"));
+        let mut text = std::fs::read_to_string(&cfg).or_fail("reading the agent config");
+        text.push_str("\n[[registry.access]]\nclient = \"ci\"\npush = [\"team/\"]\n");
+        std::fs::write(&cfg, text).or_fail("writing the agent config");
+        let agent = Agent::start(&lab, &cfg);
+        lab.dhcp("c1", DhcpClient::Dhclient, None);
+        let work = lab.lab.gateway_dir().join(format!("{name}-work"));
+        std::fs::create_dir_all(&work).or_fail("creating the work folder");
+        let tools = std::process::Command::new("mktemp")
+            .args(["-d", "/tmp/gwr.XXXXXX"])
+            .output()
+            .or_fail("mktemp");
+        let tools = PathBuf::from(
+            String::from_utf8(tools.stdout)
+                .or_fail("mktemp's output")
+                .trim(),
+        );
+        let setup = Setup {
+            lab,
+            cfg,
+            agent: Some(agent),
+            work,
+            tools,
+        };
+        let status = setup.lab.cli_json(&setup.cfg, &["status"]);
+        assert!(status["registry"].is_object(), "{status}");
+        setup
+    }
+
+    pub fn agent(&self) -> &Agent {
+        self.agent.as_ref().unwrap_or_else(|| fail("no agent runs"))
+    }
+
+    /// A client bundle for `name` (client.cert, client.key, ca.crt).
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        let out = self.work.join("certs").join(name);
+        let done = self.lab.cli(
+            &self.cfg,
+            &[
+                "pki",
+                "issue-client",
+                name,
+                "--out",
+                &out.display().to_string(),
+            ],
+        );
+        assert!(
+            done.status.success(),
+            "{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        out
+    }
+
+    /// curl from c1 with `bundle`: (exit status ok, `-i` output).
+    pub fn curl(&self, bundle: Option<&Path>, args: &[&str]) -> (bool, String) {
+        let ca = self.lab.lab.agent_state_dir().join("pki/ca.crt");
+        let mut all: Vec<String> = ["-sS", "-i", "--max-time", "20", "--path-as-is", "--cacert"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        all.push(ca.display().to_string());
+        if let Some(bundle) = bundle {
+            all.extend([
+                "--cert".into(),
+                bundle.join("client.cert").display().to_string(),
+                "--key".into(),
+                bundle.join("client.key").display().to_string(),
+            ]);
+        }
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let out = self.lab.exec("c1", "curl", &refs);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// A container tool from c1 with its own configuration under `work/tools`.
+    pub fn tool(&self, program: &str, args: &[&str]) -> std::process::Output {
+        let tools = &self.tools;
+        std::fs::create_dir_all(tools.join("tmp")).or_fail("creating the tools' folder");
+        std::fs::write(
+            tools.join("registries.conf"),
+            "unqualified-search-registries = []\n",
+        )
+        .or_fail("writing registries.conf");
+        std::fs::write(
+            tools.join("containers.conf"),
+            "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+        )
+        .or_fail("writing containers.conf");
+        std::fs::write(
+            tools.join("policy.json"),
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .or_fail("writing policy.json");
+        let env = [
+            format!("HOME={}", tools.display()),
+            format!("XDG_CONFIG_HOME={}", tools.display()),
+            format!("XDG_RUNTIME_DIR={}", tools.join("tmp").display()),
+            format!("TMPDIR={}", tools.join("tmp").display()),
+            format!(
+                "CONTAINERS_REGISTRIES_CONF={}",
+                tools.join("registries.conf").display()
+            ),
+            format!(
+                "CONTAINERS_CONF={}",
+                tools.join("containers.conf").display()
+            ),
+            format!(
+                "CONTAINERS_STORAGE_CONF={}",
+                tools.join("storage.conf").display()
+            ),
+        ];
+        std::fs::write(
+            tools.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\nrunroot = \"{0}/run\"\ngraphroot = \"{0}/root\"\n",
+                tools.display()
+            ),
+        )
+        .or_fail("writing storage.conf");
+        let mut all: Vec<String> = env.to_vec();
+        all.push(program.to_owned());
+        if program != "skopeo" {
+            all.extend([
+                "--root".into(),
+                tools.join("root").display().to_string(),
+                "--runroot".into(),
+                tools.join("run").display().to_string(),
+                "--storage-driver".into(),
+                "vfs".into(),
+            ]);
+        }
+        all.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.lab.exec("c1", "env", &refs)
+    }
+
+    pub fn tool_ok(&self, program: &str, args: &[&str]) -> String {
+        let out = self.tool(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.agent.as_ref().map(Agent::log_text).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn policy(&self) -> String {
+        self.tools.join("policy.json").display().to_string()
+    }
+}
