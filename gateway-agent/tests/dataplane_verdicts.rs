@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use aya::{
     maps::{Array, HashMap as AyaHashMap, PerCpuArray, PerCpuHashMap},
-    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, SkLookup, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use gateway_agent::{config, dataplane};
@@ -31,10 +31,10 @@ const UPLINK: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x22];
 
 fn lab_like_config(allow_ping: bool) -> config::Config {
-    config_with(allow_ping, false)
+    config_with(allow_ping, false, false)
 }
 
-fn config_with(allow_ping: bool, accept_relayed: bool) -> config::Config {
+fn config_with(allow_ping: bool, accept_relayed: bool, steer: bool) -> config::Config {
     let text = format!(
         r#"
 [interfaces]
@@ -47,6 +47,8 @@ allow_ping = {allow_ping}
 allow = ["tcp/22"]
 [dhcp]
 accept_relayed = {accept_relayed}
+[transparent]
+enabled = {steer}
 "#
     );
     config::parse(&text).expect("the test config is valid")
@@ -101,6 +103,12 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
         .try_into()
         .unwrap();
     tc.load().expect("verifier accepts parent_ingress");
+    let steer: &mut SkLookup = ebpf
+        .program_mut(programs::INSIDE_STEER)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    steer.load().expect("verifier accepts inside_steer");
     ebpf
 }
 
@@ -194,11 +202,57 @@ fn arp_with_frame_source(sender_mac: [u8; 6], frame_mac: [u8; 6], sender_ip: Ipv
 }
 
 #[test]
+fn steering_passes_inside_tcp_to_other_hosts_only() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    let cfg = config_with(true, false, true);
+    let ebpf = load(Some(&cfg));
+    let other_client = Ipv4Addr::new(198, 51, 100, 12);
+    use DropReason::*;
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        (
+            "TCP to an outside address (to the transparent listener)",
+            client_ipv4(Ip::new(CLIENT, ORIGIN, 6), &tcp_syn(40000, 80)),
+            None,
+        ),
+        (
+            "TCP to the uplink address (steered as well)",
+            client_ipv4(Ip::new(CLIENT, UPLINK, 6), &tcp_syn(40000, 22)),
+            None,
+        ),
+        (
+            "TCP to another inside host",
+            client_ipv4(Ip::new(CLIENT, other_client, 6), &tcp_syn(40000, 80)),
+            Some(ForeignDestination),
+        ),
+        (
+            "TCP to a closed gateway port",
+            client_ipv4(Ip::new(CLIENT, GATEWAY, 6), &tcp_syn(40000, 8080)),
+            Some(PortClosed),
+        ),
+        (
+            "UDP to an outside address",
+            client_ipv4(Ip::new(CLIENT, ORIGIN, 17), &udp(40000, 443)),
+            Some(ForeignDestination),
+        ),
+        (
+            "TCP to an outside address from a spoofed source",
+            client_ipv4(Ip::new(UNLEASED, ORIGIN, 6), &tcp_syn(40000, 80)),
+            Some(SpoofedSource),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+}
+
+#[test]
 fn relayed_dhcp_needs_accept_relayed_and_a_leased_relay() {
     if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
-    let cfg = config_with(true, true);
+    let cfg = config_with(true, true, false);
     let ebpf = load(Some(&cfg));
     let relayed = |src: Ipv4Addr| {
         client_ipv4(

@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<DataplaneConfig>(), 16);
+        assert_eq!(core::mem::size_of::<DataplaneConfig>(), 32);
         assert_eq!(core::mem::size_of::<PortKey>(), 4);
         assert_eq!(core::mem::size_of::<MacKey>(), 8);
         assert_eq!(core::mem::size_of::<ClientStats>(), 40);

@@ -15,7 +15,7 @@ use aya::maps::{MapData, SockMap};
 use futures::TryStreamExt;
 use gateway_common::maps::steer;
 use rtnetlink::packet_route::route::{RouteAttribute, RouteScope, RouteType};
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, RouteMessageBuilder};
 
 /// The routing table of the steering route ("gw" in ASCII: unlikely to be anyone else's).
@@ -83,14 +83,7 @@ pub async fn install_route(inside: &str) -> Result<()> {
 pub async fn remove_route() -> Result<()> {
     let (connection, handle, _) = rtnetlink::new_connection().context("opening netlink")?;
     tokio::spawn(connection);
-    let rules: Vec<_> = handle
-        .rule()
-        .get(IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .context("listing rules")?;
-    for rule in rules {
+    for rule in rules(&handle).await? {
         if rule_table(&rule) == Some(STEER_TABLE) {
             handle
                 .rule()
@@ -128,15 +121,18 @@ pub async fn remove_route() -> Result<()> {
     Ok(())
 }
 
-async fn rule_present(handle: &Handle, inside: &str) -> Result<bool> {
-    let rules: Vec<_> = handle
+async fn rules(handle: &Handle) -> Result<Vec<RuleMessage>> {
+    handle
         .rule()
         .get(IpVersion::V4)
         .execute()
         .try_collect()
         .await
-        .context("listing rules")?;
-    Ok(rules.iter().any(|rule| {
+        .context("listing rules")
+}
+
+async fn rule_present(handle: &Handle, inside: &str) -> Result<bool> {
+    Ok(rules(handle).await?.iter().any(|rule| {
         rule_table(rule) == Some(STEER_TABLE)
             && rule
                 .attributes
@@ -145,7 +141,7 @@ async fn rule_present(handle: &Handle, inside: &str) -> Result<bool> {
     }))
 }
 
-fn rule_table(rule: &rtnetlink::packet_route::rule::RuleMessage) -> Option<u32> {
+fn rule_table(rule: &RuleMessage) -> Option<u32> {
     rule.attributes
         .iter()
         .find_map(|a| match a {
