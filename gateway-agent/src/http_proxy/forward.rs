@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use super::{
+    cache::exchange,
     idle::{Activity, Tracked},
     request::{self, BadRequest},
     stats::{bump, ActiveGuard},
@@ -21,8 +22,11 @@ use super::{
 };
 use crate::egress::{BoxStream, EgressError, Isolation, Target};
 
+/// The error of a body the proxy sends: hyper's, or the cache's.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body of every response the proxy sends.
-pub(crate) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// Answers one request from `client`.
 pub(crate) async fn handle(
@@ -64,7 +68,8 @@ fn shown_target(req: &Request<Incoming>) -> String {
     }
 }
 
-/// An absolute-form request: rewritten to origin-form and sent over a fresh stream.
+/// An absolute-form request: answered from the cache when it can be, otherwise rewritten to
+/// origin-form and sent over a fresh stream.
 async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
     let counters = &shared.counters;
     bump(&counters.requests);
@@ -83,13 +88,31 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
             ),
         );
     }
+    if let Some(cache) = &shared.cache {
+        if exchange::cacheable(&parts) {
+            return exchange::answer(shared, cache, client, &target, parts).await;
+        }
+    }
     if let Err(problem) = request::to_origin_form(&mut parts) {
         return bad_request(shared, &problem);
     }
-    let stream = match open(shared, client, &target).await {
-        Ok(stream) => stream,
-        Err(response) => return response,
-    };
+    let body = body.map_err(BoxError::from).boxed();
+    match upstream(shared, client, &target, Request::from_parts(parts, body)).await {
+        Ok(response) => response.map(|body| body.map_err(BoxError::from).boxed()),
+        Err(response) => response,
+    }
+}
+
+/// Sends an origin-form request to `target` over a fresh stream for `client`: the response
+/// with its hop-by-hop headers removed, or the proxy's own answer explaining the failure.
+pub(crate) async fn upstream(
+    shared: &Shared,
+    client: IpAddr,
+    target: &Target,
+    req: Request<ProxyBody>,
+) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    let counters = &shared.counters;
+    let stream = open(shared, client, target).await?;
 
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
@@ -97,7 +120,10 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
         Ok(pair) => pair,
         Err(_) => {
             bump(&counters.protocol);
-            return text(StatusCode::BAD_GATEWAY, "the origin connection failed\n");
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                "the origin connection failed\n",
+            ));
         }
     };
     let idle = shared.settings.idle_timeout;
@@ -112,35 +138,29 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
         }
     });
 
-    let sent = tokio::time::timeout(idle, sender.send_request(Request::from_parts(parts, body)));
-    let response = match sent.await {
+    let timed_out = || {
+        bump(&counters.timeout);
+        text(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("{target} did not answer in time\n"),
+        )
+    };
+    let response = match tokio::time::timeout(idle, sender.send_request(req)).await {
         Ok(Ok(response)) => response,
         // The idle watchdog dropped the connection: a silent origin, not a broken one.
-        Ok(Err(_)) if watched.is_idle(idle) => {
-            bump(&counters.timeout);
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("{target} did not answer in time\n"),
-            );
-        }
+        Ok(Err(_)) if watched.is_idle(idle) => return Err(timed_out()),
         Ok(Err(_)) => {
             bump(&counters.protocol);
-            return text(
+            return Err(text(
                 StatusCode::BAD_GATEWAY,
                 &format!("no valid HTTP answer from {target}\n"),
-            );
+            ));
         }
-        Err(_) => {
-            bump(&counters.timeout);
-            return text(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!("{target} did not answer in time\n"),
-            );
-        }
+        Err(_) => return Err(timed_out()),
     };
     let (mut parts, body) = response.into_parts();
     request::strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body.boxed())
+    Ok(Response::from_parts(parts, body))
 }
 
 /// CONNECT host:port: the stream first, so a failure is a real status; then 200 and the

@@ -32,6 +32,9 @@ pub struct HttpProxyStats {
     pub upstream_failures: UpstreamFailures,
     /// Client connections open now (tunnels included).
     pub active: u64,
+    /// The disk cache, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::CacheStats>,
 }
 
 /// Upstream failures by kind.
@@ -98,6 +101,7 @@ impl Counters {
                 protocol: get(&self.protocol),
             },
             active: get(&self.active),
+            cache: None,
         }
     }
 
