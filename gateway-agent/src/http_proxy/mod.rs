@@ -212,10 +212,12 @@ impl CacheControl {
         self.0.stats()
     }
 
-    /// Removes the object stored for `url` (as the proxy keys it: `http://host:port/path`);
-    /// whether there was one.
-    pub async fn purge(&self, url: &str) -> bool {
-        self.0.purge(url).await
+    /// Removes the object stored for `url` (`http://host[:port]/path`): the URL as the cache
+    /// keys it, and whether there was one.
+    pub async fn purge(&self, url: &str) -> Result<(String, bool)> {
+        let url = cache::normal_url(url)?;
+        let purged = self.0.purge(&url).await;
+        Ok((url, purged))
     }
 }
 

@@ -123,8 +123,7 @@ impl ServiceView for ProxyView {
                     let url = args["url"]
                         .as_str()
                         .context("cache_purge needs {\"url\": \"http://host/path\"}")?;
-                    let url = crate::http_proxy::cache::normal_url(url)?;
-                    let purged = cache.purge(&url).await;
+                    let (url, purged) = cache.purge(url).await?;
                     Ok(serde_json::json!({ "url": url, "purged": purged }))
                 }
                 other => anyhow::bail!("the http_proxy service has no operation {other:?}"),

@@ -64,7 +64,7 @@ pub(crate) async fn answer(
     let now = SystemTime::now();
     if let Some(found) = cache.lookup(&key).await {
         let rule = policy::url_rule(asked.uri().path());
-        match (found.meta.policy.before_request(&asked, now), rule) {
+        match (found.meta.policy.before_request(&as_get(&asked), now), rule) {
             (BeforeRequest::Fresh(head), UrlRule::Normal) => {
                 return from_cache(cache, &found, head.status, head.headers, &asked, Count::Hit);
             }
@@ -125,6 +125,14 @@ fn asked(parts: &Parts, uri: Uri) -> Request<()> {
     req
 }
 
+/// The request as a GET, for the policy: a stored GET answers a HEAD too (RFC 9110 §9.3.2).
+fn as_get(asked: &Request<()>) -> Request<()> {
+    let mut req = Request::new(());
+    *req.uri_mut() = asked.uri().clone();
+    *req.headers_mut() = asked.headers().clone();
+    req
+}
+
 /// A stale (or always-revalidated) entry: a conditional request with the stored validators.
 /// `None`: the origin's 304 does not fit the stored object, so the request goes on as a miss.
 async fn revalidate(
@@ -165,7 +173,11 @@ async fn revalidate(
     };
     if response.status() == StatusCode::NOT_MODIFIED {
         let now = SystemTime::now();
-        return match found.meta.policy.after_response(asked, &response, now) {
+        return match found
+            .meta
+            .policy
+            .after_response(&as_get(asked), &response, now)
+        {
             AfterResponse::NotModified(new_policy, head) => {
                 let mut meta = (*found.meta).clone();
                 meta.policy = new_policy;

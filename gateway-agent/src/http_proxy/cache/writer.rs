@@ -69,40 +69,46 @@ pub(crate) async fn run(
             tracing::warn!("writing a cache body failed; the object is not stored");
             break false;
         }
-        written += len;
+        // Readers get everything but the last frame until the object is committed: with a
+        // Content-Length, the last byte is what tells a client the body is complete.
         progress.send_replace(Progress::Writing(written));
+        written += len;
     };
     if !complete {
         progress.send_replace(Progress::Failed);
         remove(temp).await;
         return;
     }
-    progress.send_replace(Progress::Done(written));
-    if written > cache.max_object() {
+    // Readers finish only once the object is committed: a client that got a whole body knows
+    // the next request (or a restart) finds it stored.
+    if written <= cache.max_object() {
+        meta.size = written;
+        meta.sha256 = store::hex(context.finish().as_ref());
+        let committer = cache.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            meta.body = store::Store::body_name(&key)?;
+            committer
+                .store
+                .commit(&key, &temp, &file, &meta)
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&temp);
+                })?;
+            committer.insert(&key, meta);
+            Ok::<_, anyhow::Error>(())
+        })
+        .await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!("storing a cache object failed: {error:#}"),
+            Err(_) => tracing::warn!("storing a cache object failed"),
+        }
+    } else {
         remove(temp).await;
-        return;
     }
-    meta.size = written;
-    meta.sha256 = store::hex(context.finish().as_ref());
-    let committed = tokio::task::spawn_blocking(move || {
-        meta.body = store::Store::body_name(&key)?;
-        cache
-            .store
-            .commit(&key, &temp, &file, &meta)
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&temp);
-            })?;
-        cache.insert(&key, meta);
-        Ok::<_, anyhow::Error>(())
-    })
-    .await;
-    match committed {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::warn!("storing a cache object failed: {error:#}"),
-        Err(_) => tracing::warn!("storing a cache object failed"),
-    }
-    // Only now may the next request miss the flight: it finds the entry instead.
+    // The entry is in the index now: the next request finds it, not this flight (whose
+    // followers keep what they hold).
     drop(lead);
+    progress.send_replace(Progress::Done(written));
 }
 
 async fn remove(temp: PathBuf) {
