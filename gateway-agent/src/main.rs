@@ -35,6 +35,12 @@ enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every stored URL (what the inside clients fetched: root only).
+    Ls {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove one URL's object (`http://host[:port]/path`).
     Purge {
         /// The URL as the clients asked for it.
@@ -129,6 +135,7 @@ fn main() -> ExitCode {
             let socket = &cfg.control.socket;
             report(match action {
                 CacheCommand::Stats { json } => cache::stats(socket, json),
+                CacheCommand::Ls { json } => cache::ls(socket, json),
                 CacheCommand::Purge { url } => cache::purge(socket, &url),
             })
         }

@@ -352,6 +352,25 @@ async fn stale_objects_are_revalidated() {
     assert_eq!(body, b"version 2");
     assert_eq!(origin.count("/changing"), 4);
     assert_eq!(proxy.stats().cache.unwrap().entries, 1);
+    // The client's own copy is current: 304 from the cache.
+    let (status, head, body) = curl(
+        &proxy,
+        &origin.url("/changing"),
+        &["-H", "If-None-Match: \"v2\""],
+    )
+    .await;
+    assert_eq!((status, body.len()), (304, 0), "{head}");
+    let (status, _, body) = curl(
+        &proxy,
+        &origin.url("/changing"),
+        &["-H", "If-None-Match: \"v1\""],
+    )
+    .await;
+    assert_eq!((status, body.as_slice()), (200, &b"version 2"[..]));
+    let listed = proxy.cache_control().unwrap().list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].url, origin.url("/changing"));
+    assert_eq!(listed[0].size, 9);
 
     // An apt index is revalidated even while fresh.
     let index = origin.url("/dists/stable/InRelease");
@@ -359,6 +378,7 @@ async fn stale_objects_are_revalidated() {
     let (_, _, body) = curl(&proxy, &index, &[]).await;
     assert_eq!(body, b"version 2");
     assert_eq!(origin.count("/dists/stable/InRelease"), 2);
+    assert_eq!(origin.count("/changing"), 6);
     origin.script.version.store(3, Ordering::SeqCst);
     let (_, _, body) = curl(&proxy, &index, &[]).await;
     assert_eq!(body, b"version 3", "apt sees the new InRelease at once");

@@ -1,15 +1,16 @@
-//! `gateway-agent cache stats|purge URL`: the HTTP proxy's cache, through the running agent.
+//! `gateway-agent cache stats|ls|purge URL`: the HTTP proxy's cache, through the running agent.
 
 use std::path::Path;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
+use super::table;
 use crate::control::{
     client,
     protocol::{Request, Response},
 };
-use crate::http_proxy::CacheStats;
+use crate::http_proxy::{CacheListed, CacheStats};
 
 fn operate(socket: &Path, operation: &str, args: Value) -> Result<Value> {
     let request = Request::Operate {
@@ -68,5 +69,30 @@ pub fn purge(socket: &Path, url: &str) -> Result<()> {
     } else {
         println!("{shown} was not cached");
     }
+    Ok(())
+}
+
+/// Lists every stored URL. Root only in practice (the control socket is), and it should stay
+/// so: the list says what the inside clients fetched.
+pub fn ls(socket: &Path, json: bool) -> Result<()> {
+    let value = operate(socket, "cache_ls", Value::Null)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let listed: Vec<CacheListed> = serde_json::from_value(value)
+        .map_err(|err| anyhow::anyhow!("the agent's cache list is not readable: {err}"))?;
+    let now = crate::clock::unix_now();
+    let rows: Vec<Vec<String>> = listed
+        .iter()
+        .map(|l| {
+            vec![
+                l.size.to_string(),
+                format!("{}s", now.saturating_sub(l.stored_unix)),
+                l.url.clone(),
+            ]
+        })
+        .collect();
+    println!("{}", table::render(&["bytes", "stored", "url"], &rows));
     Ok(())
 }

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use hyper::service::service_fn;
 use tokio::{net::TcpStream, sync::watch};
 
-pub use cache::CacheStats;
+pub use cache::{CacheStats, Listed as CacheListed};
 pub use service::SERVICE;
 pub use stats::{HttpProxyStats, UpstreamFailures};
 
@@ -210,6 +210,11 @@ impl CacheControl {
     /// The cache's counters and sizes.
     pub fn stats(&self) -> CacheStats {
         self.0.stats()
+    }
+
+    /// Every stored object's URL, size and time.
+    pub fn list(&self) -> Vec<CacheListed> {
+        self.0.list()
     }
 
     /// Removes the object stored for `url` (`http://host[:port]/path`): the URL as the cache

@@ -82,7 +82,8 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
     })
 }
 
-/// The usual snapshot view, plus the cache's operations (`cache_stats`, `cache_purge`).
+/// The usual snapshot view, plus the cache's operations (`cache_stats`, `cache_purge`,
+/// `cache_ls`).
 struct ProxyView {
     snapshot: SnapshotView<HttpProxyStats>,
     cache: Option<CacheControl>,
@@ -106,7 +107,7 @@ impl ServiceView for ProxyView {
     }
 
     fn operations(&self) -> &'static [&'static str] {
-        &["cache_stats", "cache_purge"]
+        &["cache_stats", "cache_purge", "cache_ls"]
     }
 
     fn operate(&self, operation: &str, args: Value) -> service::BoxFuture<'_, Result<Value>> {
@@ -119,6 +120,7 @@ impl ServiceView for ProxyView {
                 "cache_stats" => {
                     serde_json::to_value(cache.stats()).context("encoding the cache stats")
                 }
+                "cache_ls" => serde_json::to_value(cache.list()).context("encoding the cache list"),
                 "cache_purge" => {
                     let url = args["url"]
                         .as_str()

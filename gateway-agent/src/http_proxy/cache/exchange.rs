@@ -363,6 +363,21 @@ fn from_cache(
 ) -> Response<ProxyBody> {
     let size = found.meta.size;
     let head_only = asked.method() == Method::HEAD;
+    if status == StatusCode::OK && client_has_it(asked.headers(), &headers) {
+        // The client's own copy is current: a 304 saves it the whole body (apt's indexes).
+        cache.count(count, size);
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        for name in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+        ] {
+            headers.remove(name);
+        }
+        *response.headers_mut() = headers;
+        return response;
+    }
     let ask = if status == StatusCode::OK && if_range_holds(asked.headers(), &headers) {
         policy::range(asked.headers(), size)
     } else {
@@ -397,6 +412,31 @@ fn from_cache(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
+}
+
+/// Whether the client's conditional request names the stored object (RFC 9110 §13.1.2:
+/// `If-None-Match` wins over `If-Modified-Since`; dates are compared as the origin sent them).
+fn client_has_it(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let Some(wanted) = request.get(header::IF_NONE_MATCH) {
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let weak = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+        return wanted
+            .to_str()
+            .map(|list| {
+                list.split(',')
+                    .any(|tag| tag.trim() == "*" || weak(tag) == weak(etag))
+            })
+            .unwrap_or(false);
+    }
+    match (
+        request.get(header::IF_MODIFIED_SINCE),
+        stored.get(header::LAST_MODIFIED),
+    ) {
+        (Some(since), Some(modified)) => since == modified,
+        _ => false,
+    }
 }
 
 /// `If-Range` absent, or naming the stored validator: the range may be served.

@@ -100,6 +100,11 @@ impl<M: Clone> Index<M> {
         Some(slot)
     }
 
+    /// Every object, in no order.
+    pub fn entries(&self) -> impl Iterator<Item = &Slot<M>> {
+        self.slots.values()
+    }
+
     /// Objects held.
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -344,6 +344,22 @@ impl Cache {
         true
     }
 
+    /// Every stored object: URL, size, when it was stored. For `gateway-agent cache ls`, which
+    /// only root reaches (the control socket): URLs say what the clients fetched.
+    pub fn list(&self) -> Vec<Listed> {
+        let index = self.index();
+        let mut all: Vec<Listed> = index
+            .entries()
+            .map(|slot| Listed {
+                url: slot.meta.meta.url.clone(),
+                size: slot.size,
+                stored_unix: slot.meta.meta.stored_unix,
+            })
+            .collect();
+        all.sort_by(|a, b| a.url.cmp(&b.url));
+        all
+    }
+
     /// Counts a hit, or bytes served from the cache.
     pub(crate) fn count(&self, what: Count, bytes: u64) {
         let c = &self.counters;
@@ -376,6 +392,17 @@ impl Cache {
             max_bytes: index.bound(),
         }
     }
+}
+
+/// One stored object in `cache ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The URL it was fetched from.
+    pub url: String,
+    /// Body bytes.
+    pub size: u64,
+    /// When it was stored (Unix seconds).
+    pub stored_unix: u64,
 }
 
 /// What an answer counts as.
