@@ -80,7 +80,10 @@ impl Origin {
     }
 }
 
-async fn answer(stream: TcpStream, script: &Script) -> std::io::Result<()> {
+async fn answer<S>(stream: S, script: &Script) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
@@ -449,4 +452,97 @@ async fn concurrent_fetches_collapse_and_survive_a_restart() {
         (cache.hits, cache.entries, cache.size_bytes),
         (1, 1, BIG as u64)
     );
+}
+
+/// An https origin on loopback for `origin.test`, its certificate from a CA of the test's.
+async fn tls_origin(dir: &Path) -> (Origin, std::path::PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["origin.test".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let script = Arc::new(Script::default());
+    script.version.store(1, Ordering::SeqCst);
+    let shared = script.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (script, acceptor) = (shared.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    let _ = answer(tls, &script).await;
+                }
+            });
+        }
+    });
+    (Origin { port, script }, ca_path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_origins_in_the_apt_cacher_ng_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, ca) = tls_origin(dir.path()).await;
+    let mut settings =
+        HttpProxySettings::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), LOOPBACK_INSIDE);
+    settings.ports = (1..=u16::MAX).collect();
+    settings.upstream_ca = Some(ca);
+    settings.cache = Some(CacheSettings {
+        dir: dir.path().join("cache"),
+        max_bytes: 1 << 20,
+        max_object: 1 << 20,
+    });
+    let proxy = HttpProxy::start(settings, Arc::new(Loopback::default()))
+        .await
+        .unwrap();
+    let url = format!("http://HTTPS///origin.test:{}/fresh", origin.port);
+    let (status, head, body) = curl(&proxy, &url, &[]).await;
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"fresh body"[..]),
+        "{head}"
+    );
+    let (_, head, body) = curl(&proxy, &url, &[]).await;
+    assert_eq!(body, b"fresh body");
+    assert!(header(&head, "age").is_some(), "{head}");
+    assert_eq!(origin.count("/fresh"), 1);
+    let listed = proxy.cache_control().unwrap().list();
+    assert_eq!(
+        listed[0].url,
+        format!("https://origin.test:{}/fresh", origin.port)
+    );
+
+    // Against the system roots the test's CA is unknown: 502, nothing served unverified.
+    let mut settings =
+        HttpProxySettings::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), LOOPBACK_INSIDE);
+    settings.ports = (1..=u16::MAX).collect();
+    let strict = HttpProxy::start(settings, Arc::new(Loopback::default()))
+        .await
+        .unwrap();
+    let (status, _, _) = curl(
+        &strict,
+        &format!("http://HTTPS///origin.test:{}/other", origin.port),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 502);
+    assert_eq!(origin.count("/other"), 0);
+    assert_eq!(strict.stats().upstream_failures.tls, 1);
 }

@@ -23,6 +23,9 @@ pub struct HttpProxy {
     pub cache_size: u64,
     /// The largest object stored; larger ones pass through uncached.
     pub max_object_size: u64,
+    /// CA certificates (PEM) for https origins asked as `http://HTTPS///host/path`; the
+    /// system roots when unset.
+    pub upstream_ca: Option<std::path::PathBuf>,
 }
 
 /// 1 GiB.
@@ -38,6 +41,7 @@ impl Default for HttpProxy {
             cache_size: 10 * GIB,
             // Debian packages and image layers reach hundreds of MiB.
             max_object_size: GIB,
+            upstream_ca: None,
         }
     }
 }
@@ -54,6 +58,9 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<HttpPro
     let cache_size = section.optional("cache_size", defaults.cache_size, errors, size);
     let max_object_size =
         section.optional("max_object_size", defaults.max_object_size, errors, size);
+    let upstream_ca = section.optional("upstream_ca", None, errors, |value| {
+        values::absolute_path(&reader::string(value)?).map(Some)
+    });
     let (cache_size, max_object_size) = (cache_size?, max_object_size?);
     if max_object_size > cache_size {
         let key = section.key("max_object_size");
@@ -72,6 +79,7 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<HttpPro
         cache: cache?,
         cache_size,
         max_object_size,
+        upstream_ca: upstream_ca?,
     })
 }
 

@@ -18,7 +18,7 @@ use super::{
     idle::{Activity, Tracked},
     request::{self, BadRequest},
     stats::{bump, ActiveGuard},
-    Shared,
+    upstream_tls, Shared,
 };
 use crate::egress::{BoxStream, EgressError, Isolation, Target};
 
@@ -74,7 +74,16 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
     let counters = &shared.counters;
     bump(&counters.requests);
     let (mut parts, body) = req.into_parts();
-    let target = match request::absolute_target(&parts.uri) {
+    // `http://HTTPS///host/path`: the proxy fetches `https://host/path` itself.
+    let target = match request::https_form(&parts.uri) {
+        Some(Ok(uri)) => {
+            parts.uri = uri;
+            request::https_target(&parts.uri)
+        }
+        Some(Err(problem)) => Err(problem),
+        None => request::absolute_target(&parts.uri),
+    };
+    let target = match target {
         Ok(target) => target,
         Err(problem) => return bad_request(shared, &problem),
     };
@@ -93,26 +102,64 @@ async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Res
             return exchange::answer(shared, cache, client, &target, parts).await;
         }
     }
+    let tls = parts.uri.scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
     if let Err(problem) = request::to_origin_form(&mut parts) {
         return bad_request(shared, &problem);
     }
     let body = body.map_err(BoxError::from).boxed();
-    match upstream(shared, client, &target, Request::from_parts(parts, body)).await {
+    match upstream(
+        shared,
+        client,
+        &target,
+        tls,
+        Request::from_parts(parts, body),
+    )
+    .await
+    {
         Ok(response) => response.map(|body| body.map_err(BoxError::from).boxed()),
         Err(response) => response,
     }
 }
 
-/// Sends an origin-form request to `target` over a fresh stream for `client`: the response
-/// with its hop-by-hop headers removed, or the proxy's own answer explaining the failure.
+/// Sends an origin-form request to `target` over a fresh stream for `client` (in TLS when
+/// `tls`): the response with its hop-by-hop headers removed, or the proxy's own answer
+/// explaining the failure.
 pub(crate) async fn upstream(
     shared: &Shared,
     client: IpAddr,
     target: &Target,
+    tls: bool,
     req: Request<ProxyBody>,
 ) -> Result<Response<Incoming>, Response<ProxyBody>> {
     let counters = &shared.counters;
-    let stream = open(shared, client, target).await?;
+    let mut stream = open(shared, client, target).await?;
+    if tls {
+        let Some(config) = &shared.upstream_tls else {
+            bump(&counters.tls);
+            return Err(text(
+                StatusCode::BAD_GATEWAY,
+                "no CA certificates for https origins (http_proxy.upstream_ca)\n",
+            ));
+        };
+        let handshake = upstream_tls::connect(config, &target.host, stream);
+        stream = match tokio::time::timeout(shared.settings.connect_timeout, handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                bump(&counters.tls);
+                return Err(text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("TLS to {target} failed: {error}\n"),
+                ));
+            }
+            Err(_) => {
+                bump(&counters.timeout);
+                return Err(text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("TLS to {target} did not complete in time\n"),
+                ));
+            }
+        };
+    }
 
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));

@@ -17,8 +17,11 @@ mod idle;
 pub mod request;
 pub(crate) mod service;
 mod stats;
+pub mod upstream_tls;
 
-use std::{convert::Infallible, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, net::IpAddr, net::SocketAddr, path::Path, sync::Arc, time::Duration,
+};
 
 use anyhow::{Context, Result};
 use hyper::service::service_fn;
@@ -59,6 +62,9 @@ pub struct HttpProxySettings {
     pub log_queries: bool,
     /// The disk cache, if any (`http_proxy.cache`).
     pub cache: Option<CacheSettings>,
+    /// The CA certificates (PEM) https origins are verified against
+    /// (`http_proxy.upstream_ca`); the system roots when `None`.
+    pub upstream_ca: Option<std::path::PathBuf>,
 }
 
 /// Where the cache lives and how big it may get.
@@ -87,6 +93,7 @@ impl HttpProxySettings {
             max_connections: 1024,
             log_queries: false,
             cache: None,
+            upstream_ca: None,
         }
     }
 }
@@ -98,6 +105,8 @@ pub(crate) struct Shared {
     counters: Arc<Counters>,
     /// The disk cache, unless `http_proxy.cache = false`.
     cache: Option<Arc<cache::Cache>>,
+    /// TLS to https origins; `None` when the system has no CA bundle (they get 502).
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Never sent on: its sender going away tells every task to stop.
     shutdown: watch::Receiver<()>,
 }
@@ -125,6 +134,19 @@ impl HttpProxy {
             ),
             None => None,
         };
+        let upstream_tls = match &settings.upstream_ca {
+            Some(ca) => Some(upstream_tls::client_config(ca).context("http_proxy.upstream_ca")?),
+            None => match upstream_tls::client_config(Path::new(upstream_tls::SYSTEM_ROOTS)) {
+                Ok(config) => Some(config),
+                Err(error) => {
+                    tracing::warn!(
+                        "no system CA roots, so https origins get 502 (http_proxy.upstream_ca \
+                         names others): {error:#}"
+                    );
+                    None
+                }
+            },
+        };
         let listener_settings = ListenerSettings {
             name: "HTTP proxy",
             clients: Clients::Inside(settings.inside),
@@ -142,6 +164,7 @@ impl HttpProxy {
                     connector: connector.clone(),
                     counters: serving.clone(),
                     cache: serving_cache.clone(),
+                    upstream_tls: upstream_tls.clone(),
                     shutdown: conn.shutdown.clone(),
                 });
                 async move {

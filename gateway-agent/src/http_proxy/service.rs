@@ -63,6 +63,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         settings.connect_ports = cfg.http_proxy.connect_ports.clone();
         settings.ports = cfg.http_proxy.ports.clone();
         settings.log_queries = cfg.log.queries;
+        settings.upstream_ca = cfg.http_proxy.upstream_ca.clone();
         if cfg.http_proxy.cache {
             settings.cache = Some(CacheSettings {
                 dir: handles.state_dir()?.join("http-cache"),
@@ -186,7 +187,8 @@ pub(crate) fn metrics(out: &mut Exposition, proxy: &HttpProxyStats) {
     .sample(&[("kind", "unreachable")], failures.unreachable)
     .sample(&[("kind", "failed")], failures.failed)
     .sample(&[("kind", "timeout")], failures.timeout)
-    .sample(&[("kind", "protocol")], failures.protocol);
+    .sample(&[("kind", "protocol")], failures.protocol)
+    .sample(&[("kind", "tls")], failures.tls);
     out.gauge(
         "gateway_http_proxy_connections_active",
         "HTTP proxy client connections open now, tunnels included.",

@@ -50,7 +50,8 @@ pub(crate) async fn answer(
         .filter(|pq| pq.starts_with('/'))
         .unwrap_or("/");
     // The key is the URL the origin sees: scheme, host and port as connected, path and query.
-    let url = format!("http://{target}{path}");
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    let url = format!("{scheme}://{target}{path}");
     let Ok(uri) = url.parse::<Uri>() else {
         return text(StatusCode::BAD_REQUEST, "invalid request target\n");
     };
@@ -111,8 +112,9 @@ impl Upstream<'_> {
         parts.headers = headers;
         request::to_origin_form(&mut parts)
             .map_err(|problem| text(StatusCode::BAD_REQUEST, &format!("{problem}\n")))?;
+        let tls = asked.uri().scheme() == Some(&hyper::http::uri::Scheme::HTTPS);
         let req = Request::from_parts(parts, empty());
-        upstream(self.shared, self.client, self.target, req).await
+        upstream(self.shared, self.client, self.target, tls, req).await
     }
 }
 

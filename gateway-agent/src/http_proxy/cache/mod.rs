@@ -36,20 +36,31 @@ use store::{Meta, Store};
 
 pub(crate) use store::key_of;
 
-/// A URL as the cache keys it: `http://host:port/path?query`, the host lower-cased and the
-/// port explicit, as the proxy builds it from a request line.
+/// A URL as the cache keys it: `http[s]://host:port/path?query`, the host lower-cased and
+/// the port explicit, as the proxy builds it from a request line (`http://HTTPS///host/…`
+/// and `https://host/…` name the same object).
 pub(crate) fn normal_url(url: &str) -> Result<String> {
-    let uri: hyper::Uri = url
+    use crate::http_proxy::request;
+    let mut uri: hyper::Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
-    let target = crate::http_proxy::request::absolute_target(&uri)
-        .with_context(|| format!("{url:?} is not an http:// URL the proxy forwards"))?;
+    if let Some(rewritten) = request::https_form(&uri) {
+        uri = rewritten.with_context(|| format!("{url:?} is not a URL the proxy forwards"))?;
+    }
+    let https = uri.scheme_str() == Some("https");
+    let target = if https {
+        request::https_target(&uri)
+    } else {
+        request::absolute_target(&uri)
+    }
+    .with_context(|| format!("{url:?} is not a URL the proxy forwards"))?;
+    let scheme = if https { "https" } else { "http" };
     let path = uri
         .path_and_query()
         .map(|pq| pq.as_str())
         .filter(|pq| pq.starts_with('/'))
         .unwrap_or("/");
-    Ok(format!("http://{target}{path}"))
+    Ok(format!("{scheme}://{target}{path}"))
 }
 
 /// A snapshot of the cache for `status`, metrics and `gateway-agent cache stats`.
