@@ -546,3 +546,29 @@ async fn https_origins_in_the_apt_cacher_ng_form() {
     assert_eq!(origin.count("/other"), 0);
     assert_eq!(strict.stats().upstream_failures.tls, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_of_an_uncached_object_fetches_it_whole() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy(dir.path(), Arc::default()).await;
+    // This origin ignores Range: the client gets its 200, passed through.
+    let (status, _, _) = curl(&proxy, &origin.url("/fresh"), &["-r", "0-4"]).await;
+    assert_eq!(status, 200);
+    let stored = async {
+        while proxy.stats().cache.unwrap().entries == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), stored)
+        .await
+        .expect("the whole object was stored in the background");
+    assert_eq!(
+        origin.count("/fresh"),
+        2,
+        "the range as asked, and the whole object"
+    );
+    let (status, head, body) = curl(&proxy, &origin.url("/fresh"), &["-r", "0-4"]).await;
+    assert_eq!((status, body.as_slice()), (206, &b"fresh"[..]), "{head}");
+    assert_eq!(origin.count("/fresh"), 2);
+}

@@ -70,7 +70,11 @@ fn shown_target(req: &Request<Incoming>) -> String {
 
 /// An absolute-form request: answered from the cache when it can be, otherwise rewritten to
 /// origin-form and sent over a fresh stream.
-async fn forward(shared: &Shared, client: IpAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn forward(
+    shared: &Arc<Shared>,
+    client: IpAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
     let counters = &shared.counters;
     bump(&counters.requests);
     let (mut parts, body) = req.into_parts();

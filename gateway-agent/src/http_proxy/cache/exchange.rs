@@ -37,7 +37,7 @@ pub(crate) fn cacheable(parts: &Parts) -> bool {
 
 /// Answers a cacheable absolute-form request for `target`.
 pub(crate) async fn answer(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     cache: &Arc<Cache>,
     client: IpAddr,
     target: &Target,
@@ -90,7 +90,7 @@ pub(crate) async fn answer(
 
 /// How to reach the origin for this request.
 struct Upstream<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     client: IpAddr,
     target: &'a Target,
 }
@@ -219,8 +219,11 @@ async fn miss(
     asked: Request<()>,
 ) -> Response<ProxyBody> {
     cache.count(Count::Miss, 0);
-    // A HEAD or a part of an uncached object: forwarded as asked, nothing stored.
+    // A HEAD or a part of an uncached object: forwarded as asked, nothing stored from it.
     if asked.method() == Method::HEAD || asked.headers().contains_key(header::RANGE) {
+        if asked.method() == Method::GET {
+            fetch_whole(up, cache, key, &url, &asked);
+        }
         return match up.send(&asked, asked.headers().clone()).await {
             Ok(response) => passed(response),
             Err(failure) => failure,
@@ -261,6 +264,34 @@ async fn miss(
             Err(failure) => failure,
         },
     }
+}
+
+/// A range of an uncached object was asked: fetch the whole object once in the background, so
+/// the next range comes from the cache (if it turns out cacheable; if another fetch is in
+/// flight, that one will do).
+fn fetch_whole(up: &Upstream<'_>, cache: &Arc<Cache>, key: &str, url: &str, asked: &Request<()>) {
+    let Joined::Lead(lead) = cache.join_or_lead(key) else {
+        return;
+    };
+    let mut whole = Request::new(());
+    *whole.uri_mut() = asked.uri().clone();
+    *whole.headers_mut() = asked.headers().clone();
+    for name in [header::RANGE, header::IF_RANGE] {
+        whole.headers_mut().remove(name);
+    }
+    let (shared, client, target) = (up.shared.clone(), up.client, up.target.clone());
+    let (cache, key, url) = (cache.clone(), key.to_owned(), url.to_owned());
+    tokio::spawn(async move {
+        let up = Upstream {
+            shared: &shared,
+            client,
+            target: &target,
+        };
+        if let Ok(response) = up.send(&whole, whole.headers().clone()).await {
+            // The writer task stores it; nobody reads this copy.
+            drop(store_or_pass(&up, &cache, Some(lead), &key, url, &whole, response).await);
+        }
+    });
 }
 
 /// A fresh response: stored while it streams to the client (and to the followers of `lead`)
