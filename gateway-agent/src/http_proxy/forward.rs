@@ -78,6 +78,9 @@ async fn forward(
     let counters = &shared.counters;
     bump(&counters.requests);
     let (mut parts, body) = req.into_parts();
+    if let Err(problem) = request::framing(&parts.headers) {
+        return bad_request(shared, &problem);
+    }
     // `http://HTTPS///host/path`: the proxy fetches `https://host/path` itself.
     let target = match request::https_form(&parts.uri) {
         Some(Ok(uri)) => {
@@ -110,7 +113,9 @@ async fn forward(
     if let Err(problem) = request::to_origin_form(&mut parts) {
         return bad_request(shared, &problem);
     }
-    let body = body.map_err(BoxError::from).boxed();
+    let Some(body) = primed(body, shared.settings.header_timeout).await else {
+        return bad_request(shared, &BadRequest::Body);
+    };
     match upstream(
         shared,
         client,
@@ -332,9 +337,37 @@ fn egress_response(connector: &str, target: &Target, error: &EgressError) -> Res
     text(status, &message)
 }
 
+/// The request body with its first frame already read, so framing the client got wrong at
+/// the start (bad chunk sizes) is a 400 before anything goes upstream; `None` for such a body.
+/// Errors later in a long upload abort the upstream request instead. A client slower than
+/// `wait` to send its first bytes is not judged here.
+async fn primed(mut body: Incoming, wait: std::time::Duration) -> Option<ProxyBody> {
+    use futures::{StreamExt, TryStreamExt};
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Some(body.map_err(BoxError::from).boxed());
+    }
+    let first = match tokio::time::timeout(wait, body.frame()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(_))) => return None,
+        Ok(None) | Err(_) => return Some(body.map_err(BoxError::from).boxed()),
+    };
+    let first = futures::stream::once(async move { Ok::<_, BoxError>(first) });
+    let rest = TryStreamExt::map_err(http_body_util::BodyStream::new(body), BoxError::from);
+    Some(BodyExt::boxed(http_body_util::StreamBody::new(
+        first.chain(rest),
+    )))
+}
+
+/// A 400 from the proxy; the connection closes after it (the client's framing may be off).
 fn bad_request(shared: &Shared, problem: &BadRequest) -> Response<ProxyBody> {
     bump(&shared.counters.bad_requests);
-    text(StatusCode::BAD_REQUEST, &format!("{problem}\n"))
+    let mut response = text(StatusCode::BAD_REQUEST, &format!("{problem}\n"));
+    response.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 /// A short plain-text answer from the proxy itself.
