@@ -23,22 +23,25 @@ struct CacheOrigin {
 
 impl CacheOrigin {
     fn start(lab: &TestLab, dir: &Path, port: u16) -> CacheOrigin {
+        Self::start_with(lab, dir, port, None)
+    }
+
+    fn start_with(lab: &TestLab, dir: &Path, port: u16, repo: Option<&Path>) -> CacheOrigin {
         let log = dir.join(format!("cache-origin-{port}.log"));
         let version = dir.join(format!("cache-origin-{port}.version"));
         let _ = std::fs::remove_file(&log);
         std::fs::write(&version, "1").or_fail("writing the version file");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/cache_origin.py");
-        let process = lab.spawn(
-            "up",
-            "/usr/bin/python3",
-            &[
-                &script.display().to_string(),
-                lab::ORIGIN_IP,
-                &port.to_string(),
-                &log.display().to_string(),
-                &version.display().to_string(),
-            ],
-        );
+        let mut args = vec![
+            script.display().to_string(),
+            lab::ORIGIN_IP.to_owned(),
+            port.to_string(),
+            log.display().to_string(),
+            version.display().to_string(),
+        ];
+        args.extend(repo.map(|r| r.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = lab.spawn("up", "/usr/bin/python3", &args);
         let origin = CacheOrigin {
             _process: process,
             port,
