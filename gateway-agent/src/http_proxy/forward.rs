@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use super::{
     cache::exchange,
     idle::{Activity, Tracked},
+    pool,
     request::{self, BadRequest},
     stats::{bump, ActiveGuard},
     upstream_tls, Shared,
@@ -130,16 +131,109 @@ async fn forward(
     }
 }
 
-/// Sends an origin-form request to `target` over a fresh stream for `client` (in TLS when
-/// `tls`): the response with its hop-by-hop headers removed, or the proxy's own answer
-/// explaining the failure.
+/// The body of an upstream response: hyper's, giving its connection back to the pool.
+pub(crate) type UpstreamBody = pool::Returning;
+
+/// Sends an origin-form request to `target` for `client` (in TLS when `tls`), over an idle
+/// connection of the same client to the same place if one is pooled, else a fresh stream: the
+/// response with its hop-by-hop headers removed, or the proxy's own answer explaining the
+/// failure.
 pub(crate) async fn upstream(
     shared: &Shared,
     client: IpAddr,
     target: &Target,
     tls: bool,
     req: Request<ProxyBody>,
-) -> Result<Response<Incoming>, Response<ProxyBody>> {
+) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
+    use hyper::body::Body as _;
+    let key = pool::Key::new(Isolation::client(client), target, tls);
+    let mut req = req;
+    // Only bodiless requests go on a pooled connection: one the origin closed meanwhile fails
+    // before any answer, and such a request can be sent again on a fresh one.
+    if req.body().is_end_stream() {
+        if let Some(conn) = shared.pool.take(&key).await {
+            let again = copy_head(&req);
+            match send(shared, target, conn, req, key.clone()).await {
+                Sent::Answer(response) => return *response,
+                Sent::Broken => req = again,
+            }
+        }
+    }
+    let conn = dial(shared, client, target, tls).await?;
+    match send(shared, target, conn, req, key).await {
+        Sent::Answer(response) => *response,
+        Sent::Broken => {
+            bump(&shared.counters.protocol);
+            Err(text(
+                StatusCode::BAD_GATEWAY,
+                &format!("no valid HTTP answer from {target}\n"),
+            ))
+        }
+    }
+}
+
+/// A bodiless request's head, to send it again.
+fn copy_head(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut again = Request::new(empty());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
+}
+
+fn empty() -> ProxyBody {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// What one attempt on a connection gave.
+enum Sent {
+    /// An answer, or the proxy's reason why not (boxed: it is large, `Broken` is not).
+    Answer(Box<Result<Response<UpstreamBody>, Response<ProxyBody>>>),
+    /// The connection broke before any byte of an answer (worth a fresh one).
+    Broken,
+}
+
+async fn send(
+    shared: &Shared,
+    target: &Target,
+    mut conn: pool::Conn,
+    req: Request<ProxyBody>,
+    key: pool::Key,
+) -> Sent {
+    let counters = &shared.counters;
+    let idle = shared.settings.idle_timeout;
+    let timed_out = || {
+        bump(&counters.timeout);
+        Sent::Answer(Box::new(Err(text(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("{target} did not answer in time\n"),
+        ))))
+    };
+    let response = match tokio::time::timeout(idle, conn.sender.send_request(req)).await {
+        Ok(Ok(response)) => response,
+        // The idle watchdog dropped the connection: a silent origin, not a broken one.
+        Ok(Err(_)) if conn.activity.is_idle(idle) => return timed_out(),
+        Ok(Err(_)) => return Sent::Broken,
+        Err(_) => return timed_out(),
+    };
+    let (mut parts, body) = response.into_parts();
+    request::strip_hop_by_hop(&mut parts.headers);
+    let body = pool::Returning::new(body, shared.pool.clone(), key, conn);
+    Sent::Answer(Box::new(Ok(Response::from_parts(parts, body))))
+}
+
+/// A new connection to `target` for `client`: the connector's stream, TLS if asked, the HTTP/1.1
+/// handshake, and its driver task (it ends when the origin closes, after `idle_timeout` without a
+/// byte, or at stop).
+async fn dial(
+    shared: &Shared,
+    client: IpAddr,
+    target: &Target,
+    tls: bool,
+) -> Result<pool::Conn, Response<ProxyBody>> {
     let counters = &shared.counters;
     let mut stream = open(shared, client, target).await?;
     if tls {
@@ -169,10 +263,9 @@ pub(crate) async fn upstream(
             }
         };
     }
-
     let activity = Activity::new();
     let io = TokioIo::new(Tracked::new(stream, activity.clone()));
-    let (mut sender, connection) = match client::handshake(io).await {
+    let (sender, connection) = match client::handshake(io).await {
         Ok(pair) => pair,
         Err(_) => {
             bump(&counters.protocol);
@@ -184,39 +277,15 @@ pub(crate) async fn upstream(
     };
     let idle = shared.settings.idle_timeout;
     let mut shutdown = shared.shutdown.clone();
-    let watched = activity.clone();
-    // One connection per request: it ends with the response body, when idle, or at stop.
+    let watchdog = activity.clone();
     tokio::spawn(async move {
         tokio::select! {
             _ = connection => {}
-            _ = activity.idle(idle) => {}
+            _ = watchdog.idle(idle) => {}
             _ = shutdown.changed() => {}
         }
     });
-
-    let timed_out = || {
-        bump(&counters.timeout);
-        text(
-            StatusCode::GATEWAY_TIMEOUT,
-            &format!("{target} did not answer in time\n"),
-        )
-    };
-    let response = match tokio::time::timeout(idle, sender.send_request(req)).await {
-        Ok(Ok(response)) => response,
-        // The idle watchdog dropped the connection: a silent origin, not a broken one.
-        Ok(Err(_)) if watched.is_idle(idle) => return Err(timed_out()),
-        Ok(Err(_)) => {
-            bump(&counters.protocol);
-            return Err(text(
-                StatusCode::BAD_GATEWAY,
-                &format!("no valid HTTP answer from {target}\n"),
-            ));
-        }
-        Err(_) => return Err(timed_out()),
-    };
-    let (mut parts, body) = response.into_parts();
-    request::strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(parts, body))
+    Ok(pool::Conn { sender, activity })
 }
 
 /// CONNECT host:port: the stream first, so a failure is a real status; then 200 and the

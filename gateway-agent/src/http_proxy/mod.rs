@@ -8,12 +8,17 @@
 //!
 //! Timeouts: a client must finish each request head within `header_timeout` (slowloris, and
 //! idle keep-alive connections); a stream to the origin must open within `connect_timeout`;
-//! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way.
+//! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way, and so
+//! do idle upstream connections kept for reuse ([`pool`], per client and destination).
+//!
+//! GET and HEAD go through the disk cache ([`cache`]) unless `http_proxy.cache = false`;
+//! `http://HTTPS///host/path` is fetched from `https://host/path` ([`upstream_tls`]).
 
 pub(crate) mod cache;
 pub mod config;
 mod forward;
 mod idle;
+mod pool;
 pub mod request;
 pub(crate) mod service;
 mod stats;
@@ -107,6 +112,8 @@ pub(crate) struct Shared {
     cache: Option<Arc<cache::Cache>>,
     /// TLS to https origins; `None` when the system has no CA bundle (they get 502).
     upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Idle upstream connections, per client isolation group and destination.
+    pool: Arc<pool::Pool>,
     /// Never sent on: its sender going away tells every task to stop.
     shutdown: watch::Receiver<()>,
 }
@@ -155,6 +162,7 @@ impl HttpProxy {
         let settings = Arc::new(settings);
         let serving = counters.clone();
         let serving_cache = cache.clone();
+        let upstream_pool = Arc::new(pool::Pool::default());
         let listener = Listener::spawn(
             socket,
             listener_settings,
@@ -165,6 +173,7 @@ impl HttpProxy {
                     counters: serving.clone(),
                     cache: serving_cache.clone(),
                     upstream_tls: upstream_tls.clone(),
+                    pool: upstream_pool.clone(),
                     shutdown: conn.shutdown.clone(),
                 });
                 async move {

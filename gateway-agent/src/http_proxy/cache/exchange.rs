@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
 use hyper::{
-    body::Incoming,
     header::{self, HeaderName, HeaderValue},
     http::request::Parts,
     HeaderMap, Method, Request, Response, StatusCode, Uri,
@@ -24,7 +23,7 @@ use super::{
 };
 use crate::egress::Target;
 use crate::http_proxy::{
-    forward::{text, upstream, BoxError, ProxyBody},
+    forward::{text, upstream, BoxError, ProxyBody, UpstreamBody},
     request, Shared,
 };
 
@@ -101,7 +100,7 @@ impl Upstream<'_> {
         &self,
         asked: &Request<()>,
         headers: HeaderMap,
-    ) -> Result<Response<Incoming>, Response<ProxyBody>> {
+    ) -> Result<Response<UpstreamBody>, Response<ProxyBody>> {
         let mut parts = Request::builder()
             .method(asked.method().clone())
             .uri(asked.uri().clone())
@@ -303,7 +302,7 @@ async fn store_or_pass(
     key: &str,
     url: String,
     asked: &Request<()>,
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
 ) -> Response<ProxyBody> {
     let now = SystemTime::now();
     let policy = CachePolicy::new_options(asked, &response, now, CacheOptions::default());
@@ -499,7 +498,7 @@ fn insert(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// An upstream answer passed on as it is.
-fn passed(response: Response<Incoming>) -> Response<ProxyBody> {
+fn passed(response: Response<UpstreamBody>) -> Response<ProxyBody> {
     response.map(|body| body.map_err(BoxError::from).boxed())
 }
 

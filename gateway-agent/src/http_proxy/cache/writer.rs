@@ -4,8 +4,8 @@
 
 use std::{fs::File, os::unix::fs::FileExt, path::PathBuf, sync::Arc};
 
+use crate::http_proxy::forward::UpstreamBody;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use ring::digest;
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ pub(crate) struct Fill {
 pub(crate) async fn run(
     cache: Arc<Cache>,
     fill: Fill,
-    mut body: Incoming,
+    mut body: UpstreamBody,
     mut shutdown: watch::Receiver<()>,
 ) {
     let Fill {
