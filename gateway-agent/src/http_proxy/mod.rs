@@ -9,9 +9,9 @@
 //! Timeouts: a client must finish each request head within `header_timeout` (slowloris, and
 //! idle keep-alive connections); a stream to the origin must open within `connect_timeout`;
 //! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way, and so
-//! do idle upstream connections kept for reuse ([`pool`], per client and destination).
+//! do idle upstream connections kept for reuse (`pool.rs`, per client and destination).
 //!
-//! GET and HEAD go through the disk cache ([`cache`]) unless `http_proxy.cache = false`;
+//! GET and HEAD go through the disk cache (`cache/`) unless `http_proxy.cache = false`;
 //! `http://HTTPS///host/path` is fetched from `https://host/path` ([`upstream_tls`]).
 
 pub(crate) mod cache;
