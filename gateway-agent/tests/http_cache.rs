@@ -452,6 +452,11 @@ async fn concurrent_fetches_collapse_and_survive_a_restart() {
         (cache.hits, cache.entries, cache.size_bytes),
         (1, 1, BIG as u64)
     );
+    // What is not cached fails closed while the egress is down.
+    let (status, _, _) = curl(&proxy, &origin.url("/fresh"), &[]).await;
+    assert_eq!(status, 502);
+    assert_eq!(origin.count("/fresh"), 0);
+    assert_eq!(proxy.stats().upstream_failures.not_ready, 1);
 }
 
 /// An https origin on loopback for `origin.test`, its certificate from a CA of the test's.
