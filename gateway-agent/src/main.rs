@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{leases, maps, pki, registry, status},
+    cli::{cache, leases, maps, pki, registry, status},
     config::{self, Config},
     dataplane, logging,
 };
@@ -28,6 +28,27 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Hits, misses, bytes saved, objects and size.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every stored URL (what the inside clients fetched: root only).
+    Ls {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove one URL's object (`http://host[:port]/path`).
+    Purge {
+        /// The URL as the clients asked for it.
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the agent: load and attach the dataplane, serve the control socket.
     Run,
@@ -41,6 +62,11 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// The HTTP proxy's cache (asks the control socket).
+    Cache {
+        #[command(subcommand)]
+        action: CacheCommand,
     },
     /// The running agent's status (asks the control socket).
     Status {
@@ -162,6 +188,17 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             report(leases::run(&cfg.control.socket, json))
+        }
+        Command::Cache { action } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let socket = &cfg.control.socket;
+            report(match action {
+                CacheCommand::Stats { json } => cache::stats(socket, json),
+                CacheCommand::Ls { json } => cache::ls(socket, json),
+                CacheCommand::Purge { url } => cache::purge(socket, &url),
+            })
         }
         Command::Status { json } => {
             let Some(cfg) = load(&cli.config) else {

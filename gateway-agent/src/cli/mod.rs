@@ -1,6 +1,7 @@
 //! The CLI verbs that are more than a call into a module: formatting and the "is an agent
 //! there?" checks.
 
+pub mod cache;
 pub mod leases;
 pub mod maps;
 pub mod pki;

@@ -8,21 +8,31 @@
 //!
 //! Timeouts: a client must finish each request head within `header_timeout` (slowloris, and
 //! idle keep-alive connections); a stream to the origin must open within `connect_timeout`;
-//! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way.
+//! forwarded exchanges and tunnels end after `idle_timeout` without a byte either way, and so
+//! do idle upstream connections kept for reuse (`pool.rs`, per client and destination).
+//!
+//! GET and HEAD go through the disk cache (`cache/`) unless `http_proxy.cache = false`;
+//! `http://HTTPS///host/path` is fetched from `https://host/path` ([`upstream_tls`]).
 
+pub(crate) mod cache;
 pub mod config;
 mod forward;
 mod idle;
+mod pool;
 pub mod request;
 pub(crate) mod service;
 mod stats;
+pub mod upstream_tls;
 
-use std::{convert::Infallible, net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, net::IpAddr, net::SocketAddr, path::Path, sync::Arc, time::Duration,
+};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use hyper::service::service_fn;
 use tokio::{net::TcpStream, sync::watch};
 
+pub use cache::{CacheStats, Listed as CacheListed};
 pub use service::SERVICE;
 pub use stats::{HttpProxyStats, UpstreamFailures};
 
@@ -55,6 +65,22 @@ pub struct HttpProxySettings {
     pub max_connections: usize,
     /// Log each request (client, method, host:port, status); off by default (`log.queries`).
     pub log_queries: bool,
+    /// The disk cache, if any (`http_proxy.cache`).
+    pub cache: Option<CacheSettings>,
+    /// The CA certificates (PEM) https origins are verified against
+    /// (`http_proxy.upstream_ca`); the system roots when `None`.
+    pub upstream_ca: Option<std::path::PathBuf>,
+}
+
+/// Where the cache lives and how big it may get.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Its directory (`state.dir/http-cache`).
+    pub dir: std::path::PathBuf,
+    /// Bytes it may hold (`http_proxy.cache_size`).
+    pub max_bytes: u64,
+    /// The largest object stored (`http_proxy.max_object_size`).
+    pub max_object: u64,
 }
 
 impl HttpProxySettings {
@@ -71,6 +97,8 @@ impl HttpProxySettings {
             idle_timeout: Duration::from_secs(300),
             max_connections: 1024,
             log_queries: false,
+            cache: None,
+            upstream_ca: None,
         }
     }
 }
@@ -80,6 +108,12 @@ pub(crate) struct Shared {
     settings: Arc<HttpProxySettings>,
     connector: Arc<dyn Connector>,
     counters: Arc<Counters>,
+    /// The disk cache, unless `http_proxy.cache = false`.
+    cache: Option<Arc<cache::Cache>>,
+    /// TLS to https origins; `None` when the system has no CA bundle (they get 502).
+    upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Idle upstream connections, per client isolation group and destination.
+    pool: Arc<pool::Pool>,
     /// Never sent on: its sender going away tells every task to stop.
     shutdown: watch::Receiver<()>,
 }
@@ -88,6 +122,7 @@ pub(crate) struct Shared {
 pub struct HttpProxy {
     local_addr: SocketAddr,
     counters: Arc<Counters>,
+    cache: Option<Arc<cache::Cache>>,
     listener: Listener,
 }
 
@@ -96,6 +131,29 @@ impl HttpProxy {
     pub async fn start(settings: HttpProxySettings, connector: Arc<dyn Connector>) -> Result<Self> {
         let (socket, local_addr) = listener::bind_tcp(settings.listen, "the HTTP proxy").await?;
         let counters = Arc::new(Counters::default());
+        let cache = match settings.cache.clone() {
+            Some(c) => Some(
+                tokio::task::spawn_blocking(move || {
+                    cache::Cache::open(&c.dir, c.max_bytes, c.max_object)
+                })
+                .await
+                .context("opening the HTTP cache")??,
+            ),
+            None => None,
+        };
+        let upstream_tls = match &settings.upstream_ca {
+            Some(ca) => Some(upstream_tls::client_config(ca).context("http_proxy.upstream_ca")?),
+            None => match upstream_tls::client_config(Path::new(upstream_tls::SYSTEM_ROOTS)) {
+                Ok(config) => Some(config),
+                Err(error) => {
+                    tracing::warn!(
+                        "no system CA roots, so https origins get 502 (http_proxy.upstream_ca \
+                         names others): {error:#}"
+                    );
+                    None
+                }
+            },
+        };
         let listener_settings = ListenerSettings {
             name: "HTTP proxy",
             clients: Clients::Inside(settings.inside),
@@ -103,6 +161,8 @@ impl HttpProxy {
         };
         let settings = Arc::new(settings);
         let serving = counters.clone();
+        let serving_cache = cache.clone();
+        let upstream_pool = Arc::new(pool::Pool::default());
         let listener = Listener::spawn(
             socket,
             listener_settings,
@@ -111,6 +171,9 @@ impl HttpProxy {
                     settings: settings.clone(),
                     connector: connector.clone(),
                     counters: serving.clone(),
+                    cache: serving_cache.clone(),
+                    upstream_tls: upstream_tls.clone(),
+                    pool: upstream_pool.clone(),
                     shutdown: conn.shutdown.clone(),
                 });
                 async move {
@@ -123,6 +186,7 @@ impl HttpProxy {
         Ok(HttpProxy {
             local_addr,
             counters,
+            cache,
             listener,
         })
     }
@@ -139,7 +203,16 @@ impl HttpProxy {
 
     /// A handle that reads the counters after the proxy has moved elsewhere.
     pub fn stats_reader(&self) -> StatsReader {
-        StatsReader(self.counters.clone(), self.listener.reader())
+        StatsReader(
+            self.counters.clone(),
+            self.listener.reader(),
+            self.cache.clone(),
+        )
+    }
+
+    /// The cache's control handle, if the cache is on.
+    pub fn cache_control(&self) -> Option<CacheControl> {
+        self.cache.clone().map(CacheControl)
     }
 
     /// Stops listening and closes every connection and tunnel.
@@ -150,12 +223,38 @@ impl HttpProxy {
 
 /// Reads the counters of a running [`HttpProxy`].
 #[derive(Clone)]
-pub struct StatsReader(Arc<Counters>, ListenerReader);
+pub struct StatsReader(Arc<Counters>, ListenerReader, Option<Arc<cache::Cache>>);
 
 impl StatsReader {
     /// The counters now.
     pub fn stats(&self) -> HttpProxyStats {
-        self.0.snapshot(self.1.stats())
+        let mut stats = self.0.snapshot(self.1.stats());
+        stats.cache = self.2.as_ref().map(|cache| cache.stats());
+        stats
+    }
+}
+
+/// What the control socket may do to a running proxy's cache.
+#[derive(Clone)]
+pub struct CacheControl(Arc<cache::Cache>);
+
+impl CacheControl {
+    /// The cache's counters and sizes.
+    pub fn stats(&self) -> CacheStats {
+        self.0.stats()
+    }
+
+    /// Every stored object's URL, size and time.
+    pub fn list(&self) -> Vec<CacheListed> {
+        self.0.list()
+    }
+
+    /// Removes the object stored for `url` (`http://host[:port]/path`): the URL as the cache
+    /// keys it, and whether there was one.
+    pub async fn purge(&self, url: &str) -> Result<(String, bool)> {
+        let url = cache::normal_url(url)?;
+        let purged = self.0.purge(&url).await;
+        Ok((url, purged))
     }
 }
 

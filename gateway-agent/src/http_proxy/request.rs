@@ -25,7 +25,10 @@ pub enum BadRequest {
     #[error("this is a proxy: send requests in absolute form (http://host/path) or use CONNECT")]
     OriginForm,
     /// A scheme other than `http`.
-    #[error("unsupported scheme {0:?}: only http:// is forwarded; use CONNECT for https")]
+    #[error(
+        "unsupported scheme {0:?}: only http:// is forwarded; use CONNECT for https, or \
+         http://HTTPS///host/path to have the proxy fetch (and cache) https://host/path"
+    )]
     Scheme(String),
     /// The host is neither a DNS name nor an IP address.
     #[error("invalid host {0:?}")]
@@ -36,18 +39,70 @@ pub enum BadRequest {
     /// CONNECT without `host:port`.
     #[error("CONNECT needs host:port")]
     ConnectTarget,
+    /// Ambiguous message framing: `Content-Length` with `Transfer-Encoding`, or more than one
+    /// `Content-Length` (RFC 9112 §6.3; request smuggling lives in the difference).
+    #[error("ambiguous framing: {0}")]
+    Framing(&'static str),
+    /// The body's framing is broken (a bad chunk size).
+    #[error("the request body is not validly framed")]
+    Body,
+}
+
+/// Refuses the framings two parsers could read differently.
+pub fn framing(headers: &HeaderMap) -> Result<(), BadRequest> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 {
+        return Err(BadRequest::Framing("more than one Content-Length"));
+    }
+    if lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(BadRequest::Framing("Content-Length with Transfer-Encoding"));
+    }
+    Ok(())
 }
 
 /// The target of an absolute-form request, `http://host[:port]/…` (port 80 by default).
 pub fn absolute_target(uri: &Uri) -> Result<Target, BadRequest> {
+    target_of(uri, "http", 80)
+}
+
+/// The target of a request [`https_form`] rewrote, `https://host[:port]/…` (port 443).
+pub fn https_target(uri: &Uri) -> Result<Target, BadRequest> {
+    target_of(uri, "https", 443)
+}
+
+/// The apt-cacher-ng form of an `https` upstream asked in plain HTTP,
+/// `http://HTTPS///host[:port]/path`, as the `https://host[:port]/path` it stands for; `None`
+/// for any other request. The proxy then speaks TLS to the origin itself, so the answer can be
+/// cached without intercepting the client's TLS.
+pub fn https_form(uri: &Uri) -> Option<Result<Uri, BadRequest>> {
+    let authority = uri.authority()?;
+    let plain = uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"));
+    let path = uri.path();
+    if !plain || !authority.as_str().eq_ignore_ascii_case("https") || !path.starts_with("//") {
+        return None;
+    }
+    let rest = path.trim_start_matches('/');
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let rewritten = format!("https://{host}/{path}{query}");
+    Some(
+        rewritten
+            .parse::<Uri>()
+            .map_err(|_| BadRequest::Host(host.to_owned())),
+    )
+}
+
+fn target_of(uri: &Uri, wanted: &str, default_port: u16) -> Result<Target, BadRequest> {
     let authority = uri.authority().ok_or(BadRequest::OriginForm)?;
     match uri.scheme_str() {
-        Some(scheme) if scheme.eq_ignore_ascii_case("http") => {}
+        Some(scheme) if scheme.eq_ignore_ascii_case(wanted) => {}
         Some(other) => return Err(BadRequest::Scheme(other.to_owned())),
         // Authority-form is only for CONNECT.
         None => return Err(BadRequest::OriginForm),
     }
-    let port = authority.port_u16().unwrap_or(80);
+    let port = authority.port_u16().unwrap_or(default_port);
     if port == 0 {
         return Err(BadRequest::Port);
     }
@@ -226,6 +281,26 @@ mod tests {
         assert!(matches!(target("http://a%20b/"), Err(BadRequest::Host(_))));
         assert!(matches!(target("http://a!b$c/"), Err(BadRequest::Host(_))));
         assert!(matches!(target("http://[zz]/"), Err(BadRequest::Host(_))));
+    }
+
+    #[test]
+    fn https_forms() {
+        let form = |s: &str| https_form(&s.parse::<Uri>().unwrap());
+        assert_eq!(
+            form("http://HTTPS///deb.example/debian/dists/x?y=1").map(|u| u.unwrap().to_string()),
+            Some("https://deb.example/debian/dists/x?y=1".to_owned())
+        );
+        assert_eq!(
+            form("http://https//deb.example:8443/a").map(|u| u.unwrap().to_string()),
+            Some("https://deb.example:8443/a".to_owned())
+        );
+        assert!(form("http://https.example///a").is_none());
+        assert!(form("http://HTTPS/a").is_none());
+        assert!(form("http://deb.example///a").is_none());
+        let uri = form("http://HTTPS///deb.example:8443/a").unwrap().unwrap();
+        assert_eq!(https_target(&uri), Ok(name("deb.example", 8443)));
+        let uri = form("http://HTTPS///deb.example/").unwrap().unwrap();
+        assert_eq!(https_target(&uri), Ok(name("deb.example", 443)));
     }
 
     #[test]

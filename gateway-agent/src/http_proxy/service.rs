@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{HttpProxy, HttpProxySettings, HttpProxyStats};
+use serde_json::Value;
+
+use super::{CacheControl, CacheSettings, HttpProxy, HttpProxySettings, HttpProxyStats};
 use crate::config::Egress;
 use crate::egress::{Connector, DirectConnector, DirectSettings};
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, inside_listen, Entry, Handles, Running, SnapshotView};
+use crate::service::{self, inside_listen, Entry, Handles, Running, ServiceView, SnapshotView};
 
 /// How long a `direct` stream may take to connect.
 const DIRECT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -61,26 +63,97 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         settings.connect_ports = cfg.http_proxy.connect_ports.clone();
         settings.ports = cfg.http_proxy.ports.clone();
         settings.log_queries = cfg.log.queries;
+        settings.upstream_ca = cfg.http_proxy.upstream_ca.clone();
+        if cfg.http_proxy.cache {
+            settings.cache = Some(CacheSettings {
+                dir: handles.state_dir()?.join("http-cache"),
+                max_bytes: cfg.http_proxy.cache_size,
+                max_object: cfg.http_proxy.max_object_size,
+            });
+        }
         let proxy = HttpProxy::start(settings, connector)
             .await
             .context("starting the HTTP proxy")?;
         let reader = proxy.stats_reader();
-        let view = Arc::new(SnapshotView::new(
-            "http_proxy",
-            move || reader.stats(),
-            summary,
-            metrics,
-        ));
+        let view = Arc::new(ProxyView {
+            snapshot: SnapshotView::new("http_proxy", move || reader.stats(), summary, metrics),
+            cache: proxy.cache_control(),
+        });
         Ok(Some(Running::stopped_by(view, move || proxy.stop())))
     })
 }
 
+/// The usual snapshot view, plus the cache's operations (`cache_stats`, `cache_purge`,
+/// `cache_ls`).
+struct ProxyView {
+    snapshot: SnapshotView<HttpProxyStats>,
+    cache: Option<CacheControl>,
+}
+
+impl ServiceView for ProxyView {
+    fn name(&self) -> &'static str {
+        self.snapshot.name()
+    }
+
+    fn status(&self) -> Value {
+        self.snapshot.status()
+    }
+
+    fn summary(&self) -> Vec<String> {
+        self.snapshot.summary()
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        self.snapshot.metrics(out)
+    }
+
+    fn operations(&self) -> &'static [&'static str] {
+        &["cache_stats", "cache_purge", "cache_ls"]
+    }
+
+    fn operate(&self, operation: &str, args: Value) -> service::BoxFuture<'_, Result<Value>> {
+        let operation = operation.to_owned();
+        Box::pin(async move {
+            let Some(cache) = &self.cache else {
+                anyhow::bail!("the HTTP proxy's cache is off (http_proxy.cache = false)");
+            };
+            match operation.as_str() {
+                "cache_stats" => {
+                    serde_json::to_value(cache.stats()).context("encoding the cache stats")
+                }
+                "cache_ls" => serde_json::to_value(cache.list()).context("encoding the cache list"),
+                "cache_purge" => {
+                    let url = args["url"]
+                        .as_str()
+                        .context("cache_purge needs {\"url\": \"http://host/path\"}")?;
+                    let (url, purged) = cache.purge(url).await?;
+                    Ok(serde_json::json!({ "url": url, "purged": purged }))
+                }
+                other => anyhow::bail!("the http_proxy service has no operation {other:?}"),
+            }
+        })
+    }
+}
+
 /// Its line in `gateway-agent status`.
 fn summary(proxy: &HttpProxyStats) -> Vec<String> {
-    vec![format!(
+    let mut lines = vec![format!(
         "{} requests, {} CONNECTs, {} active",
         proxy.requests, proxy.connects, proxy.active,
-    )]
+    )];
+    if let Some(cache) = &proxy.cache {
+        lines.push(format!(
+            "cache: {} hits, {} misses, {} revalidated, {} MiB saved, {} objects in {} of {} MiB",
+            cache.hits,
+            cache.misses,
+            cache.revalidated,
+            cache.bytes_saved >> 20,
+            cache.entries,
+            cache.size_bytes >> 20,
+            cache.max_bytes >> 20,
+        ));
+    }
+    lines
 }
 
 /// The HTTP proxy's families: requests by form, rejections, upstream failures, connections.
@@ -114,10 +187,38 @@ pub(crate) fn metrics(out: &mut Exposition, proxy: &HttpProxyStats) {
     .sample(&[("kind", "unreachable")], failures.unreachable)
     .sample(&[("kind", "failed")], failures.failed)
     .sample(&[("kind", "timeout")], failures.timeout)
-    .sample(&[("kind", "protocol")], failures.protocol);
+    .sample(&[("kind", "protocol")], failures.protocol)
+    .sample(&[("kind", "tls")], failures.tls);
     out.gauge(
         "gateway_http_proxy_connections_active",
         "HTTP proxy client connections open now, tunnels included.",
         proxy.active,
     );
+    if let Some(cache) = &proxy.cache {
+        out.family(
+            "gateway_http_proxy_cache_requests_total",
+            Kind::Counter,
+            "Cacheable HTTP proxy requests, by outcome.",
+        )
+        .sample(&[("outcome", "hit")], cache.hits)
+        .sample(&[("outcome", "miss")], cache.misses)
+        .sample(&[("outcome", "revalidated")], cache.revalidated)
+        .sample(&[("outcome", "stale")], cache.stale_served)
+        .sample(&[("outcome", "collapsed")], cache.collapsed);
+        out.counter(
+            "gateway_http_proxy_cache_saved_bytes_total",
+            "Body bytes the HTTP proxy served from its cache instead of the origin.",
+            cache.bytes_saved,
+        );
+        out.gauge(
+            "gateway_http_proxy_cache_objects",
+            "Objects in the HTTP proxy's cache.",
+            cache.entries,
+        );
+        out.gauge(
+            "gateway_http_proxy_cache_bytes",
+            "Body bytes in the HTTP proxy's cache.",
+            cache.size_bytes,
+        );
+    }
 }

@@ -32,6 +32,9 @@ pub struct HttpProxyStats {
     pub upstream_failures: UpstreamFailures,
     /// Client connections open now (tunnels included).
     pub active: u64,
+    /// The disk cache, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::CacheStats>,
 }
 
 /// Upstream failures by kind.
@@ -51,6 +54,9 @@ pub struct UpstreamFailures {
     pub timeout: u64,
     /// The origin's answer was not valid HTTP, or the stream broke before it: 502.
     pub protocol: u64,
+    /// TLS to an https origin failed (its certificate not verified, no CA roots): 502.
+    #[serde(default)]
+    pub tls: u64,
 }
 
 /// The live counters behind [`HttpProxyStats`].
@@ -68,6 +74,7 @@ pub(crate) struct Counters {
     pub failed: AtomicU64,
     pub timeout: AtomicU64,
     pub protocol: AtomicU64,
+    pub tls: AtomicU64,
     pub active: AtomicU64,
 }
 
@@ -96,8 +103,10 @@ impl Counters {
                 failed: get(&self.failed),
                 timeout: get(&self.timeout),
                 protocol: get(&self.protocol),
+                tls: get(&self.tls),
             },
             active: get(&self.active),
+            cache: None,
         }
     }
 

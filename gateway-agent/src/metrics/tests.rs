@@ -9,7 +9,7 @@ use crate::{
     dataplane::{inspect::DropCount, service::DataplaneView, DataplaneStatus, ProgramStatus},
     dhcp::DhcpStats,
     dns::DnsStats,
-    http_proxy::{HttpProxyStats, UpstreamFailures},
+    http_proxy::{CacheStats, HttpProxyStats, UpstreamFailures},
     service::{ServiceView, SnapshotView, StatusSource},
     socks::SocksStats,
     tor::TorStatus,
@@ -217,6 +217,14 @@ fn sample_status() -> Services {
                 ..UpstreamFailures::default()
             },
             active: 3,
+            cache: Some(CacheStats {
+                hits: 410,
+                misses: 411,
+                bytes_saved: 412,
+                entries: 413,
+                size_bytes: 414,
+                ..CacheStats::default()
+            }),
         }),
     }
 }
@@ -300,6 +308,11 @@ fn sample_status_renders_these_lines() {
             "gateway_http_proxy_requests_total{form=\"connect\"} 402",
             "gateway_http_proxy_rejected_total{reason=\"not_inside\"} 405",
             "gateway_http_proxy_upstream_failures_total{kind=\"timeout\"} 409",
+            "gateway_http_proxy_cache_requests_total{outcome=\"hit\"} 410",
+            "gateway_http_proxy_cache_requests_total{outcome=\"miss\"} 411",
+            "gateway_http_proxy_cache_saved_bytes_total 412",
+            "gateway_http_proxy_cache_objects 413",
+            "gateway_http_proxy_cache_bytes 414",
             "gateway_http_proxy_upstream_failures_total{kind=\"refused\"} 0",
             "gateway_http_proxy_connections_active 3",
         ],
@@ -359,6 +372,7 @@ fn nothing_identifies_a_client_or_the_uplink() {
             "direction",
             "form",
             "kind",
+            "outcome",
             "reason",
             "service",
             "source",
