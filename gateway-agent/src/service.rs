@@ -80,7 +80,12 @@ pub struct SnapshotView<S> {
     read: Box<dyn Fn() -> S + Send + Sync>,
     summary: fn(&S) -> Vec<String>,
     metrics: fn(&mut Exposition, &S),
+    operations: &'static [&'static str],
+    operate: Option<OperateFn>,
 }
+
+/// Runs one control-socket operation of a [`SnapshotView`]: its name and arguments.
+pub type OperateFn = Box<dyn Fn(&str, Value) -> BoxFuture<'static, Result<Value>> + Send + Sync>;
 
 impl<S> SnapshotView<S> {
     /// A view called `name` of what `read` returns.
@@ -95,7 +100,21 @@ impl<S> SnapshotView<S> {
             read: Box::new(read),
             summary,
             metrics,
+            operations: &[],
+            operate: None,
         }
+    }
+
+    /// The same view, answering `operations` with `operate` (only names from the list reach
+    /// it).
+    pub fn with_operations(
+        mut self,
+        operations: &'static [&'static str],
+        operate: impl Fn(&str, Value) -> BoxFuture<'static, Result<Value>> + Send + Sync + 'static,
+    ) -> Self {
+        self.operations = operations;
+        self.operate = Some(Box::new(operate));
+        self
     }
 
     /// The snapshot now.
@@ -116,6 +135,18 @@ impl<S: serde::Serialize> ServiceView for SnapshotView<S> {
     }
     fn metrics(&self, out: &mut Exposition) {
         (self.metrics)(out, &self.read())
+    }
+    fn operations(&self) -> &'static [&'static str] {
+        self.operations
+    }
+    fn operate(&self, operation: &str, args: Value) -> BoxFuture<'_, Result<Value>> {
+        match &self.operate {
+            Some(operate) if self.operations.contains(&operation) => operate(operation, args),
+            _ => {
+                let message = format!("the {} service has no operation {operation:?}", self.name);
+                Box::pin(async move { Err(anyhow::anyhow!(message)) })
+            }
+        }
     }
 }
 

@@ -255,6 +255,18 @@ impl TestLab {
         read_from(&self.lab.dnsmasq_log(), self.modem_log_from)
     }
 
+    /// Runs `tests/fixtures/frames.py args…` (hand-made ARP and IPv6 frames) in `role`'s
+    /// namespace, asserting success; its output.
+    pub fn frames(&self, role: &str, args: &[&str]) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/frames.py")
+            .to_string_lossy()
+            .into_owned();
+        let mut all = vec![script.as_str()];
+        all.extend_from_slice(args);
+        self.exec_ok(role, "/usr/bin/python3", &all)
+    }
+
     /// The MAC address of `role`'s `eth0`.
     pub fn mac(&self, role: &str) -> String {
         let out = self.exec_ok(role, "cat", &["/sys/class/net/eth0/address"]);

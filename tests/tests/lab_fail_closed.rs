@@ -3,7 +3,7 @@
 //! unsolicited gets in from the uplink, the inside learns nothing of the outside by ARP, and
 //! forwarding turned on behind the agent's back is turned off again.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,18 +12,6 @@ use gateway_tests::{
 };
 
 const PYTHON: &str = "/usr/bin/python3";
-
-/// `tests/fixtures/frames.py`: hand-made ARP and IPv6 frames.
-fn frames_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/frames.py")
-}
-
-fn frames(lab: &TestLab, role: &str, args: &[&str]) -> String {
-    let script = frames_script().to_string_lossy().into_owned();
-    let mut all = vec![script.as_str()];
-    all.extend_from_slice(args);
-    lab.exec_ok(role, PYTHON, &all)
-}
 
 /// Runs `gateway-agent run` in `gw` to its exit (bounded), for starts that must fail.
 fn start_that_fails(lab: &TestLab, config: &Path) -> Output {
@@ -201,8 +189,8 @@ fn only_the_macvlan_speaks_upstream_and_nothing_unsolicited_gets_in() {
 
     // What makes a host speak: ARP for the uplink address, neighbour discovery for the
     // parent's old link-local address, a router advertisement, an MLD query.
-    let replies = frames(&lab, "up", &["arp", "br0", lab::MODEM_IP, &uplink_ip, "2"]);
-    frames(&lab, "up", &["v6", "br0", &parent_ll]);
+    let replies = lab.frames("up", &["arp", "br0", lab::MODEM_IP, &uplink_ip, "2"]);
+    lab.frames("up", &["v6", "br0", &parent_ll]);
 
     // From the uplink, with a route to the inside subnet through the gateway: SYNs to the
     // service ports, to the host's 0.0.0.0 listener and to the inside address get nothing
@@ -335,16 +323,12 @@ fn the_inside_learns_nothing_of_the_outside_by_arp() {
     let uplink_ip = lab.wait_uplink(&cfg);
     let lease = lab.dhcp("c1", DhcpClient::Dhclient, None);
     let c1_ip = lease["ip"].clone();
-    let inside = frames(
-        &lab,
-        "c1",
-        &["arp", "eth0", &c1_ip, lab::GATEWAY_INSIDE_IP, "2"],
-    );
+    let inside = lab.frames("c1", &["arp", "eth0", &c1_ip, lab::GATEWAY_INSIDE_IP, "2"]);
     assert!(
         inside.contains(&format!("reply {}", lab::GATEWAY_INSIDE_IP)),
         "the inside address is answered: {inside:?}"
     );
-    let outside = frames(&lab, "c1", &["arp", "eth0", &c1_ip, &uplink_ip, "2"]);
+    let outside = lab.frames("c1", &["arp", "eth0", &c1_ip, &uplink_ip, "2"]);
     assert!(
         outside.trim().is_empty(),
         "the inside learnt the uplink address's owner: {outside}"

@@ -2,19 +2,7 @@
 //! on a leased client, a client that never took a lease) and ARP claiming an address the MAC
 //! does not hold are dropped at the inside NIC and counted.
 
-use std::path::Path;
-
 use gateway_tests::{lab, Agent, DhcpClient, TestLab};
-
-fn frames(lab: &TestLab, role: &str, args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/frames.py")
-        .to_string_lossy()
-        .into_owned();
-    let mut all = vec![script.as_str()];
-    all.extend_from_slice(args);
-    lab.exec_ok(role, "/usr/bin/python3", &all)
-}
 
 fn ping(lab: &TestLab, role: &str, source: &str) -> bool {
     lab.exec(
@@ -74,11 +62,7 @@ fn clients_are_held_to_their_leases() {
 
     // ARP claiming the gateway's own address, from a leased client.
     let arp = lab.drops(&cfg, "spoofed_arp");
-    frames(
-        &lab,
-        "c1",
-        &["arp", "eth0", lab::GATEWAY_INSIDE_IP, &c1_ip, "0"],
-    );
+    lab.frames("c1", &["arp", "eth0", lab::GATEWAY_INSIDE_IP, &c1_ip, "0"]);
     assert!(
         lab.drops(&cfg, "spoofed_arp") > arp,
         "an ARP claim for the gateway's address was not counted"

@@ -1,7 +1,5 @@
 //! Checks only the running host can answer, kept apart from parsing so `parse` stays pure.
 
-use std::ffi::CString;
-
 use super::error::ConfigError;
 use super::Config;
 
@@ -13,7 +11,7 @@ pub fn check_host(cfg: &Config) -> Vec<ConfigError> {
         ("interfaces.inside", &cfg.interfaces.inside),
     ]
     .into_iter()
-    .filter(|(_, name)| interface_index(name).is_none())
+    .filter(|(_, name)| crate::net::interface::index(name).is_none())
     .map(|(key, name)| {
         ConfigError::new(
             key,
@@ -21,13 +19,4 @@ pub fn check_host(cfg: &Config) -> Vec<ConfigError> {
         )
     })
     .collect()
-}
-
-/// The interface's index, or `None` if there is no such interface.
-fn interface_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string that outlives the call; if_nametoindex
-    // only reads it.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
 }

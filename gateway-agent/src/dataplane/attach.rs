@@ -257,14 +257,8 @@ fn pin(
 
 /// The pin name of `program`'s link on `interface` as it is now (its ifindex included).
 fn link_name(program: &str, interface: &str) -> Result<String> {
-    let c_name = std::ffi::CString::new(interface)
-        .with_context(|| format!("interface name {interface:?} contains a NUL byte"))?;
-    // SAFETY: c_name is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
-    if index == 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("looking up interface {interface:?}"));
-    }
+    let index = crate::net::interface::index(interface)
+        .ok_or_else(|| anyhow!("there is no interface {interface:?}"))?;
     Ok(format!("{program}@{interface}#{index}"))
 }
 

@@ -36,18 +36,10 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
         flags,
         uplink_mac: uplink_mac.octets(),
         _pad: [0; 2],
-        inside_ifindex: ifindex(&cfg.interfaces.inside),
+        // 0 if the inside NIC is missing: then nothing is steered.
+        inside_ifindex: crate::net::interface::index(&cfg.interfaces.inside).unwrap_or(0),
         _pad2: 0,
     }
-}
-
-/// The ifindex of `interface`, 0 if there is none (then nothing is steered).
-fn ifindex(interface: &str) -> u32 {
-    let Ok(name) = std::ffi::CString::new(interface) else {
-        return 0;
-    };
-    // SAFETY: name is a valid NUL-terminated string.
-    unsafe { libc::if_nametoindex(name.as_ptr()) }
 }
 
 /// The `OPEN_PORTS` keys for `cfg`.

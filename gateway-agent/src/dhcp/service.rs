@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::{DhcpReader, DhcpServer, DhcpServerSettings, DhcpStats};
 use crate::lease_events::LeaseSink;
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, Entry, Handles, Running, ServiceView, SnapshotView};
+use crate::service::{self, Entry, Handles, Running, SnapshotView};
 
 /// The port DHCP clients listen on; replies go there.
 const DHCP_CLIENT_PORT: u16 = 68;
@@ -52,50 +52,20 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             .context("starting the DHCP server")?;
         let reader = server.reader();
         let stats = reader.clone();
-        let view = Arc::new(DhcpView {
-            snapshot: SnapshotView::new("dhcp", move || stats.stats(), summary, metrics),
-            reader,
-        });
-        Ok(Some(Running::stopped_by(view, move || server.stop())))
+        let view = SnapshotView::new("dhcp", move || stats.stats(), summary, metrics)
+            .with_operations(&["leases"], move |_operation, _args| {
+                let leases = leases(&reader);
+                Box::pin(async move { leases })
+            });
+        Ok(Some(Running::stopped_by(Arc::new(view), move || {
+            server.stop()
+        })))
     })
 }
 
-/// The usual snapshot view, plus the `leases` operation.
-struct DhcpView {
-    snapshot: SnapshotView<DhcpStats>,
-    reader: DhcpReader,
-}
-
-impl ServiceView for DhcpView {
-    fn name(&self) -> &'static str {
-        self.snapshot.name()
-    }
-
-    fn status(&self) -> Value {
-        self.snapshot.status()
-    }
-
-    fn summary(&self) -> Vec<String> {
-        self.snapshot.summary()
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        self.snapshot.metrics(out)
-    }
-
-    fn operations(&self) -> &'static [&'static str] {
-        &["leases"]
-    }
-
-    fn operate(&self, operation: &str, _args: Value) -> service::BoxFuture<'_, Result<Value>> {
-        let result = match operation {
-            "leases" => serde_json::to_value(self.reader.leases()).context("encoding the leases"),
-            other => Err(anyhow::anyhow!(
-                "the dhcp service has no operation {other:?}"
-            )),
-        };
-        Box::pin(async move { result })
-    }
+/// The `leases` operation: every lease, as `gateway-agent leases` prints them.
+fn leases(reader: &DhcpReader) -> Result<Value> {
+    serde_json::to_value(reader.leases()).context("encoding the leases")
 }
 
 /// Its line in `gateway-agent status`.

@@ -13,7 +13,7 @@ use super::{CacheControl, CacheSettings, HttpProxy, HttpProxySettings, HttpProxy
 use crate::config::Egress;
 use crate::egress::{Connector, DirectConnector, DirectSettings};
 use crate::metrics::{Exposition, Kind};
-use crate::service::{self, inside_listen, Entry, Handles, Running, ServiceView, SnapshotView};
+use crate::service::{self, inside_listen, Entry, Handles, Running, SnapshotView};
 
 /// How long a `direct` stream may take to connect.
 const DIRECT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -75,63 +75,40 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             .await
             .context("starting the HTTP proxy")?;
         let reader = proxy.stats_reader();
-        let view = Arc::new(ProxyView {
-            snapshot: SnapshotView::new("http_proxy", move || reader.stats(), summary, metrics),
-            cache: proxy.cache_control(),
-        });
-        Ok(Some(Running::stopped_by(view, move || proxy.stop())))
+        let cache = proxy.cache_control();
+        let view = SnapshotView::new("http_proxy", move || reader.stats(), summary, metrics)
+            .with_operations(
+                &["cache_stats", "cache_purge", "cache_ls"],
+                move |operation, args| {
+                    Box::pin(cache_operation(cache.clone(), operation.to_owned(), args))
+                },
+            );
+        Ok(Some(Running::stopped_by(Arc::new(view), move || {
+            proxy.stop()
+        })))
     })
 }
 
-/// The usual snapshot view, plus the cache's operations (`cache_stats`, `cache_purge`,
-/// `cache_ls`).
-struct ProxyView {
-    snapshot: SnapshotView<HttpProxyStats>,
+/// The cache's control operations (`cache_stats`, `cache_purge`, `cache_ls`).
+async fn cache_operation(
     cache: Option<CacheControl>,
-}
-
-impl ServiceView for ProxyView {
-    fn name(&self) -> &'static str {
-        self.snapshot.name()
-    }
-
-    fn status(&self) -> Value {
-        self.snapshot.status()
-    }
-
-    fn summary(&self) -> Vec<String> {
-        self.snapshot.summary()
-    }
-
-    fn metrics(&self, out: &mut Exposition) {
-        self.snapshot.metrics(out)
-    }
-
-    fn operations(&self) -> &'static [&'static str] {
-        &["cache_stats", "cache_purge", "cache_ls"]
-    }
-
-    fn operate(&self, operation: &str, args: Value) -> service::BoxFuture<'_, Result<Value>> {
-        let operation = operation.to_owned();
-        Box::pin(async move {
-            let Some(cache) = &self.cache else {
-                anyhow::bail!("the HTTP proxy's cache is off (http_proxy.cache = false)");
-            };
-            match operation.as_str() {
-                "cache_stats" => {
-                    serde_json::to_value(cache.stats()).context("encoding the cache stats")
-                }
-                "cache_ls" => serde_json::to_value(cache.list()).context("encoding the cache list"),
-                "cache_purge" => {
-                    let url = args["url"]
-                        .as_str()
-                        .context("cache_purge needs {\"url\": \"http://host/path\"}")?;
-                    let (url, purged) = cache.purge(url).await?;
-                    Ok(serde_json::json!({ "url": url, "purged": purged }))
-                }
-                other => anyhow::bail!("the http_proxy service has no operation {other:?}"),
-            }
-        })
+    operation: String,
+    args: Value,
+) -> Result<Value> {
+    let Some(cache) = cache else {
+        anyhow::bail!("the HTTP proxy's cache is off (http_proxy.cache = false)");
+    };
+    match operation.as_str() {
+        "cache_stats" => serde_json::to_value(cache.stats()).context("encoding the cache stats"),
+        "cache_ls" => serde_json::to_value(cache.list()).context("encoding the cache list"),
+        "cache_purge" => {
+            let url = args["url"]
+                .as_str()
+                .context("cache_purge needs {\"url\": \"http://host/path\"}")?;
+            let (url, purged) = cache.purge(url).await?;
+            Ok(serde_json::json!({ "url": url, "purged": purged }))
+        }
+        other => anyhow::bail!("the http_proxy service has no operation {other:?}"),
     }
 }
 
