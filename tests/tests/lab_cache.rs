@@ -196,9 +196,6 @@ fn hits_no_store_and_revalidation() {
 }
 
 #[test]
-#[ignore = "hangs about half the time: after the collapsed 200 MiB fetch the proxy never sends \
-            GET /slow upstream (the origin's log shows none within 60 s); a proxy/cache bug to \
-            find, see the issue 12 note. Run with --ignored."]
 fn large_objects_collapse_and_survive_kill_9() {
     if skip_unless_root("builds a lab of network namespaces") {
         return;

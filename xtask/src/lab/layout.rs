@@ -19,6 +19,8 @@ pub const MAX_SLOT: u8 = 40;
 pub const UPLINK_SUBNET: &str = "192.0.2.0/24";
 /// The modem: uplink router, DHCP server and DNS resolver.
 pub const MODEM_IP: &str = "192.0.2.1";
+/// The modem's MAC (its uplink bridge's; locally administered).
+pub const MODEM_MAC: &str = "02:67:77:00:00:01";
 /// The modem's DHCP range: the gateway's uplink address comes from here.
 pub const UPLINK_DHCP_RANGE: (&str, &str) = ("192.0.2.100", "192.0.2.199");
 /// The stand-in internet behind the modem.

@@ -12,7 +12,7 @@ use crate::deps;
 use crate::process;
 
 use super::layout::{
-    lab_prefix_of_ns, valid_prefix, Lab, INTERNET_RESOLVER_IP, MAX_SLOT, MODEM_IP, ORIGIN_IP,
+    lab_prefix_of_ns, valid_prefix, Lab, INTERNET_RESOLVER_IP, MAX_SLOT, MODEM_IP, MODEM_MAC, ORIGIN_IP,
     STATE_ROOT,
 };
 use super::topology::{ip, is_mounted_bpf, ns_exists, remove};
@@ -232,7 +232,13 @@ impl Lab {
         ip(&up, &["link", "set", "lo", "up"])?;
         // The modem: uplink bridge plus the stand-in internet. inet0 is a port-less bridge
         // because this kernel has no dummy driver; later namespaces (relays) can join it.
-        ip(&up, &["link", "add", "br0", "type", "bridge"])?;
+        // A fixed MAC: a bridge without one takes its lowest port's, so removing a slot's port
+        // would change the modem's MAC under the other gateways, whose ARP entries would then
+        // point nowhere for seconds (their DNS and new connections time out meanwhile).
+        ip(
+            &up,
+            &["link", "add", "br0", "address", MODEM_MAC, "type", "bridge"],
+        )?;
         ip(
             &up,
             &["addr", "add", &format!("{MODEM_IP}/24"), "dev", "br0"],
