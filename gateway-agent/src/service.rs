@@ -23,6 +23,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::control::protocol::{AgentStatus, SummaryLine};
 use crate::dataplane::{lease_maps::LeaseMaps, pins::PinLayout, steering::SteerSlots};
+use crate::dns::answered::AnsweredNames;
 use crate::dns::{LocalZone, UplinkUpstream};
 use crate::egress::{Connector, Upstream};
 use crate::metrics::Exposition;
@@ -258,6 +259,7 @@ pub struct Handles {
     /// The Tor client, when enabled.
     pub tor: Option<Tor>,
     zone: Option<Arc<LocalZone>>,
+    answered: Option<Arc<AnsweredNames>>,
 }
 
 impl Handles {
@@ -273,6 +275,7 @@ impl Handles {
             dataplane: None,
             tor: None,
             zone: None,
+            answered: None,
         }
     }
 
@@ -310,6 +313,15 @@ impl Handles {
         );
         self.zone = Some(zone.clone());
         Ok(zone)
+    }
+
+    /// What the DNS server told each client (onion virtual addresses, recent answers), shared
+    /// with the transparent listener, which connects to those addresses by name.
+    pub fn answered(&mut self) -> Arc<AnsweredNames> {
+        let range = self.cfg.dns.onion_virtual_range;
+        self.answered
+            .get_or_insert_with(|| Arc::new(AnsweredNames::new(range)))
+            .clone()
     }
 
     /// The state directory, created (owner only) if missing.

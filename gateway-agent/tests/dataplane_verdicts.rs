@@ -49,6 +49,8 @@ allow = ["tcp/22"]
 accept_relayed = {accept_relayed}
 [transparent]
 enabled = {steer}
+[dns]
+steer = {steer}
 "#
     );
     config::parse(&text).expect("the test config is valid")
@@ -202,7 +204,7 @@ fn arp_with_frame_source(sender_mac: [u8; 6], frame_mac: [u8; 6], sender_ip: Ipv
 }
 
 #[test]
-fn steering_passes_inside_tcp_to_other_hosts_only() {
+fn steering_passes_inside_tcp_to_other_hosts_and_dns_to_any() {
     if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
         return;
     }
@@ -240,6 +242,31 @@ fn steering_passes_inside_tcp_to_other_hosts_only() {
             "TCP to an outside address from a spoofed source",
             client_ipv4(Ip::new(UNLEASED, ORIGIN, 6), &tcp_syn(40000, 80)),
             Some(SpoofedSource),
+        ),
+        (
+            "UDP DNS to an outside resolver (to the DNS server)",
+            client_ipv4(Ip::new(CLIENT, ORIGIN, 17), &udp(40000, 53)),
+            None,
+        ),
+        (
+            "UDP DNS to another inside host (to the DNS server as well)",
+            client_ipv4(Ip::new(CLIENT, other_client, 17), &udp(40000, 53)),
+            None,
+        ),
+        (
+            "TCP DNS to another inside host (to the DNS server as well)",
+            client_ipv4(Ip::new(CLIENT, other_client, 6), &tcp_syn(40000, 53)),
+            None,
+        ),
+        (
+            "UDP DNS to an outside resolver from a spoofed source",
+            client_ipv4(Ip::new(UNLEASED, ORIGIN, 17), &udp(40000, 53)),
+            Some(SpoofedSource),
+        ),
+        (
+            "UDP to port 5353 of an outside address",
+            client_ipv4(Ip::new(CLIENT, ORIGIN, 17), &udp(40000, 5353)),
+            Some(ForeignDestination),
         ),
     ];
     for (name, frame, want) in &table {

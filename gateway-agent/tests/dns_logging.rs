@@ -59,6 +59,7 @@ async fn ask(log_queries: bool, name: &str) {
         dns: Dns::default(),
         gateway_ip: Ipv4Addr::LOCALHOST,
         log_queries,
+        answered: None,
     };
     let server = DnsServer::start(settings, zone, None).await.expect("start");
     let addr = server.local_addr();

@@ -198,6 +198,7 @@ async fn server_with(
         dns,
         gateway_ip: GATEWAY,
         log_queries: true,
+        answered: None,
     };
     let server = DnsServer::start(settings, zone.clone(), upstream)
         .await

@@ -49,8 +49,12 @@ pub mod names {
 pub mod steer {
     /// The transparent TCP listener (inside TCP to any host but the gateway).
     pub const TCP: u32 = 0;
+    /// The DNS server's transparent UDP socket (inside UDP to port 53 of any host).
+    pub const DNS_UDP: u32 = 1;
+    /// The DNS server's transparent TCP listener (inside TCP to port 53 of any host).
+    pub const DNS_TCP: u32 = 2;
     /// Number of slots.
-    pub const SLOTS: u32 = 1;
+    pub const SLOTS: u32 = 3;
 }
 
 /// Sub-directories of the configured bpffs pin directory.
@@ -79,6 +83,9 @@ pub const CONFIG_FLAG_OUTSIDE_IPV6: u32 = 1 << 2;
 /// `DataplaneConfig::flags`: inside TCP to other hosts is steered to the transparent listener
 /// (XDP passes it, `inside_steer` redirects it).
 pub const CONFIG_FLAG_STEER_TCP: u32 = 1 << 4;
+/// `DataplaneConfig::flags`: inside DNS (UDP and TCP port 53) to any host is steered to the
+/// gateway's DNS server (XDP passes it, `inside_steer` redirects it).
+pub const CONFIG_FLAG_STEER_DNS: u32 = 1 << 5;
 /// `DataplaneConfig::flags`: relayed DHCP requests (giaddr set) reach the server
 /// (`dhcp.accept_relayed`), from a leased source only.
 pub const CONFIG_FLAG_ACCEPT_RELAYED: u32 = 1 << 3;

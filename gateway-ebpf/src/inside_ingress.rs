@@ -19,7 +19,7 @@ use aya_ebpf::{
 use gateway_common::{
     maps::{
         DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
-        CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
+        CONFIG_FLAG_STEER_DNS, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
     },
     DropReason,
 };
@@ -182,6 +182,9 @@ fn udp(
     if sport == DHCP_SERVER_PORT && dport == DHCP_SERVER_PORT && dst == cfg.inside_ip {
         return relayed(cfg, leased);
     }
+    if steered_dns(dport, dst, cfg) {
+        return Ok(());
+    }
     to_gateway_port(IPPROTO_UDP, dport, dst, cfg)
 }
 
@@ -210,7 +213,18 @@ fn tcp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), D
     if dst != cfg.inside_ip && !cfg.is_inside(dst) && cfg.flags & CONFIG_FLAG_STEER_TCP != 0 {
         return Ok(());
     }
+    if steered_dns(dport, dst, cfg) {
+        return Ok(());
+    }
     to_gateway_port(IPPROTO_TCP, dport, dst, cfg)
+}
+
+/// DNS to any host but the gateway's own address: `inside_steer` hands it to the gateway's
+/// DNS server, so a client with a hard-coded resolver is answered by the gateway (over Tor),
+/// never by the resolver it named.
+#[inline(always)]
+fn steered_dns(dport: u16, dst: u32, cfg: &DataplaneConfig) -> bool {
+    dport == DNS_PORT && dst != cfg.inside_ip && cfg.flags & CONFIG_FLAG_STEER_DNS != 0
 }
 
 #[inline(always)]

@@ -1,5 +1,6 @@
-//! sk_lookup in the agent's namespace: inside TCP to any host but the gateway goes to the
-//! transparent listener.
+//! sk_lookup in the agent's namespace: inside DNS (UDP and TCP port 53) to any host but the
+//! gateway goes to the DNS server's transparent sockets, other inside TCP to any host but the
+//! gateway to the transparent listener.
 //!
 //! The agent's policy route (`iif <inside> lookup <table>` with `local 0.0.0.0/0 dev lo`) makes
 //! the kernel deliver everything from the inside locally, so the socket lookup decides where
@@ -14,11 +15,13 @@ use aya_ebpf::{
     macros::sk_lookup,
     programs::SkLookupContext,
 };
-use gateway_common::maps::{steer, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP};
+use gateway_common::maps::{
+    steer, CONFIG_FLAG_STEER_DNS, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 use crate::{
     maps::{config, STEER_SOCKETS},
-    packet::DHCP_SERVER_PORT,
+    packet::{DHCP_SERVER_PORT, DNS_PORT},
 };
 
 #[sk_lookup]
@@ -38,6 +41,17 @@ pub fn inside_steer(ctx: SkLookupContext) -> u32 {
     if lookup.protocol == u32::from(IPPROTO_UDP) && lookup.local_port == u32::from(DHCP_SERVER_PORT)
     {
         return SK_PASS; // DHCP broadcasts to the server
+    }
+    if lookup.local_port == u32::from(DNS_PORT) && cfg.flags & CONFIG_FLAG_STEER_DNS != 0 {
+        let slot = if lookup.protocol == u32::from(IPPROTO_UDP) {
+            steer::DNS_UDP
+        } else {
+            steer::DNS_TCP
+        };
+        return match STEER_SOCKETS.redirect_sk_lookup(&ctx, slot, 0) {
+            Ok(()) => SK_PASS,
+            Err(_) => SK_DROP,
+        };
     }
     if lookup.protocol == u32::from(IPPROTO_TCP) && cfg.flags & CONFIG_FLAG_STEER_TCP != 0 {
         return match STEER_SOCKETS.redirect_sk_lookup(&ctx, steer::TCP, 0) {

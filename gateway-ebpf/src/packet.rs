@@ -20,6 +20,7 @@ pub const ICMP_ECHO_REQUEST: u8 = 8;
 
 pub const DHCP_SERVER_PORT: u16 = 67;
 pub const DHCP_CLIENT_PORT: u16 = 68;
+pub const DNS_PORT: u16 = 53;
 
 /// A view of packet memory `[start, end)` with checked reads, as the verifier demands.
 #[derive(Clone, Copy)]

@@ -1,11 +1,14 @@
-//! Transparent Tor: an inside client with no proxy settings reaches the origin by address, and
-//! the origin sees an exit relay; nothing leaves the uplink for the origin directly. A steered
+//! Transparent Tor: an inside client with no proxy settings reaches the origin by address and
+//! by name, and the lab's onion service by its name; the origin sees an exit relay. DNS sent to
+//! another resolver is answered by the gateway. Nothing leaves the uplink for the origin or
+//! that resolver directly. A steered
 //! connection never falls through to a host socket in the gateway, whether the agent runs, has
 //! stopped or was killed.
 
 use std::time::Duration;
 
 use gateway_tests::{eventually, lab, Agent, Background, Capture, DhcpClient, TestLab};
+use xtask::lab::tor as lab_tor;
 
 fn is_exit(addr: &str) -> bool {
     ["203.0.113.41", "203.0.113.42", "203.0.113.43"].contains(&addr)
@@ -80,9 +83,88 @@ fn inside_tcp_goes_through_tor_without_proxy_settings_and_never_falls_through() 
         clients.last().is_some_and(|c| is_exit(c)),
         "the origin saw {clients:?}, not an exit"
     );
+
+    // DNS to another resolver, hard-coded: answered by the gateway over Tor (UDP and TCP),
+    // never sent to that resolver from the uplink address.
+    let queries_before = lab.cli_json(&cfg, &["status"])["dns"]["queries"]
+        .as_u64()
+        .unwrap_or(0);
+    let resolver = format!("@{}", lab::INTERNET_RESOLVER_IP);
+    for transport in ["+notcp", "+tcp"] {
+        let answer = lab.exec_ok(
+            "c1",
+            "dig",
+            &[
+                &resolver,
+                lab::ORIGIN_NAME,
+                "A",
+                "+short",
+                "+time=10",
+                "+tries=2",
+                transport,
+            ],
+        );
+        assert_eq!(answer.trim(), lab::ORIGIN_IP, "dig {transport}: {answer:?}");
+    }
+    let queries = lab.cli_json(&cfg, &["status"])["dns"]["queries"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        queries >= queries_before + 2,
+        "the gateway did not answer: {queries}"
+    );
+    let from_uplink = format!("from {uplink}");
+    let leaked: Vec<String> = lab
+        .modem_log()
+        .lines()
+        .filter(|line| line.contains("query[") && line.contains(&from_uplink))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the resolver heard the gateway: {leaked:?}"
+    );
+
+    // By name: c1 asks the gateway's DNS, connects to the address, and the listener opens the
+    // stream by the name (the exit resolves it).
+    let by_name_before = lab.cli_json(&cfg, &["status"])["transparent"]["by_name"]
+        .as_u64()
+        .unwrap_or(0);
+    let page = fetch(&lab, lab::ORIGIN_URL, 30).expect("the origin by name");
+    assert!(page.contains("gateway lab origin"), "{page}");
+    let status = lab.cli_json(&cfg, &["status"])["transparent"].clone();
+    assert!(
+        status["by_name"].as_u64() > Some(by_name_before),
+        "not connected by name: {status}"
+    );
+    assert!(lab.origin_clients().last().is_some_and(|c| is_exit(c)));
+
+    // An onion site with no proxy settings: its name gets a virtual address from the gateway's
+    // DNS, which the listener maps back to the onion service.
+    lab.wait_onion();
+    let onion = lab_tor::onion_address(&lab.lab).expect("the lab's onion address");
+    let virtual_addr = lab.exec_ok("c1", "dig", &["+short", &onion, "A"]);
+    assert!(
+        virtual_addr.trim().starts_with("10."),
+        "{onion} got {virtual_addr:?}, not a virtual address"
+    );
+    let mut onion_page = None;
+    eventually(Duration::from_secs(180), || {
+        onion_page = fetch(&lab, &format!("http://{onion}/"), 30);
+        onion_page.is_some()
+    });
+    let onion_page = onion_page.unwrap_or_else(|| {
+        panic!(
+            "no page from {onion}: {}",
+            lab.cli_json(&cfg, &["status"])["transparent"]
+        )
+    });
+    assert!(onion_page.contains("gateway lab origin"), "{onion_page}");
+
     let direct = capture.stop(&format!(
-        "src host {uplink} and dst host {}",
-        lab::ORIGIN_IP
+        "src host {uplink} and (dst host {} or dst host {})",
+        lab::ORIGIN_IP,
+        lab::INTERNET_RESOLVER_IP
     ));
     assert!(
         direct.is_empty(),
@@ -113,6 +195,16 @@ fn inside_tcp_goes_through_tor_without_proxy_settings_and_never_falls_through() 
         );
     }
     assert!(fetch(&lab, &format!("http://{}/", lab::ORIGIN_IP), 3).is_none());
+    // Steered DNS is dropped too: no answer, from anyone.
+    let out = lab.exec(
+        "c1",
+        "dig",
+        &[&resolver, lab::ORIGIN_NAME, "+short", "+time=2", "+tries=1"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(lab::ORIGIN_IP),
+        "a stopped gateway's DNS was answered"
+    );
     let agent = Agent::start(&lab, &cfg);
     agent.kill9();
     for target in [lab::ORIGIN_IP, uplink.as_str()] {

@@ -76,6 +76,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether inside DNS to other resolvers is steered to the DNS server (`dns.steer` with
+    /// the DNS server on).
+    pub fn steers_dns(&self) -> bool {
+        self.services.dns.enabled && self.dns.steer
+    }
+
+    /// Whether anything from the inside is steered to local sockets: then the policy route
+    /// delivers everything from the inside locally.
+    pub fn steers(&self) -> bool {
+        self.transparent.enabled || self.steers_dns()
+    }
+
     /// Every (protocol, port) the XDP program must pass to the gateway's inside address:
     /// enabled services (dns gives tcp and udp), then `dataplane.allow`.
     pub fn open_ports(&self) -> Vec<PortRule> {

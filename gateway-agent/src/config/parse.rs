@@ -93,6 +93,10 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         .chain(allow)
         .collect();
     validate::unique_ports(&port_users, errors);
+    let mut dns = dns;
+    if let (Some(inside), Some(outside), Some(dns)) = (&inside, &outside, &mut dns) {
+        validate::onion_range_free(inside, outside, dns, errors);
+    }
     if let (Some(inside), Some(dhcp)) = (&inside, &dhcp) {
         validate::dhcp_fits_inside(inside, dhcp, errors);
     }

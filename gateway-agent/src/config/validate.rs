@@ -173,3 +173,42 @@ pub(crate) fn metrics_port_free(
         );
     }
 }
+
+/// The `.onion` virtual range must not overlap the inside subnet or a static uplink subnet: a
+/// steered connection to such an address would mean two things. A range set in the file is an
+/// error then; the default gives way (onion names are then NXDOMAIN unless a range is set). (A
+/// leased uplink subnet is not known here; inside clients never reach uplink hosts anyway.)
+pub(crate) fn onion_range_free(
+    inside: &Inside,
+    outside: &Outside,
+    dns: &mut crate::dns::config::Dns,
+    errors: &mut Errors,
+) {
+    let Some(range) = dns.onion_virtual_range else {
+        return;
+    };
+    let mut clash = None;
+    if range.overlaps(inside.address, inside.prefix_len) {
+        clash = Some(format!(
+            "{range} overlaps the inside subnet {}",
+            inside.subnet()
+        ));
+    }
+    if let OutsideAddress::Static {
+        address,
+        prefix_len,
+        ..
+    } = outside.address
+    {
+        if range.overlaps(address, prefix_len) {
+            clash = Some(format!(
+                "{range} overlaps the uplink subnet {address}/{prefix_len}"
+            ));
+        }
+    }
+    match clash {
+        Some(problem) if dns.onion_range_set => errors.push("dns.onion_virtual_range", problem),
+        Some(_) => dns.onion_virtual_range = None,
+        None => {}
+    }
+}

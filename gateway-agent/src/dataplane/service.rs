@@ -27,7 +27,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let mac: MacAddr = mac_text
             .parse()
             .map_err(|err| anyhow::anyhow!("the uplink's MAC {mac_text:?}: {err}"))?;
-        if handles.cfg.transparent.enabled {
+        if handles.cfg.steers() {
             // Before the programs: from here on nothing from the inside is ever forwarded.
             super::steering::install_route(&handles.cfg.interfaces.inside)
                 .await

@@ -7,7 +7,8 @@ use aya::{
 };
 use gateway_common::maps::{
     names, DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
-    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
+    CONFIG_FLAG_OUTSIDE_IPV6, CONFIG_FLAG_READY, CONFIG_FLAG_STEER_DNS, CONFIG_FLAG_STEER_TCP,
+    IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::config::{Config, Protocol};
@@ -28,6 +29,9 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
     }
     if cfg.transparent.enabled {
         flags |= CONFIG_FLAG_STEER_TCP;
+    }
+    if cfg.steers_dns() {
+        flags |= CONFIG_FLAG_STEER_DNS;
     }
     DataplaneConfig {
         inside_ip: encode(cfg.inside.address),

@@ -35,12 +35,30 @@ impl SteerSlots {
 
     /// Puts the transparent TCP listener into its slot (after `listen()`).
     pub fn set_tcp(&self, listener: &impl AsRawFd) -> Result<()> {
+        self.set(steer::TCP, listener, "the transparent listener")
+    }
+
+    /// Puts the DNS server's transparent UDP socket and TCP listener into their slots.
+    pub fn set_dns(&self, udp: &impl AsRawFd, tcp: &impl AsRawFd) -> Result<()> {
+        self.set(
+            steer::DNS_UDP,
+            udp,
+            "the DNS server's transparent UDP socket",
+        )?;
+        self.set(
+            steer::DNS_TCP,
+            tcp,
+            "the DNS server's transparent TCP listener",
+        )
+    }
+
+    fn set(&self, slot: u32, socket: &impl AsRawFd, what: &str) -> Result<()> {
         let mut map = self
             .0
             .lock()
             .map_err(|_| anyhow!("the steering map lock is poisoned"))?;
-        map.set(steer::TCP, listener, 0)
-            .context("putting the transparent listener into STEER_SOCKETS")
+        map.set(slot, socket, 0)
+            .with_context(|| format!("putting {what} into STEER_SOCKETS"))
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use crate::config::reader::{self, Section};
 use crate::config::values::{self, DomainName, Seconds};
 use crate::config::Errors;
+use crate::dns::answered::OnionRange;
 
 /// Where the DNS server sends questions that are not local (`dns.upstream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,6 +41,16 @@ pub struct Dns {
     pub local_ttl: Seconds,
     /// Queries per second accepted from one client; the rest are REFUSED.
     pub rate_limit: u32,
+    /// Inside DNS to any other resolver (UDP and TCP port 53) is answered by this server
+    /// (`dns.steer`, on by default): a client with a hard-coded resolver neither leaks nor
+    /// breaks.
+    pub steer: bool,
+    /// Where `.onion` names get addresses (`dns.onion_virtual_range`; with Tor only, default
+    /// `10.192.0.0/10`); `None`: `.onion` names are NXDOMAIN.
+    pub onion_virtual_range: Option<OnionRange>,
+    /// `onion_virtual_range` was set in the file (else it is the default, which gives way to
+    /// an inside or uplink subnet it overlaps instead of failing the config).
+    pub onion_range_set: bool,
 }
 
 impl Default for Dns {
@@ -53,6 +64,9 @@ impl Default for Dns {
             max_ttl: Seconds::new(86_400),
             local_ttl: Seconds::new(60),
             rate_limit: 200,
+            steer: true,
+            onion_virtual_range: None,
+            onion_range_set: false,
         }
     }
 }
@@ -75,6 +89,7 @@ pub(crate) fn read(section: &mut Section, tor_enabled: bool, errors: &mut Errors
         } else {
             DnsUpstream::None
         },
+        onion_virtual_range: tor_enabled.then_some(OnionRange::DEFAULT),
         ..Dns::default()
     };
     let zone = section.optional("zone", d.zone, errors, |value| {
@@ -100,6 +115,12 @@ pub(crate) fn read(section: &mut Section, tor_enabled: bool, errors: &mut Errors
     let rate_limit = section.optional("rate_limit", u64::from(d.rate_limit), errors, |value| {
         values::positive(value, 1_000_000)
     });
+    let steer = section.optional("steer", d.steer, errors, reader::boolean);
+    let onion_field = section.field("onion_virtual_range", errors, |value| {
+        onion_range(value, tor_enabled)
+    });
+    let onion_range_set = !matches!(onion_field, reader::Field::Absent);
+    let onion_virtual_range = onion_field.or(d.onion_virtual_range);
 
     let mut upstream_servers = Vec::new();
     let mut servers_ok = servers.is_some();
@@ -133,7 +154,24 @@ pub(crate) fn read(section: &mut Section, tor_enabled: bool, errors: &mut Errors
         max_ttl: max_ttl?,
         local_ttl: local_ttl?,
         rate_limit: u32::try_from(rate_limit?).ok()?,
+        steer: steer?,
+        onion_virtual_range: onion_virtual_range?,
+        onion_range_set,
     })
+}
+
+/// `"a.b.c.d/len"`, or `false` for none. Only with Tor: nothing else reaches onion services.
+fn onion_range(value: toml::Value, tor_enabled: bool) -> Result<Option<OnionRange>, String> {
+    if let toml::Value::Boolean(false) = value {
+        return Ok(None);
+    }
+    let text = reader::string(value)
+        .map_err(|_| "expected a range like \"10.192.0.0/10\", or false".to_owned())?;
+    if !tor_enabled {
+        return Err("onion names need tor.enabled = true".to_owned());
+    }
+    let (network, prefix_len) = values::cidr(&text)?;
+    OnionRange::new(network, prefix_len).map(Some)
 }
 
 /// `tor`, `none` or `uplink`.

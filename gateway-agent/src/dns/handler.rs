@@ -15,6 +15,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 use tracing::instrument::WithSubscriber;
 
+use super::answered::{self, AnsweredNames};
 use super::cache::{with_ttl, Cache, CacheKey, Cached, TtlPolicy};
 use super::inflight::{follow, InFlight, Turn};
 use super::names::{is_localhost, NeverForward};
@@ -31,6 +32,8 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 /// A safety net over the upstream's own timeouts, so a broken upstream implementation cannot
 /// hold a request (and a TCP client) forever.
 const UPSTREAM_DEADLINE: Duration = Duration::from_secs(15);
+/// TTL of `.onion` virtual addresses: short, the mapping itself lasts much longer.
+const ONION_TTL: u32 = 60;
 
 /// Everything the pipeline needs, shared by the UDP and TCP paths and the server handle.
 pub(crate) struct Shared {
@@ -44,6 +47,9 @@ pub(crate) struct Shared {
     pub policy: TtlPolicy,
     pub counters: Counters,
     pub log_queries: bool,
+    /// Where `.onion` names get addresses and answers are remembered for the transparent
+    /// listener (`None`: neither).
+    pub answered: Option<Arc<AnsweredNames>>,
 }
 
 /// Where an answer came from, for the query log.
@@ -57,6 +63,7 @@ pub(crate) enum Origin {
     Cache,
     Upstream,
     NoUpstream,
+    Onion,
 }
 
 /// The decision for one request, before encoding.
@@ -152,6 +159,10 @@ impl Shared {
         if local != ZoneAnswer::NotAuthoritative {
             bump(&counters.local_answers);
             return Reply::from_zone(local);
+        }
+        if let Some(reply) = self.onion(q.src, name, qtype) {
+            bump(&counters.onion_answers);
+            return reply;
         }
         if let Some(reply) = self.special(name, qtype) {
             bump(&counters.never_forwarded);
@@ -250,6 +261,75 @@ impl Shared {
 
     /// Local answers for names that must not be forwarded: loopback for `localhost`
     /// (RFC 6761 §6.3), NXDOMAIN under a synthesized SOA for the rest.
+    /// A `.onion` name, when they get virtual addresses: a v3 name's address for this client
+    /// (A), nothing else (other types); NXDOMAIN for names that cannot be onion services.
+    /// `None` (the name is not an onion, or there is no range) lets the next step decide.
+    fn onion(&self, client: IpAddr, name: &Name, qtype: RecordType) -> Option<Reply> {
+        let answered = self.answered.as_ref()?;
+        answered.onion_range()?;
+        let text = name.to_ascii();
+        if !crate::egress::is_onion(&text) {
+            return None;
+        }
+        let apex = Name::from_ascii("onion.").unwrap_or_else(|_| Name::root());
+        let mut reply = Reply::error(ResponseCode::NoError, Origin::Onion);
+        let soa = synthetic_soa(&apex, ONION_TTL);
+        let Some(onion) = answered::onion_name(&text) else {
+            reply.rcode = ResponseCode::NXDomain;
+            reply.authorities = vec![soa];
+            return Some(reply);
+        };
+        match qtype {
+            RecordType::A | RecordType::ANY => {
+                let addr = answered.onion_address(client, &onion)?;
+                reply.answers = vec![Record::from_rdata(
+                    name.clone(),
+                    ONION_TTL,
+                    RData::A(A(addr)),
+                )];
+            }
+            _ => reply.authorities = vec![soa],
+        }
+        Some(reply)
+    }
+
+    /// Remembers the addresses an upstream (or cached) answer gave `client`, for the
+    /// transparent listener to connect by name.
+    pub(super) fn remember(&self, client: IpAddr, q: &Question<'_>, reply: &Reply, now: Instant) {
+        let Some(answered) = &self.answered else {
+            return;
+        };
+        if !matches!(reply.origin, Origin::Upstream | Origin::Cache)
+            || reply.rcode != ResponseCode::NoError
+        {
+            return;
+        }
+        let Some(query) = q.queries.first() else {
+            return;
+        };
+        let mut ttl = u32::MAX;
+        let addrs: Vec<Ipv4Addr> = reply
+            .answers
+            .iter()
+            .filter_map(|record| match record.data {
+                RData::A(a) => {
+                    ttl = ttl.min(record.ttl);
+                    Some(a.0)
+                }
+                _ => None,
+            })
+            .collect();
+        let name = query.name().to_ascii();
+        let name = name.trim_end_matches('.');
+        answered.record(
+            client,
+            name,
+            &addrs,
+            Duration::from_secs(u64::from(ttl)),
+            now,
+        );
+    }
+
     fn special(&self, name: &Name, qtype: RecordType) -> Option<Reply> {
         let apex = self.never.zone_of(name)?;
         let ttl = self.policy.default_ttl;
@@ -317,6 +397,7 @@ pub(crate) fn reply_edns(request: Option<&Edns>) -> Option<Edns> {
 }
 
 /// hickory-server's adapter around [`Shared`].
+#[derive(Clone)]
 pub(crate) struct Handler(pub Arc<Shared>);
 
 /// What the pipeline looks at in a parsed request.
@@ -357,10 +438,16 @@ pub(crate) fn response<'q>(
 }
 
 impl Handler {
-    async fn handle<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    pub(super) async fn handle<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
         let shared = &self.0;
         let question = question(request);
-        let reply = shared.answer(&question, Instant::now()).await;
+        let now = Instant::now();
+        let reply = shared.answer(&question, now).await;
+        shared.remember(question.src, &question, &reply, now);
         if shared.log_queries {
             log_query(&question, &reply);
         }

@@ -6,6 +6,7 @@
 //! Served on UDP and TCP on the inside address, to inside clients only, rate limited per
 //! client. Queries are logged only when `log_queries` is set.
 
+pub mod answered;
 mod cache;
 pub mod config;
 mod handler;
@@ -16,6 +17,7 @@ mod plain_upstream;
 mod rebind;
 pub(crate) mod service;
 mod stats;
+pub mod steered;
 mod zone;
 
 #[cfg(test)]
@@ -76,6 +78,9 @@ pub struct DnsServerSettings {
     pub gateway_ip: Ipv4Addr,
     /// Log every query (client, name, type, outcome) at INFO.
     pub log_queries: bool,
+    /// Where `.onion` names get virtual addresses and answers are remembered for the
+    /// transparent listener; `None`: `.onion` is NXDOMAIN and nothing is remembered.
+    pub answered: Option<Arc<answered::AnsweredNames>>,
 }
 
 /// A running DNS server. Dropping it stops it too; [`DnsServer::stop`] waits for that.
@@ -83,6 +88,8 @@ pub struct DnsServer {
     server: hickory_server::Server<Handler>,
     shared: Arc<Shared>,
     local_addr: SocketAddr,
+    /// The steered-UDP task, if [`DnsServer::serve_steered`] started one.
+    steered_udp: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl DnsServer {
@@ -115,6 +122,7 @@ impl DnsServer {
             },
             counters: Default::default(),
             log_queries: settings.log_queries,
+            answered: settings.answered.clone(),
         });
         let mut server = hickory_server::Server::new(Handler(shared.clone()));
         server.register_socket(udp);
@@ -129,7 +137,20 @@ impl DnsServer {
             server,
             shared,
             local_addr,
+            steered_udp: None,
         })
+    }
+
+    /// Also answers the DNS the dataplane steers from inside clients to other resolvers.
+    pub fn serve_steered(&mut self, sockets: steered::SteeredSockets) {
+        self.server
+            .register_listener(sockets.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        if let Some(old) = self.steered_udp.replace(steered::serve_udp(
+            sockets.udp,
+            Handler(self.shared.clone()),
+        )) {
+            old.abort();
+        }
     }
 
     /// The address served on (UDP and TCP).
@@ -145,6 +166,14 @@ impl DnsServer {
     /// A handle that reads [`DnsServer::stats`] while the server runs, for the control socket.
     pub fn stats_reader(&self) -> StatsReader {
         StatsReader(self.shared.clone())
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        if let Some(udp) = self.steered_udp.take() {
+            udp.abort();
+        }
     }
 }
 
@@ -171,6 +200,9 @@ impl StatsReader {
 impl DnsServer {
     /// Stops serving and waits (briefly) for the sockets to close.
     pub async fn stop(mut self) {
+        if let Some(udp) = self.steered_udp.take() {
+            udp.abort();
+        }
         match tokio::time::timeout(Duration::from_secs(5), self.server.shutdown_gracefully()).await
         {
             Ok(Ok(())) => {}

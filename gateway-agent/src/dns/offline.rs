@@ -77,6 +77,7 @@ impl RequestPath {
                 },
                 counters: Default::default(),
                 log_queries: false,
+                answered: None,
             },
         })
     }

@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, Context, Result};
 
+use super::steered::SteeredSockets;
 use super::{DnsServer, DnsServerSettings, DnsStats};
 use crate::config::DnsUpstream;
 use crate::egress::Upstream;
@@ -29,10 +30,23 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             dns: cfg.dns.clone(),
             gateway_ip: cfg.inside.address,
             log_queries: cfg.log.queries,
+            // Only the transparent listener reads it: without it nothing is remembered.
+            answered: cfg.transparent.enabled.then(|| handles.answered()),
         };
-        let server = DnsServer::start(settings, handles.zone()?, upstream)
+        let mut server = DnsServer::start(settings, handles.zone()?, upstream)
             .await
             .context("starting the DNS server")?;
+        if cfg.steers_dns() {
+            let slots = handles
+                .dataplane
+                .as_ref()
+                .map(|dataplane| dataplane.steer.clone())
+                .ok_or_else(|| anyhow!("dns.steer needs the dataplane"))?;
+            let sockets = SteeredSockets::bind().context("dns.steer: binding the sockets")?;
+            slots.set_dns(sockets.udp.socket(), &sockets.tcp)?;
+            server.serve_steered(sockets);
+            tracing::info!("DNS to other resolvers (port 53, any address) is answered here");
+        }
         let reader = server.stats_reader();
         let view = Arc::new(SnapshotView::new(
             "dns",
@@ -84,6 +98,7 @@ pub(crate) fn metrics(out: &mut Exposition, dns: &DnsStats) {
     )
     .sample(&[("source", "local_zone")], dns.local_answers)
     .sample(&[("source", "never_forwarded")], dns.never_forwarded)
+    .sample(&[("source", "onion_virtual")], dns.onion_answers)
     .sample(&[("source", "cache")], dns.cache_hits)
     .sample(&[("source", "coalesced")], dns.coalesced);
     out.counter(

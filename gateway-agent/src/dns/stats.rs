@@ -13,6 +13,9 @@ pub struct DnsStats {
     pub local_answers: u64,
     /// Special-use and private names answered locally instead of being forwarded.
     pub never_forwarded: u64,
+    /// `.onion` names answered from the virtual range (`dns.onion_virtual_range`).
+    #[serde(default)]
+    pub onion_answers: u64,
     /// Answered from the cache.
     pub cache_hits: u64,
     /// Sent to the upstream.
@@ -52,6 +55,7 @@ pub(crate) struct Counters {
     pub queries: AtomicU64,
     pub local_answers: AtomicU64,
     pub never_forwarded: AtomicU64,
+    pub onion_answers: AtomicU64,
     pub cache_hits: AtomicU64,
     pub forwarded: AtomicU64,
     pub coalesced: AtomicU64,
@@ -83,6 +87,7 @@ impl Counters {
             queries: get(&self.queries),
             local_answers: get(&self.local_answers),
             never_forwarded: get(&self.never_forwarded),
+            onion_answers: get(&self.onion_answers),
             cache_hits: get(&self.cache_hits),
             forwarded: get(&self.forwarded),
             coalesced: get(&self.coalesced),

@@ -131,6 +131,7 @@ fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
         },
         counters: Default::default(),
         log_queries: false,
+        answered: None,
     }
 }
 
@@ -591,4 +592,67 @@ async fn identical_questions_in_flight_share_one_lookup() {
         "the aborted leader's lookup and the one of whoever took over"
     );
     assert_eq!(stats(&s).coalesced, 2);
+}
+
+const ONION: &str = "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion";
+
+fn with_answered(mut s: Shared) -> (Shared, Arc<super::answered::AnsweredNames>) {
+    use super::answered::{AnsweredNames, OnionRange};
+    let book = Arc::new(AnsweredNames::new(Some(OnionRange::DEFAULT)));
+    s.answered = Some(book.clone());
+    (s, book)
+}
+
+#[tokio::test]
+async fn onion_names_get_virtual_addresses_per_client() {
+    let up = fake(true);
+    let (s, book) = with_answered(shared(Some(up.clone()), 0));
+    let now = Instant::now();
+    let r = ask(&s, &format!("{ONION}."), RecordType::A, now).await;
+    assert_eq!(r.rcode, ResponseCode::NoError);
+    let [record] = &r.answers[..] else {
+        panic!("one A record: {r:?}")
+    };
+    let RData::A(addr) = record.data else {
+        panic!("not an A record: {record:?}")
+    };
+    assert!(super::answered::OnionRange::DEFAULT.contains(addr.0));
+    assert_eq!(book.name_for(CLIENT, addr.0, now).as_deref(), Some(ONION));
+    // Other types: no data; a name that cannot be an onion service: NXDOMAIN.
+    let r = ask(&s, &format!("{ONION}."), RecordType::AAAA, now).await;
+    assert_eq!((r.rcode, r.answers.len()), (ResponseCode::NoError, 0));
+    let r = ask(&s, "abcdef.onion.", RecordType::A, now).await;
+    assert_eq!(r.rcode, ResponseCode::NXDomain);
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        0,
+        "onion names never go upstream"
+    );
+    assert_eq!(stats(&s).onion_answers, 3);
+}
+
+#[tokio::test]
+async fn upstream_answers_are_remembered_for_their_client() {
+    let up = fake(true);
+    let (s, book) = with_answered(shared(Some(up), 0));
+    let now = Instant::now();
+    let queries = query("origin.example.com.", RecordType::A);
+    let q = Question {
+        src: CLIENT,
+        op_code: OpCode::Query,
+        queries: &queries,
+        edns_version: None,
+    };
+    let reply = s.answer(&q, now).await;
+    s.remember(CLIENT, &q, &reply, now);
+    let origin = Ipv4Addr::new(203, 0, 113, 10);
+    assert_eq!(
+        book.name_for(CLIENT, origin, now).as_deref(),
+        Some("origin.example.com")
+    );
+    // A refused or local answer is not remembered.
+    let other = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let refused = ask_from(&s, other, "origin.example.com.", RecordType::A, now).await;
+    s.remember(other, &q, &refused, now);
+    assert_eq!(book.name_for(other, origin, now), None);
 }

@@ -134,6 +134,7 @@ fn sample_status() -> Services {
             queries: 101,
             local_answers: 102,
             never_forwarded: 103,
+            onion_answers: 118,
             cache_hits: 104,
             forwarded: 105,
             coalesced: 117,

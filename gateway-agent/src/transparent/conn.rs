@@ -1,13 +1,16 @@
-//! One steered connection: its original destination, a Tor stream to it, the bytes both ways.
+//! One steered connection: its original destination (by the name the gateway's DNS gave it,
+//! where it did), a Tor stream to it, the bytes both ways.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::net::TcpStream;
 
 use crate::config::Inside;
+use crate::dns::answered::AnsweredNames;
 use crate::egress::{relay, Connector, Host, Isolation, Target};
 
 /// What the listener counts.
@@ -15,6 +18,7 @@ use crate::egress::{relay, Connector, Host, Isolation, Target};
 pub struct Counters {
     pub connections: AtomicU64,
     pub streams: AtomicU64,
+    pub by_name: AtomicU64,
     pub refused: AtomicU64,
     pub failed: AtomicU64,
     pub bytes_up: AtomicU64,
@@ -28,6 +32,9 @@ pub struct TransparentStats {
     pub connections: u64,
     /// Connections that got a Tor stream.
     pub streams: u64,
+    /// Of those, opened by the name the gateway's DNS answered (an onion name included).
+    #[serde(default)]
+    pub by_name: u64,
     /// Refused before any stream: to the inside subnet or the gateway itself.
     pub refused: u64,
     /// The stream could not be opened (Tor down, the exit refused): reset.
@@ -44,6 +51,7 @@ impl Counters {
         TransparentStats {
             connections: get(&self.connections),
             streams: get(&self.streams),
+            by_name: get(&self.by_name),
             refused: get(&self.refused),
             failed: get(&self.failed),
             bytes_up: get(&self.bytes_up),
@@ -63,6 +71,7 @@ pub async fn serve(
     inside: Inside,
     connector: Arc<dyn Connector>,
     counters: Arc<Counters>,
+    answered: Arc<AnsweredNames>,
     log_queries: bool,
 ) {
     bump(&counters.connections);
@@ -75,8 +84,21 @@ pub async fn serve(
     if inside.contains(*destination.ip()) {
         return reset(stream, &counters.refused);
     }
+    // Where the gateway's DNS gave this client the address: by name, so the exit resolves it
+    // (and an onion service is reached at all).
+    let host = match answered.name_for(client, *destination.ip(), Instant::now()) {
+        Some(name) => Host::Name(name),
+        // A virtual address this client was not given (or no longer has) leads nowhere.
+        None if answered
+            .onion_range()
+            .is_some_and(|range| range.contains(*destination.ip())) =>
+        {
+            return reset(stream, &counters.refused);
+        }
+        None => Host::Ip(IpAddr::V4(*destination.ip())),
+    };
     let target = Target {
-        host: Host::Ip(IpAddr::V4(*destination.ip())),
+        host,
         port: destination.port(),
     };
     let isolation = Isolation::client(client);
@@ -90,6 +112,9 @@ pub async fn serve(
         }
     };
     bump(&counters.streams);
+    if matches!(target.host, Host::Name(_)) {
+        bump(&counters.by_name);
+    }
     if log_queries {
         tracing::info!(%client, %target, "transparent stream");
     }

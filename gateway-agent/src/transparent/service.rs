@@ -35,9 +35,11 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             .map(|dataplane| dataplane.steer.clone())
             .ok_or_else(|| anyhow!("the transparent listener needs the dataplane"))?;
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, cfg.transparent.port));
-        let socket = bind(listen).with_context(|| format!("transparent.port: binding {listen}"))?;
+        let socket = crate::net::transparent::tcp_listener(listen)
+            .with_context(|| format!("transparent.port: binding {listen}"))?;
         slots.set_tcp(&socket)?;
         let counters = Arc::new(Counters::default());
+        let answered = handles.answered();
         let inside = cfg.inside;
         let log_queries = cfg.log.queries;
         let serving = counters.clone();
@@ -52,6 +54,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             move |conn| {
                 let connector = connector.clone();
                 let counters = serving.clone();
+                let answered = answered.clone();
                 async move {
                     let Some(client) = conn.peer else { return };
                     let _slot = conn.slot;
@@ -61,6 +64,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
                         inside,
                         connector,
                         counters,
+                        answered,
                         log_queries,
                     )
                     .await;
@@ -78,22 +82,10 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
     })
 }
 
-/// A listener on `listen` with `IP_TRANSPARENT`: without it the kernel receives steered SYNs
-/// but never routes the SYN-ACK back from the original destination.
-fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    socket.set_ip_transparent_v4(true)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&listen.into())?;
-    socket.listen(1024)?;
-    Ok(tokio::net::TcpListener::from_std(socket.into())?)
-}
-
 fn summary(stats: &TransparentStats) -> Vec<String> {
     vec![format!(
-        "{} steered connections, {} through Tor, {} reset (Tor could not connect), {} refused",
-        stats.connections, stats.streams, stats.failed, stats.refused
+        "{} steered connections, {} through Tor ({} by name), {} reset (Tor could not connect), {} refused",
+        stats.connections, stats.streams, stats.by_name, stats.failed, stats.refused
     )]
 }
 
@@ -111,6 +103,11 @@ fn metrics(out: &mut Exposition, stats: &TransparentStats) {
     .sample(&[("outcome", "stream")], stats.streams)
     .sample(&[("outcome", "failed")], stats.failed)
     .sample(&[("outcome", "refused")], stats.refused);
+    out.counter(
+        "gateway_transparent_streams_by_name_total",
+        "Streams opened by the name the gateway's DNS gave the client (onion names included).",
+        stats.by_name,
+    );
     out.family(
         "gateway_transparent_bytes_total",
         Kind::Counter,

@@ -12,8 +12,8 @@ use crate::deps;
 use crate::process;
 
 use super::layout::{
-    lab_prefix_of_ns, valid_prefix, Lab, INTERNET_RESOLVER_IP, MAX_SLOT, MODEM_IP, MODEM_MAC, ORIGIN_IP,
-    STATE_ROOT,
+    lab_prefix_of_ns, valid_prefix, Lab, INTERNET_RESOLVER_IP, MAX_SLOT, MODEM_IP, MODEM_MAC,
+    ORIGIN_IP, STATE_ROOT,
 };
 use super::topology::{ip, is_mounted_bpf, ns_exists, remove};
 
