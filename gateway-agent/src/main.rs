@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{cache, leases, maps, pki, registry, status},
+    cli::{cache, clients, leases, maps, pki, registry, status},
     config::{self, Config},
     dataplane, logging,
 };
@@ -25,6 +25,18 @@ struct Cli {
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand)]
+enum ClientsCommand {
+    /// Give a client its own policy: `transparent`, `proxy-only` (only the gateway's service
+    /// ports) or `blocked` (DHCP only). Kept in state.dir; survives restarts.
+    Set {
+        /// The client's MAC address.
+        mac: String,
+        /// `transparent`, `proxy-only` or `blocked`.
+        policy: gateway_agent::dataplane::policy::Policy,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,6 +71,15 @@ enum Command {
     },
     /// The DHCP leases (asks the control socket).
     Leases {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inside clients: leases, policy and counters joined by MAC (asks the control socket);
+    /// `clients set MAC POLICY` changes one client's policy.
+    Clients {
+        #[command(subcommand)]
+        action: Option<ClientsCommand>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -188,6 +209,16 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             report(leases::run(&cfg.control.socket, json))
+        }
+        Command::Clients { action, json } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let socket = &cfg.control.socket;
+            report(match action {
+                Some(ClientsCommand::Set { mac, policy }) => clients::set(socket, &mac, policy),
+                None => clients::list(socket, &cfg.dataplane.bpf_pin_dir, json),
+            })
         }
         Command::Cache { action } => {
             let Some(cfg) = load(&cli.config) else {

@@ -882,3 +882,94 @@ fn outside_ingress_verdicts() {
     }
     drop((connected, bound));
 }
+
+/// Gives `mac` its own policy, as `gateway-agent clients set` does.
+fn set_policy(ebpf: &mut Ebpf, mac: [u8; 6], policy: u32) {
+    let mut map: AyaHashMap<_, MacKey, u32> = ebpf
+        .map_mut(names::CLIENT_POLICY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    map.insert(MacKey::new(mac), policy, 0).unwrap();
+}
+
+#[test]
+fn client_policies() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    use gateway_common::maps::policy;
+    use DropReason::*;
+    let cfg = config_with(true, false, true);
+    let mut ebpf = load(Some(&cfg));
+    let (tcp, udp_) = (6, 17);
+    let to_origin = || client_ipv4(ip(CLIENT, ORIGIN, tcp), &tcp_syn(40000, 80));
+    let dns_out = || client_ipv4(ip(CLIENT, ORIGIN, udp_), &udp(40000, 53));
+    let dns_gw = || client_ipv4(ip(CLIENT, GATEWAY, udp_), &udp(40000, 53));
+    let discover_ = || {
+        client_ipv4(
+            ip(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, udp_),
+            &discover(CLIENT_MAC),
+        )
+    };
+    let renew = || client_ipv4(ip(CLIENT, GATEWAY, udp_), &discover(CLIENT_MAC));
+    let arp = || arp_request(CLIENT_MAC, CLIENT, GATEWAY);
+
+    // transparent (the configured default here): everything the gateway offers.
+    for (name, frame) in [("TCP out", to_origin()), ("DNS out", dns_out())] {
+        expect(&ebpf, run_xdp, XDP_PASS, name, &frame, None);
+    }
+
+    set_policy(&mut ebpf, CLIENT_MAC, policy::PROXY_ONLY);
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        ("proxy-only: TCP to the origin", to_origin(), Some(Policy)),
+        (
+            "proxy-only: DNS to another resolver",
+            dns_out(),
+            Some(Policy),
+        ),
+        ("proxy-only: DNS to the gateway", dns_gw(), None),
+        ("proxy-only: DHCP", discover_(), None),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+
+    set_policy(&mut ebpf, CLIENT_MAC, policy::BLOCKED);
+    let table: Vec<(&str, Vec<u8>, Option<DropReason>)> = vec![
+        ("blocked: DHCP discover", discover_(), None),
+        ("blocked: DHCP renew", renew(), None),
+        ("blocked: ARP", arp(), None),
+        ("blocked: DNS to the gateway", dns_gw(), Some(Policy)),
+        ("blocked: TCP to the origin", to_origin(), Some(Policy)),
+        (
+            "blocked: SSH to the gateway",
+            client_ipv4(ip(CLIENT, GATEWAY, tcp), &tcp_syn(40000, 22)),
+            Some(Policy),
+        ),
+    ];
+    for (name, frame, want) in &table {
+        expect(&ebpf, run_xdp, XDP_PASS, name, frame, *want);
+    }
+
+    // A default of proxy-only applies to clients without their own entry.
+    let text = "[interfaces]\noutside = \"outside0\"\ninside = \"inside0\"\n[inside]\naddress = \"198.51.100.1/24\"\n[dataplane]\ndefault_policy = \"proxy-only\"\n[transparent]\nenabled = true\n";
+    let cfg = config::parse(text).expect("valid");
+    let ebpf = load(Some(&cfg));
+    expect(
+        &ebpf,
+        run_xdp,
+        XDP_PASS,
+        "default proxy-only: TCP out",
+        &to_origin(),
+        Some(Policy),
+    );
+    expect(
+        &ebpf,
+        run_xdp,
+        XDP_PASS,
+        "default proxy-only: DNS to the gateway",
+        &dns_gw(),
+        None,
+    );
+}

@@ -72,6 +72,9 @@ drop_reasons! {
     ChaddrMismatch = 16 => "chaddr_mismatch",
     /// A relayed DHCP request while `dhcp.accept_relayed` is off.
     RelayRefused = 17 => "relay_refused",
+    /// Not allowed by the client's policy (`proxy-only`: only the gateway's ports; `blocked`:
+    /// DHCP only).
+    Policy = 18 => "policy",
 }
 
 /// Number of drop reasons: the size of the `DROPS` array.

@@ -33,6 +33,9 @@ pub mod names {
     /// `SockMap` of the sockets steered traffic goes to ([`super::steer`]); not pinned: a
     /// socket leaves it when it closes, so a stopped agent's slots are empty.
     pub const STEER_SOCKETS: &str = "STEER_SOCKETS";
+    /// `HashMap<MacKey, u32>`: a client's [`super::policy`] where it is not the default,
+    /// written by the agent from `state.dir`.
+    pub const CLIENT_POLICY: &str = "CLIENT_POLICY";
 
     /// Every map the agent pins, in display order.
     pub const ALL: &[&str] = &[
@@ -42,7 +45,19 @@ pub mod names {
         CLIENT_STATS,
         LEASES,
         LEASES_BY_IP,
+        CLIENT_POLICY,
     ];
+}
+
+/// What an inside client may do (`CLIENT_POLICY` values, `DataplaneConfig::default_policy`).
+pub mod policy {
+    /// Everything the gateway offers: its services, and TCP and DNS to any host steered to
+    /// Tor and the DNS server.
+    pub const TRANSPARENT: u32 = 0;
+    /// Only the gateway's own service ports (SOCKS, the HTTP proxy, DNS on its address…).
+    pub const PROXY_ONLY: u32 = 1;
+    /// DHCP only.
+    pub const BLOCKED: u32 = 2;
 }
 
 /// Slots of `STEER_SOCKETS`.
@@ -109,8 +124,8 @@ pub struct DataplaneConfig {
     pub _pad: [u8; 2],
     /// The inside NIC's ifindex: only lookups for packets that arrived there are steered.
     pub inside_ifindex: u32,
-    /// Always zero.
-    pub _pad2: u32,
+    /// The [`policy`] of clients without a `CLIENT_POLICY` entry.
+    pub default_policy: u32,
 }
 
 impl DataplaneConfig {

@@ -19,14 +19,14 @@ use aya_ebpf::{
 use gateway_common::{
     maps::{
         DataplaneConfig, PortKey, CONFIG_FLAG_ACCEPT_RELAYED, CONFIG_FLAG_ALLOW_PING,
-        CONFIG_FLAG_STEER_DNS, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
+        policy, CONFIG_FLAG_STEER_DNS, CONFIG_FLAG_STEER_TCP, IPPROTO_TCP, IPPROTO_UDP,
     },
     DropReason,
 };
 
 use crate::{
     counters::{count_client, count_drop},
-    maps::{config, leased_ipv4, OPEN_PORTS},
+    maps::{client_policy, config, leased_ipv4, OPEN_PORTS},
     packet::*,
 };
 
@@ -122,10 +122,12 @@ fn ipv4(pkt: &Packet, cfg: &DataplaneConfig, src_mac: [u8; 6]) -> Seen {
     }
     let l4 = l3 + header_len;
     let leased = leased_ipv4(src_mac) == Some(src);
+    let policy = client_policy(src_mac, cfg);
     let verdict = match proto {
-        IPPROTO_UDP => udp(pkt, l4, dst, cfg, leased),
+        IPPROTO_UDP => udp(pkt, l4, dst, cfg, leased, policy),
         _ if !leased => Err(DropReason::SpoofedSource),
-        IPPROTO_TCP => tcp(pkt, l4, dst, cfg),
+        _ if policy == policy::BLOCKED => Err(DropReason::Policy),
+        IPPROTO_TCP => tcp(pkt, l4, dst, cfg, policy),
         IPPROTO_ICMP => icmp(pkt, l4, dst, cfg),
         _ => Err(DropReason::ProtocolNotAllowed),
     };
@@ -143,6 +145,7 @@ fn udp(
     dst: u32,
     cfg: &DataplaneConfig,
     leased: bool,
+    policy: u32,
 ) -> Result<(), DropReason> {
     if !pkt.has(l4, UDP_HLEN) {
         return Err(DropReason::Truncated);
@@ -178,12 +181,16 @@ fn udp(
     if !leased {
         return Err(DropReason::SpoofedSource);
     }
+    // Blocked: the DHCP above, nothing else.
+    if policy == policy::BLOCKED {
+        return Err(DropReason::Policy);
+    }
     // A relay agent's request (67 -> 67, giaddr set) from a leased relay host.
     if sport == DHCP_SERVER_PORT && dport == DHCP_SERVER_PORT && dst == cfg.inside_ip {
         return relayed(cfg, leased);
     }
     if steered_dns(dport, dst, cfg) {
-        return Ok(());
+        return transparent_allowed(policy);
     }
     to_gateway_port(IPPROTO_UDP, dport, dst, cfg)
 }
@@ -201,7 +208,13 @@ fn relayed(cfg: &DataplaneConfig, leased: bool) -> Result<(), DropReason> {
 }
 
 #[inline(always)]
-fn tcp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), DropReason> {
+fn tcp(
+    pkt: &Packet,
+    l4: usize,
+    dst: u32,
+    cfg: &DataplaneConfig,
+    policy: u32,
+) -> Result<(), DropReason> {
     if !pkt.has(l4, TCP_MIN_HLEN) {
         return Err(DropReason::Truncated);
     }
@@ -210,13 +223,23 @@ fn tcp(pkt: &Packet, l4: usize, dst: u32, cfg: &DataplaneConfig) -> Result<(), D
     };
     // To any other host: steered to the transparent listener (`inside_steer`), never routed.
     // Other inside hosts stay out of reach: the gateway does not connect clients to each other.
-    if dst != cfg.inside_ip && !cfg.is_inside(dst) && cfg.flags & CONFIG_FLAG_STEER_TCP != 0 {
-        return Ok(());
-    }
     if steered_dns(dport, dst, cfg) {
-        return Ok(());
+        return transparent_allowed(policy);
+    }
+    if dst != cfg.inside_ip && !cfg.is_inside(dst) && cfg.flags & CONFIG_FLAG_STEER_TCP != 0 {
+        return transparent_allowed(policy);
     }
     to_gateway_port(IPPROTO_TCP, dport, dst, cfg)
+}
+
+/// Steered traffic (to any host but the gateway) is for `transparent` clients only.
+#[inline(always)]
+fn transparent_allowed(policy: u32) -> Result<(), DropReason> {
+    if policy == policy::TRANSPARENT {
+        Ok(())
+    } else {
+        Err(DropReason::Policy)
+    }
 }
 
 /// DNS to any host but the gateway's own address: `inside_steer` hands it to the gateway's

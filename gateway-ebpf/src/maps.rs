@@ -38,6 +38,10 @@ pub static LEASES: HashMap<MacKey, LeaseValue> = HashMap::with_max_entries(MAX_L
 #[map(name = "LEASES_BY_IP")]
 pub static LEASES_BY_IP: HashMap<u32, MacKey> = HashMap::with_max_entries(MAX_LEASES, 0);
 
+/// Clients whose policy is not the default (`gateway_common::maps::policy`), by MAC.
+#[map(name = "CLIENT_POLICY")]
+pub static CLIENT_POLICY: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_LEASES, 0);
+
 /// The sockets steered inside traffic goes to, by `steer` slot; filled by the agent.
 #[map(name = "STEER_SOCKETS")]
 pub static STEER_SOCKETS: SockMap = SockMap::with_max_entries(steer::SLOTS, 0);
@@ -52,6 +56,15 @@ pub static LOG_LIMIT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 pub fn leased_ipv4(mac: [u8; 6]) -> Option<u32> {
     // SAFETY: the value is copied out at once; the agent replaces entries whole.
     unsafe { LEASES.get(&MacKey::new(mac)) }.map(|lease| lease.ipv4)
+}
+
+/// The policy of the client with `mac`: its own, else the configured default.
+#[inline(always)]
+pub fn client_policy(mac: [u8; 6], cfg: &DataplaneConfig) -> u32 {
+    // SAFETY: a u32 copied out at once.
+    unsafe { CLIENT_POLICY.get(&MacKey::new(mac)) }
+        .copied()
+        .unwrap_or(cfg.default_policy)
 }
 
 /// The agent's settings, if it has written them.

@@ -2,6 +2,7 @@
 //! there?" checks.
 
 pub mod cache;
+pub mod clients;
 pub mod leases;
 pub mod maps;
 pub mod pki;

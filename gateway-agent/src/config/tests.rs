@@ -85,6 +85,7 @@ fn minimal_config_takes_every_default() {
             xdp_mode: XdpMode::Auto,
             allow_ping: true,
             allow: vec![],
+            default_policy: crate::dataplane::policy::Policy::Transparent,
         }
     );
     assert_eq!(

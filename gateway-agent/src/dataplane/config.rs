@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use crate::config::reader::{self, Section};
 use crate::config::values::{self, PortRule};
 use crate::config::Errors;
+use crate::dataplane::policy::Policy;
 
 /// How the XDP program is attached (`dataplane.xdp_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,6 +47,8 @@ pub struct Dataplane {
     pub allow_ping: bool,
     /// Extra ports open on the gateway's inside address, beyond the enabled services.
     pub allow: Vec<PortRule>,
+    /// The policy of clients `gateway-agent clients set` has not given one.
+    pub default_policy: Policy,
 }
 
 impl Default for Dataplane {
@@ -55,6 +58,7 @@ impl Default for Dataplane {
             xdp_mode: XdpMode::Auto,
             allow_ping: true,
             allow: Vec::new(),
+            default_policy: Policy::Transparent,
         }
     }
 }
@@ -73,6 +77,10 @@ pub(crate) fn read(
         xdp_mode(&reader::string(value)?)
     });
     let allow_ping = section.optional("allow_ping", defaults.allow_ping, errors, reader::boolean);
+    let default_policy =
+        section.optional("default_policy", defaults.default_policy, errors, |value| {
+            reader::string(value)?.parse::<Policy>()
+        });
     let allow_key = section.key("allow");
     let entries = section.optional("allow", Vec::new(), errors, reader::array);
 
@@ -89,13 +97,16 @@ pub(crate) fn read(
         }
     }
 
-    let dataplane = match (bpf_pin_dir, xdp_mode, allow_ping, all_valid) {
-        (Some(bpf_pin_dir), Some(xdp_mode), Some(allow_ping), true) => Some(Dataplane {
-            bpf_pin_dir,
-            xdp_mode,
-            allow_ping,
-            allow: allow.iter().map(|(_, rule)| *rule).collect(),
-        }),
+    let dataplane = match (bpf_pin_dir, xdp_mode, allow_ping, default_policy, all_valid) {
+        (Some(bpf_pin_dir), Some(xdp_mode), Some(allow_ping), Some(default_policy), true) => {
+            Some(Dataplane {
+                bpf_pin_dir,
+                xdp_mode,
+                allow_ping,
+                allow: allow.iter().map(|(_, rule)| *rule).collect(),
+                default_policy,
+            })
+        }
         _ => None,
     };
     (dataplane, allow)

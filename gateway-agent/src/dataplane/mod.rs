@@ -10,6 +10,7 @@ pub mod lease_maps;
 mod log_forward;
 mod object;
 pub mod pins;
+pub mod policy;
 pub mod service;
 pub mod settings;
 pub mod steering;
@@ -77,6 +78,14 @@ impl Dataplane {
         let mut ebpf = object::load()?;
         let log_task = log_forward::spawn(&mut ebpf)?;
         settings::write(&mut ebpf, cfg, uplink_mac)?;
+        // Before any program attaches: a blocked client stays blocked across the restart.
+        let policies = policy::load(&policy::file(&cfg.state.dir))?;
+        let mut policy_map: aya::maps::HashMap<_, gateway_common::maps::MacKey, u32> = ebpf
+            .map_mut(names::CLIENT_POLICY)
+            .ok_or_else(|| anyhow!("the eBPF object has no {} map", names::CLIENT_POLICY))?
+            .try_into()
+            .context("CLIENT_POLICY is not a hash map of the expected types")?;
+        policy::fill(&mut policy_map, &policies, cfg.dataplane.default_policy)?;
         for &name in names::ALL {
             let path = pins.map(name);
             ebpf.map(name)

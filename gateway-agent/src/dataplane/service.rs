@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::policy::{self, Policy};
 use super::{inspect, inspect::DropCount, Dataplane, DataplaneStatus};
 use crate::mac::MacAddr;
 use crate::metrics::{Exposition, Kind};
@@ -44,10 +45,16 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             lease_maps: Some(lease_maps),
             steer: dataplane.steer_slots(),
         });
-        let view = Arc::new(DataplaneView::new(
-            dataplane.status(),
-            Box::new(move || inspect::drops(&pins)),
-        ));
+        let policies = PolicyOps {
+            state_dir: handles.cfg.state.dir.clone(),
+            map_pin: pins.map(gateway_common::maps::names::CLIENT_POLICY),
+            default: handles.cfg.dataplane.default_policy,
+            lock: std::sync::Mutex::new(()),
+        };
+        let view = Arc::new(
+            DataplaneView::new(dataplane.status(), Box::new(move || inspect::drops(&pins)))
+                .with_policies(policies),
+        );
         let running = Running::new(view, move || async move {
             dataplane.stop();
             Ok(())
@@ -59,12 +66,57 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
 /// Reads the drop counters.
 pub type DropsReader = Box<dyn Fn() -> Result<Vec<DropCount>> + Send + Sync>;
 
+/// The per-client policy operations: the state file and the pinned map they keep in step.
+pub struct PolicyOps {
+    state_dir: std::path::PathBuf,
+    map_pin: std::path::PathBuf,
+    default: Policy,
+    /// One change at a time (read, modify, write the file).
+    lock: std::sync::Mutex<()>,
+}
+
+/// What `policies` answers: the default and the clients that differ from it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyTable {
+    /// `dataplane.default_policy`.
+    pub default: Policy,
+    /// Clients with their own policy, by MAC.
+    pub clients: policy::Policies,
+}
+
+impl PolicyOps {
+    fn table(&self) -> Result<Value> {
+        let clients = policy::load(&policy::file(&self.state_dir))?;
+        let table = PolicyTable {
+            default: self.default,
+            clients,
+        };
+        serde_json::to_value(table).context("encoding the policies")
+    }
+
+    fn set(&self, args: &Value) -> Result<Value> {
+        let mac = args["mac"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("set_policy needs a \"mac\""))?;
+        let wanted: Policy = args["policy"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("set_policy needs a \"policy\""))?
+            .parse()
+            .map_err(|err: String| anyhow::anyhow!(err))?;
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mac = policy::set(&self.state_dir, &self.map_pin, mac, wanted, self.default)?;
+        tracing::info!(%mac, policy = %wanted, "client policy set");
+        Ok(serde_json::json!({ "mac": mac, "policy": wanted }))
+    }
+}
+
 /// What the dataplane shows: the attached programs and the drop counters by reason.
 pub struct DataplaneView {
     status: DataplaneStatus,
     drops: DropsReader,
     /// The counters could not be read last time (said once, not on every scrape).
     drops_failing: AtomicBool,
+    policies: Option<PolicyOps>,
 }
 
 impl DataplaneView {
@@ -74,7 +126,14 @@ impl DataplaneView {
             status,
             drops,
             drops_failing: AtomicBool::new(false),
+            policies: None,
         }
+    }
+
+    /// Also serves `policies` and `set_policy` (`gateway-agent clients`).
+    pub fn with_policies(mut self, policies: PolicyOps) -> Self {
+        self.policies = Some(policies);
+        self
     }
 
     /// The drop counters, or `None` (logged once) while they cannot be read.
@@ -121,6 +180,25 @@ impl ServiceView for DataplaneView {
 
     fn metrics(&self, out: &mut Exposition) {
         metrics(out, &self.status, self.read_drops().as_deref());
+    }
+
+    fn operations(&self) -> &'static [&'static str] {
+        if self.policies.is_some() {
+            &["policies", "set_policy"]
+        } else {
+            &[]
+        }
+    }
+
+    fn operate(&self, operation: &str, args: Value) -> service::BoxFuture<'_, Result<Value>> {
+        let result = match (&self.policies, operation) {
+            (Some(ops), "policies") => ops.table(),
+            (Some(ops), "set_policy") => ops.set(&args),
+            _ => Err(anyhow::anyhow!(
+                "the dataplane service has no operation {operation:?}"
+            )),
+        };
+        Box::pin(async move { result })
     }
 }
 

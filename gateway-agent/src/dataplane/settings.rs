@@ -42,7 +42,7 @@ pub fn dataplane_config(cfg: &Config, uplink_mac: MacAddr) -> DataplaneConfig {
         _pad: [0; 2],
         // 0 if the inside NIC is missing: then nothing is steered.
         inside_ifindex: crate::net::interface::index(&cfg.interfaces.inside).unwrap_or(0),
-        _pad2: 0,
+        default_policy: cfg.dataplane.default_policy.value(),
     }
 }
 
