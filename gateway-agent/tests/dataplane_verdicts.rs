@@ -105,6 +105,12 @@ fn load(cfg: Option<&config::Config>) -> Ebpf {
         .try_into()
         .unwrap();
     tc.load().expect("verifier accepts parent_ingress");
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(programs::INSIDE_VLAN)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    tc.load().expect("verifier accepts inside_vlan");
     let steer: &mut SkLookup = ebpf
         .program_mut(programs::INSIDE_STEER)
         .unwrap()

@@ -14,6 +14,8 @@ pub mod programs {
     /// sk_lookup in the agent's namespace: inside TCP to other hosts goes to the transparent
     /// listener.
     pub const INSIDE_STEER: &str = "inside_steer";
+    /// TC ingress on the inside NIC: VLAN tags that receive offload hid from XDP.
+    pub const INSIDE_VLAN: &str = "inside_vlan";
 }
 
 /// Map names, as the eBPF object exports them and as they are pinned.

@@ -6,6 +6,7 @@
 mod counters;
 mod inside_ingress;
 mod inside_steer;
+mod inside_vlan;
 mod maps;
 mod outside_egress;
 mod outside_ingress;

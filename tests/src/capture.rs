@@ -104,6 +104,24 @@ impl Capture {
             .or_fail(format_args!("capture {file}, filter {filter:?}"))
     }
 
+    /// [`Capture::stop`], reading the one capture with each of `filters` (a "nothing else" and
+    /// a positive control, say).
+    #[track_caller]
+    pub fn stop_each(self, filters: &[&str]) -> Vec<Vec<String>> {
+        let file = self.file.clone();
+        let Some((first, rest)) = filters.split_first() else {
+            crate::fail("stop_each needs a filter")
+        };
+        let mut all = vec![self.stop(first)];
+        for filter in rest {
+            all.push(read(&file, &[], filter).or_fail(format_args!(
+                "capture {}, filter {filter:?}",
+                file.display()
+            )));
+        }
+        all
+    }
+
     /// [`Capture::stop`], returning the error.
     pub fn try_stop(self, filter: &str) -> Result<Vec<String>> {
         self.try_stop_with(&[], filter)

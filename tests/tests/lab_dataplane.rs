@@ -203,7 +203,8 @@ fn inside_reaches_only_the_gateways_open_ports() {
             "DROPS",
             "CLIENT_STATS",
             "LEASES",
-            "LEASES_BY_IP"
+            "LEASES_BY_IP",
+            "CLIENT_POLICY"
         ]
     );
     let ports = lab.cli_json(&cfg, &["maps", "dump", "OPEN_PORTS"]);
@@ -319,8 +320,8 @@ fn a_crashed_agent_leaves_the_inside_closed_and_a_restart_takes_over() {
     let status = lab.cli_json(&cfg, &["status"]);
     assert_eq!(
         status["dataplane"]["programs"].as_array().map(Vec::len),
-        Some(5),
-        "egress guard and ingress filter on the macvlan, ingress filter on its parent, steering, XDP inside"
+        Some(6),
+        "egress guard and ingress filter on the macvlan, ingress filter on its parent, steering, XDP and the VLAN check inside"
     );
     let xdp_programs = lab
         .exec_ok("gw", "ip", &["-d", "link", "show", lab::INSIDE_IF])

@@ -100,7 +100,7 @@ fn every_restart_leaves_the_inside_closed_and_only_detach_opens_it() {
     let status = lab.cli_json(&cfg, &["status"]);
     assert_eq!(
         status["dataplane"]["programs"].as_array().map(Vec::len),
-        Some(5),
+        Some(6),
         "detach removed nothing: {}",
         status["dataplane"]
     );

@@ -21,7 +21,7 @@ use aya::{
     Ebpf,
 };
 use gateway_common::maps::programs::{
-    INSIDE_INGRESS, INSIDE_STEER, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS,
+    INSIDE_INGRESS, INSIDE_STEER, INSIDE_VLAN, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS,
 };
 
 use super::config;
@@ -45,7 +45,7 @@ pub fn load_programs(ebpf: &mut Ebpf) -> Result<()> {
     let xdp: &mut Xdp = program(ebpf, INSIDE_INGRESS)?.try_into()?;
     xdp.load()
         .with_context(|| format!("loading {INSIDE_INGRESS} (verifier)"))?;
-    for name in [OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS] {
+    for name in [OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS, INSIDE_VLAN] {
         let tc: &mut SchedClassifier = program(ebpf, name)?.try_into()?;
         tc.load()
             .with_context(|| format!("loading {name} (verifier)"))?;

@@ -19,7 +19,7 @@ use anyhow::{anyhow, Context, Result};
 use aya::{programs::tc::TcAttachType, Ebpf};
 use gateway_common::maps::{
     names,
-    programs::{OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS},
+    programs::{INSIDE_VLAN, OUTSIDE_EGRESS, OUTSIDE_INGRESS, PARENT_INGRESS},
 };
 use serde::Serialize;
 
@@ -113,6 +113,14 @@ impl Dataplane {
                 TcAttachType::Ingress,
             )?);
         }
+        // Behind XDP on the inside NIC, before it: VLAN tags offload hid from XDP.
+        attached.push(attach::tc(
+            &mut ebpf,
+            &pins,
+            INSIDE_VLAN,
+            &cfg.interfaces.inside,
+            TcAttachType::Ingress,
+        )?);
         // The steering program before the inside opens: with the policy route in place, an
         // inside connection must meet it (and its empty slots) rather than a host socket.
         attached.push(attach::inside_steer(&mut ebpf, &pins)?);
