@@ -49,10 +49,10 @@ enum Task {
         action: LabAction,
     },
     /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq), `dhcp`
-    /// (vs Kea), `tor` (vs a C-tor client) or `registry` (vs docker-registry); results in
-    /// bench/RESULTS.md.
+    /// (vs Kea), `tor` (vs a C-tor client), `registry` (vs docker-registry) or `proxy` (vs
+    /// Squid); results in bench/RESULTS.md.
     Bench {
-        /// `dns`, `dhcp`, `tor` or `registry`.
+        /// `dns`, `dhcp`, `tor`, `registry` or `proxy`.
         which: String,
     },
     /// Run the libFuzzer targets in fuzz/ (nightly, cargo-fuzz); see README "Fuzzing".

@@ -2,27 +2,15 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
 use super::table;
-use crate::control::{
-    client,
-    protocol::{Request, Response},
-};
+use crate::control::client;
 use crate::http_proxy::{CacheListed, CacheStats};
 
 fn operate(socket: &Path, operation: &str, args: Value) -> Result<Value> {
-    let request = Request::Operate {
-        service: "http_proxy".into(),
-        operation: operation.into(),
-        args,
-    };
-    match client::request(socket, &request)? {
-        Response::Operated { value } => Ok(value),
-        Response::Error { message } => bail!("the agent refused: {message}"),
-        other => bail!("the agent answered something else: {other:?}"),
-    }
+    client::operate(socket, "http_proxy", operation, args)
 }
 
 /// Prints the cache's counters and sizes.

@@ -5,15 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::table;
-use crate::control::{
-    client,
-    protocol::{Request, Response},
-};
+use crate::control::client;
 use crate::dataplane::{inspect, pins::PinLayout, policy::Policy, service::PolicyTable};
 use crate::dhcp::LeaseRecord;
 
@@ -33,16 +30,7 @@ pub struct ClientEntry {
 }
 
 fn operate(socket: &Path, service: &str, operation: &str, args: Value) -> Result<Value> {
-    let request = Request::Operate {
-        service: service.into(),
-        operation: operation.into(),
-        args,
-    };
-    match client::request(socket, &request)? {
-        Response::Operated { value } => Ok(value),
-        Response::Error { message } => bail!("the agent refused: {message}"),
-        other => bail!("the agent answered something else: {other:?}"),
-    }
+    client::operate(socket, service, operation, args)
 }
 
 /// Sets `mac`'s policy.

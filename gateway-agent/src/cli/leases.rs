@@ -2,28 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use super::table;
-use crate::control::{
-    client,
-    protocol::{Request, Response},
-};
+use crate::control::client;
 use crate::dhcp::LeaseRecord;
 
 /// Prints the leases; fails plainly when no agent answers.
 pub fn run(socket: &Path, json: bool) -> Result<()> {
-    let request = Request::Operate {
-        service: "dhcp".into(),
-        operation: "leases".into(),
-        args: serde_json::Value::Null,
-    };
-    let leases: Vec<LeaseRecord> = match client::request(socket, &request)? {
-        Response::Operated { value } => serde_json::from_value(value)
-            .map_err(|err| anyhow::anyhow!("the agent's leases are not readable: {err}"))?,
-        Response::Error { message } => bail!("the agent refused: {message}"),
-        other => bail!("the agent answered something else: {other:?}"),
-    };
+    let value = client::operate(socket, "dhcp", "leases", serde_json::Value::Null)?;
+    let leases: Vec<LeaseRecord> = serde_json::from_value(value)
+        .map_err(|err| anyhow::anyhow!("the agent's leases are not readable: {err}"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&leases)?);
         return Ok(());

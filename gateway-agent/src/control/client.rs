@@ -30,6 +30,26 @@ pub enum ClientError {
     },
 }
 
+/// Runs `operation` of `service` with `args`: what it returned, or why not (the agent's
+/// refusal, or an answer that is not an operation's).
+pub fn operate(
+    socket: &Path,
+    service: &str,
+    operation: &str,
+    args: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let asked = Request::Operate {
+        service: service.into(),
+        operation: operation.into(),
+        args,
+    };
+    match request(socket, &asked)? {
+        Response::Operated { value } => Ok(value),
+        Response::Error { message } => anyhow::bail!("the agent refused: {message}"),
+        other => anyhow::bail!("the agent answered something else: {other:?}"),
+    }
+}
+
 /// Sends `request` and reads the response, waiting at most 5 s.
 pub fn request(socket: &Path, request: &Request) -> Result<Response, ClientError> {
     request_within(socket, request, Duration::from_secs(5))

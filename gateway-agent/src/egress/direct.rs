@@ -146,7 +146,11 @@ impl DirectConnector {
             .bind(SocketAddr::new(IpAddr::V4(source), 0))
             .map_err(|err| EgressError::NotReady(format!("binding to {source}: {err}")))?;
         match tokio::time::timeout(self.settings.connect_timeout, socket.connect(addr)).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream) as BoxStream),
+            Ok(Ok(stream)) => {
+                // Relayed requests are small writes that should not wait for an ACK.
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream) as BoxStream)
+            }
             Ok(Err(err)) => Err(EgressError::Unreachable(format!("{addr}: {err}"))),
             Err(_) => Err(EgressError::Unreachable(format!("{addr}: timed out"))),
         }

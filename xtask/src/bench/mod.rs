@@ -1,13 +1,14 @@
-//! `cargo xtask bench dns|dhcp|tor|registry`: the agent and its established peer, side by side in one
+//! `cargo xtask bench dns|dhcp|tor|registry|proxy`: the agent and its established peer, side by side in one
 //! run, same lab, same client, same load; results as ratios in `bench/RESULTS.md`.
 //!
 //! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
 //! the gateway's inside address in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`,
-//! `tor.rs`, `registry.rs`); the server processes and their config in `server.rs`; the results page and the
+//! `tor.rs`, `registry.rs`, `proxy.rs`); the server processes and their config in `server.rs`; the results page and the
 //! statistics in `results.rs`.
 
 mod dhcp;
 mod dns;
+mod proxy;
 mod registry;
 mod results;
 mod server;
@@ -53,6 +54,9 @@ pub fn run(which: &str) -> Result<()> {
     if which == "registry" {
         registry::ensure_package()?;
     }
+    if which == "proxy" {
+        proxy::ensure_packages()?;
+    }
     let agent = build::build_agent(true)?;
     let lab = lab::Lab::new(PREFIX);
     lab.down()?;
@@ -62,8 +66,9 @@ pub fn run(which: &str) -> Result<()> {
         "dhcp" => dhcp::run(&lab, &agent),
         "tor" => tor::run(&lab, &agent),
         "registry" => registry::run(&lab, &agent),
+        "proxy" => proxy::run(&lab, &agent),
         other => Err(anyhow::anyhow!(
-            "no benchmark {other:?}; try dns, dhcp, tor or registry"
+            "no benchmark {other:?}; try dns, dhcp, tor, registry or proxy"
         )),
     };
     let down = lab.down();

@@ -1,0 +1,307 @@
+//! `cargo xtask bench proxy`: the agent's caching HTTP proxy against Squid, one after the other
+//! on the gateway's inside address (tcp/3128), the same origin (`cache_origin.py` in `up`) and
+//! the same client (`wrk` from c1, absolute-form requests). Cache hits of a 10 KiB object and
+//! of a 1 MiB one: requests a second, and each server's peak memory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
+use super::{Measurement, Report, RUN_SECS};
+use crate::{deps, lab, process};
+
+/// The origin: the cache tests' fixture.
+const ORIGIN_SCRIPT: &str = include_str!("../../../tests/fixtures/cache_origin.py");
+/// Its port in `up`.
+const ORIGIN_PORT: u16 = 8090;
+/// The objects measured: (label, path).
+const OBJECTS: [(&str, &str); 2] = [("10 KiB hit", "/10k"), ("1 MiB hit", "/1m")];
+
+/// Debian's Squid and wrk.
+pub const PACKAGES: &[&str] = &["squid", "wrk"];
+
+/// Installs Squid and wrk if missing; Squid's system service (a proxy on the host's port
+/// 3128) is switched off, as the benchmark runs its own in the lab.
+pub fn ensure_packages() -> Result<()> {
+    let was_missing = !deps::is_installed("squid");
+    deps::ensure_packages(PACKAGES, "for the proxy benchmark")?;
+    if was_missing && Path::new("/run/systemd/system").exists() {
+        if let Err(err) = process::run("systemctl", ["disable", "--now", "squid.service"]) {
+            eprintln!("xtask: warning: {err:#}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
+    let state = lab.state_dir();
+    let (gw, client) = (lab.ns("gw"), lab.ns("c1"));
+    ensure_client_address(lab)?;
+    let script = state.join("cache_origin.py");
+    std::fs::write(&script, ORIGIN_SCRIPT).context("writing the origin script")?;
+    let origin_log = state.join("bench-origin.log");
+    let _ = std::fs::remove_file(&origin_log);
+    let version = state.join("bench-origin.version");
+    std::fs::write(&version, "1").context("writing the origin's version file")?;
+    let _origin = Server::spawn(
+        &lab.ns("up"),
+        &[
+            "python3".into(),
+            script.display().to_string(),
+            lab::ORIGIN_IP.into(),
+            ORIGIN_PORT.to_string(),
+            origin_log.display().to_string(),
+            version.display().to_string(),
+        ],
+    )?;
+    let config = bench_config(
+        lab,
+        &format!(
+            "[tor]\nenabled = false\n[dns]\nupstream = \"none\"\n[http_proxy]\negress = \
+             \"direct\"\nports = [80, {ORIGIN_PORT}]\ncache_size = \"1 GiB\"\n{}",
+            client_reservation(lab)?
+        ),
+    )?;
+    let wrk_script = state.join("bench-proxy.lua");
+
+    let mut rows = Vec::new();
+    {
+        let server = Server::agent(&gw, agent, &config)?;
+        lease_client_address(lab)?;
+        measure(
+            &client,
+            &wrk_script,
+            &origin_log,
+            "gateway-agent",
+            &mut rows,
+        )?;
+        let rss = server.rss_kib("VmHWM");
+        for row in rows.iter_mut() {
+            row.peak_rss_kib = rss;
+        }
+    }
+    {
+        // The agent's macvlan went with it: Squid leaves from the parent NIC's spare address.
+        let outside = lab::OUTSIDE_IF;
+        let spare = lab.spare_uplink_ip();
+        process::ns_run(
+            &gw,
+            "ip",
+            ["addr", "add", &format!("{spare}/24"), "dev", outside],
+        )?;
+        let route = process::ns_run(
+            &gw,
+            "ip",
+            [
+                "route",
+                "replace",
+                "default",
+                "via",
+                lab::MODEM_IP,
+                "dev",
+                outside,
+            ],
+        );
+        let conf = state.join("squid.conf");
+        std::fs::write(&conf, squid_conf()).context("writing squid.conf")?;
+        let result = route.and_then(|()| {
+            let server = Server::spawn(
+                &gw,
+                &[
+                    "squid".into(),
+                    "-N".into(),
+                    "-f".into(),
+                    conf.display().to_string(),
+                ],
+            )?;
+            let start = rows.len();
+            measure(&client, &wrk_script, &origin_log, "squid 5.7", &mut rows)?;
+            let rss = server.rss_kib("VmHWM");
+            for row in &mut rows[start..] {
+                row.peak_rss_kib = rss;
+            }
+            Ok(())
+        });
+        let _ = process::ns_run(
+            &gw,
+            "ip",
+            ["addr", "del", &format!("{spare}/24"), "dev", outside],
+        );
+        result?;
+    }
+    let mut notes = format!(
+        "From c1, `wrk -t2 -c32 -d{RUN_SECS}s` with absolute-form requests to each proxy on \
+         198.51.100.1:3128, for an object the proxy already holds (one request first fills the \
+         cache): `/10k` (10 KiB) and `/1m` (1 MiB), both `max-age=600`, from \
+         `cache_origin.py` in `up`. The agent first (`http_proxy.egress = \"direct\"`, its disk \
+         cache in the lab's state dir, its XDP program attached), then Squid 5.7 after the agent \
+         stopped (memory cache, 512 MB, objects up to 8 MB; no access log). Rates are requests \
+         a second; \"unanswered\" counts wrk's errors and any request that reached the origin \
+         during the run (a miss, not a hit)."
+    );
+    notes.push('\n');
+    let half = rows.len() / 2;
+    for (ours, peer) in rows[..half].iter().zip(&rows[half..]) {
+        if peer.rate > 0.0 {
+            notes.push_str(&format!(
+                "\n- {}: **{:.2}x** Squid's",
+                ours.server.trim_start_matches("gateway-agent "),
+                ours.rate / peer.rate
+            ));
+        }
+    }
+    Ok(("HTTP caching proxy (cache hits)".into(), rows, notes))
+}
+
+fn squid_conf() -> String {
+    format!(
+        "http_port {gw}:3128\nacl inside src 198.51.100.0/24\nhttp_access allow inside\n\
+         http_access deny all\ncache_mem 512 MB\nmaximum_object_size_in_memory 8 MB\n\
+         maximum_object_size 8 MB\naccess_log none\ncache_log /dev/null\npid_filename none\n\
+         visible_hostname bench-squid\nshutdown_lifetime 1 seconds\n",
+        gw = lab::GATEWAY_INSIDE_IP
+    )
+}
+
+/// Fills the cache with each object, then runs wrk against it; one row per object. The peak
+/// memory is the caller's to fill in.
+/// GETs in the origin's log so far.
+fn origin_gets(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|text| text.lines().filter(|l| l.starts_with("GET ")).count())
+        .unwrap_or(0)
+}
+
+fn measure(
+    client: &str,
+    wrk_script: &Path,
+    origin_log: &Path,
+    server: &str,
+    rows: &mut Vec<Measurement>,
+) -> Result<()> {
+    let proxy = format!("http://{}:3128", lab::GATEWAY_INSIDE_IP);
+    for (label, path) in OBJECTS {
+        let url = format!("http://{}:{ORIGIN_PORT}{path}", lab::ORIGIN_IP);
+        // Until the proxy answers (its uplink may still be coming up), then once more: a hit.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = process::ns_run_ok(
+                client,
+                "curl",
+                ["-s", "-f", "-o", "/dev/null", "-m", "5", "-x", &proxy, &url],
+            );
+            if ok {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{server} did not fetch {url}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        std::fs::write(wrk_script, format!("wrk.path = \"{url}\"\n"))
+            .context("writing the wrk script")?;
+        let fetched = origin_gets(origin_log);
+        let out = process::ns_output(
+            client,
+            "wrk",
+            [
+                "-t2".to_owned(),
+                "-c32".to_owned(),
+                format!("-d{RUN_SECS}s"),
+                "--latency".to_owned(),
+                "-s".to_owned(),
+                wrk_script.display().to_string(),
+                format!("{proxy}/"),
+            ],
+        )
+        .context("running wrk")?;
+        let (rate, errors) = parse_wrk(&out).with_context(|| format!("wrk printed {out:?}"))?;
+        // Hits only: a proxy that went to the origin during the run is not measuring its cache.
+        let misses = origin_gets(origin_log) - fetched;
+        if misses > 0 {
+            eprintln!(
+                "xtask: {server} sent {misses} requests for {path} to the origin during the run"
+            );
+        }
+        rows.push(Measurement {
+            server: format!("{server} {label} (req/s)"),
+            rate,
+            p99_ms: wrk_latency(&out, "99%"),
+            avg_ms: wrk_latency(&out, "Latency"),
+            // Errors, and requests that were not cache hits.
+            lost: errors + misses as u64,
+            ..Measurement::default()
+        });
+    }
+    Ok(())
+}
+
+/// wrk's requests a second and its non-2xx/socket-error count.
+pub fn parse_wrk(out: &str) -> Result<(f64, u64)> {
+    let rate = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .context("no Requests/sec line")?;
+    let mut errors = 0;
+    for line in out.lines().map(str::trim) {
+        if let Some(n) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += n.trim().parse::<u64>().unwrap_or(0);
+        }
+        if let Some(rest) = line.strip_prefix("Socket errors:") {
+            errors += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Ok((rate, errors))
+}
+
+/// A latency from wrk's output in milliseconds: the `Latency` average, or a percentile line.
+fn wrk_latency(out: &str, key: &str) -> Option<f64> {
+    let line = out.lines().map(str::trim).find(|l| l.starts_with(key))?;
+    let value = line.split_whitespace().nth(1)?;
+    let (number, unit) = value.split_at(value.find(|c: char| c.is_alphabetic())?);
+    let number: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => number / 1000.0,
+        "ms" => number,
+        "s" => number * 1000.0,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "Running 10s test @ http://198.51.100.1:3128/
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.52ms  300.00us   9.10ms   80.00%
+    Req/Sec    10.50k     1.00k   12.00k    70.00%
+  Latency Distribution
+     50%    1.40ms
+     99%    3.20ms
+  209000 requests in 10.00s, 30.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 4
+Requests/sec:  20900.12
+Transfer/sec:      3.00MB
+";
+
+    #[test]
+    fn wrk_output() {
+        let (rate, errors) = parse_wrk(SAMPLE).unwrap();
+        assert!((rate - 20900.12).abs() < 0.01);
+        assert_eq!(errors, 7);
+        assert_eq!(wrk_latency(SAMPLE, "99%"), Some(3.2));
+        assert_eq!(wrk_latency(SAMPLE, "Latency"), Some(1.52));
+        assert!(parse_wrk("nothing").is_err());
+    }
+}
