@@ -1,0 +1,359 @@
+//! The mirror as an entry of the service list: on the inside address (port 5000), TLS 1.3 with
+//! a client certificate from the gateway CA (the registry's certificates), upstream requests
+//! through the connector `mirror.egress` names (Tor by default). Without Tor and without the
+//! explicit `direct` choice it does not start. Its view shows each upstream's cache and
+//! answers `ls`, `du` and `gc` for the CLI.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::api::Mirror;
+use super::cache::{Cache, CacheStats};
+use super::config::Upstream;
+use super::server::{MirrorServer, ServerSettings};
+use super::tags::TagClock;
+use super::upstream::UpstreamClient;
+use crate::config::{Config, Egress};
+use crate::egress::{Connector, DirectConnector, DirectSettings};
+use crate::http_proxy::upstream_tls;
+use crate::metrics::{Exposition, Kind};
+use crate::net::listener::{Clients, ListenerReader, ListenerStats};
+use crate::registry::admin;
+use crate::registry::storage::{FsStorage, Limits, Storage};
+use crate::service::{self, inside_listen, BoxFuture, Entry, Handles, Running, ServiceView};
+
+/// The mirror's entry in the service list.
+pub const SERVICE: Entry = Entry {
+    name: "mirror",
+    start,
+};
+
+/// Connections served at once (pulls open several each).
+const MAX_CONNECTIONS: usize = 512;
+/// How long a `direct` stream may take to connect.
+const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A fetch interrupted by a crash leaves an upload session; it is never resumed.
+const UPLOAD_EXPIRY: Duration = Duration::from_secs(3600);
+/// Unreferenced blobs younger than this survive `mirror gc` (a pull stores its manifest
+/// before its layers, so this is only for the rare blob fetched without one).
+const GC_GRACE: Duration = Duration::from_secs(3600);
+
+/// The cache directory `cfg` names (one store per upstream below it).
+pub fn cache_dir(cfg: &Config) -> PathBuf {
+    cfg.mirror
+        .dir
+        .clone()
+        .unwrap_or_else(|| cfg.state.dir.join("mirror"))
+}
+
+/// The store limits the mirror uses.
+pub fn limits(cfg: &Config) -> Limits {
+    Limits {
+        max_blob_bytes: cfg.mirror.max_blob_size,
+        max_manifest_bytes: Limits::default().max_manifest_bytes,
+        upload_expiry: UPLOAD_EXPIRY,
+    }
+}
+
+/// Opens each upstream's store under `dir`.
+pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn Storage>>> {
+    let mut stores = BTreeMap::new();
+    for upstream in &cfg.mirror.upstreams {
+        let path = dir.join(&upstream.name);
+        let store: Arc<dyn Storage> = Arc::new(
+            FsStorage::open(&path, limits(cfg))
+                .with_context(|| format!("opening the mirror's store {}", path.display()))?,
+        );
+        stores.insert(upstream.name.clone(), store);
+    }
+    Ok(stores)
+}
+
+fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>>> {
+    Box::pin(async move {
+        let cfg = handles.cfg.clone();
+        if !cfg.services.mirror.enabled {
+            return Ok(None);
+        }
+        let connector = match cfg.mirror.egress {
+            Egress::Tor => handles.tor_connector(),
+            Egress::Direct => {
+                tracing::warn!(
+                    "mirror.egress = \"direct\": the mirror's upstream requests leave in clear \
+                     from the uplink address, not through Tor"
+                );
+                let resolver = handles.uplink_resolver("mirror.egress = \"direct\"")?;
+                let uplink = handles.uplink("the direct mirror")?;
+                Some(Arc::new(DirectConnector::new(DirectSettings {
+                    device: uplink.device.clone(),
+                    uplink: uplink.status.clone(),
+                    inside: cfg.inside,
+                    allow_private: false,
+                    resolver: Some(resolver),
+                    connect_timeout: DIRECT_CONNECT_TIMEOUT,
+                })) as Arc<dyn Connector>)
+            }
+        };
+        let Some(connector) = connector else {
+            tracing::warn!(
+                "the mirror's egress is Tor and tor.enabled = false: not started \
+                 (mirror.egress = \"direct\" is the explicit clearnet choice)"
+            );
+            return Ok(None);
+        };
+        let state = handles.state_dir()?;
+        let acceptor = crate::registry::service::server_tls(&cfg, &state).await?;
+        let mirror = Arc::new(build(&cfg, connector)?);
+        let settings = ServerSettings {
+            listen: inside_listen(&cfg, cfg.services.mirror.port),
+            clients: Clients::Inside(cfg.inside),
+            max_connections: MAX_CONNECTIONS,
+        };
+        let server = MirrorServer::start(settings, acceptor, mirror.clone())
+            .await
+            .context("starting the mirror")?;
+        tracing::info!(
+            "mirror on https://{} (cache {}; upstreams {}; default {})",
+            server.local_addr(),
+            cache_dir(&cfg).display(),
+            cfg.mirror
+                .upstreams
+                .iter()
+                .map(|u| format!("{} at {}", u.name, u.url.origin()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            cfg.mirror.default,
+        );
+        let (listener, handshake_failures) = server.reader();
+        let view = Arc::new(MirrorView {
+            mirror,
+            listener,
+            handshake_failures,
+        });
+        Ok(Some(Running::stopped_by(view, move || server.stop())))
+    })
+}
+
+/// The mirror `cfg` describes, its upstream requests through `connector`.
+pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
+    let stores = open_stores(cfg, &cache_dir(cfg))?;
+    let mut caches = BTreeMap::new();
+    for upstream in &cfg.mirror.upstreams {
+        let client = UpstreamClient::new(
+            upstream.clone(),
+            connector.clone(),
+            tls_for(upstream)?,
+            credentials(upstream)?,
+        );
+        let store = stores[&upstream.name].clone();
+        let tags = TagClock::new(cfg.mirror.tag_ttl.as_duration());
+        caches.insert(
+            upstream.name.clone(),
+            Arc::new(Cache::new(client, store, tags)),
+        );
+    }
+    Ok(Mirror::new(caches, cfg.mirror.default.clone()))
+}
+
+/// The TLS client config for `upstream`: its `ca`, else the system roots.
+fn tls_for(upstream: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    if let Some(ca) = &upstream.ca {
+        return upstream_tls::client_config(ca)
+            .map(Some)
+            .with_context(|| format!("mirror.upstreams {:?}: ca", upstream.name));
+    }
+    match upstream_tls::client_config(Path::new(upstream_tls::SYSTEM_ROOTS)) {
+        Ok(config) => Ok(Some(config)),
+        Err(error) if upstream.url.tls => Err(error.context(format!(
+            "mirror.upstreams {:?}: no system roots to check its TLS with (set `ca`)",
+            upstream.name
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `user:password` from the upstream's credentials file, which must be the owner's alone.
+fn credentials(upstream: &Upstream) -> Result<Option<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = &upstream.credentials else {
+        return Ok(None);
+    };
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "mirror.upstreams {:?}: credentials {}",
+            upstream.name,
+            path.display()
+        )
+    })?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "mirror.upstreams {:?}: the credentials file {} may be read by others (chmod 600 it)",
+            upstream.name,
+            path.display()
+        );
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim().to_owned();
+    if !line.contains(':') {
+        bail!(
+            "mirror.upstreams {:?}: {} must hold one line `user:password`",
+            upstream.name,
+            path.display()
+        );
+    }
+    Ok(Some(line))
+}
+
+/// What `status --json` shows under `mirror`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorStatus {
+    /// Each upstream's cache.
+    pub upstreams: BTreeMap<String, CacheStats>,
+    pub connections: ListenerStats,
+    /// Handshakes that failed (no certificate, unknown CA, revoked, not TLS 1.3).
+    pub handshake_failures: u64,
+}
+
+struct MirrorView {
+    mirror: Arc<Mirror>,
+    listener: ListenerReader,
+    handshake_failures: Arc<AtomicU64>,
+}
+
+impl MirrorView {
+    fn snapshot(&self) -> MirrorStatus {
+        MirrorStatus {
+            upstreams: self
+                .mirror
+                .caches()
+                .iter()
+                .map(|(name, cache)| (name.clone(), cache.stats()))
+                .collect(),
+            connections: self.listener.stats(),
+            handshake_failures: self.handshake_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ServiceView for MirrorView {
+    fn name(&self) -> &'static str {
+        "mirror"
+    }
+
+    fn status(&self) -> Value {
+        service::to_json(&self.snapshot())
+    }
+
+    fn summary(&self) -> Vec<String> {
+        self.snapshot()
+            .upstreams
+            .iter()
+            .map(|(name, s)| {
+                format!(
+                    "{name}: {} blobs fetched ({} MiB), {} served from the cache, {} joined; {} manifests fetched, {} tag checks",
+                    s.blob_fetches,
+                    s.blob_bytes_fetched >> 20,
+                    s.blob_hits,
+                    s.joined_fetches,
+                    s.manifest_fetches,
+                    s.tag_checks
+                )
+            })
+            .collect()
+    }
+
+    fn metrics(&self, out: &mut Exposition) {
+        metrics(out, &self.snapshot());
+    }
+
+    fn operations(&self) -> &'static [&'static str] {
+        &["ls", "du", "gc"]
+    }
+
+    fn operate(&self, operation: &str, _args: Value) -> BoxFuture<'_, Result<Value>> {
+        let stores: Vec<(String, Arc<dyn Storage>)> = self
+            .mirror
+            .caches()
+            .iter()
+            .map(|(name, cache)| (name.clone(), cache.store().clone()))
+            .collect();
+        let operation = operation.to_owned();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || run(&stores, &operation))
+                .await
+                .context("the mirror operation")?
+        })
+    }
+}
+
+/// Runs `operation` (`ls`, `du`, `gc`) on every upstream's store, by upstream name.
+pub fn run(stores: &[(String, Arc<dyn Storage>)], operation: &str) -> Result<Value> {
+    let mut out = serde_json::Map::new();
+    for (name, store) in stores {
+        let value = match operation {
+            "ls" => service::to_json(&admin::ls(&**store)?),
+            "du" => service::to_json(&admin::du(&**store)?),
+            "gc" => service::to_json(&admin::gc(&**store, GC_GRACE)?),
+            other => bail!("the mirror has no operation {other:?}"),
+        };
+        out.insert(name.clone(), value);
+    }
+    Ok(Value::Object(out))
+}
+
+fn metrics(out: &mut Exposition, s: &MirrorStatus) {
+    let families: [(&str, &str, fn(&CacheStats) -> u64); 6] = [
+        (
+            "gateway_mirror_blob_fetches_total",
+            "Blobs fetched from an upstream.",
+            |c| c.blob_fetches,
+        ),
+        (
+            "gateway_mirror_blob_fetched_bytes_total",
+            "Blob bytes fetched from an upstream.",
+            |c| c.blob_bytes_fetched,
+        ),
+        (
+            "gateway_mirror_blob_hits_total",
+            "Blob requests served from the cache.",
+            |c| c.blob_hits,
+        ),
+        (
+            "gateway_mirror_manifest_fetches_total",
+            "Manifests fetched from an upstream.",
+            |c| c.manifest_fetches,
+        ),
+        (
+            "gateway_mirror_tag_checks_total",
+            "Tags re-checked upstream with HEAD.",
+            |c| c.tag_checks,
+        ),
+        (
+            "gateway_mirror_unavailable_total",
+            "Requests answered 503: not cached, upstream unreachable.",
+            |c| c.unavailable,
+        ),
+    ];
+    for (name, help, read) in families {
+        let mut family = out.family(name, Kind::Counter, help);
+        for (upstream, stats) in &s.upstreams {
+            family.sample(&[("upstream", upstream)], read(stats));
+        }
+    }
+    out.family(
+        "gateway_mirror_rejected_total",
+        Kind::Counter,
+        "Mirror connections turned away, by reason.",
+    )
+    .sample(&[("reason", "tls_handshake")], s.handshake_failures)
+    .sample(&[("reason", "not_inside")], s.connections.not_inside)
+    .sample(&[("reason", "busy")], s.connections.busy);
+}
