@@ -77,8 +77,11 @@ pub struct Cache {
     pub(super) flights: Flights,
     pub(super) counters: Counters,
     /// One manifest fetch per (repository, reference) at a time.
-    manifest_locks: Mutex<HashMap<(RepoName, String), Arc<tokio::sync::Mutex<()>>>>,
+    manifest_locks: Mutex<HashMap<(RepoName, String), ManifestLock>>,
 }
+
+/// Held while a manifest is fetched.
+type ManifestLock = Arc<tokio::sync::Mutex<()>>;
 
 impl Cache {
     /// A cache over `store`, filled through `client`.

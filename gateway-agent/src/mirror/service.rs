@@ -309,8 +309,11 @@ pub fn run(stores: &[(String, Arc<dyn Storage>)], operation: &str) -> Result<Val
     Ok(Value::Object(out))
 }
 
+/// A counter family: its name, its help, and how to read it from a cache's stats.
+type Family = (&'static str, &'static str, fn(&CacheStats) -> u64);
+
 fn metrics(out: &mut Exposition, s: &MirrorStatus) {
-    let families: [(&str, &str, fn(&CacheStats) -> u64); 6] = [
+    let families: [Family; 6] = [
         (
             "gateway_mirror_blob_fetches_total",
             "Blobs fetched from an upstream.",
