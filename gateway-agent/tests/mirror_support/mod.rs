@@ -1,5 +1,5 @@
 //! What the mirror's loopback tests share: a real upstream (Debian's `docker-registry`, that
-//! is distribution 2.8, with `auth.token`, behind `tests/fixtures/token_service.py`), seeded
+//! is distribution 2.8, with `auth.token`, behind `xtask/lab/token_service.py`), seeded
 //! by writing distribution's storage layout directly; the mirror itself on 127.0.0.1 with the
 //! gateway's TLS and a client bundle; and a connector standing in for Tor that reaches only
 //! 127.0.0.1 and can be made to fail. Nothing leaves loopback.
@@ -31,7 +31,7 @@ use gateway_agent::registry::storage::{FsStorage, Limits, Storage};
 
 /// The token service fixture.
 pub fn token_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/token_service.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../xtask/lab/token_service.py")
 }
 
 /// Whether the tools these tests need are here (else they skip, saying so).

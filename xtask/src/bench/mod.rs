@@ -8,7 +8,7 @@
 
 mod dhcp;
 mod dns;
-mod registry;
+pub(crate) mod registry;
 mod results;
 mod server;
 mod tor;
