@@ -3,8 +3,9 @@
 //! Tor network. skopeo and podman pull images that exist only upstream through the mirror with
 //! an issued bundle; the digests are the upstream's, each blob is fetched upstream once, by an
 //! exit relay, never from the gateway's uplink address; two clients pulling a large image at
-//! once share the fetch; `?ns=` picks the second upstream; with the upstream stopped the cache
-//! still serves and the rest gets a 503 that says why.
+//! once share the fetch; `?ns=` picks the second upstream; `kill -9` while a layer streams in
+//! leaves nothing partial visible; with the upstream stopped the cache still serves and the
+//! rest gets a 503 that says why.
 
 // Only the setup and the container tools are used here.
 #[allow(dead_code)]
@@ -97,7 +98,7 @@ fn assert_fetched_once_by_exits(setup: &Setup, image: &SeededImage) {
 
 #[test]
 fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
-    let setup = Setup::up_with_tor("mirror", |text| {
+    let mut setup = Setup::up_with_tor("mirror", |text| {
         text.replace("[mirror]\n", "[mirror]\ntag_ttl = \"1s\"\n")
     });
     setup
@@ -259,6 +260,83 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
         peers.len() == 1 && EXITS.contains(&peers[0].as_str()),
         "{peers:?}"
     );
+
+    // kill -9 while a layer streams in: after the restart nothing partial is visible, and the
+    // pull works again.
+    let crash = image(&images, UPSTREAM_NS, "library/crash:1");
+    let layer = &crash.blobs[1];
+    let store = setup
+        .lab
+        .lab
+        .agent_state_dir()
+        .join("mirror")
+        .join(UPSTREAM_NS);
+    let ca = setup.lab.lab.agent_state_dir().join("pki/ca.crt");
+    let (cert, key) = (bundle.join("client.cert"), bundle.join("client.key"));
+    let url = format!("https://{MIRROR}/v2/crash/blobs/{layer}");
+    let _pull = setup.lab.spawn(
+        "c1",
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca.display().to_string(),
+            "--cert",
+            &cert.display().to_string(),
+            "--key",
+            &key.display().to_string(),
+            &url,
+        ],
+    );
+    let uploads = store.join("uploads");
+    let streaming = eventually(Duration::from_secs(60), || {
+        std::fs::read_dir(&uploads)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|entry| entry.metadata().is_ok_and(|meta| meta.len() > 256 << 10))
+    });
+    assert!(streaming, "the crash layer never started streaming in");
+    setup
+        .agent
+        .take()
+        .unwrap_or_else(|| fail("no agent runs"))
+        .kill9();
+    let blob = store
+        .join("blobs/sha256")
+        .join(&layer[7..9])
+        .join(&layer[7..]);
+    assert!(
+        !blob.exists(),
+        "a partial blob became visible: {}",
+        blob.display()
+    );
+    setup.agent = Some(gateway_tests::Agent::start(&setup.lab, &setup.cfg));
+    let out3 = work.join("crash");
+    let copied = eventually(Duration::from_secs(120), || {
+        let _ = std::fs::remove_dir_all(&out3);
+        setup
+            .tool(
+                "skopeo",
+                &[
+                    "copy",
+                    "--src-cert-dir",
+                    &bundle_arg,
+                    &format!("docker://{MIRROR}/crash:1"),
+                    &format!("dir:{}", out3.display()),
+                ],
+            )
+            .status
+            .success()
+    });
+    assert!(
+        copied,
+        "no pull after the restart: {}",
+        setup.agent().log_text()
+    );
+    assert_copied(&out3, crash);
 
     // The upstream stops: the cached image still pulls (its tag's HEAD fails; the cache
     // answers); one never pulled gets a 503 naming the reason.

@@ -89,12 +89,11 @@ const REGISTRIES: [Registry; 2] = [
                 "1",
                 &[("hello", 2000), ("etc-data", 60_000), ("lib-data", 300_000)],
             ),
-            // Large enough that two clients pulling at once overlap.
-            (
-                "library/big",
-                "1",
-                &[("big.bin", 24 << 20), ("small", 1000)],
-            ),
+            // Large enough that two clients pulling at once overlap (the lab's Tor moves about
+            // 1 MB/s with a debug agent), small enough to keep the test short.
+            ("library/big", "1", &[("big.bin", 8 << 20), ("small", 1000)]),
+            // Its layer is the one a test kills the agent in the middle of.
+            ("library/crash", "1", &[("crash.bin", 4 << 20)]),
             // Never pulled by the tests before the upstream goes away.
             ("library/spare", "1", &[("spare", 3000)]),
         ],
