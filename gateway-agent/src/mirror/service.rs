@@ -360,3 +360,62 @@ fn metrics(out: &mut Exposition, s: &MirrorStatus) {
     .sample(&[("reason", "not_inside")], s.connections.not_inside)
     .sample(&[("reason", "busy")], s.connections.busy);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metric_families_carry_each_upstream() {
+        let hub = CacheStats {
+            blob_fetches: 3,
+            blob_bytes_fetched: 4096,
+            blob_hits: 5,
+            unavailable: 1,
+            ..CacheStats::default()
+        };
+        let status = MirrorStatus {
+            upstreams: [
+                ("hub.test".to_owned(), hub),
+                ("other.test".to_owned(), CacheStats::default()),
+            ]
+            .into_iter()
+            .collect(),
+            connections: ListenerStats::default(),
+            handshake_failures: 2,
+        };
+        let mut out = Exposition::default();
+        metrics(&mut out, &status);
+        let page = out.finish();
+        for line in [
+            "gateway_mirror_blob_fetches_total{upstream=\"hub.test\"} 3",
+            "gateway_mirror_blob_fetches_total{upstream=\"other.test\"} 0",
+            "gateway_mirror_blob_fetched_bytes_total{upstream=\"hub.test\"} 4096",
+            "gateway_mirror_blob_hits_total{upstream=\"hub.test\"} 5",
+            "gateway_mirror_unavailable_total{upstream=\"hub.test\"} 1",
+            "gateway_mirror_rejected_total{reason=\"tls_handshake\"} 2",
+        ] {
+            assert!(page.lines().any(|l| l == line), "{line} not in:\n{page}");
+        }
+    }
+
+    #[test]
+    fn credentials_must_be_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.cred");
+        std::fs::write(&path, "ci:secret\n").unwrap();
+        let mut upstream = crate::mirror::config::Mirror::default().upstreams[0].clone();
+        upstream.credentials = Some(path.clone());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = credentials(&upstream).unwrap_err().to_string();
+        assert!(error.contains("chmod 600"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            credentials(&upstream).unwrap().as_deref(),
+            Some("ci:secret")
+        );
+        std::fs::write(&path, "no colon\n").unwrap();
+        assert!(credentials(&upstream).is_err());
+    }
+}
