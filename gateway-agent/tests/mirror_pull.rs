@@ -372,3 +372,51 @@ async fn skopeo_copies_through_the_mirror() {
         assert_eq!(w.upstream.served("GET", &path), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_bound_the_least_recently_pulled_image_goes() {
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenService::start(dir.path(), "tokens", None);
+    let upstream = Upstream::start(dir.path(), &tokens.realm(), dir.path());
+    let old = upstream.seed("library/old", "1", &[400_000], 21);
+    let new = upstream.seed("library/new", "1", &[400_000], 22);
+    // Room for one image and a half.
+    let mirror = MirrorUnderTest::bounded(
+        dir.path(),
+        vec![(upstream_config("hub.test", &upstream.url()), None)],
+        Arc::new(Loopback::default()),
+        600,
+        600_000,
+    )
+    .await;
+    pull(&mirror, "old", &old).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    pull(&mirror, "new", &new).await;
+    let store = mirror.stores["hub.test"].clone();
+    let repo = |name: &str| -> gateway_agent::registry::names::RepoName { name.parse().unwrap() };
+    let (old_layer, new_layer) = (old.layers[0].0.clone(), new.layers[0].0.clone());
+    let evicted = gateway_tests::eventually(Duration::from_secs(10), || {
+        store
+            .blob_size(&repo("library/old"), &old_layer, false)
+            .unwrap()
+            .is_none()
+    });
+    assert!(evicted, "the old image's layer is still cached");
+    assert!(store
+        .manifest(&repo("library/old"), &old.digest)
+        .unwrap()
+        .is_none());
+    assert!(store
+        .blob_size(&repo("library/new"), &new_layer, false)
+        .unwrap()
+        .is_some());
+    let held: u64 = store.stored_blobs().unwrap().iter().map(|b| b.size).sum();
+    assert!(held <= 600_000, "{held} bytes held");
+    // Pulled again, it comes back from the upstream.
+    pull(&mirror, "old", &old).await;
+    let path = format!("/v2/library/old/blobs/{old_layer}");
+    assert_eq!(upstream.served("GET", &path), 2);
+}

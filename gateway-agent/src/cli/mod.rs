@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod leases;
 pub mod maps;
+pub mod mirror;
 pub mod pki;
 pub mod registry;
 pub mod status;

@@ -22,23 +22,67 @@ use super::upstream::UpstreamError;
 use crate::registry::api::error::ApiError;
 use crate::registry::api::route::{self, param, Route};
 use crate::registry::api::{Body, Caller};
-use crate::registry::names::{Digest, RepoName};
+use crate::registry::names::{Digest, Reference, RepoName};
 
 /// The mirror: a cache per upstream.
 pub struct Mirror {
     caches: BTreeMap<String, Arc<Cache>>,
     default: String,
+    max_bytes: u64,
 }
 
 impl Mirror {
-    /// A mirror over `caches` (by upstream name); `default` serves requests without `?ns=`.
-    pub fn new(caches: BTreeMap<String, Arc<Cache>>, default: String) -> Self {
-        Mirror { caches, default }
+    /// A mirror over `caches` (by upstream name); `default` serves requests without `?ns=`;
+    /// together they hold at most `max_bytes` after each eviction run.
+    pub fn new(caches: BTreeMap<String, Arc<Cache>>, default: String, max_bytes: u64) -> Self {
+        Mirror {
+            caches,
+            default,
+            max_bytes,
+        }
     }
 
     /// The caches, by upstream name.
     pub fn caches(&self) -> &BTreeMap<String, Arc<Cache>> {
         &self.caches
+    }
+
+    /// The upstream requests without `?ns=` go to.
+    pub fn default_upstream(&self) -> &str {
+        &self.default
+    }
+
+    /// Evicts the least recently pulled images while the caches hold more than the bound
+    /// (blocking: it walks the stores).
+    pub fn evict(&self) -> crate::registry::storage::Result<super::admin::Evicted> {
+        let shelves: Vec<super::admin::Shelf<'_>> = self
+            .caches
+            .iter()
+            .map(|(name, cache)| super::admin::Shelf {
+                name,
+                store: &**cache.store(),
+                pulls: cache.pulls(),
+            })
+            .collect();
+        let evicted = super::admin::evict(&shelves, self.max_bytes)?;
+        if !evicted.images.is_empty() {
+            tracing::info!(
+                "mirror: over mirror.max_size ({} bytes): evicted {} ({} -> {} bytes)",
+                self.max_bytes,
+                evicted.images.join(", "),
+                evicted.bytes_before,
+                evicted.bytes_after
+            );
+        }
+        Ok(evicted)
+    }
+
+    /// Bytes fetched from every upstream so far (eviction runs when this moves).
+    pub fn fetched_bytes(&self) -> u64 {
+        self.caches
+            .values()
+            .map(|cache| cache.stats().blob_bytes_fetched)
+            .sum()
     }
 
     /// Answers one request.
@@ -101,6 +145,9 @@ impl Mirror {
                     .ensure_manifest(&repo, &reference)
                     .await
                     .map_err(|error| fetch_error(cache, &error, ErrorCode::ManifestUnknown))?;
+                if request.method() == Method::GET {
+                    note_pull(cache, &repo, &reference).await;
+                }
                 delegate(cache, caller, request, &name, &repo).await
             }
             Route::Blob(name, digest) => {
@@ -121,6 +168,27 @@ impl Mirror {
                 delegate(cache, caller, request, &name, &repo).await
             }
         }
+    }
+}
+
+/// Records a pull of `repo`'s manifest `reference` for eviction (a failure only loses
+/// recency, so it is logged, not answered).
+async fn note_pull(cache: &Arc<Cache>, repo: &RepoName, reference: &Reference) {
+    let (store, r, reference) = (cache.store().clone(), repo.clone(), reference.clone());
+    let owner = cache.clone();
+    let noted = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let digest = match reference {
+            Reference::Digest(digest) => Some(digest),
+            Reference::Tag(tag) => store.tag(&r, &tag)?,
+        };
+        if let Some(digest) = digest {
+            owner.pulls().pulled(&r, &digest)?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Ok(Err(error)) = noted {
+        tracing::warn!("mirror: recording a pull of {repo}: {error:#}");
     }
 }
 

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::error::FetchError;
 use super::flight::Flights;
+use super::pulls::PullClock;
 use super::tags::TagClock;
 use super::upstream::{UpstreamClient, UpstreamError, UpstreamStats};
 use crate::registry::api::Api;
@@ -75,6 +76,7 @@ pub struct Cache {
     pub(super) api: Arc<Api>,
     pub(super) tags: TagClock,
     pub(super) flights: Flights,
+    pub(super) pulls: PullClock,
     pub(super) counters: Counters,
     /// One manifest fetch per (repository, reference) at a time.
     manifest_locks: Mutex<HashMap<(RepoName, String), ManifestLock>>,
@@ -84,8 +86,13 @@ pub struct Cache {
 type ManifestLock = Arc<tokio::sync::Mutex<()>>;
 
 impl Cache {
-    /// A cache over `store`, filled through `client`.
-    pub fn new(client: UpstreamClient, store: Arc<dyn Storage>, tags: TagClock) -> Self {
+    /// A cache over `store`, filled through `client`, its pull times in `pulls`.
+    pub fn new(
+        client: UpstreamClient,
+        store: Arc<dyn Storage>,
+        tags: TagClock,
+        pulls: PullClock,
+    ) -> Self {
         let api = Arc::new(Api::new(
             store.clone(),
             Arc::new(crate::registry::config::Registry::default()),
@@ -96,6 +103,7 @@ impl Cache {
             api,
             tags,
             flights: Flights::default(),
+            pulls,
             counters: Counters::default(),
             manifest_locks: Mutex::new(HashMap::new()),
         }
@@ -122,6 +130,21 @@ impl Cache {
     /// The store it fills.
     pub fn store(&self) -> &Arc<dyn Storage> {
         &self.store
+    }
+
+    /// When its images were last pulled.
+    pub fn pulls(&self) -> &PullClock {
+        &self.pulls
+    }
+
+    /// Whether its one-component names are `library/<name>` (Docker Hub's official images).
+    pub fn library(&self) -> bool {
+        self.client.config().library
+    }
+
+    /// Its tag clock.
+    pub fn tags(&self) -> &TagClock {
+        &self.tags
     }
 
     /// The pull scope of `repo` (what the token must allow).

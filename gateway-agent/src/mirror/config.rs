@@ -31,8 +31,10 @@ pub struct Mirror {
     pub default: String,
     /// The upstreams, by name.
     pub upstreams: Vec<Upstream>,
-    /// Largest blob and manifest fetched, as the registry's limits.
+    /// Largest blob fetched.
     pub max_blob_size: u64,
+    /// Bytes the caches may hold together; the least recently pulled images go first.
+    pub max_size: u64,
 }
 
 /// One `[[mirror.upstreams]]` entry.
@@ -125,6 +127,7 @@ impl Default for Mirror {
             default: DOCKER_HUB.to_owned(),
             upstreams: vec![docker_hub()],
             max_blob_size: 10 << 30,
+            max_size: 50 << 30,
         }
     }
 }
@@ -170,6 +173,9 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Mirror>
     let tag_ttl = section.optional("tag_ttl", d.tag_ttl, errors, values::duration);
     let max_blob_size = section.optional("max_blob_size", d.max_blob_size, errors, |value| {
         values::positive(value, 1 << 50)
+    });
+    let max_size = section.optional("max_size", d.max_size, errors, |value| {
+        values::positive(value, 1 << 60)
     });
     let default_key = section.key("default");
     let default = section.optional("default", None, errors, |value| {
@@ -230,13 +236,22 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Mirror>
         );
         return None;
     }
+    let (max_blob_size, max_size) = (max_blob_size?, max_size?);
+    if max_blob_size > max_size {
+        errors.push(
+            &section.key("max_blob_size"),
+            format!("{max_blob_size} bytes is more than mirror.max_size ({max_size})"),
+        );
+        return None;
+    }
     Some(Mirror {
         dir: dir?,
         egress: egress?,
         tag_ttl: tag_ttl?,
         default,
         upstreams,
-        max_blob_size: max_blob_size?,
+        max_blob_size,
+        max_size,
     })
 }
 

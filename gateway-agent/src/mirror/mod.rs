@@ -13,14 +13,18 @@
 //! - [`flight`]: blobs in, one fetch per blob, streamed to every waiting client, verified;
 //! - [`error`]: what a failed fetch looks like to the client (`503` when offline);
 //! - [`api`]: the requests: which upstream, fetch, then answered by the registry's API;
-//! - `server`: TLS, the listener, reloads; [`service`]: the entry in the service list.
+//! - [`pulls`]: when each cached image was last pulled; [`admin`]: `ls`, `du`, `gc`, `purge`
+//!   and the eviction that keeps the cache under `mirror.max_size`, on the registry's GC;
+//! - `server`: TLS, the listener, reloads, eviction; [`service`]: the entry in the service list.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod pulls;
 mod server;
 pub mod service;
 pub mod tags;

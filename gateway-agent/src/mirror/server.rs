@@ -1,7 +1,8 @@
 //! The mirror's server: TLS 1.3 with a required client certificate from the gateway CA (the
 //! registry's acceptor and files, reloaded when they change so `pki revoke` takes effect), the
-//! API over the shared hyper setup, and a housekeeping task that drops upload sessions an
-//! interrupted fetch left behind.
+//! API over the shared hyper setup, and a housekeeping task that keeps the cache under
+//! `mirror.max_size` (after new fetches) and drops upload sessions an interrupted fetch left
+//! behind.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ use crate::registry::server::{stamps, watched_files};
 const RELOAD_POLL: Duration = Duration::from_secs(1);
 /// How often abandoned fetches' upload sessions are looked for.
 const EXPIRY_POLL: Duration = Duration::from_secs(600);
+/// How often the fetch counters are looked at; when they moved, the cache's size is checked
+/// against `mirror.max_size`.
+const EVICTION_POLL: Duration = Duration::from_secs(2);
 
 /// How the server runs.
 pub struct ServerSettings {
@@ -94,6 +98,7 @@ impl MirrorServer {
             },
         );
         let watched = watched_files(&acceptor);
+        let evicting = mirror.clone();
         let stores: Vec<_> = mirror
             .caches()
             .values()
@@ -105,6 +110,9 @@ impl MirrorServer {
                 let mut seen = stamps(&watched);
                 let mut reload = tokio::time::interval(RELOAD_POLL);
                 let mut expiry = tokio::time::interval(EXPIRY_POLL);
+                let mut eviction = tokio::time::interval(EVICTION_POLL);
+                // Checked once at start: the bound may have shrunk since the last run.
+                let mut fetched = u64::MAX;
                 loop {
                     tokio::select! {
                         _ = shutdown.changed() => return,
@@ -118,7 +126,19 @@ impl MirrorServer {
                                 seen = now;
                             }
                         }
-                        _ = expiry.tick() => {
+                        _ = eviction.tick() => {
+                        let now = evicting.fetched_bytes();
+                        if now != fetched {
+                            fetched = now;
+                            let mirror = evicting.clone();
+                            match tokio::task::spawn_blocking(move || mirror.evict()).await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(error)) => tracing::warn!("mirror: eviction: {error:#}"),
+                                Err(error) => tracing::warn!("mirror: eviction: {error}"),
+                            }
+                        }
+                    }
+                    _ = expiry.tick() => {
                             for store in &stores {
                                 let store = store.clone();
                                 match tokio::task::spawn_blocking(move || store.expire_uploads()).await {

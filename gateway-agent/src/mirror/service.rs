@@ -14,9 +14,11 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::admin as mirror_admin;
 use super::api::Mirror;
 use super::cache::{Cache, CacheStats};
 use super::config::Upstream;
+use super::pulls::PullClock;
 use super::server::{MirrorServer, ServerSettings};
 use super::tags::TagClock;
 use super::upstream::UpstreamClient;
@@ -26,6 +28,7 @@ use crate::http_proxy::upstream_tls;
 use crate::metrics::{Exposition, Kind};
 use crate::net::listener::{Clients, ListenerReader, ListenerStats};
 use crate::registry::admin;
+use crate::registry::names::{RepoName, Tag};
 use crate::registry::storage::{FsStorage, Limits, Storage};
 use crate::service::{self, inside_listen, BoxFuture, Entry, Handles, Running, ServiceView};
 
@@ -134,6 +137,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let (listener, handshake_failures) = server.reader();
         let view = Arc::new(MirrorView {
             mirror,
+            max_bytes: cfg.mirror.max_size,
             listener,
             handshake_failures,
         });
@@ -143,7 +147,8 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
 
 /// The mirror `cfg` describes, its upstream requests through `connector`.
 pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
-    let stores = open_stores(cfg, &cache_dir(cfg))?;
+    let dir = cache_dir(cfg);
+    let stores = open_stores(cfg, &dir)?;
     let mut caches = BTreeMap::new();
     for upstream in &cfg.mirror.upstreams {
         let client = UpstreamClient::new(
@@ -156,10 +161,19 @@ pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
         let tags = TagClock::new(cfg.mirror.tag_ttl.as_duration());
         caches.insert(
             upstream.name.clone(),
-            Arc::new(Cache::new(client, store, tags)),
+            Arc::new(Cache::new(
+                client,
+                store,
+                tags,
+                pull_clock(&dir, &upstream.name),
+            )),
         );
     }
-    Ok(Mirror::new(caches, cfg.mirror.default.clone()))
+    Ok(Mirror::new(
+        caches,
+        cfg.mirror.default.clone(),
+        cfg.mirror.max_size,
+    ))
 }
 
 /// The TLS client config for `upstream`: its `ca`, else the system roots.
@@ -224,6 +238,7 @@ pub struct MirrorStatus {
 
 struct MirrorView {
     mirror: Arc<Mirror>,
+    max_bytes: u64,
     listener: ListenerReader,
     handshake_failures: Arc<AtomicU64>,
 }
@@ -275,36 +290,157 @@ impl ServiceView for MirrorView {
     }
 
     fn operations(&self) -> &'static [&'static str] {
-        &["ls", "du", "gc"]
+        &["ls", "du", "gc", "purge", "evict"]
     }
 
-    fn operate(&self, operation: &str, _args: Value) -> BoxFuture<'_, Result<Value>> {
-        let stores: Vec<(String, Arc<dyn Storage>)> = self
-            .mirror
-            .caches()
-            .iter()
-            .map(|(name, cache)| (name.clone(), cache.store().clone()))
-            .collect();
+    fn operate(&self, operation: &str, args: Value) -> BoxFuture<'_, Result<Value>> {
+        let shelves = shelves_of(&self.mirror);
+        let default = self.mirror.default_upstream().to_owned();
+        let max = self.max_bytes;
         let operation = operation.to_owned();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || run(&stores, &operation))
-                .await
-                .context("the mirror operation")?
+            let purged = (operation == "purge").then(|| args.clone());
+            let value = tokio::task::spawn_blocking(move || {
+                run(&shelves, &default, max, &operation, &args)
+            })
+            .await
+            .context("the mirror operation")??;
+            // A purged repository's tags are re-checked at the next pull.
+            if let Some(args) = purged {
+                if let Ok((ns, repo, _)) = purge_target(
+                    &shelves_of(&self.mirror),
+                    self.mirror.default_upstream(),
+                    &args,
+                ) {
+                    if let Some(cache) = self.mirror.caches().get(&ns) {
+                        cache.tags().forget_repo(&repo);
+                    }
+                }
+            }
+            Ok(value)
         })
     }
 }
 
-/// Runs `operation` (`ls`, `du`, `gc`) on every upstream's store, by upstream name.
-pub fn run(stores: &[(String, Arc<dyn Storage>)], operation: &str) -> Result<Value> {
+/// One upstream's store as the operations see it.
+#[derive(Clone)]
+pub struct StoredUpstream {
+    pub name: String,
+    pub store: Arc<dyn Storage>,
+    pub pulls: PullClock,
+    /// One-component names are `library/<name>` in its cache.
+    pub library: bool,
+}
+
+fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
+    mirror
+        .caches()
+        .iter()
+        .map(|(name, cache)| StoredUpstream {
+            name: name.clone(),
+            store: cache.store().clone(),
+            pulls: cache.pulls().clone(),
+            library: cache.library(),
+        })
+        .collect()
+}
+
+/// The stores `cfg` names, opened directly (the CLI without an agent).
+pub fn open_shelves(cfg: &Config) -> Result<Vec<StoredUpstream>> {
+    let dir = cache_dir(cfg);
+    let stores = open_stores(cfg, &dir)?;
+    Ok(cfg
+        .mirror
+        .upstreams
+        .iter()
+        .map(|upstream| StoredUpstream {
+            name: upstream.name.clone(),
+            store: stores[&upstream.name].clone(),
+            pulls: pull_clock(&dir, &upstream.name),
+            library: upstream.library,
+        })
+        .collect())
+}
+
+fn pull_clock(dir: &Path, name: &str) -> PullClock {
+    PullClock::new(dir.join(format!("{name}.pulls")))
+}
+
+/// `purge`'s target from its args (`{"image": "repo[:tag]", "ns": "upstream"}`): the upstream,
+/// the repository as its cache names it, the tag.
+fn purge_target(
+    shelves: &[StoredUpstream],
+    default: &str,
+    args: &Value,
+) -> Result<(String, RepoName, Option<Tag>)> {
+    let image = args["image"]
+        .as_str()
+        .context("purge needs {\"image\": \"repository[:tag]\"}")?;
+    let ns = args["ns"].as_str().unwrap_or(default).to_owned();
+    let shelf = shelves
+        .iter()
+        .find(|shelf| shelf.name == ns)
+        .with_context(|| format!("the mirror has no upstream {ns:?}"))?;
+    let (repo, tag) = mirror_admin::parse_image(image).map_err(anyhow::Error::msg)?;
+    let repo = if shelf.library && !repo.contains('/') {
+        format!("library/{repo}")
+    } else {
+        repo
+    };
+    let repo: RepoName = repo.parse().map_err(anyhow::Error::msg)?;
+    let tag = tag
+        .map(|tag| tag.parse::<Tag>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    Ok((ns, repo, tag))
+}
+
+/// Runs `operation` on the upstreams' stores: `ls`, `du`, `gc` on each (by upstream name),
+/// `purge` of one image, `evict` down to `max` bytes. For the control socket and for the CLI
+/// when no agent runs.
+pub fn run(
+    shelves: &[StoredUpstream],
+    default: &str,
+    max: u64,
+    operation: &str,
+    args: &Value,
+) -> Result<Value> {
+    match operation {
+        "purge" => {
+            let (ns, repo, tag) = purge_target(shelves, default, args)?;
+            let shelf = shelves
+                .iter()
+                .find(|shelf| shelf.name == ns)
+                .with_context(|| format!("the mirror has no upstream {ns:?}"))?;
+            let purged = mirror_admin::purge(&*shelf.store, &shelf.pulls, &repo, tag.as_ref())?;
+            let mut value = service::to_json(&purged);
+            value["upstream"] = Value::String(ns);
+            value["repository"] = Value::String(repo.to_string());
+            return Ok(value);
+        }
+        "evict" => {
+            let view: Vec<mirror_admin::Shelf<'_>> = shelves
+                .iter()
+                .map(|shelf| mirror_admin::Shelf {
+                    name: &shelf.name,
+                    store: &*shelf.store,
+                    pulls: &shelf.pulls,
+                })
+                .collect();
+            return Ok(service::to_json(&mirror_admin::evict(&view, max)?));
+        }
+        _ => {}
+    }
     let mut out = serde_json::Map::new();
-    for (name, store) in stores {
+    for shelf in shelves {
+        let store = &*shelf.store;
         let value = match operation {
-            "ls" => service::to_json(&admin::ls(&**store)?),
-            "du" => service::to_json(&admin::du(&**store)?),
-            "gc" => service::to_json(&admin::gc(&**store, GC_GRACE)?),
+            "ls" => service::to_json(&admin::ls(store)?),
+            "du" => service::to_json(&admin::du(store)?),
+            "gc" => service::to_json(&admin::gc(store, GC_GRACE)?),
             other => bail!("the mirror has no operation {other:?}"),
         };
-        out.insert(name.clone(), value);
+        out.insert(shelf.name.clone(), value);
     }
     Ok(Value::Object(out))
 }

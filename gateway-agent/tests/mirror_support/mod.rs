@@ -20,6 +20,7 @@ use gateway_agent::egress::{BoxStream, Connector, EgressError, Host, Isolation, 
 use gateway_agent::mirror::api::Mirror;
 use gateway_agent::mirror::cache::Cache;
 use gateway_agent::mirror::config::Endpoint;
+use gateway_agent::mirror::pulls::PullClock;
 use gateway_agent::mirror::tags::TagClock;
 use gateway_agent::mirror::upstream::UpstreamClient;
 use gateway_agent::mirror::{MirrorServer, ServerSettings};
@@ -425,6 +426,17 @@ impl MirrorUnderTest {
         connector: Arc<dyn Connector>,
         tag_ttl: u32,
     ) -> MirrorUnderTest {
+        MirrorUnderTest::bounded(dir, upstreams, connector, tag_ttl, u64::MAX).await
+    }
+
+    /// [`MirrorUnderTest::start`] with the caches bounded to `max_bytes`.
+    pub async fn bounded(
+        dir: &Path,
+        upstreams: Vec<(MirrorUpstream, Option<String>)>,
+        connector: Arc<dyn Connector>,
+        tag_ttl: u32,
+        max_bytes: u64,
+    ) -> MirrorUnderTest {
         let pki = Pki::under(&dir.join("state"));
         pki.ensure_server("home.arpa", Ipv4Addr::LOCALHOST).unwrap();
         let bundle = dir.join("bundle");
@@ -450,9 +462,10 @@ impl MirrorUnderTest {
             let name = upstream.name.clone();
             let client = UpstreamClient::new(upstream, connector.clone(), None, credentials);
             let tags = TagClock::new(Seconds::new(tag_ttl).as_duration());
-            caches.insert(name, Arc::new(Cache::new(client, store, tags)));
+            let pulls = PullClock::new(dir.join("cache").join(format!("{name}.pulls")));
+            caches.insert(name, Arc::new(Cache::new(client, store, tags, pulls)));
         }
-        let mirror = Arc::new(Mirror::new(caches, default));
+        let mirror = Arc::new(Mirror::new(caches, default, max_bytes));
         let server = MirrorServer::start(
             ServerSettings {
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
