@@ -3,7 +3,8 @@
 //! Tor network. skopeo and podman pull images that exist only upstream through the mirror with
 //! an issued bundle; the digests are the upstream's, each blob is fetched upstream once, by an
 //! exit relay, never from the gateway's uplink address; two clients pulling a large image at
-//! once share the fetch; `?ns=` picks the second upstream; `kill -9` while a layer streams in
+//! once share the fetch; `?ns=` picks the second upstream (curl, and containerd's
+//! `ctr images pull --hosts-dir` for both upstreams); `kill -9` while a layer streams in
 //! leaves nothing partial visible; with the upstream stopped the cache still serves and the
 //! rest gets a 503 that says why.
 
@@ -93,6 +94,104 @@ fn assert_fetched_once_by_exits(setup: &Setup, image: &SeededImage) {
             EXITS.contains(&peers[0].as_str()),
             "{blob} fetched by {peers:?}, not an exit"
         );
+    }
+}
+
+/// A containerd of the test's own in c1 (its root, state and socket under the work folder,
+/// the `native` snapshotter), and the hosts dir that sends both lab upstreams to the mirror.
+struct Containerd {
+    daemon: gateway_tests::Background,
+    socket: String,
+    hosts: std::path::PathBuf,
+}
+
+impl Containerd {
+    fn start(setup: &Setup, bundle: &Path) -> Containerd {
+        let dir = setup.work.join("ctrd");
+        let hosts = dir.join("hosts");
+        for ns in [UPSTREAM_NS, OTHER_NS] {
+            let host_dir = hosts.join(ns);
+            std::fs::create_dir_all(&host_dir).or_fail("creating the hosts dir");
+            std::fs::write(
+                host_dir.join("hosts.toml"),
+                format!(
+                    "server = \"https://{ns}\"\n\n[host.\"https://{MIRROR}\"]\n  \
+                     capabilities = [\"pull\", \"resolve\"]\n  ca = \"{ca}\"\n  \
+                     client = [[\"{cert}\", \"{key}\"]]\n",
+                    ca = bundle.join("ca.crt").display(),
+                    cert = bundle.join("client.cert").display(),
+                    key = bundle.join("client.key").display(),
+                ),
+            )
+            .or_fail("writing hosts.toml");
+        }
+        let socket = dir.join("c.sock").display().to_string();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{socket}\"\n[ttrpc]\n  address = \"{socket}.ttrpc\"\n\
+                 [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n",
+                root = dir.join("root").display(),
+                state = dir.join("state").display(),
+            ),
+        )
+        .or_fail("writing containerd's config");
+        let daemon = setup.lab.spawn(
+            "c1",
+            "containerd",
+            &["--config", &config.display().to_string()],
+        );
+        let up = eventually(Duration::from_secs(20), || Path::new(&socket).exists());
+        assert!(up, "containerd did not come up");
+        Containerd {
+            daemon,
+            socket,
+            hosts,
+        }
+    }
+
+    /// `ctr images pull` of `reference` through the mirror; the digest containerd stored.
+    fn pull(&self, setup: &Setup, reference: &str) -> String {
+        let ctr = |args: &[&str]| {
+            let mut all = vec!["--address", &self.socket, "--namespace", "mirror"];
+            all.extend_from_slice(args);
+            setup.lab.exec("c1", "ctr", &all)
+        };
+        let hosts = self.hosts.display().to_string();
+        let pulled = ctr(&[
+            "images",
+            "pull",
+            "--hosts-dir",
+            &hosts,
+            "--snapshotter",
+            "native",
+            reference,
+        ]);
+        assert!(
+            pulled.status.success(),
+            "ctr pull {reference}: {}{}",
+            String::from_utf8_lossy(&pulled.stdout),
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+        let listed = ctr(&["images", "ls"]);
+        let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+        text.lines()
+            .find(|line| line.split_whitespace().next() == Some(reference))
+            .and_then(|line| {
+                line.split_whitespace()
+                    .find(|field| field.starts_with("sha256:"))
+            })
+            .map(str::to_owned)
+            .unwrap_or_else(|| fail(format_args!("{reference} not in ctr images ls: {text}")))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.daemon.kill();
     }
 }
 
@@ -259,6 +358,29 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
     assert!(
         peers.len() == 1 && EXITS.contains(&peers[0].as_str()),
         "{peers:?}"
+    );
+
+    // containerd for both upstreams: `ctr --hosts-dir` sends ?ns=<registry> to a mirror host.
+    let containerd = Containerd::start(&setup, &bundle);
+    for (reference, seeded) in [
+        ("hub.test/library/hello:1", hello),
+        ("other.test/team/tool:1.0", tool),
+    ] {
+        let digest = containerd.pull(&setup, reference);
+        assert_eq!(digest, seeded.digest, "{reference}");
+    }
+    assert_fetched_once_by_exits(&setup, tool);
+    drop(containerd);
+
+    // The cache as the CLI shows it.
+    let listing = setup.lab.cli_json(&setup.cfg, &["mirror", "ls"]);
+    let hub = listing[UPSTREAM_NS]
+        .as_array()
+        .unwrap_or_else(|| fail(format_args!("mirror ls per upstream: {listing}")));
+    assert!(
+        hub.iter().any(|repo| repo["repository"] == "library/hello"
+            && repo["tags"]["1"] == hello.digest.as_str()),
+        "{listing}"
     );
 
     // kill -9 while a layer streams in: after the restart nothing partial is visible, and the
