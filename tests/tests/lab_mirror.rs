@@ -6,7 +6,7 @@
 //! once share the fetch; `?ns=` picks the second upstream (curl, and containerd's
 //! `ctr images pull --hosts-dir` for both upstreams); `kill -9` while a layer streams in
 //! leaves nothing partial visible; with the upstream stopped the cache still serves and the
-//! rest gets a 503 that says why.
+//! rest gets a 503 that says why; with Tor stopped too the cache still serves.
 
 // Only the setup and the container tools are used here.
 #[allow(dead_code)]
@@ -15,7 +15,7 @@ mod registry_support;
 use std::path::Path;
 use std::time::Duration;
 
-use gateway_tests::{eventually, fail, Capture, OrFail};
+use gateway_tests::{eventually, fail, lab_tor, Capture, OrFail};
 use registry_support::Setup;
 use sha2::{Digest as _, Sha256};
 use xtask::lab::{SeededImage, OTHER_NS, UPSTREAM_NS};
@@ -489,6 +489,21 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
         answer.contains("MANIFEST_UNKNOWN") && answer.contains("unreachable"),
         "{answer}"
     );
+
+    // Tor stops too: the cached image still pulls (the tag check gives up; the cache answers).
+    lab_tor::stop(&setup.lab.lab).or_fail("stopping the lab's Tor nodes");
+    let offline = work.join("hello-offline");
+    setup.tool_ok(
+        "skopeo",
+        &[
+            "copy",
+            "--src-cert-dir",
+            &bundle_arg,
+            &format!("docker://{MIRROR}/hello:1"),
+            &format!("dir:{}", offline.display()),
+        ],
+    );
+    assert_copied(&offline, hello);
 
     // Nothing went to the upstreams from the uplink address: every byte went through Tor.
     let direct = capture.stop(&format!(

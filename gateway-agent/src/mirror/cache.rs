@@ -30,6 +30,10 @@ pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
+/// How long a tag's re-check may take before the cached tag is served anyway (Tor down can
+/// mean a connect that fails only at its timeout; a cached tag should not wait for that).
+const TAG_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The cache's counters.
 #[derive(Default)]
 pub struct Counters {
@@ -226,10 +230,17 @@ impl Cache {
         }
         self.counters.tag_checks.fetch_add(1, Ordering::Relaxed);
         let path = format!("/v2/{repo}/manifests/{tag}");
-        let head = self
-            .client
-            .registry_request(Method::HEAD, &path, Some(ACCEPT), &Cache::scope(repo))
-            .await;
+        let head = tokio::time::timeout(
+            TAG_CHECK_TIMEOUT,
+            self.client
+                .registry_request(Method::HEAD, &path, Some(ACCEPT), &Cache::scope(repo)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(self.client.unreachable(format!(
+                "no answer to the tag check within {TAG_CHECK_TIMEOUT:?}"
+            )))
+        });
         let response = match head {
             Ok(response) => response,
             Err(error) => {
