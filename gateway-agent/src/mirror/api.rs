@@ -77,6 +77,11 @@ impl Mirror {
         Ok(evicted)
     }
 
+    /// The bound on the caches' bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Bytes fetched from every upstream so far (eviction runs when this moves).
     pub fn fetched_bytes(&self) -> u64 {
         self.caches

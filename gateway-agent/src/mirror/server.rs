@@ -26,8 +26,8 @@ use crate::registry::server::{stamps, watched_files};
 const RELOAD_POLL: Duration = Duration::from_secs(1);
 /// How often abandoned fetches' upload sessions are looked for.
 const EXPIRY_POLL: Duration = Duration::from_secs(600);
-/// How often the fetch counters are looked at; when they moved, the cache's size is checked
-/// against `mirror.max_size`.
+/// How often the fetch counters are looked at; when what was fetched could have taken the
+/// caches over `mirror.max_size`, their size is measured and images evicted.
 const EVICTION_POLL: Duration = Duration::from_secs(2);
 
 /// How the server runs.
@@ -111,8 +111,9 @@ impl MirrorServer {
                 let mut reload = tokio::time::interval(RELOAD_POLL);
                 let mut expiry = tokio::time::interval(EXPIRY_POLL);
                 let mut eviction = tokio::time::interval(EVICTION_POLL);
-                // Checked once at start: the bound may have shrunk since the last run.
-                let mut fetched = u64::MAX;
+                // (bytes the stores held at the last walk, bytes fetched then); none yet, so
+                // the first tick walks: the bound may have shrunk since the last run.
+                let mut measured: Option<(u64, u64)> = None;
                 loop {
                     tokio::select! {
                         _ = shutdown.changed() => return,
@@ -127,17 +128,20 @@ impl MirrorServer {
                             }
                         }
                         _ = eviction.tick() => {
-                        let now = evicting.fetched_bytes();
-                        if now != fetched {
-                            fetched = now;
-                            let mirror = evicting.clone();
-                            match tokio::task::spawn_blocking(move || mirror.evict()).await {
-                                Ok(Ok(_)) => {}
-                                Ok(Err(error)) => tracing::warn!("mirror: eviction: {error:#}"),
-                                Err(error) => tracing::warn!("mirror: eviction: {error}"),
+                            // The stores are walked only when what was fetched since the last
+                            // walk could have taken them over the bound.
+                            let now = evicting.fetched_bytes();
+                            let estimate = measured
+                                .map(|(bytes, at)| bytes.saturating_add(now.saturating_sub(at)));
+                            if estimate.is_none_or(|estimate| estimate > evicting.max_bytes()) {
+                                let mirror = evicting.clone();
+                                match tokio::task::spawn_blocking(move || mirror.evict()).await {
+                                    Ok(Ok(evicted)) => measured = Some((evicted.bytes_after, now)),
+                                    Ok(Err(error)) => tracing::warn!("mirror: eviction: {error:#}"),
+                                    Err(error) => tracing::warn!("mirror: eviction: {error}"),
+                                }
                             }
                         }
-                    }
                     _ = expiry.tick() => {
                             for store in &stores {
                                 let store = store.clone();
