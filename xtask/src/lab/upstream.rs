@@ -347,80 +347,111 @@ fn layer(work: &Path, name: &str, size: usize) -> Result<(String, Vec<u8>)> {
 
 /// Builds `registry`'s images and writes them into its store under `dir`.
 fn seed(dir: &Path, registry: &Registry) -> Result<Vec<SeededImage>> {
-    let root = dir.join(format!("{}-root", registry.ns));
+    registry
+        .images
+        .iter()
+        .map(|(repo, tag, files)| seed_one(dir, registry.ns, repo, tag, files))
+        .collect()
+}
+
+/// Builds `repo:tag` with one layer per file (name, random bytes) and writes it into the
+/// store of upstream `ns` under `dir`.
+fn seed_one(
+    dir: &Path,
+    ns: &str,
+    repo: &str,
+    tag: &str,
+    files: &[(&str, usize)],
+) -> Result<SeededImage> {
+    let root = dir.join(format!("{ns}-root"));
     let work = dir.join("build");
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    let mut seeded = Vec::new();
-    for (repo, tag, files) in registry.images {
-        let repo_dir = root.join("docker/registry/v2/repositories").join(repo);
-        let mut diff_ids = Vec::new();
-        let mut layers = Vec::new();
-        let mut bytes = 0u64;
-        for (name, size) in files.iter() {
-            let (diff_id, gz) = layer(&work, name, *size)?;
-            let digest = put_blob(&root, &gz)?;
-            diff_ids.push(diff_id);
-            bytes += gz.len() as u64;
-            layers.push(serde_json::json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": digest,
-                "size": gz.len(),
-            }));
-        }
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": [format!("/{}", files[0].0)]},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        }))
-        .context("encoding an image config")?;
-        let config_digest = put_blob(&root, &config)?;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": config.len(),
-            },
-            "layers": layers,
-        }))
-        .context("encoding a manifest")?;
-        let digest = put_blob(&root, &manifest)?;
-        let mut blobs = vec![config_digest];
-        blobs.extend(
-            layers
-                .iter()
-                .filter_map(|l| l["digest"].as_str().map(str::to_owned)),
-        );
-        for blob in &blobs {
-            link(
-                repo_dir
-                    .join("_layers/sha256")
-                    .join(&blob[7..])
-                    .join("link"),
-                blob,
-            )?;
-        }
-        let hex = &digest[7..];
+    let repo_dir = root.join("docker/registry/v2/repositories").join(repo);
+    let mut diff_ids = Vec::new();
+    let mut layers = Vec::new();
+    let mut bytes = 0u64;
+    for (name, size) in files.iter() {
+        let (diff_id, gz) = layer(&work, name, *size)?;
+        let digest = put_blob(&root, &gz)?;
+        diff_ids.push(diff_id);
+        bytes += gz.len() as u64;
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest,
+            "size": gz.len(),
+        }));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": [format!("/{}", files.first().map_or("true", |f| f.0))]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .context("encoding an image config")?;
+    let config_digest = put_blob(&root, &config)?;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": layers,
+    }))
+    .context("encoding a manifest")?;
+    let digest = put_blob(&root, &manifest)?;
+    let mut blobs = vec![config_digest];
+    blobs.extend(
+        layers
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_owned)),
+    );
+    for blob in &blobs {
         link(
             repo_dir
-                .join("_manifests/revisions/sha256")
-                .join(hex)
+                .join("_layers/sha256")
+                .join(&blob[7..])
                 .join("link"),
-            &digest,
+            blob,
         )?;
-        let tag_dir = repo_dir.join("_manifests/tags").join(tag);
-        link(tag_dir.join("current/link"), &digest)?;
-        link(tag_dir.join("index/sha256").join(hex).join("link"), &digest)?;
-        seeded.push(SeededImage {
-            upstream: registry.ns.to_owned(),
-            reference: format!("{repo}:{tag}"),
-            digest,
-            blobs,
-            bytes,
-        });
     }
+    let hex = &digest[7..];
+    link(
+        repo_dir
+            .join("_manifests/revisions/sha256")
+            .join(hex)
+            .join("link"),
+        &digest,
+    )?;
+    let tag_dir = repo_dir.join("_manifests/tags").join(tag);
+    link(tag_dir.join("current/link"), &digest)?;
+    link(tag_dir.join("index/sha256").join(hex).join("link"), &digest)?;
     fs::remove_dir_all(&work).ok();
-    Ok(seeded)
+    Ok(SeededImage {
+        upstream: ns.to_owned(),
+        reference: format!("{repo}:{tag}"),
+        digest,
+        blobs,
+        bytes,
+    })
+}
+
+impl Lab {
+    /// Builds one more image into the running upstream `ns` (the benchmark's), beside the
+    /// seeded ones; distribution reads its storage as it is, so it serves it at once.
+    pub fn seed_upstream_image(
+        &self,
+        ns: &str,
+        repo: &str,
+        tag: &str,
+        files: &[(&str, usize)],
+    ) -> Result<SeededImage> {
+        seed_one(&self.upstream_dir(), ns, repo, tag, files)
+    }
+
+    /// Where the upstream `ns` keeps its storage (distribution's `rootdirectory`).
+    pub fn upstream_root(&self, ns: &str) -> PathBuf {
+        self.upstream_dir().join(format!("{ns}-root"))
+    }
 }
