@@ -123,6 +123,28 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
             host = lab::UPSTREAM_HOST,
             port = lab::REGISTRY_PORT,
         );
+        // distribution reaches its remote from `gw` itself: with the agent gone (and its
+        // programs detached), outside0 gets the slot's spare uplink address, a default route
+        // and ARP answers back for the run.
+        let outside = format!("{}/24", lab.spare_uplink_ip());
+        let uplink = [
+            vec!["sysctl", "-qw", "net.ipv4.conf.outside0.arp_ignore=0"],
+            vec!["ip", "addr", "replace", &outside, "dev", "outside0"],
+            vec![
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                lab::MODEM_IP,
+                "dev",
+                "outside0",
+            ],
+        ];
+        for command in &uplink {
+            process::ns_run(&gw, command[0], &command[1..])
+                .context("giving gw an uplink address for distribution's remote")?;
+        }
         let yaml_path = state.join("distribution-proxy.yml");
         std::fs::write(&yaml_path, yaml).context("writing distribution's config")?;
         let server = Server::spawn(
@@ -143,7 +165,14 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
                 server.rss_kib("VmHWM"),
             ));
         }
+        drop(server);
         let _ = std::fs::remove_dir_all(&root);
+        let _ = process::ns_run(&gw, "ip", ["route", "del", "default", "dev", "outside0"]);
+        let _ = process::ns_run(
+            &gw,
+            "ip",
+            ["addr", "del", outside.as_str(), "dev", "outside0"],
+        );
     }
     let mut notes = format!(
         "From c1, one keep-alive TLS 1.3 connection with a client certificate (Python's \
@@ -151,7 +180,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          every blob, each hashed) from a full cache: one with a {} MiB layer, one with \
          {SMALL_COUNT} layers of {} KiB. The gateway's mirror (filled by one pull through the \
          lab's upstream, `mirror.egress = \"direct\"`) and distribution 2.8 as a pull-through \
-         proxy of the same upstream (its storage a copy of the upstream's), one after the other \
+         proxy of the same upstream (its storage a copy of the upstream's; `gw` reaches the \
+         upstream from a static uplink address while it runs), one after the other \
          on 198.51.100.1:5000 with the agent's server certificate, client certificates from its \
          CA, TLS 1.3 minimum. Rates are MB/s for the big layer and blobs/s for the small ones.",
         BIG_BYTES >> 20,
