@@ -13,13 +13,13 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control, dataplane, dhcp, dns, hardening, http_proxy, metrics, registry,
+    control, dataplane, dhcp, dns, hardening, http_proxy, metrics, mirror, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, systemd, tor, transparent, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 12] = [
+pub const SERVICES: [Entry; 13] = [
     hardening::SERVICE,
     uplink::SERVICE,
     dataplane::SERVICE,
@@ -30,6 +30,7 @@ pub const SERVICES: [Entry; 12] = [
     http_proxy::SERVICE,
     transparent::SERVICE,
     registry::SERVICE,
+    mirror::SERVICE,
     control::server::SERVICE,
     metrics::SERVICE,
 ];

@@ -16,6 +16,7 @@ pub mod lease_events;
 pub mod logging;
 pub mod mac;
 pub mod metrics;
+pub mod mirror;
 pub mod net;
 pub mod pki;
 pub mod ratelimit;

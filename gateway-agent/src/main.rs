@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use gateway_agent::{
     agent,
-    cli::{cache, clients, leases, maps, pki, registry, status},
+    cli::{cache, clients, leases, maps, mirror, pki, registry, status},
     config::{self, Config},
     dataplane, logging,
 };
@@ -116,6 +116,14 @@ enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// The registry mirror's caches (through the agent when it runs).
+    Mirror {
+        #[command(subcommand)]
+        verb: MirrorCommand,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// The gateway CA: certificates for the registries and their clients.
     Pki {
         #[command(subcommand)]
@@ -131,6 +139,26 @@ enum RegistryCommand {
     Ls,
     /// Bytes per repository and in the whole store.
     Du,
+}
+
+#[derive(Subcommand)]
+enum MirrorCommand {
+    /// Cached repositories and tags, per upstream.
+    Ls,
+    /// Bytes per repository and per upstream's cache.
+    Du,
+    /// Remove blobs no cached manifest references (older than an hour), and interrupted fetches.
+    Gc,
+    /// Remove an image (REPOSITORY:TAG) or a whole repository from the cache, and what only it used.
+    Purge {
+        /// `repository[:tag]`, as pulled (`alpine:3` is Docker Hub's `library/alpine:3`).
+        image: String,
+        /// The upstream (as `?ns=` names it); default: mirror.default.
+        #[arg(long)]
+        ns: Option<String>,
+    },
+    /// Evict the least recently pulled images until the caches fit mirror.max_size.
+    Evict,
 }
 
 #[derive(Subcommand)]
@@ -247,6 +275,21 @@ fn main() -> ExitCode {
                 RegistryCommand::Du => "du",
             };
             report(registry::run(&cfg, operation, json))
+        }
+        Command::Mirror { verb, json } => {
+            let Some(cfg) = load(&cli.config) else {
+                return ExitCode::FAILURE;
+            };
+            let (operation, args) = match verb {
+                MirrorCommand::Ls => ("ls", serde_json::Value::Null),
+                MirrorCommand::Du => ("du", serde_json::Value::Null),
+                MirrorCommand::Gc => ("gc", serde_json::Value::Null),
+                MirrorCommand::Evict => ("evict", serde_json::Value::Null),
+                MirrorCommand::Purge { image, ns } => {
+                    ("purge", serde_json::json!({ "image": image, "ns": ns }))
+                }
+            };
+            report(mirror::run(&cfg, operation, args, json))
         }
         Command::Pki { verb } => {
             let Some(cfg) = load(&cli.config) else {

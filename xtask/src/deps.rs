@@ -43,6 +43,10 @@ pub const LAB_PACKAGES: &[&str] = &[
     "skopeo",
     "podman",
     "buildah",
+    // containerd's `ctr images pull --hosts-dir` through the mirror (tests/tests/lab_mirror.rs),
+    // with a daemon of the test's own (root, state, socket); Debian's starts no service without
+    // systemd, and the test never uses one.
+    "containerd",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.

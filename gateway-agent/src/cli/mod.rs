@@ -5,6 +5,7 @@ pub mod cache;
 pub mod clients;
 pub mod leases;
 pub mod maps;
+pub mod mirror;
 pub mod pki;
 pub mod registry;
 pub mod status;

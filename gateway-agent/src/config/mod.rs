@@ -7,9 +7,10 @@
 //!
 //! Each table belongs to the module that uses it: `dhcp/config.rs` has `[dhcp]`'s type,
 //! defaults, reader and rules, and likewise `dns`, `uplink` (`[outside]`), `http_proxy`, `tor`,
-//! `dataplane`, `metrics` and `control`. This module keeps what they share: the key-by-key
-//! `reader`, the errors, the typed values and their parsers (`values`), the tables no one service
-//! owns (`common`), the composition (`parse`) and the rules across tables (`validate`).
+//! `dataplane`, `metrics`, `control`, `registry` and `mirror`. This module keeps what they
+//! share: the key-by-key `reader`, the errors, the typed values and their parsers (`values`),
+//! the tables no one service owns (`common`), the composition (`parse`) and the rules across
+//! tables (`validate`).
 
 mod common;
 mod error;
@@ -40,6 +41,7 @@ pub use crate::dns::config::{Dns, DnsUpstream};
 pub use crate::egress::Egress;
 pub use crate::http_proxy::config::HttpProxy;
 pub use crate::metrics::config::Metrics;
+pub use crate::mirror::config::{Mirror, Upstream as MirrorUpstream};
 pub use crate::registry::config::{Access, Registry};
 pub use crate::tor::config::Tor;
 pub use crate::transparent::config::Transparent;
@@ -73,6 +75,8 @@ pub struct Config {
     pub transparent: Transparent,
     /// `[registry]` settings beyond enabled/port.
     pub registry: Registry,
+    /// `[mirror]` settings beyond enabled/port.
+    pub mirror: Mirror,
 }
 
 impl Config {

@@ -9,7 +9,7 @@ use super::error::{ConfigErrors, Errors};
 use super::reader::Section;
 use super::values::PortRule;
 use super::{validate, Config};
-use crate::{control, dataplane, dhcp, dns, http_proxy, metrics, registry, tor, uplink};
+use crate::{control, dataplane, dhcp, dns, http_proxy, metrics, mirror, registry, tor, uplink};
 
 /// Builds the config from a parsed document, or every problem found in it.
 pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
@@ -68,6 +68,13 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         errors,
         registry::config::read,
     );
+    let (mirror_service, mirror) = service(
+        &mut root,
+        "mirror",
+        defaults.mirror,
+        errors,
+        mirror::config::read,
+    );
     // SOCKS only goes over Tor: on by default with Tor, an error without it.
     let socks_default = Service {
         enabled: tor_enabled && defaults.socks.enabled,
@@ -79,7 +86,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         socks: service(&mut root, "socks", socks_default, errors, no_keys).0,
         http_proxy: http_proxy_service,
         registry: registry_service,
-        mirror: service(&mut root, "mirror", defaults.mirror, errors, no_keys).0,
+        mirror: mirror_service,
     };
     validate::socks_needs_tor(&services, tor_enabled, errors);
     root.finish(errors);
@@ -129,6 +136,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         tor: tor?,
         transparent: transparent?,
         registry: registry?,
+        mirror: mirror?,
     })
 }
 

@@ -1163,3 +1163,78 @@ fn registry_access_entries_are_read_and_checked() {
         "out of range",
     );
 }
+
+#[test]
+fn the_mirror_defaults_to_docker_hub() {
+    let config = parse_ok(MINIMAL);
+    let mirror = &config.mirror;
+    assert_eq!(mirror.default, "docker.io");
+    assert_eq!(mirror.egress, crate::egress::Egress::Tor);
+    let hub = mirror.upstream("docker.io").expect("docker.io");
+    assert_eq!(hub.url.origin(), "https://registry-1.docker.io:443");
+    assert!(hub.library);
+    assert_eq!(
+        hub.realm.as_ref().map(|r| r.to_string()).as_deref(),
+        Some("https://auth.docker.io:443/token")
+    );
+}
+
+#[test]
+fn mirror_upstreams_are_read_and_checked() {
+    let config = parse_ok(&with(
+        "[mirror]\ntag_ttl = \"30s\"\ndefault = \"hub.test\"\n\
+         [[mirror.upstreams]]\nname = \"hub.test\"\nurl = \"https://registry.hub.test:5000\"\n\
+         realm = \"https://auth.hub.test/token\"\ncredentials = \"/etc/gateway/hub.cred\"\n\
+         [[mirror.upstreams]]\nname = \"ghcr.example\"\nurl = \"https://ghcr.example\"\n",
+    ));
+    let mirror = &config.mirror;
+    assert_eq!(mirror.tag_ttl, 30);
+    assert_eq!(mirror.default, "hub.test");
+    assert_eq!(mirror.upstreams.len(), 2);
+    let hub = mirror.upstream("hub.test").unwrap();
+    assert_eq!((hub.url.port, hub.library), (5000, false));
+    assert_eq!(mirror.upstream("ghcr.example").unwrap().realm, None);
+
+    let upstream = |extra: &str| with(&format!("[[mirror.upstreams]]\nname = \"a.test\"\n{extra}"));
+    assert_error(
+        &upstream("url = \"ftp://a.test\""),
+        "mirror.upstreams[0].url",
+        "http:// or https://",
+    );
+    assert_error(&upstream(""), "mirror.upstreams[0].url", "missing");
+    assert_error(
+        &upstream("url = \"https://a.test\"\ncredentials = \"/etc/x\""),
+        "mirror.upstreams[0].credentials",
+        "needs `realm`",
+    );
+    assert_error(
+        &with("[[mirror.upstreams]]\nname = \"A/b\"\nurl = \"https://a.test\""),
+        "mirror.upstreams[0].name",
+        "not a registry name",
+    );
+    assert_error(
+        &with("[mirror]\ndefault = \"b.test\"\n[[mirror.upstreams]]\nname = \"a.test\"\nurl = \"https://a.test\""),
+        "mirror.default",
+        "not an upstream",
+    );
+    assert_error(
+        &with("[[mirror.upstreams]]\nname = \"a.test\"\nurl = \"https://a.test\"\n[[mirror.upstreams]]\nname = \"a.test\"\nurl = \"https://b.test\""),
+        "mirror.upstreams[1].name",
+        "named twice",
+    );
+    assert_error(
+        &with("[[mirror.upstreams]]\nname = \"a.test\"\nurl = \"https://a.test\"\n[[mirror.upstreams]]\nname = \"b.test\"\nurl = \"https://b.test\""),
+        "mirror.default",
+        "missing",
+    );
+    assert_error(
+        &with("[mirror]\negress = \"clearnet\""),
+        "mirror.egress",
+        "not an egress",
+    );
+    assert_error(
+        &with("[mirror]\ncolour = 1"),
+        "mirror.colour",
+        "unknown key",
+    );
+}

@@ -15,7 +15,7 @@ pub mod api;
 pub mod config;
 pub mod manifest;
 pub mod names;
-mod server;
+pub(crate) mod server;
 pub mod service;
 pub mod storage;
 

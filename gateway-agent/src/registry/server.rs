@@ -155,7 +155,8 @@ impl RegistryServer {
     }
 }
 
-fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
+/// The TLS files `acceptor` reads (the mirror watches the same ones).
+pub(crate) fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
     let settings = acceptor.settings();
     let mut files = vec![settings.cert_chain.clone(), settings.key.clone()];
     if let crate::net::tls::ClientAuth::Required(ca) | crate::net::tls::ClientAuth::Optional(ca) =
@@ -169,7 +170,7 @@ fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
 
 /// Each file's modification time and size (a rewrite within one mtime tick still changes the
 /// inode, so that is in too).
-fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
+pub(crate) fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
     use std::os::unix::fs::MetadataExt;
     files
         .iter()

@@ -61,32 +61,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             return Ok(None);
         }
         let state = handles.state_dir()?;
-        let pki = Pki::under(&state);
-        let zone = zone(&cfg);
-        let inside = cfg.inside.address;
-        let made = {
-            let pki = pki.clone();
-            tokio::task::spawn_blocking(move || pki.ensure_server(&zone, inside))
-                .await
-                .context("making the registry's certificates")??
-        };
-        if made {
-            tracing::info!(
-                "registry: wrote what was missing or stale of the gateway CA, the server \
-                 certificate (registry.<zone>, mirror.<zone>, the inside address) and the CRL in \
-                 {} (issue client certificates with `gateway-agent pki issue-client NAME --out \
-                 DIR`)",
-                pki.dir().display()
-            );
-        }
-        let acceptor = TlsAcceptor::new(TlsSettings {
-            client_auth: ClientAuth::Required(ClientCa {
-                ca: pki.ca_cert(),
-                crl: Some(pki.crl()),
-            }),
-            ..TlsSettings::new(pki.server_cert(), pki.server_key())
-        })
-        .context("the registry's TLS files")?;
+        let acceptor = server_tls(&cfg, &state).await?;
         let dir = store_dir(&cfg);
         let store: Arc<dyn Storage> = Arc::new(
             FsStorage::open(&dir, limits(&cfg))
@@ -117,6 +92,38 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         });
         Ok(Some(Running::stopped_by(view, move || server.stop())))
     })
+}
+
+/// The TLS acceptor the registry and the mirror share: TLS 1.3, a client certificate from the
+/// gateway CA required, the CRL checked. At the first start (or when the zone or the inside
+/// address changed) the CA and the server certificate are made first.
+pub(crate) async fn server_tls(cfg: &Config, state: &std::path::Path) -> Result<TlsAcceptor> {
+    let pki = Pki::under(state);
+    let zone = zone(cfg);
+    let inside = cfg.inside.address;
+    let made = {
+        let pki = pki.clone();
+        tokio::task::spawn_blocking(move || pki.ensure_server(&zone, inside))
+            .await
+            .context("making the registry's certificates")??
+    };
+    if made {
+        tracing::info!(
+            "registry: wrote what was missing or stale of the gateway CA, the server \
+             certificate (registry.<zone>, mirror.<zone>, the inside address) and the CRL in \
+             {} (issue client certificates with `gateway-agent pki issue-client NAME --out \
+             DIR`)",
+            pki.dir().display()
+        );
+    }
+    TlsAcceptor::new(TlsSettings {
+        client_auth: ClientAuth::Required(ClientCa {
+            ca: pki.ca_cert(),
+            crl: Some(pki.crl()),
+        }),
+        ..TlsSettings::new(pki.server_cert(), pki.server_key())
+    })
+    .context("the registry's TLS files")
 }
 
 /// What `status --json` shows under `registry`.

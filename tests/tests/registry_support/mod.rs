@@ -35,6 +35,21 @@ impl Setup {
         let mut text = std::fs::read_to_string(&cfg).or_fail("reading the agent config");
         text.push_str("\n[[registry.access]]\nclient = \"ci\"\npush = [\"team/\"]\n");
         std::fs::write(&cfg, text).or_fail("writing the agent config");
+        Setup::start(lab, cfg, name)
+    }
+
+    /// An agent with the lab's Tor (and so the mirror, on the lab's upstreams), its config
+    /// edited by `edit`; c1 and c2 leased.
+    #[allow(dead_code)] // lab_mirror's, not lab_registry's
+    pub fn up_with_tor(name: &str, edit: impl FnOnce(String) -> String) -> Setup {
+        let lab = TestLab::up();
+        let cfg = lab.agent_config(&format!("{name}.toml"), edit);
+        let setup = Setup::start(lab, cfg, name);
+        setup.lab.dhcp("c2", DhcpClient::Dhclient, None);
+        setup
+    }
+
+    fn start(lab: TestLab, cfg: PathBuf, name: &str) -> Setup {
         let agent = Agent::start(&lab, &cfg);
         lab.dhcp("c1", DhcpClient::Dhclient, None);
         let work = lab.lab.gateway_dir().join(format!("{name}-work"));
@@ -112,6 +127,12 @@ impl Setup {
 
     /// A container tool from c1 with its own configuration under `work/tools`.
     pub fn tool(&self, program: &str, args: &[&str]) -> std::process::Output {
+        self.tool_in("c1", program, args)
+    }
+
+    /// [`Setup::tool`] from client `role` (the tools' folder is shared; give each its own
+    /// `--root` for podman when two run at once).
+    pub fn tool_in(&self, role: &str, program: &str, args: &[&str]) -> std::process::Output {
         let tools = &self.tools;
         std::fs::create_dir_all(tools.join("tmp")).or_fail("creating the tools' folder");
         std::fs::write(
@@ -169,7 +190,7 @@ impl Setup {
         }
         all.extend(args.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.lab.exec("c1", "env", &refs)
+        self.lab.exec(role, "env", &refs)
     }
 
     pub fn tool_ok(&self, program: &str, args: &[&str]) -> String {

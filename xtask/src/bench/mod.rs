@@ -3,13 +3,14 @@
 //!
 //! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
 //! the gateway's inside address in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`,
-//! `tor.rs`, `registry.rs`, `proxy.rs`); the server processes and their config in `server.rs`; the results page and the
+//! `tor.rs`, `registry.rs` and `mirror.rs`, both run by `bench registry`, `proxy.rs`); the server processes and their config in `server.rs`; the results page and the
 //! statistics in `results.rs`.
 
 mod dhcp;
 mod dns;
+mod mirror;
 mod proxy;
-mod registry;
+pub(crate) mod registry;
 mod results;
 mod server;
 mod tor;
@@ -62,19 +63,24 @@ pub fn run(which: &str) -> Result<()> {
     lab.down()?;
     lab.up()?;
     let result = match which {
-        "dns" => dns::run(&lab, &agent),
-        "dhcp" => dhcp::run(&lab, &agent),
-        "tor" => tor::run(&lab, &agent),
-        "registry" => registry::run(&lab, &agent),
-        "proxy" => proxy::run(&lab, &agent),
+        "dns" => dns::run(&lab, &agent).map(|report| vec![report]),
+        "dhcp" => dhcp::run(&lab, &agent).map(|report| vec![report]),
+        "tor" => tor::run(&lab, &agent).map(|report| vec![report]),
+        // The private registry, then the mirror (each server stopped before the next).
+        "registry" => registry::run(&lab, &agent)
+            .and_then(|first| Ok(vec![first, mirror::run(&lab, &agent)?])),
+        "proxy" => proxy::run(&lab, &agent).map(|report| vec![report]),
         other => Err(anyhow::anyhow!(
             "no benchmark {other:?}; try dns, dhcp, tor, registry or proxy"
         )),
     };
     let down = lab.down();
-    let (title, rows, notes) = result?;
+    let reports = result?;
     down?;
-    results::record(&title, &rows, &notes)
+    for (title, rows, notes) in reports {
+        results::record(&title, &rows, &notes)?;
+    }
+    Ok(())
 }
 
 /// A benchmark's section: its title, one row a server, and the notes on the setup.

@@ -146,6 +146,22 @@ impl Lab {
             "--no-hosts".to_string(),
             format!("--host-record={ORIGIN_NAME},{ORIGIN_IP}"),
             format!("--host-record={LOOPBACK_NAME},127.0.0.1"),
+            // The upstream registries (started on demand, see upstream.rs).
+            format!(
+                "--host-record={},{}",
+                super::upstream::HOST_RECORDS[0].0,
+                super::upstream::HOST_RECORDS[0].1
+            ),
+            format!(
+                "--host-record={},{}",
+                super::upstream::HOST_RECORDS[1].0,
+                super::upstream::HOST_RECORDS[1].1
+            ),
+            format!(
+                "--host-record={},{}",
+                super::upstream::HOST_RECORDS[2].0,
+                super::upstream::HOST_RECORDS[2].1
+            ),
             // dnsmasq answers its own records with TTL 0 by default; real zones have TTLs, and
             // the gateway's cache honours them.
             "--local-ttl=300".to_string(),

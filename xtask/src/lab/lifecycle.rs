@@ -127,6 +127,8 @@ impl Lab {
                 // Also brings the Tor network back if `lab tor stop` stopped it.
                 tor::setup(self)?;
                 tor::start(self)?;
+                // The mirror's upstreams, for `cargo xtask run` (tests start them themselves).
+                self.start_upstream()?;
             }
             self.ensure_slot()
         })();

@@ -6,6 +6,9 @@
 //! mount), so [`Lab::down`] cleans up after a crash without any in-memory state, and labs with
 //! different prefixes (parallel tests) never touch each other.
 //!
+//! The base also has the upstream registries for the gateway's mirror (`upstream.rs`), started
+//! on demand: `lab up` starts them, tests that need them call [`Lab::start_upstream`].
+//!
 //! **Gateway slots.** A lab's shared part (its *base*) is the `up` namespace: the uplink bridge,
 //! the modem's dnsmasq, the origin and the Tor network. A *gateway slot* is one gateway host
 //! with its own inside LAN: namespaces `gw`, `lan`, `c1`, `c2` for slot 0 (what `lab up`
@@ -25,8 +28,12 @@ mod lifecycle;
 mod status;
 mod topology;
 pub mod tor;
+mod upstream;
 
 pub use clients::{DhcpClient, CLIENTS};
 pub use layout::*;
 pub use lifecycle::down_all;
 pub use status::{print_human, LabStatus};
+pub use upstream::{
+    SeededImage, OTHER_HOST, OTHER_NS, REGISTRY_PORT, TOKEN_HOST, UPSTREAM_HOST, UPSTREAM_NS,
+};

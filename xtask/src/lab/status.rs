@@ -41,6 +41,19 @@ pub struct LabStatus {
     /// The gateway's private registry (`https://<inside address>`; its certificate names the
     /// address, `registry.<zone>` and `mirror.<zone>`).
     pub registry_url: String,
+    /// The gateway's registry mirror (`https://<inside address>:5000`).
+    pub mirror_url: String,
+    /// The lab's default upstream registry for the mirror (`host:port`; `?ns=hub.test`).
+    pub upstream_registry: String,
+    /// The second upstream (`?ns=other.test`).
+    pub other_upstream_registry: String,
+    /// Whether the upstream registries run (`lab up` starts them; tests on demand).
+    pub upstream_running: bool,
+    /// The default upstream's seeded images as `repository:tag`, as the mirror names them
+    /// (empty before the upstream first started).
+    pub upstream_images: Vec<String>,
+    /// The second upstream's (asked for with `?ns=other.test`).
+    pub other_upstream_images: Vec<String>,
     pub origin_name: String,
     pub origin_ip: String,
     /// The resolver the modem hands out by DHCP.
@@ -112,6 +125,19 @@ impl fmt::Display for LabStatus {
             "  origin        {} ({} = {})",
             self.origin_url, self.origin_name, self.origin_ip
         )?;
+        writeln!(
+            f,
+            "  upstreams     {} and {} ({}; {} images) for the mirror {}",
+            self.upstream_registry,
+            self.other_upstream_registry,
+            if self.upstream_running {
+                "running"
+            } else {
+                "not running"
+            },
+            self.upstream_images.len() + self.other_upstream_images.len(),
+            self.mirror_url
+        )?;
         let running = self.tor_nodes.iter().filter(|n| n.running).count();
         let tor = if self.tor_ready {
             "ready".to_string()
@@ -182,6 +208,15 @@ impl Lab {
             .collect()
     }
 
+    /// The `repository:tag`s seeded into the upstream `ns`.
+    fn seeded_references(&self, ns: &str) -> Vec<String> {
+        self.upstream_images()
+            .into_iter()
+            .filter(|image| image.upstream == ns)
+            .map(|image| image.reference)
+            .collect()
+    }
+
     /// The lab's addresses, paths and namespaces, as seen from this slot.
     pub fn status(&self) -> Result<LabStatus> {
         self.check_prefix()?;
@@ -215,6 +250,12 @@ impl Lab {
             internet_subnet: INTERNET_SUBNET.into(),
             origin_url: ORIGIN_URL.into(),
             registry_url: format!("https://{GATEWAY_INSIDE_IP}"),
+            mirror_url: format!("https://{GATEWAY_INSIDE_IP}:5000"),
+            upstream_registry: format!("{}:{}", super::UPSTREAM_HOST, super::REGISTRY_PORT),
+            other_upstream_registry: format!("{}:{}", super::OTHER_HOST, super::REGISTRY_PORT),
+            upstream_running: self.daemon_alive(format!("upstream/{}.pid", super::UPSTREAM_NS)),
+            upstream_images: self.seeded_references(super::UPSTREAM_NS),
+            other_upstream_images: self.seeded_references(super::OTHER_NS),
             origin_name: ORIGIN_NAME.into(),
             origin_ip: ORIGIN_IP.into(),
             uplink_resolver_ip: MODEM_IP.into(),

@@ -264,6 +264,18 @@ impl Storage for FsStorage {
         self.drop_upload(id)
     }
 
+    fn read_upload(&self, repo: &RepoName, id: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.check_upload(repo, id)?;
+        match File::open(self.layout.upload(id)) {
+            Ok(file) => Ok(file.read_at(buf, offset)?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::UploadUnknown)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
     fn expire_uploads(&self) -> Result<usize> {
         let dir = self.layout.uploads_dir();
         let now = SystemTime::now();

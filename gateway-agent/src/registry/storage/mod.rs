@@ -164,6 +164,9 @@ pub trait Storage: Send + Sync + 'static {
     fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64>;
     /// Drops the session and its data.
     fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()>;
+    /// Reads the session's data at `offset` into `buf` while it is still being written (the
+    /// mirror streams a layer to its clients as it arrives); how many bytes.
+    fn read_upload(&self, repo: &RepoName, id: &str, offset: u64, buf: &mut [u8]) -> Result<usize>;
     /// Removes sessions untouched for longer than the expiry; how many.
     fn expire_uploads(&self) -> Result<usize>;
 
