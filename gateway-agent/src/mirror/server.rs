@@ -4,23 +4,18 @@
 //! `mirror.max_size` (after new fetches) and drops upload sessions an interrupted fetch left
 //! behind.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use hyper::service::service_fn;
-use tokio::net::TcpStream;
 
 use super::api::Mirror;
-use crate::net::http::{serve_connection, HttpSettings};
-use crate::net::listener::{self, Clients, Connection, Listener, ListenerReader, ListenerSettings};
+use crate::net::listener::{self, Clients, Listener, ListenerReader, ListenerSettings};
 use crate::net::service_task::ServiceTask;
 use crate::net::tls::TlsAcceptor;
-use crate::registry::api::Caller;
-use crate::registry::server::{stamps, watched_files};
+use crate::registry::server::{serve_mutual_tls, stamps, watched_files};
 
 /// How often the TLS files are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -60,42 +55,16 @@ impl MirrorServer {
         let failures = handshake_failures.clone();
         let tls = acceptor.clone();
         let serving = mirror.clone();
-        let listener = Listener::spawn(
+        let listener = serve_mutual_tls(
             socket,
             ListenerSettings {
                 name: "mirror",
                 clients: settings.clients,
                 max_connections: settings.max_connections,
             },
-            move |conn: Connection<TcpStream>| {
-                let (tls, mirror, failures) = (tls.clone(), serving.clone(), failures.clone());
-                async move {
-                    let _slot = conn.slot;
-                    let accepted = match tls.accept(conn.stream).await {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(peer = ?conn.peer, "mirror: {error}");
-                            return;
-                        }
-                    };
-                    let client = accepted.client_name;
-                    let service = service_fn(move |request| {
-                        let mirror = mirror.clone();
-                        let caller = Caller {
-                            client: client.clone(),
-                        };
-                        async move { Ok::<_, Infallible>(mirror.handle(caller, request).await) }
-                    });
-                    let _ = serve_connection(
-                        accepted.stream,
-                        service,
-                        HttpSettings::default(),
-                        conn.shutdown,
-                    )
-                    .await;
-                }
-            },
+            tls,
+            failures,
+            move |caller, request| serving.clone().handle(caller, request),
         );
         let watched = watched_files(&acceptor);
         let evicting = mirror.clone();

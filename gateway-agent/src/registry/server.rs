@@ -12,9 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Result;
 use hyper::service::service_fn;
-use tokio::net::TcpStream;
+use std::future::Future;
 
-use super::api::{Api, Caller};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::api::{Api, Body, Caller};
 use crate::config::Inside;
 use crate::net::http::{serve_connection, HttpSettings};
 use crate::net::listener::{self, Clients, Connection, Listener, ListenerReader, ListenerSettings};
@@ -44,6 +48,54 @@ pub struct RegistryServer {
     handshake_failures: Arc<AtomicU64>,
 }
 
+/// Serves an API over mutual TLS on `socket`: each connection's handshake from `acceptor` (one
+/// that fails, with no certificate, another CA's, a revoked one or TLS 1.2, ends there, before
+/// any HTTP, and is counted in `failures`), then HTTP through the shared hyper setup, every
+/// request answered by `handle` with the client certificate's name as its caller. The
+/// registry's listener, and the mirror's.
+pub(crate) fn serve_mutual_tls<H, Fut>(
+    socket: TcpListener,
+    settings: ListenerSettings,
+    acceptor: TlsAcceptor,
+    failures: Arc<AtomicU64>,
+    handle: H,
+) -> Listener
+where
+    H: Fn(Caller, Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let name = settings.name;
+    Listener::spawn(socket, settings, move |conn: Connection<TcpStream>| {
+        let (tls, failures, handle) = (acceptor.clone(), failures.clone(), handle.clone());
+        async move {
+            let _slot = conn.slot;
+            let accepted = match tls.accept(conn.stream).await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(peer = ?conn.peer, "{name}: {error}");
+                    return;
+                }
+            };
+            let client = accepted.client_name;
+            let service = service_fn(move |request| {
+                let caller = Caller {
+                    client: client.clone(),
+                };
+                let answer = handle(caller, request);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let _ = serve_connection(
+                accepted.stream,
+                service,
+                HttpSettings::default(),
+                conn.shutdown,
+            )
+            .await;
+        }
+    })
+}
+
 impl RegistryServer {
     /// Binds and serves `api` over TLS from `acceptor`.
     pub async fn start(
@@ -56,44 +108,16 @@ impl RegistryServer {
         let failures = handshake_failures.clone();
         let tls = acceptor.clone();
         let serving = api.clone();
-        let listener = Listener::spawn(
+        let listener = serve_mutual_tls(
             socket,
             ListenerSettings {
                 name: "registry",
                 clients: Clients::Inside(settings.inside),
                 max_connections: settings.max_connections,
             },
-            move |conn: Connection<TcpStream>| {
-                let (tls, api, failures) = (tls.clone(), serving.clone(), failures.clone());
-                async move {
-                    let _slot = conn.slot;
-                    let accepted = match tls.accept(conn.stream).await {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            // No certificate, another CA's, a revoked one, TLS 1.2: the
-                            // connection ends here, before any HTTP.
-                            failures.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(peer = ?conn.peer, "registry: {error}");
-                            return;
-                        }
-                    };
-                    let client = accepted.client_name;
-                    let service = service_fn(move |request| {
-                        let api = api.clone();
-                        let caller = Caller {
-                            client: client.clone(),
-                        };
-                        async move { Ok::<_, Infallible>(api.handle(caller, request).await) }
-                    });
-                    let _ = serve_connection(
-                        accepted.stream,
-                        service,
-                        HttpSettings::default(),
-                        conn.shutdown,
-                    )
-                    .await;
-                }
-            },
+            tls,
+            failures,
+            move |caller, request| serving.clone().handle(caller, request),
         );
         let watched = watched_files(&acceptor);
         let store = api.store().clone();
