@@ -114,6 +114,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
                 &[
                     "squid".into(),
                     "-N".into(),
+                    // Its cache log (important messages) to our stderr, which it already holds.
+                    "-d1".into(),
                     "-f".into(),
                     conf.display().to_string(),
                 ],
