@@ -279,6 +279,19 @@ async fn a_second_fetch_is_a_hit_with_age() {
         "{cache:?}"
     );
     assert_eq!(cache.bytes_saved, 10);
+    // The client's Host header plays no part for an absolute-form target (RFC 9112 §3.2.2).
+    let (status, head, _) = curl(
+        &proxy,
+        &origin.url("/fresh"),
+        &["-H", "Host: elsewhere.test"],
+    )
+    .await;
+    assert!(status == 200 && header(&head, "age").is_some(), "{head}");
+    assert_eq!(
+        origin.count("/fresh"),
+        1,
+        "another Host header missed the stored answer"
+    );
     // HEAD and a range come from the cache too.
     let (status, head, _) = curl(&proxy, &origin.url("/fresh"), &["-I"]).await;
     assert_eq!(status, 200, "{head}");

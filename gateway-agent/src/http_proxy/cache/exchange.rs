@@ -117,12 +117,20 @@ impl Upstream<'_> {
     }
 }
 
-/// The request as the policy sees it: the absolute URL, the client's method and headers.
+/// The request as the policy sees it: the absolute URL, the client's method and headers, and
+/// `Host` from the URL (RFC 9112 §3.2.2: a proxy ignores the client's `Host` for an
+/// absolute-form target; the policy compares it, so a stray one would miss a stored answer).
 fn asked(parts: &Parts, uri: Uri) -> Request<()> {
     let mut req = Request::new(());
     *req.method_mut() = parts.method.clone();
+    let host = uri
+        .authority()
+        .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
     *req.uri_mut() = uri;
     *req.headers_mut() = parts.headers.clone();
+    if let Some(host) = host {
+        req.headers_mut().insert(header::HOST, host);
+    }
     req
 }
 
