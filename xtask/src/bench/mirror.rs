@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use super::server::{
     bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
 };
-use super::{Measurement, Report};
+use super::{results, Measurement, Report};
 use crate::{lab, process};
 
 /// The big layer.
@@ -188,16 +188,11 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         SMALL_BYTES >> 10
     );
     notes.push('\n');
-    let half = rows.len() / 2;
-    for (ours, peer) in rows[..half].iter().zip(&rows[half..]) {
-        if peer.rate > 0.0 {
-            notes.push_str(&format!(
-                "\n- {}: **{:.2}x** distribution's",
-                ours.server.trim_start_matches("gateway-agent mirror "),
-                ours.rate / peer.rate
-            ));
-        }
-    }
+    notes.push_str(&results::ratio_lines(
+        &rows,
+        "gateway-agent mirror ",
+        "distribution",
+    ));
     Ok(("Registry mirror (cached pull)".into(), rows, notes))
 }
 

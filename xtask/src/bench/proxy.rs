@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::server::{
     bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
 };
-use super::{Measurement, Report, RUN_SECS};
+use super::{results, Measurement, Report, RUN_SECS};
 use crate::{deps, lab, process};
 
 /// The origin: the cache tests' fixture.
@@ -146,16 +146,7 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          during the run (a miss, not a hit)."
     );
     notes.push('\n');
-    let half = rows.len() / 2;
-    for (ours, peer) in rows[..half].iter().zip(&rows[half..]) {
-        if peer.rate > 0.0 {
-            notes.push_str(&format!(
-                "\n- {}: **{:.2}x** Squid's",
-                ours.server.trim_start_matches("gateway-agent "),
-                ours.rate / peer.rate
-            ));
-        }
-    }
+    notes.push_str(&results::ratio_lines(&rows, "gateway-agent ", "Squid"));
     Ok(("HTTP caching proxy (cache hits)".into(), rows, notes))
 }
 

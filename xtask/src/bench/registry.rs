@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::server::{
     bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
 };
-use super::{Measurement, Report};
+use super::{results, Measurement, Report};
 use crate::{deps, lab, process};
 
 /// The big blob.
@@ -135,16 +135,11 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         SMALL_BYTES >> 10
     );
     notes.push('\n');
-    let half = rows.len() / 2;
-    for (ours, peer) in rows[..half].iter().zip(&rows[half..]) {
-        if peer.rate > 0.0 {
-            notes.push_str(&format!(
-                "\n- {}: **{:.2}x** distribution's",
-                ours.server.trim_start_matches("gateway-agent "),
-                ours.rate / peer.rate
-            ));
-        }
-    }
+    notes.push_str(&results::ratio_lines(
+        &rows,
+        "gateway-agent ",
+        "distribution",
+    ));
     Ok(("Registry (blob push and pull)".into(), rows, notes))
 }
 

@@ -18,6 +18,23 @@ pub(super) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
         .copied()
 }
 
+/// One line a measurement, ours against the peer's: `rows` holds ours first, then the
+/// peer's in the same order; each line names ours without `prefix`.
+pub(super) fn ratio_lines(rows: &[Measurement], prefix: &str, peer: &str) -> String {
+    let half = rows.len() / 2;
+    let mut lines = String::new();
+    for (ours, theirs) in rows[..half].iter().zip(&rows[half..]) {
+        if theirs.rate > 0.0 {
+            lines.push_str(&format!(
+                "\n- {}: **{:.2}x** {peer}'s",
+                ours.server.trim_start_matches(prefix),
+                ours.rate / theirs.rate
+            ));
+        }
+    }
+    lines
+}
+
 /// Replaces this benchmark's section of `bench/RESULTS.md`.
 pub(super) fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<()> {
     let path = build::workspace_root().join("bench").join("RESULTS.md");
@@ -99,6 +116,26 @@ fn date() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_pair_ours_with_the_peers_in_order() {
+        let row = |server: &str, rate| Measurement {
+            server: server.into(),
+            rate,
+            ..Measurement::default()
+        };
+        let rows = [
+            row("gateway-agent a", 30.0),
+            row("gateway-agent b", 5.0),
+            row("peer a", 20.0),
+            row("peer b", 0.0),
+        ];
+        // A peer rate of zero gives no ratio.
+        assert_eq!(
+            ratio_lines(&rows, "gateway-agent ", "Peer"),
+            "\n- a: **1.50x** Peer's"
+        );
+    }
 
     #[test]
     fn percentiles() {
