@@ -15,7 +15,7 @@ use super::api::Mirror;
 use crate::net::listener::{self, Clients, Listener, ListenerReader, ListenerSettings};
 use crate::net::service_task::ServiceTask;
 use crate::net::tls::TlsAcceptor;
-use crate::registry::server::{serve_mutual_tls, stamps, watched_files};
+use crate::registry::server::{serve_mutual_tls, TlsWatch};
 
 /// How often the TLS files are checked for changes.
 const RELOAD_POLL: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ impl MirrorServer {
             failures,
             move |caller, request| serving.clone().handle(caller, request),
         );
-        let watched = watched_files(&acceptor);
+        let mut tls_watch = TlsWatch::new(acceptor);
         let evicting = mirror.clone();
         let stores: Vec<_> = mirror
             .caches()
@@ -76,7 +76,6 @@ impl MirrorServer {
         let housekeeping = ServiceTask::spawn(
             "mirror housekeeping",
             move |mut shutdown| async move {
-                let mut seen = stamps(&watched);
                 let mut reload = tokio::time::interval(RELOAD_POLL);
                 let mut expiry = tokio::time::interval(EXPIRY_POLL);
                 let mut eviction = tokio::time::interval(EVICTION_POLL);
@@ -86,16 +85,7 @@ impl MirrorServer {
                 loop {
                     tokio::select! {
                         _ = shutdown.changed() => return,
-                        _ = reload.tick() => {
-                            let now = stamps(&watched);
-                            if now != seen {
-                                match acceptor.reload() {
-                                    Ok(()) => tracing::info!("mirror: TLS files changed; reloaded"),
-                                    Err(error) => tracing::warn!("mirror: reloading TLS files failed, the old ones stay: {error:#}"),
-                                }
-                                seen = now;
-                            }
-                        }
+                        _ = reload.tick() => tls_watch.check("mirror"),
                         _ = eviction.tick() => {
                             // The stores are walked only when what was fetched since the last
                             // walk could have taken them over the bound.

@@ -119,27 +119,17 @@ impl RegistryServer {
             failures,
             move |caller, request| serving.clone().handle(caller, request),
         );
-        let watched = watched_files(&acceptor);
+        let mut tls_watch = TlsWatch::new(acceptor);
         let store = api.store().clone();
         let housekeeping = ServiceTask::spawn(
             "registry housekeeping",
             move |mut shutdown| async move {
-                let mut seen = stamps(&watched);
                 let mut reload = tokio::time::interval(RELOAD_POLL);
                 let mut expiry = tokio::time::interval(EXPIRY_POLL);
                 loop {
                     tokio::select! {
                         _ = shutdown.changed() => return,
-                        _ = reload.tick() => {
-                            let now = stamps(&watched);
-                            if now != seen {
-                                match acceptor.reload() {
-                                    Ok(()) => tracing::info!("registry: TLS files changed; reloaded (CRL, certificates)"),
-                                    Err(error) => tracing::warn!("registry: reloading TLS files failed, the old ones stay: {error:#}"),
-                                }
-                                seen = now;
-                            }
-                        }
+                        _ = reload.tick() => tls_watch.check("registry"),
                         _ = expiry.tick() => {
                             let store = store.clone();
                             let expired = tokio::task::spawn_blocking(move || store.expire_uploads()).await;
@@ -179,8 +169,46 @@ impl RegistryServer {
     }
 }
 
-/// The TLS files `acceptor` reads (the mirror watches the same ones).
-pub(crate) fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
+/// `acceptor`'s TLS files and how they looked when last read: [`TlsWatch::check`] reloads the
+/// acceptor when one changed, so `pki revoke` (a new CRL) takes effect without a restart.
+/// The registry's and the mirror's housekeeping share it.
+pub(crate) struct TlsWatch {
+    acceptor: TlsAcceptor,
+    files: Vec<PathBuf>,
+    seen: Vec<Option<(SystemTime, u64, u64)>>,
+}
+
+impl TlsWatch {
+    /// Watches the files `acceptor` reads, as they are now.
+    pub(crate) fn new(acceptor: TlsAcceptor) -> Self {
+        let files = watched_files(&acceptor);
+        let seen = stamps(&files);
+        TlsWatch {
+            acceptor,
+            files,
+            seen,
+        }
+    }
+
+    /// Reloads the acceptor if a file changed since the last look; `who` names the server in
+    /// the log. A failed reload keeps the old files.
+    pub(crate) fn check(&mut self, who: &str) {
+        let now = stamps(&self.files);
+        if now == self.seen {
+            return;
+        }
+        match self.acceptor.reload() {
+            Ok(()) => tracing::info!("{who}: TLS files changed; reloaded (CRL, certificates)"),
+            Err(error) => {
+                tracing::warn!("{who}: reloading TLS files failed, the old ones stay: {error:#}")
+            }
+        }
+        self.seen = now;
+    }
+}
+
+/// The TLS files `acceptor` reads.
+fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
     let settings = acceptor.settings();
     let mut files = vec![settings.cert_chain.clone(), settings.key.clone()];
     if let crate::net::tls::ClientAuth::Required(ca) | crate::net::tls::ClientAuth::Optional(ca) =
@@ -194,7 +222,7 @@ pub(crate) fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
 
 /// Each file's modification time and size (a rewrite within one mtime tick still changes the
 /// inode, so that is in too).
-pub(crate) fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64, u64)>> {
     use std::os::unix::fs::MetadataExt;
     files
         .iter()
