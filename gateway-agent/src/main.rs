@@ -219,6 +219,13 @@ enum MapsCommand {
         /// Map name (see `maps list`).
         name: String,
     },
+    /// The inside program's recent events (new clients, spoof attempts, policy refusals),
+    /// from the running agent.
+    Events {
+        /// Keep printing new events as they come, until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -335,6 +342,9 @@ fn main() -> ExitCode {
                 MapsCommand::Drops => maps::View::Drops,
                 MapsCommand::Clients => maps::View::Clients,
                 MapsCommand::Dump { name } => maps::View::Dump(name),
+                MapsCommand::Events { follow } => {
+                    return report(maps::events(&cfg.control.socket, follow, json));
+                }
             };
             report(maps::run(
                 &cfg.dataplane.bpf_pin_dir,

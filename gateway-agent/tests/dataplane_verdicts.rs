@@ -8,7 +8,7 @@
 use std::net::Ipv4Addr;
 
 use aya::{
-    maps::{Array, HashMap as AyaHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap as AyaHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{SchedClassifier, SkLookup, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
@@ -978,4 +978,321 @@ fn client_policies() {
         &dns_gw(),
         None,
     );
+}
+
+/// Every record in the object's `EVENTS` ring, decoded, oldest first.
+fn drain_events(ebpf: &mut Ebpf) -> Vec<dataplane::events::Decoded> {
+    let mut ring = RingBuf::try_from(ebpf.map_mut(names::EVENTS).unwrap()).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(dataplane::events::decode(&item).expect("a record of this build"));
+    }
+    out
+}
+
+fn event_stat(ebpf: &Ebpf, index: u32) -> u64 {
+    let map: PerCpuArray<_, u64> = ebpf.map(names::EVENT_STATS).unwrap().try_into().unwrap();
+    map.get(&index, 0).unwrap().iter().sum()
+}
+
+#[test]
+fn events_name_new_clients_spoofers_and_refusals_within_a_budget() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    use gateway_common::event::{EventKind, EVENTS_PER_SECOND, EVENT_STAT_THINNED};
+    let cfg = config_with(true, false, true);
+    let mut ebpf = load(Some(&cfg));
+    let allowed = client_ipv4(Ip::new(CLIENT, GATEWAY, 6), &tcp_syn(40000, 22));
+    run_xdp(&ebpf, &allowed);
+    run_xdp(&ebpf, &allowed);
+    let seen = drain_events(&mut ebpf);
+    assert_eq!(seen.len(), 1, "one new client, once: {seen:?}");
+    assert_eq!(seen[0].kind, EventKind::NewClient);
+    assert_eq!(seen[0].mac, CLIENT_MAC.into());
+    assert_eq!(seen[0].ipv4, Some(CLIENT));
+
+    // Spoofs: a source the MAC does not hold, an ARP sender MAC that is not the frame's, a
+    // DHCP chaddr that is not the sender's. The claimed address is in the event.
+    run_xdp(
+        &ebpf,
+        &client_ipv4(Ip::new(UNLEASED, ORIGIN, 6), &tcp_syn(40000, 80)),
+    );
+    run_xdp(
+        &ebpf,
+        &arp_with_frame_source(STRANGER_MAC, CLIENT_MAC, CLIENT),
+    );
+    run_xdp(
+        &ebpf,
+        &ethernet(
+            CLIENT_MAC,
+            [0xff; 6],
+            ETH_P_IP,
+            &ipv4(
+                Ip::new(Ipv4Addr::UNSPECIFIED, Ipv4Addr::BROADCAST, 17),
+                &discover(STRANGER_MAC),
+            ),
+        ),
+    );
+    let seen = drain_events(&mut ebpf);
+    let got: Vec<_> = seen.iter().map(|e| (e.kind, e.reason, e.ipv4)).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                EventKind::Spoof,
+                Some(DropReason::SpoofedSource),
+                Some(UNLEASED)
+            ),
+            (EventKind::Spoof, Some(DropReason::SpoofedArp), None),
+            (EventKind::Spoof, Some(DropReason::ChaddrMismatch), None),
+        ],
+        "{seen:?}"
+    );
+
+    // A refusal by policy names the client, not the destination.
+    let mut policies: AyaHashMap<_, MacKey, u32> = ebpf
+        .map_mut(names::CLIENT_POLICY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    policies
+        .insert(
+            MacKey::new(CLIENT_MAC),
+            gateway_common::maps::policy::PROXY_ONLY,
+            0,
+        )
+        .unwrap();
+    run_xdp(
+        &ebpf,
+        &client_ipv4(Ip::new(CLIENT, ORIGIN, 6), &tcp_syn(40000, 80)),
+    );
+    let seen = drain_events(&mut ebpf);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].kind, seen[0].reason, seen[0].ipv4),
+        (
+            EventKind::PolicyDrop,
+            Some(DropReason::Policy),
+            Some(CLIENT)
+        )
+    );
+
+    // A flood on one CPU: no more than the budget reaches the ring; the rest is counted.
+    let spoofed = client_ipv4(Ip::new(UNLEASED, ORIGIN, 6), &tcp_syn(40000, 80));
+    let xdp: &Xdp = ebpf
+        .program(programs::INSIDE_INGRESS)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let flood = 2 * EVENTS_PER_SECOND;
+    xdp.test_run(TestRunOptions {
+        data_in: Some(&spoofed),
+        repeat: flood,
+        ..Default::default()
+    })
+    .expect("BPF_PROG_TEST_RUN");
+    let sent = drain_events(&mut ebpf).len() as u64;
+    let thinned = event_stat(&ebpf, EVENT_STAT_THINNED);
+    assert!(
+        sent <= u64::from(EVENTS_PER_SECOND),
+        "{sent} events in one second"
+    );
+    assert!(thinned > 0, "nothing was thinned");
+    assert_eq!(
+        sent + thinned,
+        u64::from(flood),
+        "every event sent or counted"
+    );
+}
+
+/// `struct bpf_sk_lookup` as BPF_PROG_TEST_RUN takes it (the context, no packet).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct SkLookupCtx {
+    cookie: u64,
+    family: u32,
+    protocol: u32,
+    remote_ip4: u32,
+    remote_ip6: [u32; 4],
+    remote_port: u32,
+    local_ip4: u32,
+    local_ip6: [u32; 4],
+    local_port: u32,
+    // The test run refuses a non-zero ingress_ifindex, so it always runs as 0; the test
+    // config's inside_ifindex is 0 too (its interface does not exist here).
+    ingress_ifindex: u32,
+    _pad: u32,
+}
+
+/// `union bpf_attr`'s `test` member.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+/// Runs `inside_steer` on a lookup for `protocol` to `local`:`port`: its verdict, and the
+/// cookie of the socket it picked (0 for none). aya 0.14 has no test run for sk_lookup.
+fn run_steer(ebpf: &Ebpf, protocol: u8, local: Ipv4Addr, port: u16) -> (u32, u64) {
+    use std::os::fd::{AsFd, AsRawFd};
+    let prog: &SkLookup = ebpf
+        .program(programs::INSIDE_STEER)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let fd = prog.fd().unwrap().as_fd().as_raw_fd();
+    let ctx_in = SkLookupCtx {
+        family: libc::AF_INET as u32,
+        protocol: u32::from(protocol),
+        remote_ip4: u32::from_ne_bytes(CLIENT.octets()),
+        remote_port: u32::from(40000u16.to_be()),
+        local_ip4: u32::from_ne_bytes(local.octets()),
+        local_port: u32::from(port),
+        ..Default::default()
+    };
+    let mut ctx_out = SkLookupCtx::default();
+    let mut attr = TestRunAttr {
+        prog_fd: fd as u32,
+        repeat: 1,
+        ctx_size_in: std::mem::size_of::<SkLookupCtx>() as u32,
+        ctx_size_out: std::mem::size_of::<SkLookupCtx>() as u32,
+        ctx_in: &ctx_in as *const SkLookupCtx as u64,
+        ctx_out: &mut ctx_out as *mut SkLookupCtx as u64,
+        ..Default::default()
+    };
+    // SAFETY: attr points at live buffers of the sizes it names.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            10, // BPF_PROG_TEST_RUN
+            &mut attr as *mut TestRunAttr,
+            std::mem::size_of::<TestRunAttr>(),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "BPF_PROG_TEST_RUN: {}",
+        std::io::Error::last_os_error()
+    );
+    (attr.retval, ctx_out.cookie)
+}
+
+fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> u64 {
+    let mut cookie = 0u64;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a u64 out-parameter of the size given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "SO_COOKIE");
+    cookie
+}
+
+#[test]
+fn steering_picks_the_slot_socket_and_never_falls_through() {
+    if skip_unless_root("loads eBPF programs and runs them with BPF_PROG_TEST_RUN") {
+        return;
+    }
+    use gateway_common::maps::steer;
+    const SK_DROP: u32 = 0;
+    const SK_PASS: u32 = 1;
+    let cfg = config_with(true, false, true);
+    let mut ebpf = load(Some(&cfg));
+    let (tcp, udp_) = (6, 17);
+    let resolver = Ipv4Addr::new(203, 0, 113, 53);
+    let passes = |ebpf: &Ebpf, protocol, dst, port| {
+        let (verdict, cookie) = run_steer(ebpf, protocol, dst, port);
+        assert_eq!(
+            (verdict, cookie),
+            (SK_PASS, 0),
+            "{dst}:{port} takes the normal lookup"
+        );
+    };
+    let drops = |ebpf: &Ebpf, protocol, dst, port, why: &str| {
+        let (verdict, _) = run_steer(ebpf, protocol, dst, port);
+        assert_eq!(verdict, SK_DROP, "{why}");
+    };
+    // The gateway's own address and DHCP take the normal lookup; steered traffic with empty
+    // slots (start-up, a crash, a stop) is dropped, never handed to a host socket.
+    passes(&ebpf, tcp, GATEWAY, 22);
+    passes(&ebpf, udp_, Ipv4Addr::BROADCAST, 67);
+    drops(&ebpf, tcp, ORIGIN, 80, "TCP with an empty transparent slot");
+    drops(&ebpf, udp_, resolver, 53, "UDP DNS with an empty slot");
+    drops(&ebpf, tcp, resolver, 53, "TCP DNS with an empty slot");
+    drops(&ebpf, udp_, ORIGIN, 443, "other UDP to any host");
+
+    // With the sockets in their slots, each lookup lands on its own socket.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns_tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dns_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    {
+        let mut slots: aya::maps::SockMap<_> = ebpf
+            .map_mut(names::STEER_SOCKETS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        slots.set(steer::TCP, &listener, 0).unwrap();
+        slots.set(steer::DNS_TCP, &dns_tcp, 0).unwrap();
+        slots.set(steer::DNS_UDP, &dns_udp, 0).unwrap();
+    }
+    let picked = |ebpf: &Ebpf, protocol, dst, port| {
+        let (verdict, cookie) = run_steer(ebpf, protocol, dst, port);
+        assert_eq!(verdict, SK_PASS, "{dst}:{port}");
+        cookie
+    };
+    assert_eq!(picked(&ebpf, tcp, ORIGIN, 80), socket_cookie(&listener));
+    assert_eq!(picked(&ebpf, tcp, UPLINK, 2222), socket_cookie(&listener));
+    assert_eq!(picked(&ebpf, udp_, resolver, 53), socket_cookie(&dns_udp));
+    assert_eq!(picked(&ebpf, tcp, resolver, 53), socket_cookie(&dns_tcp));
+    drops(
+        &ebpf,
+        udp_,
+        ORIGIN,
+        443,
+        "other UDP, with every slot filled",
+    );
+    passes(&ebpf, tcp, GATEWAY, 22);
+
+    // A socket of the wrong protocol in a slot is refused by the kernel: a drop, not a pass.
+    {
+        let mut slots: aya::maps::SockMap<_> = ebpf
+            .map_mut(names::STEER_SOCKETS)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        slots.set(steer::DNS_UDP, &dns_tcp, 0).unwrap();
+    }
+    drops(
+        &ebpf,
+        udp_,
+        resolver,
+        53,
+        "UDP lookup redirected to a TCP socket",
+    );
+    // A closed socket leaves its slot: the lookup is dropped again.
+    drop(listener);
+    drops(&ebpf, tcp, ORIGIN, 80, "TCP after the listener closed");
 }

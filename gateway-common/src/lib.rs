@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod drop_reason;
+pub mod event;
 pub mod maps;
 
 pub use drop_reason::DropReason;

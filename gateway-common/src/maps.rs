@@ -38,6 +38,12 @@ pub mod names {
     /// `HashMap<MacKey, u32>`: a client's [`super::policy`] where it is not the default,
     /// written by the agent from `state.dir`.
     pub const CLIENT_POLICY: &str = "CLIENT_POLICY";
+    /// `RingBuf` of [`crate::event::Event`]s for the agent; not pinned: it belongs to the
+    /// agent that reads it.
+    pub const EVENTS: &str = "EVENTS";
+    /// `PerCpuArray<u64>`: events thinned or lost ([`crate::event::EVENT_STAT_THINNED`]…);
+    /// not pinned.
+    pub const EVENT_STATS: &str = "EVENT_STATS";
 
     /// Every map the agent pins, in display order.
     pub const ALL: &[&str] = &[

@@ -2,11 +2,15 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use gateway_common::{
+    event::EventKind,
     maps::{ClientStats, MacKey},
     DropReason,
 };
 
-use crate::maps::{CLIENT_STATS, DROPS, LOG_LIMIT};
+use crate::{
+    events,
+    maps::{CLIENT_STATS, DROPS, LOG_LIMIT},
+};
 
 /// Counts one drop under `reason`.
 #[inline(always)]
@@ -17,7 +21,8 @@ pub fn count_drop(reason: DropReason) {
     }
 }
 
-/// Accounts one frame from `mac` of `len` bytes.
+/// Accounts one frame from `mac` of `len` bytes; a MAC not seen before is reported as a
+/// new client.
 #[inline(always)]
 pub fn count_client(mac: [u8; 6], len: u64, dropped: bool, ipv4_src: u32) {
     let key = MacKey::new(mac);
@@ -42,7 +47,9 @@ pub fn count_client(mac: [u8; 6], len: u64, dropped: bool, ipv4_src: u32) {
                 _pad: 0,
             };
             // A failed insert only loses this frame's count; never a reason to drop it.
-            let _ = CLIENT_STATS.insert(&key, &stats, 0);
+            if CLIENT_STATS.insert(&key, &stats, 0).is_ok() {
+                events::report(EventKind::NewClient, None, mac, ipv4_src);
+            }
         }
     }
 }

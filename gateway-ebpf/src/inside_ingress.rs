@@ -26,6 +26,7 @@ use gateway_common::{
 
 use crate::{
     counters::{count_client, count_drop},
+    events,
     maps::{client_policy, config, leased_ipv4, OPEN_PORTS},
     packet::*,
 };
@@ -47,6 +48,9 @@ pub fn inside_ingress(ctx: XdpContext) -> u32 {
         Ok(()) => XDP_PASS,
         Err(reason) => {
             count_drop(reason);
+            if let (Some(kind), Some(mac)) = (events::for_drop(reason), pkt.mac_at(6)) {
+                events::report(kind, Some(reason), mac, seen.ipv4_src);
+            }
             XDP_DROP
         }
     }

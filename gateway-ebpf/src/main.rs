@@ -4,6 +4,7 @@
 #![no_main]
 
 mod counters;
+mod events;
 mod inside_ingress;
 mod inside_steer;
 mod inside_vlan;

@@ -3,10 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, SockMap},
+    maps::{Array, HashMap, LruPerCpuHashMap, PerCpuArray, RingBuf, SockMap},
 };
 use gateway_common::{
     drop_reason::DROP_REASON_COUNT,
+    event::{EventBudget, EVENTS_RING_BYTES, EVENT_STATS_LEN},
     maps::{
         steer, ClientStats, DataplaneConfig, LeaseValue, MacKey, PortKey, MAX_CLIENTS, MAX_LEASES,
         MAX_OPEN_PORTS,
@@ -45,6 +46,18 @@ pub static CLIENT_POLICY: HashMap<MacKey, u32> = HashMap::with_max_entries(MAX_L
 /// The sockets steered inside traffic goes to, by `steer` slot; filled by the agent.
 #[map(name = "STEER_SOCKETS")]
 pub static STEER_SOCKETS: SockMap = SockMap::with_max_entries(steer::SLOTS, 0);
+
+/// Events for the agent (`crate::events`): who was new, who spoofed, who was refused.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Events thinned by the budget or lost to a full ring, per CPU.
+#[map(name = "EVENT_STATS")]
+pub static EVENT_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVENT_STATS_LEN, 0);
+
+/// Each CPU's event budget for the current second. Not pinned.
+#[map(name = "EVENT_BUDGET")]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// When each CPU last logged a guard record (ns since boot): guard logs are rate limited, so a
 /// sender who can trigger them cannot flood the journal. Not pinned: a restart starts afresh.

@@ -154,6 +154,25 @@ impl TestLab {
         })
     }
 
+    /// `maps events --json [extra…]`: one JSON object per line, parsed. `extra` may be
+    /// `--follow`: wrap it in `timeout` (`prefix`) so it ends.
+    pub fn events(&self, config: &Path, prefix: &[&str], extra: &[&str]) -> Vec<serde_json::Value> {
+        let bin = agent_bin();
+        let mut all: Vec<&str> = prefix.to_vec();
+        all.extend_from_slice(&[path_str(&bin), "--config", path_str(config)]);
+        all.extend_from_slice(&["maps", "events", "--json"]);
+        all.extend_from_slice(extra);
+        let out = self.exec("gw", all[0], &all[1..]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|err| {
+                    fail(format_args!("`maps events` printed {line:?}: {err}"))
+                })
+            })
+            .collect()
+    }
+
     /// The drop counter for `reason` (its name as `maps drops` prints it).
     pub fn drops(&self, config: &Path, reason: &str) -> u64 {
         let drops = self.cli_json(config, &["maps", "drops"]);

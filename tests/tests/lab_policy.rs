@@ -78,6 +78,42 @@ fn policies_limit_clients_and_survive_a_restart() {
     );
     assert!(lab.drops(&cfg, "policy") > before);
 
+    // Events: c1 was new; c2's refusals name c2 (not where it was going); `--follow` shows
+    // one as it happens.
+    let events = lab.events(&cfg, &[], &[]);
+    let has = |events: &[serde_json::Value], kind: &str, mac: &str, after: u64| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["mac"] == mac && e["seq"].as_u64() > Some(after))
+    };
+    assert!(has(&events, "new_client", &c1, 0), "{events:?}");
+    assert!(has(&events, "policy_drop", &c2, 0), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["ipv4"] != gateway && e["ipv4"] != lab::ORIGIN_IP),
+        "an event names a destination: {events:?}"
+    );
+    let last = events.last().and_then(|e| e["seq"].as_u64()).unwrap_or(0);
+    let followed = std::thread::scope(|scope| {
+        let follower = scope.spawn(|| lab.events(&cfg, &["timeout", "6"], &["--follow"]));
+        // Ordering, not timing: the follower has printed what was there and is waiting.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        assert_eq!(dig(&lab, "c2", gateway), None);
+        follower
+            .join()
+            .unwrap_or_else(|_| fail("the follower thread"))
+    });
+    assert!(
+        has(&followed, "policy_drop", &c2, last),
+        "--follow did not show the new refusal: {followed:?}"
+    );
+    let counted = gateway_tests::metric(
+        &lab.metrics(),
+        r#"gateway_dataplane_events_total{kind="policy_drop"}"#,
+    );
+    assert!(counted > Some(0), "events not in the metrics");
+
     // The policies are in the state file and back after a restart, before anyone asks.
     assert!(agent.terminate().success());
     let agent = Agent::start(&lab, &cfg);

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use super::table;
 use crate::{
     control::client,
-    dataplane::{inspect, pins::PinLayout},
+    dataplane::{events::EventPage, inspect, pins::PinLayout},
 };
 
 /// Which map view to print.
@@ -116,6 +116,61 @@ fn print(pins: &PinLayout, view: &View, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the running agent's recent events; with `follow`, keeps asking for new ones every
+/// half second until the agent goes away (an error) or the user interrupts.
+pub fn events(socket: &Path, follow: bool, json: bool) -> Result<()> {
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        let value = client::operate(
+            socket,
+            "dataplane",
+            "events",
+            serde_json::json!({ "after": after }),
+        )
+        .context("events come from the running agent")?;
+        let page: EventPage =
+            serde_json::from_value(value).context("the agent's events are not readable")?;
+        if page.missed > 0 && !first {
+            eprintln!(
+                "({} events came and went before they could be shown)",
+                page.missed
+            );
+        }
+        if !json && first && (page.thinned > 0 || page.lost > 0) {
+            eprintln!(
+                "note: the program left out {} events over its budget and lost {} to a full ring",
+                page.thinned, page.lost
+            );
+        }
+        for event in &page.events {
+            if json {
+                print_json(event)?;
+            } else {
+                println!(
+                    "{}  {:<11}  {}  {:<15}  {}",
+                    event.at,
+                    event.kind,
+                    event.mac,
+                    event
+                        .ipv4
+                        .map(|ip| ip.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    event.reason.as_deref().unwrap_or("-"),
+                );
+            }
+        }
+        after = page.last;
+        first = false;
+        if !follow {
+            return Ok(());
+        }
+        use std::io::Write;
+        std::io::stdout().flush().context("writing events")?;
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {

@@ -5,6 +5,7 @@
 mod attach;
 pub mod config;
 pub mod detach;
+pub mod events;
 pub mod inspect;
 pub mod lease_maps;
 mod log_forward;
@@ -39,6 +40,8 @@ pub struct Dataplane {
     steer: steering::SteerSlots,
     pins: PinLayout,
     log_task: tokio::task::JoinHandle<()>,
+    events_task: tokio::task::JoinHandle<()>,
+    events: events::EventFeed,
 }
 
 /// What `status` reports about the dataplane.
@@ -77,6 +80,7 @@ impl Dataplane {
         }
         let mut ebpf = object::load()?;
         let log_task = log_forward::spawn(&mut ebpf)?;
+        let (events_task, events) = events::spawn(&mut ebpf)?;
         settings::write(&mut ebpf, cfg, uplink_mac)?;
         // Before any program attaches: a blocked client stays blocked across the restart.
         let policies = policy::load(&policy::file(&cfg.state.dir))?;
@@ -144,6 +148,8 @@ impl Dataplane {
             steer,
             pins,
             log_task,
+            events_task,
+            events,
         })
     }
 
@@ -160,6 +166,11 @@ impl Dataplane {
     /// Where its maps are pinned, for readers such as the drop counters' ([`inspect::drops`]).
     pub fn pins(&self) -> PinLayout {
         self.pins.clone()
+    }
+
+    /// The programs' events (new clients, spoof attempts, policy refusals).
+    pub fn events(&self) -> events::EventFeed {
+        self.events.clone()
     }
 
     /// What is attached where.
@@ -183,6 +194,7 @@ impl Dataplane {
     /// programs in place. `gateway-agent dataplane detach` is the only way out.
     pub fn stop(self) {
         self.log_task.abort();
+        self.events_task.abort();
         tracing::info!(
             pins = %self.pins.dir().display(),
             "the programs stay attached (fail closed); `gateway-agent dataplane detach` removes them"

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::events::EventFeed;
 use super::policy::{self, Policy};
 use super::{inspect, inspect::DropCount, Dataplane, DataplaneStatus};
 use crate::mac::MacAddr;
@@ -53,7 +54,8 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         };
         let view = Arc::new(
             DataplaneView::new(dataplane.status(), Box::new(move || inspect::drops(&pins)))
-                .with_policies(policies),
+                .with_policies(policies)
+                .with_events(dataplane.events()),
         );
         let running = Running::new(view, move || async move {
             dataplane.stop();
@@ -117,6 +119,7 @@ pub struct DataplaneView {
     /// The counters could not be read last time (said once, not on every scrape).
     drops_failing: AtomicBool,
     policies: Option<PolicyOps>,
+    events: Option<EventFeed>,
 }
 
 impl DataplaneView {
@@ -127,7 +130,14 @@ impl DataplaneView {
             drops,
             drops_failing: AtomicBool::new(false),
             policies: None,
+            events: None,
         }
+    }
+
+    /// Also serves `events` (`gateway-agent maps events`) and counts them in the metrics.
+    pub fn with_events(mut self, events: EventFeed) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// Also serves `policies` and `set_policy` (`gateway-agent clients`).
@@ -180,26 +190,57 @@ impl ServiceView for DataplaneView {
 
     fn metrics(&self, out: &mut Exposition) {
         metrics(out, &self.status, self.read_drops().as_deref());
+        if let Some(events) = &self.events {
+            event_metrics(out, events);
+        }
     }
 
     fn operations(&self) -> &'static [&'static str] {
-        if self.policies.is_some() {
-            &["policies", "set_policy"]
-        } else {
-            &[]
+        match (&self.policies, &self.events) {
+            (Some(_), Some(_)) => &["policies", "set_policy", "events"],
+            (Some(_), None) => &["policies", "set_policy"],
+            (None, Some(_)) => &["events"],
+            (None, None) => &[],
         }
     }
 
     fn operate(&self, operation: &str, args: Value) -> service::BoxFuture<'_, Result<Value>> {
-        let result = match (&self.policies, operation) {
-            (Some(ops), "policies") => ops.table(),
-            (Some(ops), "set_policy") => ops.set(&args),
+        let result = match (operation, &self.policies, &self.events) {
+            ("policies", Some(ops), _) => ops.table(),
+            ("set_policy", Some(ops), _) => ops.set(&args),
+            ("events", _, Some(events)) => {
+                let after = args["after"].as_u64().unwrap_or(0);
+                serde_json::to_value(events.page(after)).context("encoding the events")
+            }
             _ => Err(anyhow::anyhow!(
                 "the dataplane service has no operation {operation:?}"
             )),
         };
         Box::pin(async move { result })
     }
+}
+
+/// Events by kind, and what the programs did not send.
+fn event_metrics(out: &mut Exposition, events: &EventFeed) {
+    let (counts, thinned, lost) = events.counts();
+    let mut family = out.family(
+        "gateway_dataplane_events_total",
+        Kind::Counter,
+        "Events the inside program reported (new clients, spoof attempts, policy refusals).",
+    );
+    for (kind, count) in counts {
+        family.sample(&[("kind", kind)], count);
+    }
+    out.counter(
+        "gateway_dataplane_events_thinned_total",
+        "Events the inside program did not send, over its per-CPU budget.",
+        thinned,
+    );
+    out.counter(
+        "gateway_dataplane_events_lost_total",
+        "Events lost because the ring buffer was full.",
+        lost,
+    );
 }
 
 /// The dataplane's families: programs attached, and drops by reason (left out, rather than
