@@ -166,26 +166,52 @@ fn nothing_leaves_the_uplink_but_tor() {
     // The lab's Tor network stopped: still nothing but the relays, and no answers.
     lab_tor::stop(&lab.lab).expect("stopping the lab's Tor network");
     let capture = Capture::start(&lab, "up", &port, "tor-stopped");
+    // No page, and no hanging either: the connection is reset (curl 56 or 52), not left to
+    // time out (28). The first attempt meets arti's retries until the agent's own bound
+    // (30 s); from then on the agent knows Tor is unreachable and refuses at once.
+    let out = lab.exec("c1", "curl", &["-s", "-S", "-m", "45", &origin]);
+    assert!(!out.status.success(), "a page without Tor");
     assert!(
-        curl(&lab, "c1", &origin, 20).is_none(),
-        "a page without Tor"
+        matches!(out.status.code(), Some(52 | 56)),
+        "without Tor curl got {:?} ({}), not a reset",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim()
     );
-    // Nobody asked for the origin's name before: no cached answer to hide behind.
+    // Now the agent knows: the next stream is reset at once (well inside the probe interval,
+    // after which one attempt is let through to find out whether Tor is back). The reset can
+    // beat curl's connect check (7) or come after it (56, 52).
+    let out = lab.exec("c1", "curl", &["-s", "-S", "-m", "4", &origin]);
+    assert!(
+        matches!(out.status.code(), Some(7 | 52 | 56)),
+        "with Tor known to be down curl got {:?} ({}), not an immediate reset",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let status = lab.cli_json(&cfg, &["status"]);
+    assert_eq!(status["tor"]["reachable"], false, "{}", status["tor"]);
+    // Nobody asked for the origin's name before: no cached answer to hide behind. The
+    // answer is SERVFAIL, not silence.
     let dig = lab.exec(
         "c1",
         "dig",
-        &[
-            "+short",
-            "+time=10",
-            "+tries=1",
-            "@203.0.113.53",
-            lab::ORIGIN_NAME,
-        ],
+        &["+time=45", "+tries=1", "@203.0.113.53", lab::ORIGIN_NAME],
+    );
+    let dig_out = String::from_utf8_lossy(&dig.stdout);
+    assert!(
+        !dig_out.contains(lab::ORIGIN_IP),
+        "an answer without Tor: {dig_out}"
     );
     assert!(
-        !String::from_utf8_lossy(&dig.stdout).contains(lab::ORIGIN_IP),
-        "an answer without Tor: {}",
-        String::from_utf8_lossy(&dig.stdout)
+        dig_out.contains("status: SERVFAIL"),
+        "without Tor DNS got no SERVFAIL: {dig_out}"
+    );
+    // Spoof attempts of the batteries are events naming the sender's MAC.
+    let events = lab.events(&cfg, &[], &[]);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "spoof" && e["mac"] == c2_mac.as_str()),
+        "no spoof event from c2: {events:?}"
     );
     battery(&lab, "c1", &gateway_mac, &c1_ip, &uplink);
     let others = capture.stop(&format!("{} and not ({})", from_gateway(&lab), allowed()));

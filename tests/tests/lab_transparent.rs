@@ -173,6 +173,33 @@ fn inside_tcp_goes_through_tor_without_proxy_settings_and_never_falls_through() 
     let status = lab.cli_json(&cfg, &["status"])["transparent"].clone();
     assert!(status["streams"].as_u64() >= Some(1), "{status}");
 
+    // proxy-only: the SOCKS port still takes c1 to the origin (through Tor); the same page
+    // without proxy settings is refused and counted as a policy drop.
+    let c1_mac = lab.mac("c1");
+    let set = |policy: &str| {
+        let out = lab.cli(&cfg, &["clients", "set", &c1_mac, policy]);
+        assert!(out.status.success(), "clients set {policy}");
+    };
+    set("proxy-only");
+    let before = lab.drops(&cfg, "policy");
+    assert!(fetch(&lab, &url, 10).is_none(), "proxy-only was steered");
+    assert!(
+        lab.drops(&cfg, "policy") > before,
+        "the refusal is not counted"
+    );
+    let socks = format!("{}:9050", lab::GATEWAY_INSIDE_IP);
+    let out = lab.exec(
+        "c1",
+        "curl",
+        &["-s", "-f", "-m", "60", "--socks5-hostname", &socks, &url],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gateway lab origin"),
+        "proxy-only could not use the SOCKS port: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    set("transparent");
+
     // Port 2222 by the origin's address and by the uplink address: steered to Tor, never to
     // the host's own listener on 0.0.0.0:2222.
     for target in [lab::ORIGIN_IP, uplink.as_str()] {

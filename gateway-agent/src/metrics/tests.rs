@@ -190,6 +190,8 @@ fn sample_status() -> Services {
             attempts: 2,
             isolation_groups: 5,
             isolation_groups_created: 8,
+            reachable: true,
+            unreachable_secs: None,
         }),
         socks: Some(SocksStats {
             connections: 301,

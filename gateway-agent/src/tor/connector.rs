@@ -1,10 +1,11 @@
 //! The `tor` connector: streams through the embedded Tor client, one isolation group per
-//! [`Isolation`] key. Refuses while Tor is not bootstrapped; never falls back to `direct`.
+//! [`Isolation`] key. Refuses while Tor is not bootstrapped or cannot reach its network
+//! ([`super::health`]); never falls back to `direct`.
 
 use arti_client::config::BoolOrAuto;
 use futures::future::BoxFuture;
 
-use super::{egress_error, Tor};
+use super::Tor;
 use crate::egress::{is_onion, BoxStream, Connector, EgressError, Host, Isolation, Target};
 
 /// Opens streams through Tor: names are resolved by the exit, `.onion` names reach onion
@@ -33,12 +34,16 @@ impl Connector for TorConnector {
             let client = self.tor.client();
             let stream = match &target.host {
                 Host::Name(name) => {
-                    if is_onion(name) {
+                    let onion = is_onion(name);
+                    if onion {
                         prefs.connect_to_onion_services(BoolOrAuto::Explicit(true));
                     }
-                    client
-                        .connect_with_prefs((name.as_str(), target.port), &prefs)
-                        .await
+                    self.tor
+                        .attempt(
+                            onion,
+                            client.connect_with_prefs((name.as_str(), target.port), &prefs),
+                        )
+                        .await?
                 }
                 Host::Ip(ip) => {
                     // An address target is what the client asked for; arti's address filter
@@ -48,13 +53,12 @@ impl Connector for TorConnector {
                         target.port,
                     ))
                     .map_err(|err| EgressError::Refused(err.to_string()))?;
-                    client.connect_with_prefs(addr, &prefs).await
+                    self.tor
+                        .attempt(false, client.connect_with_prefs(addr, &prefs))
+                        .await?
                 }
             };
-            match stream {
-                Ok(stream) => Ok(Box::new(stream) as BoxStream),
-                Err(err) => Err(egress_error(&err)),
-            }
+            Ok(Box::new(stream) as BoxStream)
         })
     }
 

@@ -9,13 +9,15 @@
 pub mod config;
 mod connector;
 mod dns_upstream;
+pub mod health;
 mod isolation;
 pub(crate) mod service;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use arti_client::config::TorClientConfigBuilder;
@@ -36,8 +38,12 @@ pub use service::SERVICE;
 const FIRST_RETRY: Duration = Duration::from_secs(2);
 /// The longest pause between bootstrap attempts.
 const MAX_RETRY: Duration = Duration::from_secs(60);
-/// A lookup that takes longer fails (arti has its own, longer, circuit timeouts).
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A stream or lookup that takes longer fails, and counts as Tor being unreachable
+/// ([`health`]): arti's own circuit retries last a minute, which a client would spend
+/// hanging. Onion services are slower to reach and get [`ONION_TIMEOUT`].
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The same for a stream to an onion service; running out says nothing about the network.
+const ONION_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// What the Tor client needs from the configuration.
 #[derive(Debug, Clone)]
@@ -72,6 +78,11 @@ pub struct TorStatus {
     pub isolation_groups: u64,
     /// Isolation groups created since start.
     pub isolation_groups_created: u64,
+    /// Whether the last attempts reached the Tor network ([`health`]); while not, streams
+    /// and lookups are refused at once, with a probe every few seconds.
+    pub reachable: bool,
+    /// For how long it has been unreachable, in seconds.
+    pub unreachable_secs: Option<u64>,
 }
 
 /// Name lookups through Tor exits, as the SOCKS RESOLVE extensions and the DNS forwarder
@@ -104,6 +115,7 @@ struct Inner {
     status: Mutex<TorStatus>,
     groups: Mutex<IsolationGroups>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    health: health::Health,
 }
 
 impl Drop for Inner {
@@ -133,6 +145,7 @@ impl Tor {
             status: Mutex::new(TorStatus::default()),
             groups: Mutex::new(IsolationGroups::new(MAX_ISOLATION_GROUPS)),
             tasks: Mutex::new(Vec::new()),
+            health: health::Health::default(),
         });
         let weak = Arc::downgrade(&inner);
         let events = inner.client.bootstrap_events();
@@ -150,6 +163,9 @@ impl Tor {
         let groups = lock(&self.inner.groups);
         status.isolation_groups = groups.len() as u64;
         status.isolation_groups_created = groups.created();
+        let since = self.inner.health.unreachable_since();
+        status.reachable = since.is_none();
+        status.unreachable_secs = since.map(|at| at.elapsed().as_secs());
         status
     }
 
@@ -195,6 +211,58 @@ impl Tor {
         }
     }
 
+    /// Runs one stream or lookup attempt: refused at once while Tor is unreachable (except
+    /// the probe), bounded by [`ATTEMPT_TIMEOUT`] (`onion`: [`ONION_TIMEOUT`]), its outcome
+    /// noted.
+    pub(crate) async fn attempt<T>(
+        &self,
+        onion: bool,
+        attempt: impl Future<Output = Result<T, arti_client::Error>>,
+    ) -> Result<T, EgressError> {
+        self.check_ready()?;
+        if let health::Gate::Closed(since) = self.inner.health.gate(Instant::now()) {
+            return Err(EgressError::NotReady(format!(
+                "Tor cannot reach its network (for {} s); trying again every {} s",
+                since.elapsed().as_secs(),
+                health::PROBE_INTERVAL.as_secs()
+            )));
+        }
+        let limit = if onion {
+            ONION_TIMEOUT
+        } else {
+            ATTEMPT_TIMEOUT
+        };
+        let (result, outcome) = match tokio::time::timeout(limit, attempt).await {
+            Ok(Ok(value)) => (Ok(value), health::Outcome::Carried),
+            Ok(Err(err)) => (
+                Err(egress_error(&err)),
+                health::Outcome::of_error(err.kind()),
+            ),
+            Err(_) => (
+                Err(EgressError::Unreachable(format!(
+                    "Tor did not get through in {} s",
+                    limit.as_secs()
+                ))),
+                if onion {
+                    health::Outcome::Unknown
+                } else {
+                    health::Outcome::Unreachable
+                },
+            ),
+        };
+        if self.inner.health.record(outcome, Instant::now()) {
+            match outcome {
+                health::Outcome::Carried => tracing::info!("Tor reaches its network again"),
+                _ => tracing::warn!(
+                    "Tor cannot reach its network: streams and lookups are refused at once, \
+                     with a probe every {} s",
+                    health::PROBE_INTERVAL.as_secs()
+                ),
+            }
+        }
+        result
+    }
+
     /// Stops the background tasks; clones that still exist refuse from then on.
     pub fn stop(&self) {
         for task in lock(&self.inner.tasks).drain(..) {
@@ -213,12 +281,8 @@ impl Resolve for Tor {
         Box::pin(async move {
             self.check_ready()?;
             let prefs = self.prefs(isolation);
-            let lookup = self.client().resolve_with_prefs(name, &prefs);
-            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                Ok(Ok(addrs)) => Ok(addrs),
-                Ok(Err(err)) => Err(egress_error(&err)),
-                Err(_) => Err(EgressError::Unreachable("Tor lookup timed out".to_owned())),
-            }
+            self.attempt(false, self.client().resolve_with_prefs(name, &prefs))
+                .await
         })
     }
 
@@ -230,12 +294,8 @@ impl Resolve for Tor {
         Box::pin(async move {
             self.check_ready()?;
             let prefs = self.prefs(isolation);
-            let lookup = self.client().resolve_ptr_with_prefs(addr, &prefs);
-            match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                Ok(Ok(names)) => Ok(names),
-                Ok(Err(err)) => Err(egress_error(&err)),
-                Err(_) => Err(EgressError::Unreachable("Tor lookup timed out".to_owned())),
-            }
+            self.attempt(false, self.client().resolve_ptr_with_prefs(addr, &prefs))
+                .await
         })
     }
 }

@@ -45,10 +45,10 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
 fn summary(tor: &TorStatus) -> Vec<String> {
     vec![format!(
         "{} ({}%: {}), {} isolation groups{}",
-        if tor.bootstrapped {
-            "ready"
-        } else {
-            "not ready"
+        match (tor.bootstrapped, tor.unreachable_secs) {
+            (false, _) => "not ready".to_string(),
+            (true, Some(secs)) => format!("network unreachable for {secs} s, refusing at once"),
+            (true, None) => "ready".to_string(),
         },
         tor.percent,
         tor.progress,
@@ -66,6 +66,11 @@ pub(crate) fn metrics(out: &mut Exposition, tor: &TorStatus) {
         "gateway_tor_bootstrapped",
         "1 if the Tor client can open streams, else 0.",
         u64::from(tor.bootstrapped),
+    );
+    out.gauge(
+        "gateway_tor_reachable",
+        "1 if the last Tor attempts reached the network, else 0 (streams are refused at once).",
+        u64::from(tor.reachable),
     );
     out.gauge(
         "gateway_tor_bootstrap_percent",
