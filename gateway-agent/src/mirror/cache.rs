@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::error::FetchError;
 use super::flight::Flights;
+use super::lease::Leases;
 use super::pulls::PullClock;
 use super::tags::TagClock;
 use super::upstream::{UpstreamClient, UpstreamError, UpstreamStats};
@@ -81,6 +82,8 @@ pub struct Cache {
     pub(super) tags: TagClock,
     pub(super) flights: Flights,
     pub(super) pulls: PullClock,
+    /// The blobs fetches and responses are using, spared by eviction.
+    pub(super) leases: Arc<Leases>,
     pub(super) counters: Counters,
     /// One manifest fetch per (repository, reference) at a time.
     manifest_locks: Mutex<HashMap<(RepoName, String), ManifestLock>>,
@@ -108,9 +111,22 @@ impl Cache {
             tags,
             flights: Flights::default(),
             pulls,
+            leases: Arc::new(Leases::default()),
             counters: Counters::default(),
             manifest_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same cache with another pull window (how long a blob stays in use after its
+    /// last request; [`super::lease::PULL_WINDOW`] unless set).
+    pub fn with_pull_window(mut self, window: std::time::Duration) -> Self {
+        self.leases = Arc::new(Leases::new(window));
+        self
+    }
+
+    /// What its fetches and responses are using.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
     }
 
     /// The counters now.

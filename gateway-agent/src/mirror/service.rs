@@ -18,6 +18,7 @@ use super::admin as mirror_admin;
 use super::api::Mirror;
 use super::cache::{Cache, CacheStats};
 use super::config::Upstream;
+use super::lease::Leases;
 use super::pulls::PullClock;
 use super::server::{MirrorServer, ServerSettings};
 use super::tags::TagClock;
@@ -341,6 +342,8 @@ pub struct StoredUpstream {
     pub pulls: PullClock,
     /// One-component names are `library/<name>` in its cache.
     pub library: bool,
+    /// What its pulls are using (none without an agent).
+    pub leases: Arc<Leases>,
 }
 
 fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
@@ -352,6 +355,7 @@ fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
             store: cache.store().clone(),
             pulls: cache.pulls().clone(),
             library: cache.library(),
+            leases: cache.leases().clone(),
         })
         .collect()
 }
@@ -369,6 +373,8 @@ pub fn open_shelves(cfg: &Config) -> Result<Vec<StoredUpstream>> {
             store: stores[&upstream.name].clone(),
             pulls: pull_clock(&dir, &upstream.name),
             library: upstream.library,
+            // No agent, no pull in progress.
+            leases: Arc::new(Leases::new(Duration::ZERO)),
         })
         .collect())
 }
@@ -423,7 +429,13 @@ pub fn run(
                 .iter()
                 .find(|shelf| shelf.name == ns)
                 .with_context(|| format!("the mirror has no upstream {ns:?}"))?;
-            let purged = mirror_admin::purge(&*shelf.store, &shelf.pulls, &repo, tag.as_ref())?;
+            let purged = mirror_admin::purge(
+                &*shelf.store,
+                &shelf.pulls,
+                &shelf.leases,
+                &repo,
+                tag.as_ref(),
+            )?;
             let mut value = service::to_json(&purged);
             value["upstream"] = Value::String(ns);
             value["repository"] = Value::String(repo.to_string());
@@ -436,6 +448,7 @@ pub fn run(
                     name: &shelf.name,
                     store: &*shelf.store,
                     pulls: &shelf.pulls,
+                    leases: &shelf.leases,
                 })
                 .collect();
             return Ok(service::to_json(&mirror_admin::evict(&view, max)?));

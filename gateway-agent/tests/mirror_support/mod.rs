@@ -663,7 +663,10 @@ impl MirrorUnderTest {
             let client = UpstreamClient::new(upstream, connector.clone(), tls, credentials);
             let tags = TagClock::new(Seconds::new(tag_ttl).as_duration());
             let pulls = PullClock::new(dir.join("cache").join(format!("{name}.pulls")));
-            caches.insert(name, Arc::new(Cache::new(client, store, tags, pulls)));
+            // No pull window: an image is in use only while a request for it runs, so the
+            // eviction tests need not wait the window out.
+            let cache = Cache::new(client, store, tags, pulls).with_pull_window(Duration::ZERO);
+            caches.insert(name, Arc::new(cache));
         }
         let mirror = Arc::new(Mirror::new(caches, default, max_bytes));
         let server = MirrorServer::start(
