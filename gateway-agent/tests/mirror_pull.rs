@@ -539,3 +539,52 @@ async fn eviction_never_takes_a_blob_from_a_pull_in_progress() {
     let held: u64 = store.stored_blobs().unwrap().iter().map(|b| b.size).sum();
     assert!(held <= (48 << 20) + (1 << 20), "{held} bytes held");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_cached_for_one_repository_serves_another_the_upstream_allows() {
+    if !tools_present() {
+        return;
+    }
+    let w = world(600).await;
+    // The same seed: the same config and layer in two repositories (a shared base layer).
+    let first = w.upstream.seed("library/one", "v1", &[500_000], 51);
+    let second = w.upstream.seed("library/two", "v1", &[500_000], 51);
+    let (layer, data) = &first.layers[0];
+    assert_eq!(layer, &second.layers[0].0);
+    pull(&w.mirror, "one", &first).await;
+    pull(&w.mirror, "two", &second).await;
+    // Asked about once for "two" (a HEAD), fetched once in all.
+    assert_eq!(
+        w.upstream
+            .served("GET", &format!("/v2/library/one/blobs/{layer}")),
+        1
+    );
+    assert_eq!(
+        w.upstream
+            .served("GET", &format!("/v2/library/two/blobs/{layer}")),
+        0
+    );
+    assert_eq!(
+        w.upstream
+            .served("HEAD", &format!("/v2/library/two/blobs/{layer}")),
+        1
+    );
+    let stats = w.mirror.cache("hub.test").stats();
+    assert_eq!((stats.blob_fetches, stats.blob_mounts), (1, 1), "{stats:?}");
+
+    // A repository the upstream does not have it in gets the upstream's answer, and no link.
+    let _other = w.upstream.seed("library/three", "v1", &[1_000], 52);
+    let refused = w
+        .mirror
+        .get("GET", &format!("/v2/three/blobs/{layer}"))
+        .await;
+    assert_eq!(refused.status, 404, "{refused:?}");
+    assert_eq!(refused.json()["errors"][0]["code"], "BLOB_UNKNOWN");
+    let store = &w.mirror.stores["hub.test"];
+    assert!(store
+        .blob_size(&"library/three".parse().unwrap(), layer, false)
+        .unwrap()
+        .is_none());
+    assert!(refused.body != *data);
+    assert_eq!(w.mirror.cache("hub.test").stats().blob_mounts, 1);
+}

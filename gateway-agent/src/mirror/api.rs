@@ -167,6 +167,11 @@ impl Mirror {
                 if request.method() == Method::HEAD {
                     return head_blob(cache, caller, request, &name, &repo, &digest).await;
                 }
+                // Cached for another repository: shared if the upstream has it in this one.
+                cache
+                    .share_blob(&repo, &digest)
+                    .await
+                    .map_err(|error| fetch_error(cache, &error, ErrorCode::BlobUnknown))?;
                 // Held until the response is made (a cached blob's file is open by then;
                 // a streamed one holds its own lease for the body).
                 let _lease = cache.leases().hold(&digest);
