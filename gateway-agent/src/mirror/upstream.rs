@@ -1,8 +1,11 @@
 //! The mirror's HTTP client for one upstream registry: every stream through the service's
 //! [`Connector`] (Tor unless `mirror.egress = "direct"`), TLS 1.3 for `https` (the system roots
-//! or the upstream's `ca`), the token dance of [`super::auth`] on a `401`, and redirects
-//! followed (blob downloads often go to a CDN), without the `Authorization` header when they
-//! leave the upstream's origin.
+//! or the upstream's `ca`; a certificate that does not verify is [`UpstreamError::Invalid`],
+//! a 502, not "unreachable"), the token dance of [`super::auth`] on a `401` (or the
+//! credentials as `Basic` to the upstream's own origin, when it asks for that), and redirects
+//! followed (blob downloads often go to a CDN): at most 5 (`MAX_REDIRECTS`), never from `https`
+//! to `http`, without the `Authorization` header from the first hop that leaves the
+//! upstream's origin on.
 //!
 //! Each request has its own connection: over Tor a stream is cheap next to a layer, and it
 //! keeps one slow blob from holding up a manifest behind it.
