@@ -272,3 +272,31 @@ fn shipped_configs_only_lack_their_interfaces_here() {
         }
     }
 }
+
+#[test]
+fn a_mirror_credentials_file_others_can_read_is_refused_by_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let credentials = dir.path().join("private.credentials");
+    std::fs::write(&credentials, "ci:secret\n").expect("write credentials");
+    let text = base(&format!(
+        "[[mirror.upstreams]]\nname = \"private.test\"\nurl = \"https://registry.private.test\"\n\
+         credentials = {:?}\n",
+        credentials.display().to_string()
+    ));
+    let path = write(dir.path(), "credentials", &text);
+    let line = format!("{}: mirror.upstreams[0].credentials: ", path.display());
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let output = check_config(&path);
+    let stderr = stderr(&output);
+    assert!(!output.status.success());
+    let named = stderr.lines().find(|l| l.starts_with(&line));
+    assert!(
+        named.is_some_and(|l| l.contains("chmod 600") && !l.contains("secret")),
+        "{stderr}"
+    );
+    // Made private, only the (absent) interfaces are left.
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let stderr = self::stderr(&check_config(&path));
+    assert!(!stderr.contains("mirror.upstreams"), "{stderr}");
+}

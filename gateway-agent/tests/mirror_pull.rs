@@ -420,3 +420,172 @@ async fn over_the_bound_the_least_recently_pulled_image_goes() {
     let path = format!("/v2/library/old/blobs/{old_layer}");
     assert_eq!(upstream.served("GET", &path), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eviction_never_takes_a_blob_from_a_pull_in_progress() {
+    use tokio::io::AsyncReadExt;
+    if !tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenService::start(dir.path(), "tokens", None);
+    let upstream = Upstream::start(dir.path(), &tokens.realm(), dir.path());
+    // Far larger than what the sockets and curl buffer (here tcp_rmem's ceiling is 32 MiB,
+    // and a receiver that does not read does not grow its window), so the mirror is still
+    // sending it when the client stops reading.
+    let big = upstream.seed("library/big", "1", &[64 << 20], 31);
+    let small = upstream.seed("library/small", "1", &[2 << 20], 32);
+    // Room for the big image, not for both.
+    let mirror = MirrorUnderTest::bounded(
+        dir.path(),
+        vec![(upstream_config("hub.test", &upstream.url()), None)],
+        Arc::new(Loopback::default()),
+        600,
+        (64 << 20) + (1 << 20),
+    )
+    .await;
+    let store = mirror.stores["hub.test"].clone();
+    let repo = |name: &str| -> gateway_agent::registry::names::RepoName { name.parse().unwrap() };
+    let (layer, data) = &big.layers[0];
+
+    // A pull of the big image: its manifest, then its layer, read only a little.
+    let manifest = mirror.get("GET", "/v2/big/manifests/1").await;
+    assert_eq!(manifest.status, 200, "{manifest:?}");
+    let mut curl = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "120", "--cacert"])
+        .arg(&mirror.ca)
+        .arg("--cert")
+        .arg(mirror.bundle.join("client.cert"))
+        .arg("--key")
+        .arg(mirror.bundle.join("client.key"))
+        .args([
+            "--resolve",
+            &format!("mirror.home.arpa:{}:127.0.0.1", mirror.addr.port()),
+        ])
+        .arg(format!(
+            "https://mirror.home.arpa:{}/v2/big/blobs/{layer}",
+            mirror.addr.port()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = curl.stdout.take().unwrap();
+    let mut body = vec![0u8; 64 << 10];
+    stdout.read_exact(&mut body).await.unwrap();
+    // The fetch goes on without the client and commits the layer.
+    let committed = gateway_tests::eventually(Duration::from_secs(30), || {
+        store
+            .blob_size(&repo("library/big"), layer, false)
+            .unwrap()
+            .is_some()
+    });
+    assert!(committed, "the big layer was never committed");
+
+    // Meanwhile another image is pulled: the caches are over the bound, and the big image is
+    // no longer the one pulled last.
+    pull(&mirror, "small", &small).await;
+    let evicting = mirror.mirror.clone();
+    let evicted = tokio::task::spawn_blocking(move || evicting.evict())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // The client reads on: every byte, a clean end.
+    stdout.read_to_end(&mut body).await.unwrap();
+    let status = curl.wait().await.unwrap();
+    let mut stderr = String::new();
+    curl.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        status.success(),
+        "the pull in progress broke off ({status}: {stderr}); eviction: {evicted:?}"
+    );
+    assert!(body == *data, "the layer's bytes differ");
+    assert!(
+        store
+            .manifest(&repo("library/big"), &big.digest)
+            .unwrap()
+            .is_some(),
+        "the image being pulled was evicted: {evicted:?}"
+    );
+    assert!(
+        evicted
+            .spared
+            .iter()
+            .any(|image| image.contains("library/big@")),
+        "{evicted:?}"
+    );
+    // Its pull over (the tests' pull window is zero), it is the one that goes.
+    let cache = mirror.cache("hub.test").clone();
+    let released =
+        gateway_tests::eventually(Duration::from_secs(10), || cache.leases().held() == 0);
+    assert!(released, "leases still held after the pull");
+    let evicting = mirror.mirror.clone();
+    let evicted = tokio::task::spawn_blocking(move || evicting.evict())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .manifest(&repo("library/big"), &big.digest)
+            .unwrap()
+            .is_none(),
+        "{evicted:?}"
+    );
+    let held: u64 = store.stored_blobs().unwrap().iter().map(|b| b.size).sum();
+    assert!(held <= (64 << 20) + (1 << 20), "{held} bytes held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blob_cached_for_one_repository_serves_another_the_upstream_allows() {
+    if !tools_present() {
+        return;
+    }
+    let w = world(600).await;
+    // The same seed: the same config and layer in two repositories (a shared base layer).
+    let first = w.upstream.seed("library/one", "v1", &[500_000], 51);
+    let second = w.upstream.seed("library/two", "v1", &[500_000], 51);
+    let (layer, data) = &first.layers[0];
+    assert_eq!(layer, &second.layers[0].0);
+    pull(&w.mirror, "one", &first).await;
+    pull(&w.mirror, "two", &second).await;
+    // Asked about once for "two" (a HEAD), fetched once in all.
+    assert_eq!(
+        w.upstream
+            .served("GET", &format!("/v2/library/one/blobs/{layer}")),
+        1
+    );
+    assert_eq!(
+        w.upstream
+            .served("GET", &format!("/v2/library/two/blobs/{layer}")),
+        0
+    );
+    assert_eq!(
+        w.upstream
+            .served("HEAD", &format!("/v2/library/two/blobs/{layer}")),
+        1
+    );
+    let stats = w.mirror.cache("hub.test").stats();
+    assert_eq!((stats.blob_fetches, stats.blob_mounts), (1, 1), "{stats:?}");
+
+    // A repository the upstream does not have it in gets the upstream's answer, and no link.
+    let _other = w.upstream.seed("library/three", "v1", &[1_000], 52);
+    let refused = w
+        .mirror
+        .get("GET", &format!("/v2/three/blobs/{layer}"))
+        .await;
+    assert_eq!(refused.status, 404, "{refused:?}");
+    assert_eq!(refused.json()["errors"][0]["code"], "BLOB_UNKNOWN");
+    let store = &w.mirror.stores["hub.test"];
+    assert!(store
+        .blob_size(&"library/three".parse().unwrap(), layer, false)
+        .unwrap()
+        .is_none());
+    assert!(refused.body != *data);
+    assert_eq!(w.mirror.cache("hub.test").stats().blob_mounts, 1);
+}

@@ -69,6 +69,9 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
                     format!(": {}", evicted.images.join(", "))
                 }
             );
+            if !evicted.spared.is_empty() {
+                println!("kept while pulls use them: {}", evicted.spared.join(", "));
+            }
         }
         _ => print_per_upstream(operation, value)?,
     }

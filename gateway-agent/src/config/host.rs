@@ -3,10 +3,11 @@
 use super::error::ConfigError;
 use super::Config;
 
-/// Checks that only the running host can answer: both interfaces exist in this network namespace.
-/// Errors are keyed `interfaces.outside` / `interfaces.inside`.
+/// Checks that only the running host can answer: both interfaces exist in this network
+/// namespace (errors keyed `interfaces.outside` / `interfaces.inside`), and the mirror's
+/// credentials files are readable and root's alone (`mirror.upstreams[N].credentials`).
 pub fn check_host(cfg: &Config) -> Vec<ConfigError> {
-    [
+    let mut errors: Vec<ConfigError> = [
         ("interfaces.outside", &cfg.interfaces.outside),
         ("interfaces.inside", &cfg.interfaces.inside),
     ]
@@ -18,5 +19,19 @@ pub fn check_host(cfg: &Config) -> Vec<ConfigError> {
             format!("no interface named {name:?} on this host (in this network namespace)"),
         )
     })
-    .collect()
+    .collect();
+    if cfg.services.mirror.enabled {
+        for (index, upstream) in cfg.mirror.upstreams.iter().enumerate() {
+            let key = crate::mirror::service::credentials_key(index);
+            if let Err(message) = crate::mirror::service::credentials(upstream, &key) {
+                // The message starts with the key; the error carries it separately.
+                let message = message
+                    .strip_prefix(&format!("{key}: "))
+                    .unwrap_or(&message)
+                    .to_owned();
+                errors.push(ConfigError::new(&key, message));
+            }
+        }
+    }
+    errors
 }

@@ -1202,10 +1202,25 @@ fn mirror_upstreams_are_read_and_checked() {
         "http:// or https://",
     );
     assert_error(&upstream(""), "mirror.upstreams[0].url", "missing");
+    // Basic credentials need no realm, but TLS.
+    let basic = parse_ok(&upstream(
+        "url = \"https://a.test\"\ncredentials = \"/etc/x\"",
+    ));
+    assert_eq!(
+        basic.mirror.upstreams[0].credentials.as_deref(),
+        Some(std::path::Path::new("/etc/x"))
+    );
     assert_error(
-        &upstream("url = \"https://a.test\"\ncredentials = \"/etc/x\""),
+        &upstream("url = \"http://a.test\"\ncredentials = \"/etc/x\""),
         "mirror.upstreams[0].credentials",
-        "needs `realm`",
+        "clear text to http://a.test:80",
+    );
+    assert_error(
+        &upstream(
+            "url = \"https://a.test\"\nrealm = \"http://auth.a.test/t\"\ncredentials = \"/etc/x\"",
+        ),
+        "mirror.upstreams[0].credentials",
+        "clear text to http://auth.a.test:80",
     );
     assert_error(
         &with("[[mirror.upstreams]]\nname = \"A/b\"\nurl = \"https://a.test\""),

@@ -62,9 +62,16 @@ impl Mirror {
                 name,
                 store: &**cache.store(),
                 pulls: cache.pulls(),
+                leases: cache.leases(),
             })
             .collect();
         let evicted = super::admin::evict(&shelves, self.max_bytes)?;
+        if !evicted.spared.is_empty() {
+            tracing::debug!(
+                "mirror: over mirror.max_size, but pulls are using {}",
+                evicted.spared.join(", ")
+            );
+        }
         if !evicted.images.is_empty() {
             tracing::info!(
                 "mirror: over mirror.max_size ({} bytes): evicted {} ({} -> {} bytes)",
@@ -160,6 +167,14 @@ impl Mirror {
                 if request.method() == Method::HEAD {
                     return head_blob(cache, caller, request, &name, &repo, &digest).await;
                 }
+                // Cached for another repository: shared if the upstream has it in this one.
+                cache
+                    .share_blob(&repo, &digest)
+                    .await
+                    .map_err(|error| fetch_error(cache, &error, ErrorCode::BlobUnknown))?;
+                // Held until the response is made (a cached blob's file is open by then;
+                // a streamed one holds its own lease for the body).
+                let _lease = cache.leases().hold(&digest);
                 let joined = flight::join(cache, &repo, &digest)
                     .map_err(|error| fetch_error(cache, &error, ErrorCode::BlobUnknown))?;
                 if let Joined::Flight(state) = joined {

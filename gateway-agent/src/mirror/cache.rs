@@ -1,7 +1,8 @@
 //! One upstream's cache: its client, its store (the private registry's [`Storage`], one
 //! directory per upstream), the registry [`Api`] that serves what is cached, the tag clock and
 //! the blob fetches in flight. This file brings manifests in: by digest once (they are
-//! immutable), by tag after the TTL with a `HEAD` first.
+//! immutable), by tag after the TTL with a `HEAD` first; and shares a blob cached for one
+//! repository with another of the same upstream once the upstream says that one has it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use super::error::FetchError;
 use super::flight::Flights;
+use super::lease::Leases;
 use super::pulls::PullClock;
 use super::tags::TagClock;
 use super::upstream::{UpstreamClient, UpstreamError, UpstreamStats};
@@ -42,6 +44,7 @@ pub struct Counters {
     pub blob_fetches: AtomicU64,
     pub blob_bytes_fetched: AtomicU64,
     pub blob_hits: AtomicU64,
+    pub blob_mounts: AtomicU64,
     pub joined_fetches: AtomicU64,
     pub served_stale: AtomicU64,
     pub digest_mismatches: AtomicU64,
@@ -61,6 +64,9 @@ pub struct CacheStats {
     pub blob_bytes_fetched: u64,
     /// Blob requests served from the cache.
     pub blob_hits: u64,
+    /// Blobs cached for another repository, linked into the one asked for after the
+    /// upstream confirmed it has them there (a `HEAD`), instead of fetched again.
+    pub blob_mounts: u64,
     /// Blob requests that joined a fetch already in flight.
     pub joined_fetches: u64,
     /// Tags served from the cache because the upstream could not be asked.
@@ -81,6 +87,8 @@ pub struct Cache {
     pub(super) tags: TagClock,
     pub(super) flights: Flights,
     pub(super) pulls: PullClock,
+    /// The blobs fetches and responses are using, spared by eviction.
+    pub(super) leases: Arc<Leases>,
     pub(super) counters: Counters,
     /// One manifest fetch per (repository, reference) at a time.
     manifest_locks: Mutex<HashMap<(RepoName, String), ManifestLock>>,
@@ -108,9 +116,22 @@ impl Cache {
             tags,
             flights: Flights::default(),
             pulls,
+            leases: Arc::new(Leases::default()),
             counters: Counters::default(),
             manifest_locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same cache with another pull window (how long a blob stays in use after its
+    /// last request; [`super::lease::PULL_WINDOW`] unless set).
+    pub fn with_pull_window(mut self, window: std::time::Duration) -> Self {
+        self.leases = Arc::new(Leases::new(window));
+        self
+    }
+
+    /// What its fetches and responses are using.
+    pub fn leases(&self) -> &Arc<Leases> {
+        &self.leases
     }
 
     /// The counters now.
@@ -123,6 +144,7 @@ impl Cache {
             blob_fetches: get(&c.blob_fetches),
             blob_bytes_fetched: get(&c.blob_bytes_fetched),
             blob_hits: get(&c.blob_hits),
+            blob_mounts: get(&c.blob_mounts),
             joined_fetches: get(&c.joined_fetches),
             served_stale: get(&c.served_stale),
             digest_mismatches: get(&c.digest_mismatches),
@@ -171,6 +193,52 @@ impl Cache {
                 }
                 other => FetchError::Store(format!("{other:#}")),
             })
+    }
+
+    /// Makes `digest`, cached for another repository of this upstream, `repo`'s too if the
+    /// upstream answers a `HEAD` of it in `repo` (with `repo`'s pull scope) with `200`: a
+    /// base layer many images share is fetched once, and only ever served for a repository
+    /// the upstream lets this mirror pull it from. Whether it was linked; on any other answer
+    /// (or none) nothing is, and the request goes the usual way (a fetch, or its error).
+    pub async fn share_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool, FetchError> {
+        let (r, d) = (repo.clone(), digest.clone());
+        let from = self
+            .store_call(move |s| {
+                if s.blob_size(&r, &d, false)?.is_some() {
+                    return Ok(None);
+                }
+                for other in s.repositories()? {
+                    if other != r && s.blob_size(&other, &d, false)?.is_some() {
+                        return Ok(Some(other));
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        let Some(from) = from else {
+            return Ok(false);
+        };
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let asked = self
+            .client
+            .registry_request(Method::HEAD, &path, None, &Cache::scope(repo))
+            .await;
+        match asked {
+            Ok(response) if response.status() == StatusCode::OK => {}
+            Ok(_) | Err(_) => return Ok(false),
+        }
+        let (r, d) = (repo.clone(), digest.clone());
+        let mounted = self
+            .store_call(move |s| {
+                // A mount renews the blob: the sweep must not run between its check and it.
+                let _shared = s.gc_lock().read().unwrap_or_else(PoisonError::into_inner);
+                s.mount_blob(&from, &r, &d)
+            })
+            .await?;
+        if mounted {
+            self.counters.blob_mounts.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(mounted)
     }
 
     /// Makes `repo`'s manifest `reference` present and, for a tag, current enough: cached

@@ -51,7 +51,8 @@ pub struct Upstream {
     /// The token realm credentials may be sent to; a realm the upstream names otherwise gets
     /// anonymous token requests only.
     pub realm: Option<Endpoint>,
-    /// A root-only file holding `user:password` for this upstream (sent to `realm` only).
+    /// A root-only file holding `user:password` for this upstream: sent to `realm` for a
+    /// token, or to `url`'s own origin when it asks for `Basic`; never anywhere else.
     pub credentials: Option<PathBuf>,
     /// CA certificates (PEM) its TLS certificate is checked against; the system roots when
     /// unset.
@@ -288,19 +289,28 @@ fn upstream(path: String, entry: Value, errors: &mut Errors) -> Option<Upstream>
         values::absolute_path(&reader::string(value)?).map(Some)
     });
     section.finish(errors);
-    let (name, realm, credentials) = (name?, realm?, credentials?);
-    if credentials.is_some() && realm.is_none() {
-        errors.push(
-            &credentials_key,
-            "needs `realm`: credentials go only to the token realm named here, never to one \
-             the upstream names by itself",
-        );
-        return None;
+    let (name, url, realm, credentials) = (name?, url?, realm?, credentials?);
+    if credentials.is_some() {
+        // Over Tor, clear text crosses an exit relay: credentials only inside TLS.
+        let clear = std::iter::once(&url)
+            .chain(realm.as_ref())
+            .find(|endpoint| !endpoint.tls);
+        if let Some(clear) = clear {
+            errors.push(
+                &credentials_key,
+                format!(
+                    "credentials would cross the exit relay in clear text to {}; use https:// \
+                     for `url` and `realm`",
+                    clear.origin()
+                ),
+            );
+            return None;
+        }
     }
     Some(Upstream {
         library: library?.unwrap_or(name == DOCKER_HUB),
         name,
-        url: url?,
+        url,
         realm,
         credentials,
         ca: ca?,

@@ -10,6 +10,9 @@
 //! the digest and committed the blob, so a client never sees a clean end of a body that did
 //! not verify: on a mismatch (or any failure) every response ends with an error (hyper resets
 //! the stream) and nothing is stored.
+//!
+//! The fetch and every response following it hold a [`Lease`] on the digest, so eviction
+//! under `mirror.max_size` never sweeps a blob from under them (see [`super::lease`]).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -26,6 +29,7 @@ use tokio::sync::watch;
 
 use super::cache::Cache;
 use super::error::FetchError;
+use super::lease::Lease;
 use super::upstream::UpstreamError;
 use crate::registry::api::Body;
 use crate::registry::names::{Digest, RepoName};
@@ -70,7 +74,8 @@ pub enum Joined {
 }
 
 /// The request for `repo`'s blob `digest`: served from the store, or joined to its fetch
-/// (started here if none runs).
+/// (started here if none runs). The caller holds a lease on `digest` from before this call
+/// until its response is made, so what is found here is still there then.
 pub fn join(cache: &Arc<Cache>, repo: &RepoName, digest: &Digest) -> Result<Joined, FetchError> {
     let key = (repo.clone(), digest.clone());
     let mut running = cache
@@ -86,11 +91,20 @@ pub fn join(cache: &Arc<Cache>, repo: &RepoName, digest: &Digest) -> Result<Join
         return Ok(Joined::Flight(state.clone()));
     }
     // Checked under the lock: a fetch commits before it leaves the map, so a blob is either
-    // in the map or in the store here, never in neither between the two.
-    let cached = cache
-        .store
-        .blob_size(repo, digest, false)
-        .map_err(|error| FetchError::Store(format!("{error:#}")))?;
+    // in the map or in the store here, never in neither between the two. And with the GC
+    // lock shared: a sweep either ran before (the blob is gone, fetched again) or runs after
+    // and sees the caller's lease.
+    let cached = {
+        let _shared = cache
+            .store
+            .gc_lock()
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache
+            .store
+            .blob_size(repo, digest, false)
+            .map_err(|error| FetchError::Store(format!("{error:#}")))?
+    };
     if cached.is_some() {
         cache.counters.blob_hits.fetch_add(1, Ordering::Relaxed);
         return Ok(Joined::Cached);
@@ -99,8 +113,12 @@ pub fn join(cache: &Arc<Cache>, repo: &RepoName, digest: &Digest) -> Result<Join
     running.insert(key.clone(), rx.clone());
     drop(running);
     cache.counters.blob_fetches.fetch_add(1, Ordering::Relaxed);
+    // The fetch's own lease: from before the upload starts until after the commit, then
+    // the pull window, so a layer just committed stays while its pull goes on.
+    let lease = cache.leases.hold(digest);
     let cache = cache.clone();
     tokio::spawn(async move {
+        let _lease = lease;
         let outcome = fetch(&cache, &key.0, &key.1, &tx).await;
         let state = match outcome {
             Ok(size) => State::Done { size },
@@ -278,6 +296,7 @@ pub async fn respond(
         State::Streaming { size, .. } => size,
     };
     let follower = Follower {
+        _lease: cache.leases.hold(digest),
         cache: cache.clone(),
         repo: repo.clone(),
         digest: digest.clone(),
@@ -314,8 +333,9 @@ pub async fn respond(
     Ok(Some(response))
 }
 
-/// One response's position in a fetch.
+/// One response's position in a fetch; its lease lives as long as the response body.
 struct Follower {
+    _lease: Lease,
     cache: Arc<Cache>,
     repo: RepoName,
     digest: Digest,

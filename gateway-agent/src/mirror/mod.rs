@@ -13,8 +13,9 @@
 //! - [`flight`]: blobs in, one fetch per blob, streamed to every waiting client, verified;
 //! - [`error`]: what a failed fetch looks like to the client (`503` when offline);
 //! - [`api`]: the requests: which upstream, fetch, then answered by the registry's API;
-//! - [`pulls`]: when each cached image was last pulled; [`admin`]: `ls`, `du`, `gc`, `purge`
-//!   and the eviction that keeps the cache under `mirror.max_size`, on the registry's GC;
+//! - [`pulls`]: when each cached image was last pulled; [`lease`]: which blobs a pull is
+//!   using right now; [`admin`]: `ls`, `du`, `gc`, `purge` and the eviction that keeps the
+//!   cache under `mirror.max_size`, on the registry's GC, sparing what a pull uses;
 //! - `server`: TLS, the listener, reloads, eviction; [`service`]: the entry in the service list.
 
 pub mod admin;
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod lease;
 pub mod pulls;
 mod server;
 pub mod service;

@@ -18,6 +18,7 @@ use super::admin as mirror_admin;
 use super::api::Mirror;
 use super::cache::{Cache, CacheStats};
 use super::config::Upstream;
+use super::lease::Leases;
 use super::pulls::PullClock;
 use super::server::{MirrorServer, ServerSettings};
 use super::tags::TagClock;
@@ -150,12 +151,12 @@ pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
     let dir = cache_dir(cfg);
     let stores = open_stores(cfg, &dir)?;
     let mut caches = BTreeMap::new();
-    for upstream in &cfg.mirror.upstreams {
+    for (index, upstream) in cfg.mirror.upstreams.iter().enumerate() {
         let client = UpstreamClient::new(
             upstream.clone(),
             connector.clone(),
             tls_for(upstream)?,
-            credentials(upstream)?,
+            credentials(upstream, &credentials_key(index)).map_err(anyhow::Error::msg)?,
         );
         let store = stores[&upstream.name].clone();
         let tags = TagClock::new(cfg.mirror.tag_ttl.as_duration());
@@ -177,7 +178,7 @@ pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
 }
 
 /// The TLS client config for `upstream`: its `ca`, else the system roots.
-fn tls_for(upstream: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>> {
+pub fn tls_for(upstream: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>> {
     if let Some(ca) = &upstream.ca {
         return upstream_tls::client_config(ca)
             .map(Some)
@@ -193,37 +194,48 @@ fn tls_for(upstream: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>> {
     }
 }
 
-/// `user:password` from the upstream's credentials file, which must be the owner's alone.
-fn credentials(upstream: &Upstream) -> Result<Option<String>> {
-    use std::os::unix::fs::PermissionsExt;
+/// `user:password` from the credentials file of `upstream` (config key `key`, like
+/// `mirror.upstreams[0].credentials`), which must be root's (the agent's user's) alone: not
+/// readable or writable by group or others, owned by the agent's user. Errors name the key.
+pub fn credentials(upstream: &Upstream, key: &str) -> Result<Option<String>, String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(path) = &upstream.credentials else {
         return Ok(None);
     };
-    let meta = std::fs::metadata(path).with_context(|| {
-        format!(
-            "mirror.upstreams {:?}: credentials {}",
-            upstream.name,
-            path.display()
-        )
-    })?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "mirror.upstreams {:?}: the credentials file {} may be read by others (chmod 600 it)",
-            upstream.name,
-            path.display()
-        );
+    let meta =
+        std::fs::metadata(path).map_err(|error| format!("{key}: {}: {error}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{key}: {} may be read by others (mode {:04o}); chmod 600 it",
+            path.display(),
+            mode & 0o7777
+        ));
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(format!(
+            "{key}: {} belongs to uid {}, not to the agent's user (uid {me}); chown it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("{key}: reading {}: {error}", path.display()))?;
     let line = text.lines().next().unwrap_or("").trim().to_owned();
     if !line.contains(':') {
-        bail!(
-            "mirror.upstreams {:?}: {} must hold one line `user:password`",
-            upstream.name,
+        return Err(format!(
+            "{key}: {} must hold one line `user:password`",
             path.display()
-        );
+        ));
     }
     Ok(Some(line))
+}
+
+/// The config key of `cfg`'s upstream number `index`'s credentials.
+pub fn credentials_key(index: usize) -> String {
+    format!("mirror.upstreams[{index}].credentials")
 }
 
 /// What `status --json` shows under `mirror`.
@@ -330,6 +342,8 @@ pub struct StoredUpstream {
     pub pulls: PullClock,
     /// One-component names are `library/<name>` in its cache.
     pub library: bool,
+    /// What its pulls are using (none without an agent).
+    pub leases: Arc<Leases>,
 }
 
 fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
@@ -341,6 +355,7 @@ fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
             store: cache.store().clone(),
             pulls: cache.pulls().clone(),
             library: cache.library(),
+            leases: cache.leases().clone(),
         })
         .collect()
 }
@@ -358,6 +373,8 @@ pub fn open_shelves(cfg: &Config) -> Result<Vec<StoredUpstream>> {
             store: stores[&upstream.name].clone(),
             pulls: pull_clock(&dir, &upstream.name),
             library: upstream.library,
+            // No agent, no pull in progress.
+            leases: Arc::new(Leases::new(Duration::ZERO)),
         })
         .collect())
 }
@@ -412,7 +429,13 @@ pub fn run(
                 .iter()
                 .find(|shelf| shelf.name == ns)
                 .with_context(|| format!("the mirror has no upstream {ns:?}"))?;
-            let purged = mirror_admin::purge(&*shelf.store, &shelf.pulls, &repo, tag.as_ref())?;
+            let purged = mirror_admin::purge(
+                &*shelf.store,
+                &shelf.pulls,
+                &shelf.leases,
+                &repo,
+                tag.as_ref(),
+            )?;
             let mut value = service::to_json(&purged);
             value["upstream"] = Value::String(ns);
             value["repository"] = Value::String(repo.to_string());
@@ -425,6 +448,7 @@ pub fn run(
                     name: &shelf.name,
                     store: &*shelf.store,
                     pulls: &shelf.pulls,
+                    leases: &shelf.leases,
                 })
                 .collect();
             return Ok(service::to_json(&mirror_admin::evict(&view, max)?));
@@ -543,15 +567,29 @@ mod tests {
         std::fs::write(&path, "ci:secret\n").unwrap();
         let mut upstream = crate::mirror::config::Mirror::default().upstreams[0].clone();
         upstream.credentials = Some(path.clone());
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let error = credentials(&upstream).unwrap_err().to_string();
-        assert!(error.contains("chmod 600"), "{error}");
+        let key = credentials_key(1);
+        for mode in [0o644, 0o604, 0o640, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = credentials(&upstream, &key).unwrap_err();
+            assert!(
+                error.starts_with("mirror.upstreams[1].credentials: "),
+                "{error}"
+            );
+            assert!(error.contains("chmod 600"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(
-            credentials(&upstream).unwrap().as_deref(),
+            credentials(&upstream, &key).unwrap().as_deref(),
             Some("ci:secret")
         );
         std::fs::write(&path, "no colon\n").unwrap();
-        assert!(credentials(&upstream).is_err());
+        assert!(credentials(&upstream, &key)
+            .unwrap_err()
+            .contains("user:password"));
+        upstream.credentials = Some(dir.path().join("missing"));
+        assert!(credentials(&upstream, &key)
+            .unwrap_err()
+            .starts_with("mirror.upstreams[1].credentials: "));
     }
 }

@@ -1,14 +1,17 @@
 //! The mirror's HTTP client for one upstream registry: every stream through the service's
 //! [`Connector`] (Tor unless `mirror.egress = "direct"`), TLS 1.3 for `https` (the system roots
-//! or the upstream's `ca`), the token dance of [`super::auth`] on a `401`, and redirects
-//! followed (blob downloads often go to a CDN), without the `Authorization` header when they
-//! leave the upstream's origin.
+//! or the upstream's `ca`; a certificate that does not verify is [`UpstreamError::Invalid`],
+//! a 502, not "unreachable"), the token dance of [`super::auth`] on a `401` (or the
+//! credentials as `Basic` to the upstream's own origin, when it asks for that), and redirects
+//! followed (blob downloads often go to a CDN): at most 5 (`MAX_REDIRECTS`), never from `https`
+//! to `http`, without the `Authorization` header from the first hop that leaves the
+//! upstream's origin on.
 //!
 //! Each request has its own connection: over Tor a stream is cheap next to a layer, and it
 //! keeps one slow blob from holding up a manifest behind it.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,6 +85,9 @@ pub struct UpstreamClient {
     isolation: Isolation,
     /// `user:password`, from the upstream's `credentials` file.
     credentials: Option<String>,
+    /// The upstream asked for `Basic` before: later requests send the credentials at once
+    /// (to its own origin only), sparing a round trip through Tor each.
+    basic: AtomicBool,
     tokens: Tokens,
     counters: Counters,
 }
@@ -101,6 +107,7 @@ impl UpstreamClient {
             tls,
             isolation,
             credentials,
+            basic: AtomicBool::new(false),
             tokens: Tokens::default(),
             counters: Counters::default(),
         }
@@ -145,15 +152,20 @@ impl UpstreamClient {
         accept: Option<&str>,
         scope: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut authorization = self
-            .tokens
-            .get(scope)
-            .map(|token| format!("Bearer {token}"));
+        let mut sent_credentials = false;
+        let mut authorization = match (self.tokens.get(scope), &self.credentials) {
+            (Some(token), _) => Some(format!("Bearer {token}")),
+            (None, Some(credentials)) if self.basic.load(Ordering::Relaxed) => {
+                sent_credentials = true;
+                Some(format!("Basic {}", auth::base64(credentials.as_bytes())))
+            }
+            _ => None,
+        };
         for attempt in 0..2 {
             let response = self
                 .follow(method.clone(), path, accept, authorization.as_deref())
                 .await?;
-            if response.status() != StatusCode::UNAUTHORIZED || attempt == 1 {
+            if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
             let challenge = response
@@ -162,12 +174,27 @@ impl UpstreamClient {
                 .iter()
                 .filter_map(|value| value.to_str().ok())
                 .find_map(auth::parse_challenge);
+            if sent_credentials && !matches!(challenge, Some(Challenge::Bearer { .. })) {
+                return Err(UpstreamError::Status {
+                    upstream: self.config.name.clone(),
+                    status: StatusCode::UNAUTHORIZED,
+                    detail: format!(
+                        " to the credentials from {} (Basic): refused",
+                        self.credentials_file()
+                    ),
+                });
+            }
+            if attempt == 1 {
+                return Ok(response);
+            }
+            sent_credentials = false;
             authorization = match challenge {
                 Some(Challenge::Bearer {
                     realm,
                     service,
                     scope: asked,
                 }) => {
+                    self.basic.store(false, Ordering::Relaxed);
                     self.tokens.forget(scope);
                     let token = self
                         .token(
@@ -179,8 +206,12 @@ impl UpstreamClient {
                     self.tokens.put(scope, token.0.clone(), token.1);
                     Some(format!("Bearer {}", token.0))
                 }
+                // Basic: the upstream's own credentials, to its own origin only (`follow`
+                // drops them on a redirect elsewhere).
                 Some(Challenge::Basic) => match &self.credentials {
                     Some(credentials) => {
+                        sent_credentials = true;
+                        self.basic.store(true, Ordering::Relaxed);
                         Some(format!("Basic {}", auth::base64(credentials.as_bytes())))
                     }
                     None => return Ok(response),
@@ -235,10 +266,18 @@ impl UpstreamClient {
             .await?;
         let status = response.status();
         if !status.is_success() {
+            let refused = if authorization.is_some() && status == StatusCode::UNAUTHORIZED {
+                format!(
+                    " (the credentials from {} were refused)",
+                    self.credentials_file()
+                )
+            } else {
+                String::new()
+            };
             return Err(UpstreamError::Status {
                 upstream: self.config.name.clone(),
                 status,
-                detail: format!(" to a token request at {}", endpoint.origin()),
+                detail: format!(" to a token request at {}{refused}", endpoint.origin()),
             });
         }
         let body = Limited::new(response.into_body(), MAX_TOKEN_ANSWER)
@@ -282,17 +321,11 @@ impl UpstreamClient {
                 .get(LOCATION)
                 .and_then(|value| value.to_str().ok())
                 .ok_or_else(|| self.invalid("a redirect without a Location".into()))?;
-            let next = if location.starts_with('/') {
-                Endpoint {
-                    path: location.to_owned(),
-                    ..endpoint.clone()
-                }
-            } else {
-                Endpoint::parse(location)
-                    .map_err(|error| self.invalid(format!("a redirect to {error}")))?
-            };
+            let next = redirect_target(&endpoint, location, self.config.url.tls)
+                .map_err(|reason| self.invalid(format!("a redirect {reason}")))?;
             if next.origin() != self.config.url.origin() {
-                // The credentials are the upstream's, not the CDN's.
+                // The credentials and tokens are the upstream's, not the CDN's; once dropped
+                // they stay dropped, even if a later hop comes back.
                 authorization = None;
             }
             endpoint = next;
@@ -322,22 +355,32 @@ impl UpstreamClient {
                 .connector
                 .connect(&target, &self.isolation)
                 .await
-                .map_err(|error: EgressError| error.to_string())?;
-            if endpoint.tls {
-                let tls = self.tls.as_ref().ok_or_else(|| {
-                    format!("no CA certificates to check {target} with (set the upstream's `ca`)")
-                })?;
-                crate::http_proxy::upstream_tls::connect(tls, &target.host, stream)
-                    .await
-                    .map_err(|error| format!("TLS with {target}: {error}"))
-            } else {
-                Ok(stream)
+                .map_err(|error: EgressError| self.unreachable(error.to_string()))?;
+            if !endpoint.tls {
+                return Ok(stream);
             }
+            let tls = self.tls.as_ref().ok_or_else(|| {
+                self.invalid(format!(
+                    "nothing: there are no CA certificates to check {target} with (set the \
+                     upstream's `ca`)"
+                ))
+            })?;
+            crate::http_proxy::upstream_tls::connect(tls, &target.host, stream)
+                .await
+                .map_err(|error| match certificate_error(&error) {
+                    // Not a network problem: whoever answered is not the upstream (or the
+                    // `ca` is wrong). Nothing is sent, nothing cached; a 502, not a 503.
+                    Some(reason) => self.invalid(format!(
+                        "a TLS certificate for {target} that does not verify against {}: \
+                         {reason}; refused",
+                        self.trust_anchor()
+                    )),
+                    None => self.unreachable(format!("TLS with {target}: {error}")),
+                })
         };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| self.unreachable(format!("connecting to {target} timed out")))?
-            .map_err(|reason| self.unreachable(reason))?;
+            .map_err(|_| self.unreachable(format!("connecting to {target} timed out")))??;
         let (mut sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|error| self.unreachable(format!("HTTP with {target}: {error}")))?;
@@ -376,6 +419,25 @@ impl UpstreamClient {
             .map_err(|error| self.unreachable(format!("the request to {target}: {error}")))
     }
 
+    /// What its TLS certificates are checked against, for messages.
+    fn trust_anchor(&self) -> String {
+        match &self.config.ca {
+            Some(ca) => format!("its `ca` {}", ca.display()),
+            None => format!(
+                "the system roots ({})",
+                crate::http_proxy::upstream_tls::SYSTEM_ROOTS
+            ),
+        }
+    }
+
+    /// The credentials file, for messages (never its content).
+    fn credentials_file(&self) -> String {
+        self.config.credentials.as_ref().map_or_else(
+            || "the credentials file".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+
     /// An [`UpstreamError::Unreachable`] for this upstream.
     pub fn unreachable(&self, reason: String) -> UpstreamError {
         UpstreamError::Unreachable {
@@ -393,6 +455,42 @@ impl UpstreamClient {
     }
 }
 
+/// The certificate problem in a failed TLS handshake, if that is why it failed.
+fn certificate_error(error: &std::io::Error) -> Option<String> {
+    let inner = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match inner {
+        rustls::Error::InvalidCertificate(reason) => Some(format!("{reason:?}")),
+        rustls::Error::NoCertificatesPresented => Some("no certificate presented".into()),
+        _ => None,
+    }
+}
+
+/// Where a redirect from `current` to `location` goes: an absolute `http(s)` URL, a
+/// network-path (`//host/path`) or an absolute path on the same origin. From an `https`
+/// upstream (`tls`) only to `https`: an exit relay could read and change clear text.
+pub fn redirect_target(current: &Endpoint, location: &str, tls: bool) -> Result<Endpoint, String> {
+    let next = if let Some(rest) = location.strip_prefix("//") {
+        let scheme = if current.tls { "https" } else { "http" };
+        Endpoint::parse(&format!("{scheme}://{rest}"))?
+    } else if location.starts_with('/') {
+        Endpoint {
+            path: location.to_owned(),
+            ..current.clone()
+        }
+    } else if location.contains("://") {
+        Endpoint::parse(location)?
+    } else {
+        return Err(format!("to a relative Location {location:?}"));
+    };
+    if tls && !next.tls {
+        return Err(format!(
+            "from https to {} (clear text); refused",
+            next.origin()
+        ));
+    }
+    Ok(next)
+}
+
 /// Whether the realm the upstream named is the configured one (scheme, host, port and path;
 /// the query is the request's own).
 fn same_realm(configured: &Endpoint, named: &Endpoint) -> bool {
@@ -403,6 +501,28 @@ fn same_realm(configured: &Endpoint, named: &Endpoint) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_resolve_and_never_downgrade() {
+        let here = Endpoint::parse("https://registry.hub.test/v2/a/blobs/x").unwrap();
+        let to = |location: &str| redirect_target(&here, location, true);
+        let cdn = to("https://cdn.hub.test:8443/blob?sig=1").unwrap();
+        assert_eq!(cdn.origin(), "https://cdn.hub.test:8443");
+        assert_eq!(cdn.path, "/blob?sig=1");
+        let same = to("/v2/a/blobs/y").unwrap();
+        assert_eq!(same.origin(), here.origin());
+        assert_eq!(same.path, "/v2/a/blobs/y");
+        let network = to("//cdn.hub.test/b").unwrap();
+        assert_eq!(network.origin(), "https://cdn.hub.test:443");
+        assert!(to("http://cdn.hub.test/b")
+            .unwrap_err()
+            .contains("clear text"));
+        assert!(to("blob").is_err());
+        assert!(to("https://u:p@cdn.hub.test/b").is_err());
+        // From a clear-text upstream (a trusted network) anything goes.
+        let plain = Endpoint::parse("http://registry.hub.test/v2/").unwrap();
+        assert!(redirect_target(&plain, "http://cdn.hub.test/b", false).is_ok());
+    }
 
     #[test]
     fn only_the_configured_realm_is_the_configured_realm() {

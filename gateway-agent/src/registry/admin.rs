@@ -27,7 +27,8 @@ pub struct GcReport {
     pub swept: usize,
     /// Their bytes.
     pub swept_bytes: u64,
-    /// Unreferenced blobs kept because they are younger than the grace period.
+    /// Unreferenced blobs kept because they are younger than the grace period (or spared:
+    /// [`gc_sparing`]).
     pub young: usize,
     /// Abandoned upload sessions removed.
     pub uploads_expired: usize,
@@ -35,6 +36,17 @@ pub struct GcReport {
 
 /// Runs GC on `store`, keeping unreferenced blobs younger than `grace`.
 pub fn gc(store: &dyn Storage, grace: Duration) -> storage::Result<GcReport> {
+    gc_sparing(store, grace, &|_| false)
+}
+
+/// [`gc`], also keeping every unreferenced blob `spare` says yes to. `spare` is asked with
+/// the sweep's lock held exclusively, just before the blob would go (the mirror spares the
+/// blobs a pull is using; see `mirror::lease`); those count as `young`.
+pub fn gc_sparing(
+    store: &dyn Storage,
+    grace: Duration,
+    spare: &dyn Fn(&Digest) -> bool,
+) -> storage::Result<GcReport> {
     let uploads_expired = store.expire_uploads()?;
     let marked = mark(store)?;
     let _sweeping = store
@@ -51,7 +63,7 @@ pub fn gc(store: &dyn Storage, grace: Duration) -> storage::Result<GcReport> {
         if marked.contains(&blob.digest) {
             continue;
         }
-        if now.duration_since(blob.touched).unwrap_or_default() < grace {
+        if now.duration_since(blob.touched).unwrap_or_default() < grace || spare(&blob.digest) {
             report.young += 1;
             continue;
         }

@@ -2,7 +2,10 @@
 //! is distribution 2.8, with `auth.token`, behind `xtask/lab/token_service.py`), seeded
 //! by writing distribution's storage layout directly; the mirror itself on 127.0.0.1 with the
 //! gateway's TLS and a client bundle; and a connector standing in for Tor that reaches only
-//! 127.0.0.1 and can be made to fail. Nothing leaves loopback.
+//! 127.0.0.1 (names under `.test` and `.example` are mapped there, nothing is resolved) and
+//! can be made to fail. The upstream can serve TLS with a test CA and ask for Basic
+//! credentials (htpasswd) instead of tokens, and `cdn_redirector.py` can stand in front of it
+//! to send blob downloads to a "CDN" on another name. Nothing leaves loopback.
 
 #![allow(dead_code)]
 
@@ -11,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -73,6 +76,16 @@ impl TokenService {
     /// Serves tokens signed with the key in `dir` (made if missing); `credentials` are the
     /// ones it accepts (`user:password`).
     pub fn start(dir: &Path, name: &str, credentials: Option<&str>) -> TokenService {
+        TokenService::start_with(dir, name, credentials, None)
+    }
+
+    /// [`TokenService::start`], serving HTTPS with `tls` (a certificate and its key) if given.
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        credentials: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> TokenService {
         let status = Command::new("/usr/bin/python3")
             .arg(token_script())
             .arg("init")
@@ -92,6 +105,9 @@ impl TokenService {
             .arg(&log)
             .args(credentials)
             .stdout(Stdio::null());
+        if let Some(tls) = tls {
+            command.env("TLS_CERT", &tls.cert).env("TLS_KEY", &tls.key);
+        }
         let child = command.spawn().unwrap();
         wait_for_port(port, "the token service");
         TokenService { port, log, child }
@@ -119,6 +135,43 @@ impl TokenService {
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
     }
+
+    /// Its URL under `host` (a `.test` name the connector maps to loopback), over HTTPS.
+    pub fn https_realm(&self, host: &str) -> String {
+        format!("https://{host}:{}/token", self.port)
+    }
+}
+
+/// A server certificate and its key (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signed it.
+    pub ca: PathBuf,
+}
+
+impl TlsFiles {
+    /// A test CA in `dir` and a certificate from it for `registry.<zone>`, `mirror.<zone>`
+    /// and 127.0.0.1 (the gateway's own PKI code makes both).
+    pub fn issue(dir: &Path, zone: &str) -> TlsFiles {
+        let pki = Pki::at(dir);
+        pki.init(false).unwrap();
+        pki.issue_server(zone, Ipv4Addr::LOCALHOST, false).unwrap();
+        TlsFiles {
+            cert: pki.server_cert(),
+            key: pki.server_key(),
+            ca: pki.ca_cert(),
+        }
+    }
+}
+
+/// How an upstream registry authenticates its clients.
+pub enum Auth<'a> {
+    /// `auth.token`: 401s send clients to `realm`; tokens signed with the key in `token_dir`.
+    Token { realm: &'a str, token_dir: &'a Path },
+    /// `auth.htpasswd`: Basic, `user:password` (kept as a bcrypt hash).
+    Htpasswd { credentials: &'a str },
 }
 
 impl Drop for TokenService {
@@ -152,18 +205,43 @@ impl Upstream {
     /// A registry in `dir` whose 401s send clients to `realm`, trusting tokens signed with
     /// the key in `token_dir`.
     pub fn start(dir: &Path, realm: &str, token_dir: &Path) -> Upstream {
+        Upstream::start_with(dir, Auth::Token { realm, token_dir }, None)
+    }
+
+    /// A registry in `dir` with `auth`, serving HTTPS with `tls` if given.
+    pub fn start_with(dir: &Path, auth: Auth<'_>, tls: Option<&TlsFiles>) -> Upstream {
         let port = free_port();
         let root = dir.join("upstream-root");
         std::fs::create_dir_all(&root).unwrap();
         let config = dir.join("upstream.yml");
+        let auth = match auth {
+            Auth::Token { realm, token_dir } => format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: upstream.test\n\
+                 \x20   issuer: token.test\n    rootcertbundle: {}\n",
+                token_dir.join("token.crt").display()
+            ),
+            Auth::Htpasswd { credentials } => {
+                let path = dir.join("upstream.htpasswd");
+                std::fs::write(&path, htpasswd_line(credentials)).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: upstream.test\n    path: {}\n",
+                    path.display()
+                )
+            }
+        };
+        let tls = tls.map_or(String::new(), |tls| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        });
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: test\nauth:\n  token:\n    realm: {realm}\n\
-                 \x20   service: upstream.test\n    issuer: token.test\n    rootcertbundle: {}\n",
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: test\n{tls}{auth}",
                 root.display(),
-                token_dir.join("token.crt").display()
             ),
         )
         .unwrap();
@@ -354,13 +432,126 @@ impl Drop for Upstream {
     }
 }
 
-/// A stand-in for Tor: streams to 127.0.0.1 only (a name is refused: nothing resolves), a
-/// switch that makes it refuse like Tor before bootstrap, an optional delay.
+/// `user:password` as an htpasswd line (bcrypt, the only hash distribution reads; the
+/// lowest cost, so each request's check is quick).
+fn htpasswd_line(credentials: &str) -> String {
+    let (user, password) = credentials.split_once(':').unwrap();
+    let output = Command::new("/usr/bin/python3")
+        .args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))",
+            password,
+        ])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(output.stdout).unwrap();
+    assert!(hash.starts_with("$2"), "no bcrypt hash: {hash:?}");
+    format!("{user}:{}", hash.trim())
+}
+
+/// `cdn_redirector.py` in front of `upstream`: blob GETs get a 307 to `cdn_host` (a `.test`
+/// name), which serves them from the upstream's storage.
+pub struct Redirector {
+    pub port: u16,
+    pub cdn_port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+/// One request the redirector saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub side: String,
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub authorization: String,
+}
+
+impl Redirector {
+    /// Starts it; the CDN redirects `hops` times more before it serves.
+    pub fn start(dir: &Path, upstream: &Upstream, cdn_host: &str, hops: u32) -> Redirector {
+        let port = free_port();
+        let cdn_port = loop {
+            let other = free_port();
+            if other != port && other != upstream.port {
+                break other;
+            }
+        };
+        let log = dir.join("redirector.log");
+        std::fs::write(&log, "").unwrap();
+        let child = Command::new("/usr/bin/python3")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/mirror_support/cdn_redirector.py"),
+            )
+            .args([
+                port.to_string(),
+                cdn_port.to_string(),
+                upstream.port.to_string(),
+            ])
+            .arg(&upstream.root)
+            .args([cdn_host, &hops.to_string()])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "the redirector");
+        wait_for_port(cdn_port, "the redirector's CDN");
+        Redirector {
+            port,
+            cdn_port,
+            log,
+            child,
+        }
+    }
+
+    /// Every request it saw.
+    pub fn seen(&self) -> Vec<Seen> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let get = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                Seen {
+                    side: get("side"),
+                    method: get("method"),
+                    path: get("path"),
+                    host: get("host"),
+                    authorization: get("authorization"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in for Tor: streams to 127.0.0.1 only; a name under `.test` or `.example` is
+/// mapped there (and remembered), any other name is refused, nothing is resolved. A switch
+/// makes it refuse like Tor before bootstrap; an optional delay.
 #[derive(Default)]
 pub struct Loopback {
     pub down: AtomicBool,
     pub streams: AtomicU64,
     pub delay_ms: AtomicU64,
+    /// The names it was asked for, with their ports, in order.
+    pub names: Mutex<Vec<String>>,
+}
+
+impl Loopback {
+    /// The names asked for so far (`host:port`).
+    pub fn names(&self) -> Vec<String> {
+        self.names.lock().unwrap().clone()
+    }
 }
 
 impl Connector for Loopback {
@@ -375,8 +566,15 @@ impl Connector for Loopback {
                     "Tor is not bootstrapped (the test)".into(),
                 ));
             }
-            if target.host != Host::Ip(Ipv4Addr::LOCALHOST.into()) {
-                return Err(EgressError::Refused(format!("{target} is not loopback")));
+            match &target.host {
+                Host::Ip(ip) if *ip == std::net::IpAddr::from(Ipv4Addr::LOCALHOST) => {}
+                Host::Name(name) if name.ends_with(".test") || name.ends_with(".example") => {
+                    self.names
+                        .lock()
+                        .unwrap()
+                        .push(format!("{name}:{}", target.port));
+                }
+                _ => return Err(EgressError::Refused(format!("{target} is not loopback"))),
             }
             self.streams.fetch_add(1, Ordering::SeqCst);
             let delay = self.delay_ms.load(Ordering::SeqCst);
@@ -460,10 +658,15 @@ impl MirrorUnderTest {
             );
             stores.insert(upstream.name.clone(), store.clone());
             let name = upstream.name.clone();
-            let client = UpstreamClient::new(upstream, connector.clone(), None, credentials);
+            // The service's own choice: the upstream's `ca`, else the system roots.
+            let tls = gateway_agent::mirror::service::tls_for(&upstream).unwrap();
+            let client = UpstreamClient::new(upstream, connector.clone(), tls, credentials);
             let tags = TagClock::new(Seconds::new(tag_ttl).as_duration());
             let pulls = PullClock::new(dir.join("cache").join(format!("{name}.pulls")));
-            caches.insert(name, Arc::new(Cache::new(client, store, tags, pulls)));
+            // No pull window: an image is in use only while a request for it runs, so the
+            // eviction tests need not wait the window out.
+            let cache = Cache::new(client, store, tags, pulls).with_pull_window(Duration::ZERO);
+            caches.insert(name, Arc::new(cache));
         }
         let mirror = Arc::new(Mirror::new(caches, default, max_bytes));
         let server = MirrorServer::start(
