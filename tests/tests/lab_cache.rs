@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway_tests::{
-    eventually, fail, lab, skip_unless_root, Agent, Background, DhcpClient, OrFail, TestLab,
+    eventually, fail, lab, lab_tor, skip_unless_root, Agent, Background, Capture, DhcpClient,
+    OrFail, TestLab,
 };
 
 const PROXY: &str = "http://198.51.100.1:3128";
@@ -304,6 +305,18 @@ impl WebLog {
             .collect()
     }
 
+    /// The addresses requests came from (the log line's last field).
+    fn clients(&self) -> Vec<String> {
+        let lines = self.lines();
+        let mut all: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next().map(str::to_owned))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// The requests `server` got for `uri` over `scheme`: (status, If-None-Match, Range).
     fn requests(&self, server: &str, scheme: &str, uri: &str) -> Vec<(String, String, String)> {
         let prefix = format!("{server} {scheme} GET {uri} ");
@@ -484,6 +497,109 @@ fn nginx_over_http_and_https_with_the_lab_ca() {
     assert!(
         statuses.contains(&"206") && statuses.contains(&"200"),
         "{asked:?}"
+    );
+    agent.terminate();
+}
+
+/// Through the lab's Tor network (the default egress), then with it stopped: cached objects
+/// are still served (a stale one only where `stale-if-error` allows it), everything else gets
+/// a 502, and nothing leaves the uplink but attempts to reach the relays. Stopping Tor is safe
+/// in the shared lab: this binary's other tests use the `direct` egress.
+#[test]
+fn with_tor_stopped_the_cache_serves_and_nothing_leaks() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.lab
+        .start_web_origin()
+        .or_fail("starting the lab's nginx");
+    let cfg = lab.agent_config("cache-tor.toml", |mut text| {
+        text.push_str("\n[http_proxy]\ncache_size = \"1 GiB\"\n");
+        text
+    });
+    let web = WebLog::new(&lab);
+    let www = lab::WEB_HOST;
+    let agent = Agent::start(&lab, &cfg);
+    lab.wait_tor();
+    let uplink = lab.wait_uplink(&cfg);
+    lab.dhcp("c1", DhcpClient::Dhclient, None);
+
+    let url = |path: &str| format!("http://{www}{path}");
+    for path in ["/fresh/a.txt", "/stale/a.txt", "/strict/a.txt"] {
+        let ok = eventually(Duration::from_secs(60), || {
+            fetch(&lab, "c1", &url(path)).0 == "200"
+        });
+        assert!(
+            ok,
+            "{path} through Tor: {:?}\n{}",
+            web.lines(),
+            agent.log_text()
+        );
+    }
+    // Through Tor: nginx saw an exit, never the gateway's uplink address.
+    let clients = web.clients();
+    assert!(
+        !clients.is_empty() && !clients.contains(&uplink),
+        "{clients:?}"
+    );
+    // Let /stale/ and /strict/ (max-age=1) go stale.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let port = lab.lab.uplink_port();
+    let capture = Capture::start(&lab, "up", &port, "cache-tor-stopped");
+    lab_tor::stop(&lab.lab).or_fail("stopping the lab's Tor network");
+    let before = web.lines().len();
+
+    // The connector may take up to the proxy's connect timeout (60 s) to give up.
+    let offline = |url: &str| fetch_with(&lab, "c1", url, &["-m", "150"]);
+    let (status, head, body) = offline(&url("/fresh/a.txt"));
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("200", &b"fresh from nginx\n"[..])
+    );
+    assert!(has_header(&head, "age"), "a hit: {head}");
+    let (status, head, body) = offline(&url("/stale/a.txt"));
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("200", &b"old but usable\n"[..]),
+        "stale-if-error: {head}"
+    );
+    let (status, _, body) = offline(&url("/strict/a.txt"));
+    assert_eq!(
+        status,
+        "502",
+        "must-revalidate: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = offline(&url("/fresh/never-fetched.txt"));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, "502", "not cached: {text}");
+    assert!(text.contains("Tor"), "the 502 says why: {text}");
+    let stats = lab.cli_json(&cfg, &["cache", "stats"]);
+    assert!(stats["stale_served"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(web.lines().len(), before, "nginx was reached without Tor");
+
+    // The uplink: only attempts to reach the relays (the positive control: the agent keeps
+    // trying) and DHCP; nothing else from the gateway's address.
+    let relays: Vec<String> = lab_tor::NODES
+        .iter()
+        .map(|n| format!("host {}", n.address))
+        .collect();
+    let relays = relays.join(" or ");
+    let [others, tor] = &capture.stop_each(&[
+        &format!("ip and src host {uplink} and not udp port 67 and not ({relays})"),
+        &format!("src host {uplink} and ({relays})"),
+    ])[..] else {
+        fail("stop_each gave other than two lists")
+    };
+    assert!(
+        others.is_empty(),
+        "without Tor the uplink carried: {others:?}"
+    );
+    assert!(
+        !tor.is_empty(),
+        "the positive control: no attempt to reach a relay was captured"
     );
     agent.terminate();
 }
