@@ -223,13 +223,18 @@ async fn proxy(dir: &Path, connector: Arc<Loopback>) -> HttpProxy {
 
 /// `curl -x`: (status, lower-cased head, body bytes).
 async fn curl(proxy: &HttpProxy, url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    curl_at(proxy.local_addr(), url, extra).await
+}
+
+/// `curl -x` through the proxy at `proxy`.
+async fn curl_at(proxy: SocketAddr, url: &str, extra: &[&str]) -> (u16, String, Vec<u8>) {
     let out = tokio::process::Command::new("curl")
         .env_remove("http_proxy")
         .env_remove("HTTP_PROXY")
         .env_remove("no_proxy")
         .env_remove("NO_PROXY")
         .args(["-sS", "-q", "--max-time", "30", "-D", "/dev/stderr"])
-        .args(["-x", &format!("http://{}", proxy.local_addr())])
+        .args(["-x", &format!("http://{proxy}")])
         .args(extra)
         .arg(url)
         .output()
@@ -405,16 +410,65 @@ async fn vary_keeps_variants_apart() {
     let origin = Origin::start().await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = proxy(dir.path(), Arc::default()).await;
-    let (_, _, en) = curl(&proxy, &origin.url("/vary"), &["-H", "Accept-Language: en"]).await;
-    let (_, _, de) = curl(&proxy, &origin.url("/vary"), &["-H", "Accept-Language: de"]).await;
+    let lang = |l: &str| format!("Accept-Language: {l}");
+    let fetch = |proxy: &HttpProxy, l: &str| {
+        let (url, header) = (origin.url("/vary"), lang(l));
+        let proxy_addr = proxy.local_addr();
+        async move {
+            let out = curl_at(proxy_addr, &url, &["-H", &header]).await;
+            (out.1, out.2)
+        }
+    };
+    let (_, en) = fetch(&proxy, "en").await;
+    let (_, de) = fetch(&proxy, "de").await;
     assert_eq!(
         (en.as_slice(), de.as_slice()),
         (&b"lang en"[..], &b"lang de"[..])
     );
-    let (_, head, de) = curl(&proxy, &origin.url("/vary"), &["-H", "Accept-Language: de"]).await;
-    assert_eq!(de, b"lang de");
-    assert!(header(&head, "age").is_some(), "{head}");
+    // Both are kept: each client gets its own variant from the cache.
+    for l in ["en", "de", "en"] {
+        let (head, body) = fetch(&proxy, l).await;
+        assert_eq!(body, format!("lang {l}").into_bytes());
+        assert!(header(&head, "age").is_some(), "{l}: {head}");
+    }
     assert_eq!(origin.count("/vary"), 2);
+    assert_eq!(proxy.stats().cache.unwrap().entries, 2);
+    proxy.stop().await;
+
+    // After a restart too; then more variants than are kept: the least recently used go.
+    let proxy = self::proxy(dir.path(), Arc::default()).await;
+    for l in ["de", "en"] {
+        let (head, body) = fetch(&proxy, l).await;
+        assert_eq!(body, format!("lang {l}").into_bytes());
+        assert!(
+            header(&head, "age").is_some(),
+            "after a restart, {l}: {head}"
+        );
+    }
+    assert_eq!(origin.count("/vary"), 2);
+    let others: Vec<String> = (0..7).map(|i| format!("x{i}")).collect();
+    for l in &others {
+        fetch(&proxy, l).await;
+    }
+    // Nine variants were asked for; eight are kept, and `de` was used least recently.
+    assert_eq!(origin.count("/vary"), 9);
+    let cache = proxy.stats().cache.unwrap();
+    assert_eq!((cache.entries, cache.evicted), (8, 1), "{cache:?}");
+    let (head, _) = fetch(&proxy, "en").await;
+    assert!(header(&head, "age").is_some(), "en stays: {head}");
+    let (head, body) = fetch(&proxy, "de").await;
+    assert_eq!(body, b"lang de");
+    assert!(header(&head, "age").is_none(), "de was dropped: {head}");
+    assert_eq!(origin.count("/vary"), 10);
+    // A purge takes every variant.
+    let purged = proxy
+        .cache_control()
+        .unwrap()
+        .purge(&origin.url("/vary"))
+        .await
+        .unwrap();
+    assert!(purged.1);
+    assert_eq!(proxy.stats().cache.unwrap().entries, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,15 @@
 //! The HTTP proxy's cache with the real agent in the lab and real clients: `curl -x` from the
 //! inside clients against an origin in `up` (`tests/fixtures/cache_origin.py`, beside the
-//! lab's own) with the cache headers the tests need. `http_proxy.egress = "direct"`, so no Tor
-//! is needed; the origin's log counts what crossed the uplink.
+//! lab's own) with the cache headers the tests need, and against the lab's nginx (plain and
+//! https with the lab CA, `xtask/src/lab/web_origin.rs`). `http_proxy.egress = "direct"`, so
+//! no Tor is needed; the origins' logs count what crossed the uplink.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway_tests::{
-    eventually, fail, lab, skip_unless_root, Agent, Background, DhcpClient, OrFail, TestLab,
+    eventually, fail, lab, lab_tor, skip_unless_root, Agent, Background, Capture, DhcpClient,
+    OrFail, TestLab,
 };
 
 const PROXY: &str = "http://198.51.100.1:3128";
@@ -82,10 +84,15 @@ impl CacheOrigin {
 
 /// A config with the direct egress, the fixture's port allowed, and the cache on.
 fn config(lab: &TestLab, name: &str, port: u16) -> PathBuf {
+    config_with(lab, name, &format!("ports = [80, {port}]\n"))
+}
+
+/// A config with the direct egress, the cache on, and `extra` in `[http_proxy]`.
+fn config_with(lab: &TestLab, name: &str, extra: &str) -> PathBuf {
     let path = lab.config_without_tor(name);
     let mut text = std::fs::read_to_string(&path).or_fail("reading the config");
     text.push_str(&format!(
-        "\n[http_proxy]\negress = \"direct\"\nports = [80, {port}]\ncache_size = \"1 GiB\"\n"
+        "\n[http_proxy]\negress = \"direct\"\ncache_size = \"1 GiB\"\n{extra}"
     ));
     std::fs::write(&path, text).or_fail("writing the config");
     path
@@ -272,5 +279,327 @@ fn large_objects_collapse_and_survive_kill_9() {
     let (_, head, _) = fetch(&lab, "c2", &url);
     assert!(has_header(&head, "age"), "{head}");
     assert_eq!(origin.gets("/big").len(), 1);
+    agent.terminate();
+}
+
+/// nginx's access log since the test began: `server scheme method uri status "inm" "range"
+/// "accept-encoding"` per line.
+struct WebLog {
+    path: PathBuf,
+    from: usize,
+}
+
+impl WebLog {
+    fn new(lab: &TestLab) -> WebLog {
+        let path = lab.lab.web_log();
+        let from = std::fs::read_to_string(&path).map_or(0, |t| t.len());
+        WebLog { path, from }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.get(self.from..)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The addresses requests came from (the log line's last field).
+    fn clients(&self) -> Vec<String> {
+        let lines = self.lines();
+        let mut all: Vec<String> = lines
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next().map(str::to_owned))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The requests `server` got for `uri` over `scheme`: (status, If-None-Match, Range).
+    fn requests(&self, server: &str, scheme: &str, uri: &str) -> Vec<(String, String, String)> {
+        let prefix = format!("{server} {scheme} GET {uri} ");
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| {
+                let mut quoted = rest.split('"');
+                let status = quoted.next().unwrap_or_default().trim().to_owned();
+                let inm = quoted.next().unwrap_or_default().to_owned();
+                let range = quoted.nth(1).unwrap_or_default().to_owned();
+                (status, inm, range)
+            })
+            .collect()
+    }
+}
+
+/// curl through the proxy with `extra` arguments: (status, head, body).
+fn fetch_with(lab: &TestLab, role: &str, url: &str, extra: &[&str]) -> (String, String, Vec<u8>) {
+    let mut args = vec!["-sS", "-m", "60", "-x", PROXY, "-D", "/dev/stderr"];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = lab.exec(role, "curl", &args);
+    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap_or("000").to_owned();
+    (status, head, out.stdout)
+}
+
+fn header_value<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(str::trim)
+}
+
+#[test]
+fn nginx_over_http_and_https_with_the_lab_ca() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.lab
+        .start_web_origin()
+        .or_fail("starting the lab's nginx");
+    let ca = lab.lab.web_ca();
+    let cfg = config_with(
+        &lab,
+        "cache-nginx.toml",
+        &format!("upstream_ca = \"{}\"\n", ca.display()),
+    );
+    let web = WebLog::new(&lab);
+    let www = lab::WEB_HOST;
+    let agent = Agent::start(&lab, &cfg);
+    lab.wait_uplink(&cfg);
+    lab.dhcp("c1", DhcpClient::Dhclient, None);
+    lab.dhcp("c2", DhcpClient::Udhcpc, None);
+
+    // https asked in plain HTTP (apt-cacher-ng's form), verified against the lab CA: the
+    // second fetch, from another client, is a hit.
+    let https = format!("http://HTTPS///{www}/fresh/a.txt");
+    let (status, head, body) = fetch(&lab, "c1", &https);
+    assert_eq!(status, "200", "{head}\n{}", agent.log_text());
+    assert_eq!(body, b"fresh from nginx\n");
+    let (status, head, body) = fetch(&lab, "c2", &https);
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("200", &b"fresh from nginx\n"[..])
+    );
+    assert!(has_header(&head, "age"), "a hit carries Age: {head}");
+    assert!(
+        has_header(&head, "etag") && has_header(&head, "last-modified"),
+        "{head}"
+    );
+    assert_eq!(
+        web.requests(www, "https", "/fresh/a.txt").len(),
+        1,
+        "{:?}",
+        web.lines()
+    );
+
+    // An https origin whose certificate is not from that CA: a 502 that says TLS, every time,
+    // and nothing of it stored or even asked over HTTP.
+    let rogue = format!("http://HTTPS///{}/fresh/a.txt", lab::ROGUE_HOST);
+    for role in ["c1", "c2"] {
+        let (status, head, body) = fetch(&lab, role, &rogue);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, "502", "{head}{text}");
+        assert!(text.contains("TLS"), "{text}");
+        assert!(!text.contains("fresh from nginx"), "{text}");
+    }
+    assert!(
+        web.lines().iter().all(|l| !l.starts_with(lab::ROGUE_HOST)),
+        "the impostor got an HTTP request: {:?}",
+        web.lines()
+    );
+    let listed = lab.cli_json(&cfg, &["cache", "ls"]);
+    assert!(!listed.to_string().contains(lab::ROGUE_HOST), "{listed}");
+
+    // Vary: Accept-Encoding: the gzip and the identity variant are both kept, each client
+    // gets its own.
+    let text_url = format!("http://{www}/fresh/text.txt");
+    let text = "compressible line of text\n".repeat(200).into_bytes();
+    for round in 0..2 {
+        let (_, gz_head, gz) = fetch_with(&lab, "c1", &text_url, &["-H", "Accept-Encoding: gzip"]);
+        let (_, id_head, id) = fetch_with(&lab, "c2", &text_url, &[]);
+        assert_eq!(
+            header_value(&gz_head, "content-encoding"),
+            Some("gzip"),
+            "{gz_head}"
+        );
+        assert!(
+            gz.len() < text.len() && gz.starts_with(&[0x1f, 0x8b]),
+            "{gz_head}"
+        );
+        assert_eq!(
+            header_value(&id_head, "content-encoding"),
+            None,
+            "{id_head}"
+        );
+        assert!(id == text, "the identity variant: {id_head}");
+        if round == 1 {
+            assert!(has_header(&gz_head, "age") && has_header(&id_head, "age"));
+        }
+    }
+    assert_eq!(
+        web.requests(www, "http", "/fresh/text.txt").len(),
+        2,
+        "{:?}",
+        web.lines()
+    );
+
+    // no-store: every time; no-cache: revalidated with nginx's ETag (304), new body after a
+    // change (another size, so another ETag even within the same second).
+    for _ in 0..2 {
+        let (_, _, body) = fetch(&lab, "c1", &format!("http://{www}/nostore/a.txt"));
+        assert_eq!(body, b"not for keeping\n");
+    }
+    assert_eq!(web.requests(www, "http", "/nostore/a.txt").len(), 2);
+    let changing = format!("http://{www}/revalidate/a.txt");
+    for _ in 0..2 {
+        let (_, _, body) = fetch(&lab, "c1", &changing);
+        assert_eq!(body, b"version 1\n");
+    }
+    let file = lab.lab.web_dir().join("www/revalidate/a.txt");
+    std::fs::write(&file, "version two\n").or_fail("changing the object");
+    let (_, _, body) = fetch(&lab, "c2", &changing);
+    assert_eq!(body, b"version two\n");
+    let asked = web.requests(www, "http", "/revalidate/a.txt");
+    let statuses: Vec<&str> = asked.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(statuses, ["200", "304", "200"], "{asked:?}");
+    // nginx logs the ETag's quotes as \x22.
+    assert!(
+        asked[1].1.contains("x22"),
+        "revalidated with the ETag: {asked:?}"
+    );
+
+    // Range on an uncached object: forwarded, and the whole object fetched once behind it;
+    // then ranges come from the cache.
+    let big_url = format!("http://{www}/big.bin");
+    let big: Vec<u8> = (0..lab::WEB_BIG_BYTES).map(|i| (i % 251) as u8).collect();
+    let (status, _, part) = fetch_with(&lab, "c1", &big_url, &["-r", "0-99"]);
+    assert_eq!((status.as_str(), part.as_slice()), ("206", &big[..100]));
+    let stored = eventually(Duration::from_secs(30), || {
+        lab.cli_json(&cfg, &["cache", "ls"])
+            .to_string()
+            .contains("/big.bin")
+    });
+    assert!(stored, "the whole object was not stored: {:?}", web.lines());
+    let (status, head, part) = fetch_with(&lab, "c2", &big_url, &["-r", "1000-1099"]);
+    assert_eq!(
+        (status.as_str(), part.as_slice()),
+        ("206", &big[1000..1100]),
+        "{head}"
+    );
+    assert!(has_header(&head, "age"), "a range from the cache: {head}");
+    let asked = web.requests(www, "http", "/big.bin");
+    let statuses: Vec<&str> = asked.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(statuses.len(), 2, "{asked:?}");
+    assert!(
+        statuses.contains(&"206") && statuses.contains(&"200"),
+        "{asked:?}"
+    );
+    agent.terminate();
+}
+
+/// Through the lab's Tor network (the default egress), then with it stopped: cached objects
+/// are still served (a stale one only where `stale-if-error` allows it), everything else gets
+/// a 502, and nothing leaves the uplink but attempts to reach the relays. Stopping Tor is safe
+/// in the shared lab: this binary's other tests use the `direct` egress.
+#[test]
+fn with_tor_stopped_the_cache_serves_and_nothing_leaks() {
+    if skip_unless_root("builds a lab of network namespaces") {
+        return;
+    }
+    let lab = TestLab::up();
+    lab.lab
+        .start_web_origin()
+        .or_fail("starting the lab's nginx");
+    let cfg = lab.agent_config("cache-tor.toml", |mut text| {
+        text.push_str("\n[http_proxy]\ncache_size = \"1 GiB\"\n");
+        text
+    });
+    let web = WebLog::new(&lab);
+    let www = lab::WEB_HOST;
+    let agent = Agent::start(&lab, &cfg);
+    lab.wait_tor();
+    let uplink = lab.wait_uplink(&cfg);
+    lab.dhcp("c1", DhcpClient::Dhclient, None);
+
+    let url = |path: &str| format!("http://{www}{path}");
+    for path in ["/fresh/a.txt", "/stale/a.txt", "/strict/a.txt"] {
+        let ok = eventually(Duration::from_secs(60), || {
+            fetch(&lab, "c1", &url(path)).0 == "200"
+        });
+        assert!(
+            ok,
+            "{path} through Tor: {:?}\n{}",
+            web.lines(),
+            agent.log_text()
+        );
+    }
+    // Through Tor: nginx saw an exit, never the gateway's uplink address.
+    let clients = web.clients();
+    assert!(
+        !clients.is_empty() && !clients.contains(&uplink),
+        "{clients:?}"
+    );
+    // Let /stale/ and /strict/ (max-age=1) go stale.
+    std::thread::sleep(Duration::from_millis(2100));
+
+    let port = lab.lab.uplink_port();
+    let capture = Capture::start(&lab, "up", &port, "cache-tor-stopped");
+    lab_tor::stop(&lab.lab).or_fail("stopping the lab's Tor network");
+    let before = web.lines().len();
+
+    // The connector may take up to the proxy's connect timeout (60 s) to give up.
+    let offline = |url: &str| fetch_with(&lab, "c1", url, &["-m", "150"]);
+    let (status, head, body) = offline(&url("/fresh/a.txt"));
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("200", &b"fresh from nginx\n"[..])
+    );
+    assert!(has_header(&head, "age"), "a hit: {head}");
+    let (status, head, body) = offline(&url("/stale/a.txt"));
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("200", &b"old but usable\n"[..]),
+        "stale-if-error: {head}"
+    );
+    let (status, _, body) = offline(&url("/strict/a.txt"));
+    assert_eq!(
+        status,
+        "502",
+        "must-revalidate: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, _, body) = offline(&url("/fresh/never-fetched.txt"));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, "502", "not cached: {text}");
+    assert!(text.contains("Tor"), "the 502 says why: {text}");
+    let stats = lab.cli_json(&cfg, &["cache", "stats"]);
+    assert!(stats["stale_served"].as_u64() >= Some(1), "{stats}");
+    assert_eq!(web.lines().len(), before, "nginx was reached without Tor");
+
+    // The uplink: only attempts to reach the relays (the positive control: the agent keeps
+    // trying) and DHCP; nothing else from the gateway's address.
+    let relays: Vec<String> = lab_tor::NODES
+        .iter()
+        .map(|n| format!("host {}", n.address))
+        .collect();
+    let relays = relays.join(" or ");
+    let [others, tor] = &capture.stop_each(&[
+        &format!("ip and src host {uplink} and not udp port 67 and not ({relays})"),
+        &format!("src host {uplink} and ({relays})"),
+    ])[..] else {
+        fail("stop_each gave other than two lists")
+    };
+    assert!(
+        others.is_empty(),
+        "without Tor the uplink carried: {others:?}"
+    );
+    assert!(
+        !tor.is_empty(),
+        "the positive control: no attempt to reach a relay was captured"
+    );
     agent.terminate();
 }

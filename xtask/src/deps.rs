@@ -47,6 +47,11 @@ pub const LAB_PACKAGES: &[&str] = &[
     // with a daemon of the test's own (root, state, socket); Debian's starts no service without
     // systemd, and the test never uses one.
     "containerd",
+    // The HTTP cache's real origin in `up` (lab/web_origin.rs), with its own config, logs and
+    // pid file in the lab's state dir; openssl makes its lab CA and certificates. The
+    // package's system service (a default site on the host's port 80) is switched off.
+    "nginx",
+    "openssl",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.
@@ -78,22 +83,28 @@ pub fn ensure_toolchain() -> Result<()> {
 /// Installs the lab's packages, if missing.
 pub fn ensure_lab_packages() -> Result<()> {
     let tor_was_missing = !is_installed("tor");
+    let nginx_was_missing = !is_installed("nginx");
     ensure_packages(LAB_PACKAGES, "for the network-namespace lab")?;
     if tor_was_missing {
-        disable_system_tor();
+        disable_system_service("tor");
+    }
+    if nginx_was_missing {
+        disable_system_service("nginx");
     }
     Ok(())
 }
 
-/// Debian's `tor` ships a system service (a client on the host's 127.0.0.1:9050); the lab runs
-/// its own nodes in namespaces and needs none, so a service we just installed is switched off.
-fn disable_system_tor() {
+/// Debian's `tor` ships a system service (a client on the host's 127.0.0.1:9050), and `nginx`
+/// one with a default site on the host's port 80; the lab runs its own in namespaces and needs
+/// neither, so a service we just installed is switched off.
+fn disable_system_service(name: &str) {
     if !std::path::Path::new("/run/systemd/system").exists() {
         // No systemd: nothing was started.
         return;
     }
-    eprintln!("xtask: disabling the tor system service that came with the package (the lab does not use it)");
-    if let Err(err) = process::run("systemctl", ["disable", "--now", "tor.service"]) {
+    eprintln!("xtask: disabling the {name} system service that came with the package (the lab does not use it)");
+    let unit = format!("{name}.service");
+    if let Err(err) = process::run("systemctl", ["disable", "--now", unit.as_str()]) {
         eprintln!("xtask: warning: {err:#}");
     }
 }

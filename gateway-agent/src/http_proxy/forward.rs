@@ -29,17 +29,30 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the proxy sends.
 pub(crate) type ProxyBody = BoxBody<Bytes, BoxError>;
 
-/// Answers one request from `client`.
+/// Answers one request from `client`; `ambiguous` says why its framing is refused, if it is
+/// (`framing`).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     client: IpAddr,
     active: Arc<ActiveGuard>,
+    ambiguous: Option<&'static str>,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let method = req.method().clone();
     let shown = shown_target(&req);
-    let response = if method == Method::CONNECT {
-        connect(&shared, client, active, req).await
+    let response = if let Some(why) = ambiguous {
+        bad_request(&shared, &BadRequest::Framing(why))
+    } else if method == Method::CONNECT {
+        let mut response = connect(&shared, client, active, req).await;
+        // Refused: the client may already be sending what was meant for the tunnel, and the
+        // framing scanner stopped at the CONNECT, so the connection ends here.
+        if !response.status().is_success() {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        response
     } else {
         forward(&shared, client, req).await
     };
@@ -79,9 +92,6 @@ async fn forward(
     let counters = &shared.counters;
     bump(&counters.requests);
     let (mut parts, body) = req.into_parts();
-    if let Err(problem) = request::framing(&parts.headers) {
-        return bad_request(shared, &problem);
-    }
     // `http://HTTPS///host/path`: the proxy fetches `https://host/path` itself.
     let target = match request::https_form(&parts.uri) {
         Some(Ok(uri)) => {

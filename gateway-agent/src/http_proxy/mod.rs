@@ -17,6 +17,7 @@
 pub(crate) mod cache;
 pub mod config;
 mod forward;
+pub mod framing;
 mod idle;
 mod pool;
 pub mod request;
@@ -262,12 +263,22 @@ impl CacheControl {
 async fn serve(stream: TcpStream, client: IpAddr, shared: Arc<Shared>, active: Arc<ActiveGuard>) {
     let shutdown = shared.shutdown.clone();
     let counters = shared.counters.clone();
+    // The bytes hyper reads pass a framing scanner first (`framing`): hyper hides the
+    // ambiguous framings the proxy refuses.
+    let verdicts = Arc::new(framing::Verdicts::default());
+    let stream = framing::Scanned::new(
+        stream,
+        framing::Scanner::new(MAX_HEAD_BYTES, verdicts.clone()),
+    );
     let service = {
         let shared = shared.clone();
         service_fn(move |req| {
             let shared = shared.clone();
             let active = active.clone();
-            async move { Ok::<_, Infallible>(forward::handle(shared, client, active, req).await) }
+            let ambiguous = verdicts.next_request();
+            async move {
+                Ok::<_, Infallible>(forward::handle(shared, client, active, ambiguous, req).await)
+            }
         })
     };
     let settings = HttpSettings {

@@ -162,6 +162,17 @@ impl Lab {
                 super::upstream::HOST_RECORDS[2].0,
                 super::upstream::HOST_RECORDS[2].1
             ),
+            // nginx (web_origin.rs), under its own name and an impostor's.
+            format!(
+                "--host-record={},{}",
+                super::web_origin::HOST_RECORDS[0].0,
+                super::web_origin::HOST_RECORDS[0].1
+            ),
+            format!(
+                "--host-record={},{}",
+                super::web_origin::HOST_RECORDS[1].0,
+                super::web_origin::HOST_RECORDS[1].1
+            ),
             // dnsmasq answers its own records with TTL 0 by default; real zones have TTLs, and
             // the gateway's cache honours them.
             "--local-ttl=300".to_string(),

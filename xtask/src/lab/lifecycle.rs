@@ -123,6 +123,8 @@ impl Lab {
             if fresh {
                 self.rebuild_base()?;
             }
+            // A base made before nginx joined it gets it now.
+            self.start_web_origin()?;
             if tor {
                 // Also brings the Tor network back if `lab tor stop` stopped it.
                 tor::setup(self)?;
@@ -258,7 +260,14 @@ impl Lab {
         );
         self.start_dnsmasq()?;
         self.start_origin()?;
-        self.wait_ready()
+        self.wait_ready()?;
+        eprintln!(
+            "{}: starting nginx ({} = {}, http and https)",
+            self.label(),
+            super::WEB_HOST,
+            super::WEB_IP
+        );
+        self.start_web_origin()
     }
 
     /// This slot's gateway dir, agent config, bpffs and namespaces, wired to the lab's uplink

@@ -6,6 +6,9 @@
 //! mount), so [`Lab::down`] cleans up after a crash without any in-memory state, and labs with
 //! different prefixes (parallel tests) never touch each other.
 //!
+//! The base also runs nginx beside the Python origin, plain and over TLS with a lab CA
+//! (`web_origin.rs`), for the HTTP cache's tests.
+//!
 //! The base also has the upstream registries for the gateway's mirror (`upstream.rs`), started
 //! on demand: `lab up` starts them, tests that need them call [`Lab::start_upstream`].
 //!
@@ -29,6 +32,7 @@ mod status;
 mod topology;
 pub mod tor;
 mod upstream;
+mod web_origin;
 
 pub use clients::{DhcpClient, CLIENTS};
 pub use layout::*;
@@ -37,3 +41,4 @@ pub use status::{print_human, LabStatus};
 pub use upstream::{
     SeededImage, OTHER_HOST, OTHER_NS, REGISTRY_PORT, TOKEN_HOST, UPSTREAM_HOST, UPSTREAM_NS,
 };
+pub use web_origin::{BIG_BYTES as WEB_BIG_BYTES, ROGUE_HOST, ROGUE_IP, WEB_HOST, WEB_IP};

@@ -56,6 +56,15 @@ pub struct LabStatus {
     pub other_upstream_images: Vec<String>,
     pub origin_name: String,
     pub origin_ip: String,
+    /// nginx in `up` (`web_origin.rs`): its name (http on 80, https on 443), address, the CA
+    /// its certificate is from, its access log, and whether it runs.
+    pub web_origin_name: String,
+    pub web_origin_ip: String,
+    pub web_origin_ca: String,
+    pub web_origin_log: String,
+    pub web_origin_running: bool,
+    /// The same files over https with a certificate from another CA.
+    pub rogue_origin_name: String,
     /// The resolver the modem hands out by DHCP.
     pub uplink_resolver_ip: String,
     pub internet_resolver_ip: String,
@@ -124,6 +133,18 @@ impl fmt::Display for LabStatus {
             f,
             "  origin        {} ({} = {})",
             self.origin_url, self.origin_name, self.origin_ip
+        )?;
+        writeln!(
+            f,
+            "  nginx         http(s)://{} = {} ({}; CA {})",
+            self.web_origin_name,
+            self.web_origin_ip,
+            if self.web_origin_running {
+                "running"
+            } else {
+                "not running"
+            },
+            self.web_origin_ca
         )?;
         writeln!(
             f,
@@ -258,6 +279,12 @@ impl Lab {
             other_upstream_images: self.seeded_references(super::OTHER_NS),
             origin_name: ORIGIN_NAME.into(),
             origin_ip: ORIGIN_IP.into(),
+            web_origin_name: super::WEB_HOST.into(),
+            web_origin_ip: super::WEB_IP.into(),
+            web_origin_ca: path(self.web_ca()),
+            web_origin_log: path(self.web_log()),
+            web_origin_running: self.web_origin_running(),
+            rogue_origin_name: super::ROGUE_HOST.into(),
             uplink_resolver_ip: MODEM_IP.into(),
             internet_resolver_ip: INTERNET_RESOLVER_IP.into(),
             inside_interface: INSIDE_IF.into(),

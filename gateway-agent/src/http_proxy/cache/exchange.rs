@@ -55,7 +55,8 @@ pub(crate) async fn answer(
         return text(StatusCode::BAD_REQUEST, "invalid request target\n");
     };
     let asked = asked(&parts, uri);
-    let key = store::key_of(&url);
+    // The URL's own key, or its variant's when its stored answers vary.
+    let key = cache.key_for(&url, asked.headers());
     let up = Upstream {
         shared,
         client,
@@ -75,7 +76,7 @@ pub(crate) async fn answer(
                 let (status, headers) = stored_head(&found.meta, now);
                 return from_cache(cache, &found, status, headers, &asked, Count::Hit);
             }
-            // Another variant (`Vary`): a miss, and the new answer replaces the stored one.
+            // Not this request's variant after all (the origin changed its `Vary`): a miss.
             (BeforeRequest::Stale { matches: false, .. }, _) => {}
             _ => {
                 if let Some(response) = revalidate(&up, cache, &key, &url, &asked, found).await {
@@ -214,7 +215,7 @@ async fn revalidate(
         cache.purge(url).await;
         return Some(passed(response));
     }
-    Some(store_or_pass(up, cache, None, key, url.to_owned(), asked, response).await)
+    Some(store_or_pass(up, cache, None, url.to_owned(), asked, response).await)
 }
 
 /// Nothing usable stored: follow the fetch in flight, or make it.
@@ -266,7 +267,7 @@ async fn miss(
             }
         }
         Joined::Lead(lead) => match up.send(&asked, asked.headers().clone()).await {
-            Ok(response) => store_or_pass(up, cache, Some(lead), key, url, &asked, response).await,
+            Ok(response) => store_or_pass(up, cache, Some(lead), url, &asked, response).await,
             // Dropping the lead sends the followers upstream themselves.
             Err(failure) => failure,
         },
@@ -287,7 +288,7 @@ fn fetch_whole(up: &Upstream<'_>, cache: &Arc<Cache>, key: &str, url: &str, aske
         whole.headers_mut().remove(name);
     }
     let (shared, client, target) = (up.shared.clone(), up.client, up.target.clone());
-    let (cache, key, url) = (cache.clone(), key.to_owned(), url.to_owned());
+    let (cache, url) = (cache.clone(), url.to_owned());
     tokio::spawn(async move {
         let up = Upstream {
             shared: &shared,
@@ -296,18 +297,18 @@ fn fetch_whole(up: &Upstream<'_>, cache: &Arc<Cache>, key: &str, url: &str, aske
         };
         if let Ok(response) = up.send(&whole, whole.headers().clone()).await {
             // The writer task stores it; nobody reads this copy.
-            drop(store_or_pass(&up, &cache, Some(lead), &key, url, &whole, response).await);
+            drop(store_or_pass(&up, &cache, Some(lead), url, &whole, response).await);
         }
     });
 }
 
 /// A fresh response: stored while it streams to the client (and to the followers of `lead`)
-/// if it may be, passed through otherwise.
+/// if it may be, passed through otherwise. It is stored under the key of the variant it is
+/// (its `Vary` and the request's values), beside the URL's other variants.
 async fn store_or_pass(
     up: &Upstream<'_>,
     cache: &Arc<Cache>,
     lead: Option<Lead>,
-    key: &str,
     url: String,
     asked: &Request<()>,
     response: Response<UpstreamBody>,
@@ -341,6 +342,15 @@ async fn store_or_pass(
     let (temp, file) = (temp.0, Arc::new(temp.1));
     let (progress, watching) = tokio::sync::watch::channel(Progress::Writing(0));
     let (parts, body) = response.into_parts();
+    let vary = policy::vary_names(
+        parts
+            .headers
+            .get_all(header::VARY)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
+    let vary_key = policy::vary_key(&vary, asked.headers());
+    let key = store::key_for(&url, vary_key.as_deref());
     let meta = Meta {
         version: store::VERSION,
         url,
@@ -351,6 +361,7 @@ async fn store_or_pass(
         status: parts.status.as_u16(),
         headers: encode(&parts.headers),
         policy: policy.clone(),
+        vary_key,
     };
     if let Some(lead) = &lead {
         lead.publish(Head::Shared {
@@ -363,7 +374,7 @@ async fn store_or_pass(
     }
     let fill = writer::Fill {
         lead,
-        key: key.to_owned(),
+        key,
         meta,
         expected,
         temp,

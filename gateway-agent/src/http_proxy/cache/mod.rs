@@ -36,6 +36,10 @@ use store::{Meta, Store};
 
 pub(crate) use store::key_of;
 
+/// Variants kept per URL (a response with `Vary`); storing one more drops the least recently
+/// used of them.
+pub(crate) const MAX_VARIANTS: usize = 8;
+
 /// A URL as the cache keys it: `http[s]://host:port/path?query`, the host lower-cased and
 /// the port explicit, as the proxy builds it from a request line (`http://HTTPS///host/…`
 /// and `https://host/…` name the same object).
@@ -137,6 +141,15 @@ pub(crate) enum Head {
     NotShared,
 }
 
+/// The stored variants of a URL whose answers vary (`Vary`).
+#[derive(Debug, Default)]
+struct Variants {
+    /// The request headers they vary on ([`policy::vary_names`]).
+    names: Vec<String>,
+    /// Their keys, least recently used first.
+    keys: Vec<String>,
+}
+
 /// One upstream fetch others may join.
 struct Flight {
     head: watch::Sender<Option<Head>>,
@@ -183,6 +196,8 @@ pub(crate) struct Cache {
     store: Store,
     index: Mutex<Index<Entry>>,
     flights: Mutex<HashMap<String, Arc<Flight>>>,
+    /// By the URL's own key ([`key_of`]), for the URLs whose stored answers vary.
+    variants: Mutex<HashMap<String, Variants>>,
     max_object: u64,
     counters: Counters,
 }
@@ -195,24 +210,119 @@ impl Cache {
         let (store, mut entries) = Store::open(dir)
             .with_context(|| format!("opening the HTTP cache in {}", dir.display()))?;
         entries.sort_by_key(|(_, meta)| meta.stored_unix);
-        let mut index = Index::new(max_bytes);
+        let cache = Cache {
+            store,
+            index: Mutex::new(Index::new(max_bytes)),
+            flights: Mutex::new(HashMap::new()),
+            variants: Mutex::new(HashMap::new()),
+            max_object,
+            counters: Counters::default(),
+        };
         for (key, meta) in entries {
-            let size = meta.size;
+            let names = stored_vary_names(&meta);
+            if meta.vary_key.is_none() && !names.is_empty() {
+                // Stored before variants had keys of their own: fetched again when asked.
+                cache.store.remove(&key, &meta);
+                continue;
+            }
+            let (url, size) = (meta.url.clone(), meta.size);
             let entry = Entry {
                 meta: Arc::new(meta),
                 verified: false,
             };
-            for (key, gone) in index.insert(&key, size, entry) {
-                store.remove(&key, &gone.meta.meta);
+            let gone = cache.index().insert(&key, size, entry);
+            let mut kept = true;
+            for (gone_key, slot) in gone {
+                kept &= gone_key != key;
+                cache.forget(&gone_key, &slot.meta.meta.url);
+                cache.store.remove(&gone_key, &slot.meta.meta);
+            }
+            if kept {
+                cache.drop_variants(cache.note_variant(&key, &url, names));
             }
         }
-        Ok(Arc::new(Cache {
-            store,
-            index: Mutex::new(index),
-            flights: Mutex::new(HashMap::new()),
-            max_object,
-            counters: Counters::default(),
-        }))
+        Ok(Arc::new(cache))
+    }
+
+    fn variants(&self) -> MutexGuard<'_, HashMap<String, Variants>> {
+        self.variants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The key a request for `url` is looked up under: its variant's when the answers stored
+    /// for `url` vary, else the URL's own.
+    pub fn key_for(&self, url: &str, request: &HeaderMap) -> String {
+        let base = key_of(url);
+        match self.variants().get(&base) {
+            Some(variants) => {
+                store::key_for(url, policy::vary_key(&variants.names, request).as_deref())
+            }
+            None => base,
+        }
+    }
+
+    /// Records `key`, just stored for `url` with answers varying on `names`, as the URL's most
+    /// recently used variant. Returns what is outdated now (answers that varied on other
+    /// headers, or did not vary) and, marked `true`, the variants beyond [`MAX_VARIANTS`].
+    fn note_variant(&self, key: &str, url: &str, names: Vec<String>) -> Vec<(String, bool)> {
+        let base = key_of(url);
+        let mut variants = self.variants();
+        let mut dropped: Vec<(String, bool)> = Vec::new();
+        if names.is_empty() {
+            // It does not vary (any more): the variants stored before are outdated.
+            if let Some(old) = variants.remove(&base) {
+                dropped.extend(old.keys.into_iter().map(|k| (k, false)));
+            }
+        } else {
+            let known = variants.entry(base.clone()).or_default();
+            if known.names != names {
+                dropped.extend(known.keys.drain(..).map(|k| (k, false)));
+                dropped.push((base, false));
+                known.names = names;
+            }
+            known.keys.retain(|k| k != key);
+            known.keys.push(key.to_owned());
+            while known.keys.len() > MAX_VARIANTS {
+                dropped.push((known.keys.remove(0), true));
+            }
+        }
+        dropped.retain(|(k, _)| k != key);
+        dropped
+    }
+
+    /// Removes what [`Cache::note_variant`] found outdated (blocking).
+    fn drop_variants(&self, dropped: Vec<(String, bool)>) {
+        for (key, evicted) in dropped {
+            let removed = self.index().remove(&key);
+            if let Some(slot) = removed {
+                if evicted {
+                    add(&self.counters.evicted, 1);
+                }
+                self.store.remove(&key, &slot.meta.meta);
+            }
+        }
+    }
+
+    /// `key` (of `url`) left the index: no longer one of the URL's variants.
+    fn forget(&self, key: &str, url: &str) {
+        let base = key_of(url);
+        let mut variants = self.variants();
+        if let Some(known) = variants.get_mut(&base) {
+            known.keys.retain(|k| k != key);
+            if known.keys.is_empty() {
+                variants.remove(&base);
+            }
+        }
+    }
+
+    /// `key` (of `url`) was used: the URL's most recently used variant.
+    fn touch_variant(&self, key: &str, url: &str) {
+        let mut variants = self.variants();
+        if let Some(known) = variants.get_mut(&key_of(url)) {
+            if let Some(at) = known.keys.iter().position(|k| k == key) {
+                let key = known.keys.remove(at);
+                known.keys.push(key);
+            }
+        }
     }
 
     // A poisoned lock still holds a consistent index: every update is a few map operations
@@ -246,6 +356,9 @@ impl Cache {
         .await;
         match opened {
             Ok(Ok(file)) => {
+                if entry.meta.vary_key.is_some() {
+                    self.touch_variant(key, &entry.meta.url);
+                }
                 if !verified {
                     let mut index = self.index();
                     if let Some(slot) = index.get(key) {
@@ -293,6 +406,8 @@ impl Cache {
     /// Adds a committed object, evicting what no longer fits (blocking).
     fn insert(&self, key: &str, meta: Meta) {
         let size = meta.size;
+        let url = meta.url.clone();
+        let names = stored_vary_names(&meta);
         let entry = Entry {
             meta: Arc::new(meta),
             verified: true,
@@ -304,7 +419,11 @@ impl Cache {
             if gone_key != key || slot.size > self.index().bound() {
                 add(&self.counters.evicted, 1);
             }
+            self.forget(&gone_key, &slot.meta.meta.url);
             self.store.remove(&gone_key, &slot.meta.meta);
+        }
+        if size <= self.index().bound() {
+            self.drop_variants(self.note_variant(key, &url, names));
         }
     }
 
@@ -337,6 +456,7 @@ impl Cache {
             }
         };
         if let Some(slot) = removed {
+            self.forget(key, &slot.meta.meta.url);
             let this = self.clone();
             let key = key.to_owned();
             let _ =
@@ -344,15 +464,30 @@ impl Cache {
         }
     }
 
-    /// Removes the object stored for `url`; whether there was one.
+    /// Removes the objects stored for `url` (every variant); whether there was one.
     pub async fn purge(self: &Arc<Self>, url: &str) -> bool {
-        let key = key_of(url);
-        let Some(slot) = self.index().remove(&key) else {
-            return false;
+        let base = key_of(url);
+        let mut keys = self
+            .variants()
+            .remove(&base)
+            .map(|known| known.keys)
+            .unwrap_or_default();
+        keys.push(base);
+        let removed: Vec<(String, Arc<Meta>)> = {
+            let mut index = self.index();
+            keys.into_iter()
+                .filter_map(|key| index.remove(&key).map(|slot| (key, slot.meta.meta)))
+                .collect()
         };
+        let any = !removed.is_empty();
         let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || this.store.remove(&key, &slot.meta.meta)).await;
-        true
+        let _ = tokio::task::spawn_blocking(move || {
+            for (key, meta) in removed {
+                this.store.remove(&key, &meta);
+            }
+        })
+        .await;
+        any
     }
 
     /// Every stored object: URL, size, when it was stored. For `gateway-agent cache ls`, which
@@ -403,6 +538,16 @@ impl Cache {
             max_bytes: index.bound(),
         }
     }
+}
+
+/// The request headers a stored answer varies on.
+fn stored_vary_names(meta: &Meta) -> Vec<String> {
+    policy::vary_names(
+        meta.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("vary"))
+            .map(|(_, value)| value.as_slice()),
+    )
 }
 
 /// One stored object in `cache ls`.

@@ -38,6 +38,44 @@ pub(crate) fn url_rule(path: &str) -> UrlRule {
     }
 }
 
+/// The request headers a response varies on (its `Vary` values), lower-cased, sorted and
+/// without repeats; empty when it does not vary.
+pub(crate) fn vary_names<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut names: Vec<String> = values
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The digest (hex SHA-256) naming the variant `request` selects among the answers that vary on
+/// `names`: each name with the request's values for it, in order, an absent header told apart
+/// from an empty one. `None` when `names` is empty.
+pub(crate) fn vary_key(names: &[String], request: &HeaderMap) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for name in names {
+        context.update(name.as_bytes());
+        let mut values = request.get_all(name.as_str()).iter().peekable();
+        if values.peek().is_none() {
+            context.update(b"\0absent");
+        }
+        for value in values {
+            context.update(b"\0=");
+            context.update(value.as_bytes());
+        }
+        context.update(b"\n");
+    }
+    Some(super::store::hex(context.finish().as_ref()))
+}
+
 /// Our own refusals on top of the policy's `is_storable`: only complete 200s, nothing a
 /// request with credentials got, nothing that sets a cookie (it is one client's), no `Vary: *`.
 pub(crate) fn may_store(request: &HeaderMap, status: StatusCode, response: &HeaderMap) -> bool {

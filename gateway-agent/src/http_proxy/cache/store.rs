@@ -6,7 +6,8 @@
 //! tmp/<nonce>.part             bodies being written; emptied at start
 //! ```
 //!
-//! `<key>` is the SHA-256 of the URL in hex. A body becomes visible only once complete: it is
+//! `<key>` is the SHA-256 of the URL in hex (of the URL and the varying request headers' digest
+//! for a response with `Vary`, [`key_for`]). A body becomes visible only once complete: it is
 //! written under `tmp/`, fsynced, renamed into `objects/`, then its metadata is written the same
 //! way and the directory fsynced. A crash at any point leaves a `.part` (removed at start), a
 //! body no metadata names (removed at start), or the old entry intact; never half a body under
@@ -48,6 +49,17 @@ pub(crate) struct Meta {
     pub headers: Vec<(String, Vec<u8>)>,
     /// The RFC 9111 state: request, response, when it was received.
     pub policy: CachePolicy,
+    /// For a response with `Vary`: the SHA-256 (hex) of the request header values it varies
+    /// on, which is part of its key ([`Meta::key`]). `None` for one that does not vary.
+    #[serde(default)]
+    pub vary_key: Option<String>,
+}
+
+impl Meta {
+    /// The key this entry is stored under.
+    pub fn key(&self) -> String {
+        key_for(&self.url, self.vary_key.as_deref())
+    }
 }
 
 /// The cache's directory.
@@ -60,6 +72,14 @@ pub(crate) struct Store {
 /// The key of a URL: its SHA-256, hex.
 pub(crate) fn key_of(url: &str) -> String {
     hex(digest::digest(&digest::SHA256, url.as_bytes()).as_ref())
+}
+
+/// The key of one variant of a URL: the URL's own key when it does not vary.
+pub(crate) fn key_for(url: &str, vary_key: Option<&str>) -> String {
+    match vary_key {
+        None => key_of(url),
+        Some(vary_key) => key_of(&format!("{url}\n{vary_key}")),
+    }
 }
 
 /// Lower-case hex.
@@ -147,7 +167,7 @@ impl Store {
         }
         let body = self.objects.join(&meta.body);
         let sound = meta.version == VERSION
-            && key_of(&meta.url) == key
+            && meta.key() == key
             && fs::metadata(&body).is_ok_and(|m| m.len() == meta.size);
         if !sound {
             tracing::warn!(file = %path.display(), "dropping a damaged cache entry");

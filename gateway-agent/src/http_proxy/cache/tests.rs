@@ -35,6 +35,7 @@ fn put(store: &Store, url: &str, body: &[u8], stored_unix: u64) -> (String, Meta
         status: 200,
         headers: vec![("content-type".into(), b"text/plain".to_vec())],
         policy: policy(),
+        vary_key: None,
     };
     store.commit(&key, &temp, &file, &meta).unwrap();
     (key, meta)
