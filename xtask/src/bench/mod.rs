@@ -90,11 +90,11 @@ pub fn run(which: &str) -> Result<()> {
 }
 
 /// The XDP program against nftables, in a lab of its own (prefix `benchdp`) without Tor. The
-/// agent is the debug build: only its eBPF object (always a release build) is on the measured
-/// path.
+/// agent is the debug build of `cargo xtask build` (the whole workspace, so the other debug
+/// builds stay fresh): only its eBPF object (always a release build) is on the measured path.
 fn run_dataplane() -> Result<()> {
     dataplane::ensure_packages()?;
-    let agent = build::build_agent(false)?;
+    let agent = build::build_all(false)?;
     let lab = lab::Lab::new(dataplane::PREFIX);
     lab.down()?;
     lab.up_without_tor()?;
