@@ -49,10 +49,11 @@ enum Task {
         action: LabAction,
     },
     /// Benchmarks against the established peer, side by side: `dns` (vs dnsmasq), `dhcp`
-    /// (vs Kea), `tor` (vs a C-tor client), `registry` (vs docker-registry) or `proxy` (vs
-    /// Squid); results in bench/RESULTS.md.
+    /// (vs Kea), `tor` (vs a C-tor client), `registry` (vs docker-registry), `proxy` (vs
+    /// Squid) or `dataplane` (the inside XDP program vs nftables); results in
+    /// bench/RESULTS.md.
     Bench {
-        /// `dns`, `dhcp`, `tor`, `registry` or `proxy`.
+        /// `dns`, `dhcp`, `tor`, `registry`, `proxy` or `dataplane`.
         which: String,
     },
     /// Run the libFuzzer targets in fuzz/ (nightly, cargo-fuzz); see README "Fuzzing".

@@ -1,11 +1,14 @@
-//! `cargo xtask bench dns|dhcp|tor|registry|proxy`: the agent and its established peer, side by side in one
-//! run, same lab, same client, same load; results as ratios in `bench/RESULTS.md`.
+//! `cargo xtask bench dns|dhcp|tor|registry|proxy|dataplane`: the agent and its established
+//! peer, side by side in one run, same lab, same client, same load; results as ratios in
+//! `bench/RESULTS.md`.
 //!
-//! Everything runs inside a lab of its own (prefix `bench`): the load generators send only to
-//! the gateway's inside address in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`,
-//! `tor.rs`, `registry.rs` and `mirror.rs`, both run by `bench registry`, `proxy.rs`); the server processes and their config in `server.rs`; the results page and the
-//! statistics in `results.rs`.
+//! Everything runs inside a lab of its own (prefix `bench`; `benchdp` for `dataplane`, so it
+//! can run beside the others): the load generators send only to the gateway's inside address
+//! in that lab. One file a benchmark (`dns.rs`, `dhcp.rs`, `tor.rs`, `registry.rs` and
+//! `mirror.rs`, both run by `bench registry`, `proxy.rs`, `dataplane.rs`); the server processes
+//! and their config in `server.rs`; the results page and the statistics in `results.rs`.
 
+mod dataplane;
 mod dhcp;
 mod dns;
 mod mirror;
@@ -51,6 +54,9 @@ pub struct Measurement {
 pub fn run(which: &str) -> Result<()> {
     deps::require_root("the benchmarks")?;
     deps::ensure_all()?;
+    if which == "dataplane" {
+        return run_dataplane();
+    }
     deps::ensure_packages(BENCH_PACKAGES, "for the benchmarks")?;
     if which == "registry" {
         registry::ensure_package()?;
@@ -71,7 +77,7 @@ pub fn run(which: &str) -> Result<()> {
             .and_then(|first| Ok(vec![first, mirror::run(&lab, &agent)?])),
         "proxy" => proxy::run(&lab, &agent).map(|report| vec![report]),
         other => Err(anyhow::anyhow!(
-            "no benchmark {other:?}; try dns, dhcp, tor, registry or proxy"
+            "no benchmark {other:?}; try dns, dhcp, tor, registry, proxy or dataplane"
         )),
     };
     let down = lab.down();
@@ -81,6 +87,22 @@ pub fn run(which: &str) -> Result<()> {
         results::record(&title, &rows, &notes)?;
     }
     Ok(())
+}
+
+/// The XDP program against nftables, in a lab of its own (prefix `benchdp`) without Tor. The
+/// agent is the debug build of `cargo xtask build` (the whole workspace, so the other debug
+/// builds stay fresh): only its eBPF object (always a release build) is on the measured path.
+fn run_dataplane() -> Result<()> {
+    dataplane::ensure_packages()?;
+    let agent = build::build_all(false)?;
+    let lab = lab::Lab::new(dataplane::PREFIX);
+    lab.down()?;
+    lab.up_without_tor()?;
+    let result = dataplane::run(&lab, &agent);
+    let down = lab.down();
+    let (title, table, notes) = result?;
+    down?;
+    results::record_table(&title, &format!("{table}\n{notes}\n"))
 }
 
 /// A benchmark's section: its title, one row a server, and the notes on the setup.

@@ -35,20 +35,9 @@ pub(super) fn ratio_lines(rows: &[Measurement], prefix: &str, peer: &str) -> Str
     lines
 }
 
-/// Replaces this benchmark's section of `bench/RESULTS.md`.
+/// Replaces this benchmark's section of `bench/RESULTS.md` with the servers' table.
 pub(super) fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<()> {
-    let path = build::workspace_root().join("bench").join("RESULTS.md");
-    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        "# Benchmarks\n\nProduced by `cargo xtask bench …`; each section is replaced by its last run.\n"
-            .to_string()
-    });
-    let mut section = format!("\n## {title}\n\n");
-    let _ = writeln!(
-        section,
-        "Run on {} ({} cores).\n",
-        date(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
+    let mut section = String::new();
     section.push_str("| server | per second | p99 ms | avg ms | peak RSS MiB | unanswered |\n");
     section.push_str("|---|---|---|---|---|---|\n");
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
@@ -80,6 +69,25 @@ pub(super) fn record(title: &str, rows: &[Measurement], notes: &str) -> Result<(
         }
     }
     let _ = writeln!(section, "\n{notes}");
+    record_table(title, &section)
+}
+
+/// Replaces this benchmark's section of `bench/RESULTS.md` with `body` (a table and its
+/// notes) under the date line.
+pub(super) fn record_table(title: &str, body: &str) -> Result<()> {
+    let path = build::workspace_root().join("bench").join("RESULTS.md");
+    let existing = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nProduced by `cargo xtask bench …`; each section is replaced by its last run.\n"
+            .to_string()
+    });
+    let mut section = format!("\n## {title}\n\n");
+    let _ = writeln!(
+        section,
+        "Run on {} ({} cores).\n",
+        date(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    section.push_str(body);
     let _ = writeln!(
         section,
         "\nA stopped agent leaves its programs attached (fail closed): after each agent run the \
