@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use gateway_agent::{
     agent,
     cli::{cache, clients, leases, maps, mirror, pki, registry, status},
@@ -99,6 +99,18 @@ enum Command {
     Dataplane {
         #[command(subcommand)]
         action: DataplaneCommand,
+    },
+    /// Shell completions from these definitions, on stdout (the package installs them).
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Man pages from these definitions, one per command, written into DIR.
+    #[command(hide = true)]
+    Manpages {
+        /// Where to write `gateway-agent.1`, `gateway-agent-run.1`, …
+        dir: PathBuf,
     },
     /// Inspect the dataplane's pinned maps.
     Maps {
@@ -232,6 +244,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { file } => check_config(&file.unwrap_or(cli.config)),
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "gateway-agent", &mut script);
+            use std::io::Write;
+            report(
+                std::io::stdout()
+                    .write_all(&script)
+                    .map_err(|err| anyhow::anyhow!("writing the completions: {err}")),
+            )
+        }
+        Command::Manpages { dir } => report(
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+                .map_err(|err| anyhow::anyhow!("writing man pages into {}: {err}", dir.display())),
+        ),
         Command::Run => {
             let Some(cfg) = load_checked(&cli.config) else {
                 return ExitCode::FAILURE;

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod build;
 pub mod deps;
 pub mod lab;
+pub mod package;
 pub mod process;

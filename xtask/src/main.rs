@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::lab::tor as lab_tor;
-use xtask::{bench, build, deps, lab, process};
+use xtask::{bench, build, deps, lab, package, process};
 
 mod fuzz;
 
@@ -65,6 +65,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Build the release agent as a Debian package (target/debian/gateway-agent_*.deb): the
+    /// binary, the systemd unit, the example config as a conffile, completions, man pages.
+    Package,
     /// Build everything, check formatting and lints, run every test, and run each fuzz target
     /// briefly.
     Test {
@@ -122,7 +125,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Task::Deps => deps::ensure_all(),
+        Task::Deps => deps::ensure_all().and_then(|()| package::ensure_test_root().map(|_| ())),
         Task::BuildEbpf => build::build_ebpf(true).map(|_| ()),
         Task::Build { release } => {
             let agent = build::build_all(release)?;
@@ -157,6 +160,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Task::Fuzz { target, seconds } => fuzz::run(target.as_deref(), seconds),
         Task::Test { args } => test(&args),
+        Task::Package => package::run(),
         Task::Bench { which } => bench::run(&which),
     }
 }
@@ -285,6 +289,8 @@ fn run_in_lab(agent: &std::path::Path) -> Result<()> {
 fn test(extra: &[String]) -> Result<()> {
     deps::require_root("the tests (they build network namespaces and load eBPF)")?;
     deps::ensure_all()?;
+    // The package test installs into a Debian 12 root; fetched once per machine.
+    package::ensure_test_root()?;
     let agent = build::build_all(false)?;
     let root = build::workspace_root();
     let cargo = |args: &[&str]| -> Result<()> {
