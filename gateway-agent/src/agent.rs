@@ -4,7 +4,8 @@
 //! The list is the one place that names the services. Its order is the fail-closed order the
 //! README documents: the uplink's macvlan first (the egress guard attaches to it), the
 //! dataplane before anything that answers the inside, DNS before DHCP (restored leases go into
-//! the zone), the control socket and the metrics endpoint last, over everything before them.
+//! the zone), the status page, the control socket and the metrics endpoint last, over
+//! everything before them.
 
 use std::{path::Path, sync::Arc};
 
@@ -15,11 +16,11 @@ use crate::{
     config::Config,
     control, dataplane, dhcp, dns, hardening, http_proxy, metrics, mirror, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
-    socks, systemd, tor, transparent, uplink,
+    socks, status_page, systemd, tor, transparent, uplink,
 };
 
 /// Every service, in start order; stopped in reverse.
-pub const SERVICES: [Entry; 13] = [
+pub const SERVICES: [Entry; 14] = [
     hardening::SERVICE,
     uplink::SERVICE,
     dataplane::SERVICE,
@@ -31,6 +32,7 @@ pub const SERVICES: [Entry; 13] = [
     transparent::SERVICE,
     registry::SERVICE,
     mirror::SERVICE,
+    status_page::SERVICE,
     control::server::SERVICE,
     metrics::SERVICE,
 ];

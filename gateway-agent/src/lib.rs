@@ -23,6 +23,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod service;
 pub mod socks;
+pub mod status_page;
 pub mod systemd;
 pub mod tor;
 pub mod transparent;

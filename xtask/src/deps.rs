@@ -52,6 +52,8 @@ pub const LAB_PACKAGES: &[&str] = &[
     // package's system service (a default site on the host's port 80) is switched off.
     "nginx",
     "openssl",
+    // The status page's lab test: headless, in the gw namespace, contacting nothing else.
+    "chromium",
 ];
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.

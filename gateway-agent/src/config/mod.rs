@@ -7,7 +7,7 @@
 //!
 //! Each table belongs to the module that uses it: `dhcp/config.rs` has `[dhcp]`'s type,
 //! defaults, reader and rules, and likewise `dns`, `uplink` (`[outside]`), `http_proxy`, `tor`,
-//! `dataplane`, `metrics`, `control`, `registry` and `mirror`. This module keeps what they
+//! `dataplane`, `metrics`, `control`, `registry`, `mirror` and `status_page`. This module keeps what they
 //! share: the key-by-key `reader`, the errors, the typed values and their parsers (`values`),
 //! the tables no one service owns (`common`), the composition (`parse`) and the rules across
 //! tables (`validate`).
@@ -43,6 +43,7 @@ pub use crate::http_proxy::config::HttpProxy;
 pub use crate::metrics::config::Metrics;
 pub use crate::mirror::config::{Mirror, Upstream as MirrorUpstream};
 pub use crate::registry::config::{Access, Registry};
+pub use crate::status_page::config::StatusPage;
 pub use crate::tor::config::Tor;
 pub use crate::transparent::config::Transparent;
 pub use crate::uplink::config::{MacvlanMode, Outside, OutsideAddress, Uplink};
@@ -77,6 +78,8 @@ pub struct Config {
     pub registry: Registry,
     /// `[mirror]` settings beyond enabled/port.
     pub mirror: Mirror,
+    /// `[status_page]`.
+    pub status_page: StatusPage,
 }
 
 impl Config {
@@ -93,12 +96,14 @@ impl Config {
     }
 
     /// Every (protocol, port) the XDP program must pass to the gateway's inside address:
-    /// enabled services (dns gives tcp and udp), then `dataplane.allow`.
+    /// enabled services (dns gives tcp and udp), then `dataplane.allow`, then the status page's
+    /// port when it listens on the inside address.
     pub fn open_ports(&self) -> Vec<PortRule> {
         self.services
             .enabled_ports()
             .map(|(_, rule)| rule)
             .chain(self.dataplane.allow.iter().copied())
+            .chain(self.status_page.open_port(&self.inside))
             .collect()
     }
 }

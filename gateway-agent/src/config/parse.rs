@@ -9,7 +9,9 @@ use super::error::{ConfigErrors, Errors};
 use super::reader::Section;
 use super::values::PortRule;
 use super::{validate, Config};
-use crate::{control, dataplane, dhcp, dns, http_proxy, metrics, mirror, registry, tor, uplink};
+use crate::{
+    control, dataplane, dhcp, dns, http_proxy, metrics, mirror, registry, status_page, tor, uplink,
+};
 
 /// Builds the config from a parsed document, or every problem found in it.
 pub(crate) fn config(document: Table) -> Result<Config, ConfigErrors> {
@@ -39,6 +41,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
     let (dataplane, allow) = table(&mut root, "dataplane", errors, dataplane::config::read);
     let control = table(&mut root, "control", errors, control::config::read);
     let metrics = table(&mut root, "metrics", errors, metrics::config::read);
+    let status_page = table(&mut root, "status_page", errors, status_page::config::read);
     let state = table(&mut root, "state", errors, common::state);
     let log = table(&mut root, "log", errors, common::log);
     let tor = table(&mut root, "tor", errors, tor::config::read);
@@ -94,9 +97,14 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
     if let (Some(inside), Some(outside)) = (&inside, &outside) {
         validate::subnets_disjoint(inside, outside, errors);
     }
+    let page_port = match (&status_page, &inside) {
+        (Some(page), Some(inside)) => page.open_port(inside),
+        _ => None,
+    };
     let port_users: Vec<(String, PortRule)> = services
         .enabled_ports()
         .map(|(name, rule)| (format!("{name}.port"), rule))
+        .chain(page_port.map(|rule| ("status_page.listen".to_owned(), rule)))
         .chain(allow)
         .collect();
     validate::unique_ports(&port_users, errors);
@@ -118,6 +126,11 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
     if let (Some(inside), Some(metrics)) = (&inside, &metrics) {
         validate::metrics_port_free(inside, metrics, &services, errors);
     }
+    if let (Some(page), Some(inside), Some(metrics), Some(transparent)) =
+        (&status_page, &inside, &metrics, &transparent)
+    {
+        status_page::config::listen_free(page, inside, metrics, transparent, errors);
+    }
 
     Some(Config {
         interfaces: interfaces?,
@@ -137,6 +150,7 @@ pub(crate) fn read(document: Table, errors: &mut Errors) -> Option<Config> {
         transparent: transparent?,
         registry: registry?,
         mirror: mirror?,
+        status_page: status_page?,
     })
 }
 

@@ -1253,3 +1253,48 @@ fn mirror_upstreams_are_read_and_checked() {
         "unknown key",
     );
 }
+
+#[test]
+fn the_status_page_defaults_to_loopback_without_admins() {
+    let config = parse_ok(MINIMAL);
+    assert_eq!(config.status_page, crate::config::StatusPage::default());
+    assert_eq!(config.status_page.listen.to_string(), "127.0.0.1:8443");
+    assert!(!config.open_ports().contains(&rule(Protocol::Tcp, 8443)));
+}
+
+#[test]
+fn the_status_page_on_the_inside_opens_its_port_for_admins_only() {
+    let config = parse_ok(&with(
+        "[status_page]\nlisten = \"198.51.100.1:8443\"\nadmins = [\"admin\"]",
+    ));
+    assert!(config.open_ports().contains(&rule(Protocol::Tcp, 8443)));
+    assert!(config.status_page.is_admin(Some("admin")));
+    assert!(!config.status_page.is_admin(Some("laptop")));
+    assert!(!config.status_page.is_admin(None));
+    let error = only_error(&with("[status_page]\nlisten = \"198.51.100.1:8443\""));
+    assert_eq!(error.key, "status_page.admins");
+}
+
+#[test]
+fn the_status_page_never_takes_a_service_port_or_another_address() {
+    for (listen, key, problem) in [
+        ("198.51.100.1:443", "status_page.listen", "registry.port"),
+        ("198.51.100.1:3128", "status_page.listen", "http_proxy.port"),
+        ("127.0.0.1:9101", "status_page.listen", "metrics.listen"),
+        ("127.0.0.1:9040", "status_page.listen", "transparent.port"),
+        (
+            "192.0.2.5:8443",
+            "status_page.listen",
+            "loopback address or on the inside",
+        ),
+    ] {
+        let text = with(&format!(
+            "[status_page]\nlisten = \"{listen}\"\nadmins = [\"admin\"]"
+        ));
+        let error = only_error(&text);
+        assert_eq!(error.key, key, "{listen}: {error:?}");
+        assert!(error.problem.contains(problem), "{listen}: {error:?}");
+    }
+    let error = only_error(&with("[status_page]\nadmins = [\"Not A Name\"]"));
+    assert_eq!(error.key, "status_page.admins");
+}

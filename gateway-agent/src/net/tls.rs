@@ -63,6 +63,21 @@ pub enum ClientAuth {
     Optional(ClientCa),
     /// Every client must present a certificate that verifies against the CA.
     Required(ClientCa),
+    /// Every client must present a certificate that verifies against the CA and whose name
+    /// (as [`Accepted::client_name`] reads it) is one of `names`: anyone else fails the
+    /// handshake (the status page on the inside address, for its admins only).
+    RequiredNamed { ca: ClientCa, names: Vec<String> },
+}
+
+impl ClientAuth {
+    /// The CA client certificates are checked against, if any are asked for.
+    pub fn ca(&self) -> Option<&ClientCa> {
+        match self {
+            ClientAuth::None => None,
+            ClientAuth::Optional(ca) | ClientAuth::Required(ca) => Some(ca),
+            ClientAuth::RequiredNamed { ca, .. } => Some(ca),
+        }
+    }
 }
 
 /// The CA that issues client certificates, and what it revoked.
@@ -237,10 +252,11 @@ fn client_verifier(
     auth: &ClientAuth,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>> {
-    let (ca, required) = match auth {
+    let (ca, required, names) = match auth {
         ClientAuth::None => return Ok(WebPkiClientVerifier::no_client_auth()),
-        ClientAuth::Optional(ca) => (ca, false),
-        ClientAuth::Required(ca) => (ca, true),
+        ClientAuth::Optional(ca) => (ca, false, None),
+        ClientAuth::Required(ca) => (ca, true, None),
+        ClientAuth::RequiredNamed { ca, names } => (ca, true, Some(names)),
     };
     let mut roots = RootCertStore::empty();
     for cert in read_certs(&ca.ca)? {
@@ -257,13 +273,80 @@ fn client_verifier(
     if !required {
         builder = builder.allow_unauthenticated();
     }
-    builder.build().map_err(|error| {
+    let verifier = builder.build().map_err(|error| {
         let file = match (&error, &ca.crl) {
             (VerifierBuilderError::InvalidCrl(_), Some(crl)) => crl,
             _ => &ca.ca,
         };
         anyhow!("{}: {error}", file.display())
+    })?;
+    Ok(match names {
+        None => verifier,
+        Some(names) => Arc::new(NamedClients {
+            inner: verifier,
+            names: names.clone(),
+        }),
     })
+}
+
+/// A client verifier that, after the CA's checks, also wants the certificate's name in a list.
+#[derive(Debug)]
+struct NamedClients {
+    inner: Arc<dyn ClientCertVerifier>,
+    names: Vec<String>,
+}
+
+impl ClientCertVerifier for NamedClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        match client_name(end_entity) {
+            Some(name) if self.names.contains(&name) => Ok(verified),
+            _ => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Every certificate in a PEM file; none is an error.

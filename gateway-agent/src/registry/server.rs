@@ -211,9 +211,7 @@ impl TlsWatch {
 fn watched_files(acceptor: &TlsAcceptor) -> Vec<PathBuf> {
     let settings = acceptor.settings();
     let mut files = vec![settings.cert_chain.clone(), settings.key.clone()];
-    if let crate::net::tls::ClientAuth::Required(ca) | crate::net::tls::ClientAuth::Optional(ca) =
-        &settings.client_auth
-    {
+    if let Some(ca) = settings.client_auth.ca() {
         files.push(ca.ca.clone());
         files.extend(ca.crl.clone());
     }

@@ -43,6 +43,8 @@ pub struct LabStatus {
     pub registry_url: String,
     /// The gateway's registry mirror (`https://<inside address>:5000`).
     pub mirror_url: String,
+    /// The agent's status page, on the `gw` namespace's loopback (`status_page.listen`).
+    pub status_url: String,
     /// The lab's default upstream registry for the mirror (`host:port`; `?ns=hub.test`).
     pub upstream_registry: String,
     /// The second upstream (`?ns=other.test`).
@@ -272,6 +274,7 @@ impl Lab {
             origin_url: ORIGIN_URL.into(),
             registry_url: format!("https://{GATEWAY_INSIDE_IP}"),
             mirror_url: format!("https://{GATEWAY_INSIDE_IP}:5000"),
+            status_url: "https://127.0.0.1:8443/".to_owned(),
             upstream_registry: format!("{}:{}", super::UPSTREAM_HOST, super::REGISTRY_PORT),
             other_upstream_registry: format!("{}:{}", super::OTHER_HOST, super::REGISTRY_PORT),
             upstream_running: self.daemon_alive(format!("upstream/{}.pid", super::UPSTREAM_NS)),

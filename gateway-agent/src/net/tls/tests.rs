@@ -359,6 +359,33 @@ async fn a_client_certificate_from_another_ca_gets_no_response() {
 }
 
 #[tokio::test]
+async fn required_named_serves_only_the_names_listed() {
+    let pki = Pki::new("gateway test CA");
+    let settings = pki.server_settings(ClientAuth::RequiredNamed {
+        ca: pki.client_ca(None),
+        names: vec!["admin".to_owned()],
+    });
+    let (_acceptor, mut server) = started(settings).await;
+
+    let outcome = fetch(server.addr, tls13(&pki, Some(&pki.client("laptop", 1)))).await;
+    assert!(matches!(outcome, Outcome::NoResponse), "{outcome:?}");
+    assert_eq!(
+        server.refused().await,
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure)
+    );
+    let outcome = fetch(server.addr, tls13(&pki, None)).await;
+    assert!(matches!(outcome, Outcome::NoResponse), "{outcome:?}");
+    assert_eq!(
+        server.refused().await,
+        rustls::Error::NoCertificatesPresented
+    );
+
+    let outcome = fetch(server.addr, tls13(&pki, Some(&pki.client("admin", 2)))).await;
+    assert_eq!(outcome.body(), "client admin");
+    assert_eq!(server.handshake().await.unwrap().as_deref(), Some("admin"));
+}
+
+#[tokio::test]
 async fn optional_serves_anonymous_clients_and_verifies_the_others() {
     let pki = Pki::new("gateway test CA");
     let other = Pki::new("someone else's CA");
