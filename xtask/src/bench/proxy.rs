@@ -116,6 +116,9 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         let _ = std::fs::remove_dir_all(&cache_dir);
         std::fs::create_dir_all(&cache_dir)
             .with_context(|| format!("creating {}", cache_dir.display()))?;
+        // Squid drops root for `cache_effective_user` before it touches the cache_dir.
+        process::run("chown", [SQUID_USER, &cache_dir.display().to_string()])
+            .context("handing the cache_dir to Squid's user")?;
         std::fs::write(&conf, squid_conf(&cache_dir)).context("writing squid.conf")?;
         // The disk cache's directories first (`squid -z` exits when done).
         process::ns_run(
@@ -171,6 +174,9 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     Ok(("HTTP caching proxy (cache hits)".into(), rows, notes))
 }
 
+/// The user Debian's Squid runs as.
+const SQUID_USER: &str = "proxy:proxy";
+
 /// Squid with a memory cache for small objects and a disk cache (`ufs` in `cache_dir`) with
 /// the agent's default object size limit.
 fn squid_conf(cache_dir: &Path) -> String {
@@ -179,7 +185,8 @@ fn squid_conf(cache_dir: &Path) -> String {
          http_access deny all\ncache_mem 512 MB\nmaximum_object_size_in_memory 8 MB\n\
          maximum_object_size 1 GB\ncache_dir ufs {dir} 2048 16 256\n\
          access_log none\ncache_log /dev/null\npid_filename none\n\
-         visible_hostname bench-squid\nshutdown_lifetime 1 seconds\n",
+         visible_hostname bench-squid\nshutdown_lifetime 1 seconds\n\
+         cache_effective_user proxy\n",
         gw = lab::GATEWAY_INSIDE_IP,
         dir = cache_dir.display(),
     )
