@@ -173,6 +173,21 @@ impl TestLab {
             .collect()
     }
 
+    /// `pki issue-client NAME --out OUT` through the agent's CLI, asserting success: the
+    /// bundle's directory (client.cert, client.key, ca.crt).
+    pub fn issue_client(&self, config: &Path, name: &str, out: &Path) -> PathBuf {
+        let done = self.cli(
+            config,
+            &["pki", "issue-client", name, "--out", path_str(out)],
+        );
+        assert!(
+            done.status.success(),
+            "pki issue-client {name}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        out.to_path_buf()
+    }
+
     /// The drop counter for `reason` (its name as `maps drops` prints it).
     pub fn drops(&self, config: &Path, reason: &str) -> u64 {
         let drops = self.cli_json(config, &["maps", "drops"]);

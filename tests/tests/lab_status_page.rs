@@ -262,25 +262,7 @@ fn on_the_inside_only_admins_get_an_answer() {
     let agent = Agent::start(&lab, &cfg);
     lab.dhcp("c1", DhcpClient::Dhclient, None);
     let dir = work(&lab, "inside");
-    let bundle = |name: &str| {
-        let out = dir.join(name);
-        let done = lab.cli(
-            &cfg,
-            &[
-                "pki",
-                "issue-client",
-                name,
-                "--out",
-                &out.display().to_string(),
-            ],
-        );
-        assert!(
-            done.status.success(),
-            "{}",
-            String::from_utf8_lossy(&done.stderr)
-        );
-        out
-    };
+    let bundle = |name: &str| lab.issue_client(&cfg, name, &dir.join(name));
     let (admin, laptop) = (bundle("admin"), bundle("laptop"));
     let url = format!("https://{inside}/");
 

@@ -82,22 +82,7 @@ impl Setup {
     /// A client bundle for `name` (client.cert, client.key, ca.crt).
     pub fn bundle(&self, name: &str) -> PathBuf {
         let out = self.work.join("certs").join(name);
-        let done = self.lab.cli(
-            &self.cfg,
-            &[
-                "pki",
-                "issue-client",
-                name,
-                "--out",
-                &out.display().to_string(),
-            ],
-        );
-        assert!(
-            done.status.success(),
-            "{}",
-            String::from_utf8_lossy(&done.stderr)
-        );
-        out
+        self.lab.issue_client(&self.cfg, name, &out)
     }
 
     /// curl from c1 with `bundle`: (exit status ok, `-i` output).
