@@ -96,6 +96,8 @@ const REGISTRIES: [Registry; 2] = [
             ("library/crash", "1", &[("crash.bin", 4 << 20)]),
             // Never pulled by the tests before the upstream goes away.
             ("library/spare", "1", &[("spare", 3000)]),
+            // Its tag is moved upstream by a test (re-seeded with other bytes).
+            ("library/moving", "1", &[("moving", 4000)]),
         ],
     },
     Registry {
