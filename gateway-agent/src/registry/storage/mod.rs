@@ -8,6 +8,7 @@
 
 pub mod fs;
 mod layout;
+pub mod s3;
 mod upload;
 
 use std::io::{Read, Seek};
@@ -18,6 +19,7 @@ use serde::Serialize;
 use super::names::{Digest, RepoName, Tag};
 
 pub use fs::FsStorage;
+pub use s3::{S3Settings, S3Storage};
 
 /// What can go wrong in the store that a client must hear about (everything else is
 /// [`StorageError::Io`], a 500).

@@ -1,0 +1,796 @@
+//! The S3 backend (`registry.storage.backend = "s3"`): the same store in a bucket that several
+//! gateways may share, through the `object_store` crate.
+//!
+//! A blob is committed by one conditional put: its bytes go first to `data/<id>` (multipart
+//! while the client is still sending, [`session`]), then its pointer `blobs/<alg>/<hex>` is
+//! created with `If-None-Match: *`. Until that pointer exists nobody sees the blob; when two
+//! gateways commit the same content at once one pointer wins and the loser deletes its copy.
+//! Manifests are blobs too; a tag is one small object, replaced whole, so racing tag updates
+//! leave one winner and both manifests. The key layout is in [`keys`].
+//!
+//! The [`Storage`] interface is synchronous (the API calls it on tokio's blocking pool): each
+//! call runs its requests on this backend's own small runtime and waits.
+
+mod keys;
+mod reader;
+mod session;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, Context};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha512};
+
+use self::keys::Keys;
+use self::reader::ObjectReader;
+use self::session::{S3Session, PART, PARTS_IN_FLIGHT};
+use super::layout::{is_id, random_id};
+use super::{
+    Blob, Limits, Manifest, Referrer, Result, Storage, StorageError, StoredBlob, UploadState,
+};
+use crate::registry::names::{Algorithm, Digest, RepoName, Tag};
+
+/// Where the bucket is and how to sign for it.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// `http://` or `https://` host and port (path-style requests).
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Key prefix inside the bucket (`""`: its root).
+    pub prefix: String,
+    /// PEM certificates to trust for an `https` endpoint, instead of the system's.
+    pub ca: Option<Vec<u8>>,
+    /// A local directory for upload spool files (emptied at open).
+    pub spool: PathBuf,
+}
+
+impl std::fmt::Debug for S3Settings {
+    // The secret stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A blob's pointer: which data object holds it, and its size.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pointer {
+    id: String,
+    size: u64,
+}
+
+type Slot = Arc<Mutex<Option<S3Session>>>;
+
+/// A store in an S3 bucket.
+pub struct S3Storage {
+    store: Arc<dyn ObjectStore>,
+    keys: Keys,
+    // Dropped without waiting in `Drop` (the last reference may go in async code).
+    runtime: Option<tokio::runtime::Runtime>,
+    limits: Limits,
+    spool: PathBuf,
+    sessions: Mutex<HashMap<String, Slot>>,
+    gc: RwLock<()>,
+    /// For messages.
+    describe: String,
+}
+
+fn io(error: impl std::fmt::Display) -> StorageError {
+    StorageError::Io(anyhow!("the S3 store: {error}"))
+}
+
+fn not_found(error: &object_store::Error) -> bool {
+    matches!(error, object_store::Error::NotFound { .. })
+}
+
+impl S3Storage {
+    /// Connects to the bucket and lists its prefix once, so a wrong endpoint, bucket or key
+    /// fails here, at start, with the store's own answer.
+    pub fn open(settings: S3Settings, limits: Limits) -> anyhow::Result<S3Storage> {
+        let describe = format!(
+            "{}/{}",
+            settings.endpoint.trim_end_matches('/'),
+            settings.bucket
+        );
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("s3-store")
+            .enable_all()
+            .build()
+            .context("starting the S3 store's runtime")?;
+        // A streamed layer may take as long as its client: no limit on a whole request, only
+        // on connecting.
+        let mut client = ClientOptions::new()
+            .with_timeout_disabled()
+            .with_connect_timeout(Duration::from_secs(10))
+            .with_allow_http(settings.endpoint.starts_with("http://"));
+        if let Some(pem) = &settings.ca {
+            client = client
+                .with_root_certificate(
+                    object_store::Certificate::from_pem(pem)
+                        .context("reading the S3 store's CA certificate")?,
+                )
+                .with_allow_invalid_certificates(false);
+        }
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&settings.endpoint)
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_access_key_id(&settings.access_key_id)
+            .with_secret_access_key(&settings.secret_access_key)
+            .with_virtual_hosted_style_request(false)
+            .with_conditional_put(S3ConditionalPut::ETagMatch)
+            .with_client_options(client)
+            .build()
+            .with_context(|| format!("configuring the S3 store {describe}"))?;
+        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        std::fs::create_dir_all(&settings.spool)
+            .with_context(|| format!("creating {}", settings.spool.display()))?;
+        // Sessions do not outlive the process: their spool files are leftovers.
+        for entry in std::fs::read_dir(&settings.spool)
+            .with_context(|| format!("reading {}", settings.spool.display()))?
+        {
+            let path = entry?.path();
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        let keys = Keys::new(&settings.prefix);
+        let probe = store.clone();
+        let root = keys.pointers();
+        runtime
+            .block_on(async move { probe.list_with_delimiter(Some(&root)).await })
+            .map_err(|error| anyhow!("the S3 store {describe} refused a listing: {error}"))?;
+        Ok(S3Storage {
+            store,
+            keys,
+            runtime: Some(runtime),
+            limits,
+            spool: settings.spool,
+            sessions: Mutex::new(HashMap::new()),
+            gc: RwLock::new(()),
+            describe,
+        })
+    }
+
+    /// Where it is, for messages (`endpoint/bucket`).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.runtime {
+            Some(runtime) => runtime.handle().clone(),
+            // Only between Drop's take and the end of Drop.
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+
+    fn run<F: Future>(&self, future: F) -> F::Output {
+        self.handle().block_on(future)
+    }
+
+    fn get(&self, key: &Path) -> Result<Option<Bytes>> {
+        let store = self.store.clone();
+        self.run(async move {
+            match store.get(key).await {
+                Ok(result) => result.bytes().await.map(Some),
+                Err(error) if not_found(&error) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })
+        .map_err(io)
+    }
+
+    fn exists(&self, key: &Path) -> Result<bool> {
+        match self.run(self.store.head(key)) {
+            Ok(_) => Ok(true),
+            Err(error) if not_found(&error) => Ok(false),
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    fn put(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<()> {
+        let payload = PutPayload::from(bytes.into());
+        self.run(self.store.put(key, payload)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Creates `key` unless it exists; whether this call created it.
+    fn create(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self.run(
+            self.store
+                .put_opts(key, PutPayload::from(bytes.into()), options),
+        ) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    /// Deletes `key`; whether it was there.
+    fn remove(&self, key: &Path) -> Result<bool> {
+        if !self.exists(key)? {
+            return Ok(false);
+        }
+        match self.run(self.store.delete(key)) {
+            Ok(()) => Ok(true),
+            Err(error) if not_found(&error) => Ok(false),
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        let store = self.store.clone();
+        let prefix = prefix.clone();
+        self.run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
+            .map_err(io)
+    }
+
+    fn pointer(&self, digest: &Digest) -> Result<Option<Pointer>> {
+        let Some(bytes) = self.get(&self.keys.pointer(digest))? else {
+            return Ok(None);
+        };
+        let pointer: Pointer = serde_json::from_slice(&bytes)
+            .map_err(|error| io(format!("the pointer of {digest} is unreadable: {error}")))?;
+        if !is_id(&pointer.id) {
+            return Err(io(format!("the pointer of {digest} names no data object")));
+        }
+        Ok(Some(pointer))
+    }
+
+    /// Rewrites `digest`'s pointer as it is, so its modification time (GC's grace period)
+    /// starts again.
+    fn renew(&self, digest: &Digest) -> Result<Option<Pointer>> {
+        let Some(pointer) = self.pointer(digest)? else {
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(&pointer).map_err(io)?;
+        self.put(&self.keys.pointer(digest), bytes)?;
+        Ok(Some(pointer))
+    }
+
+    /// Commits `digest` as the data object `id` of `size` bytes (already written); when
+    /// another commit got there first, its copy stays and `id` goes.
+    fn commit(&self, digest: &Digest, id: &str, size: u64) -> Result<()> {
+        let pointer = serde_json::to_vec(&Pointer {
+            id: id.to_owned(),
+            size,
+        })
+        .map_err(io)?;
+        if !self.create(&self.keys.pointer(digest), pointer)? {
+            self.remove(&self.keys.data(id))?;
+            self.renew(digest)?;
+        }
+        Ok(())
+    }
+
+    /// Stores small `bytes` (a manifest) as the blob `digest`, unless it is there.
+    fn put_small_blob(&self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.renew(digest)?.is_some() {
+            return Ok(());
+        }
+        let id = random_id()?;
+        self.put(&self.keys.data(&id), Bytes::copy_from_slice(bytes))?;
+        self.commit(digest, &id, bytes.len() as u64)
+    }
+
+    fn slot(&self, id: &str) -> Option<Slot> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Runs `f` on session `id` of `repo`.
+    fn with_session<T>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        f: impl FnOnce(&mut S3Session) -> Result<T>,
+    ) -> Result<T> {
+        let slot = self.slot(id).ok_or(StorageError::UploadUnknown)?;
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_mut() {
+            Some(session) if session.repo == repo.as_str() => f(session),
+            _ => Err(StorageError::UploadUnknown),
+        }
+    }
+
+    /// Takes session `id` of `repo` out of the table.
+    fn take_session(&self, repo: &RepoName, id: &str) -> Result<S3Session> {
+        let slot = self.slot(id).ok_or(StorageError::UploadUnknown)?;
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if guard.as_ref().is_none_or(|s| s.repo != repo.as_str()) {
+            return Err(StorageError::UploadUnknown);
+        }
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        guard.take().ok_or(StorageError::UploadUnknown)
+    }
+
+    /// Drops a session's multipart upload, if it started one.
+    fn abort(&self, session: &mut S3Session) {
+        if let Some(multipart) = session.multipart.take() {
+            if let Err(error) = self.run(multipart.abort()) {
+                tracing::warn!(
+                    "the S3 store: aborting the upload of {}: {error}",
+                    session.data_key
+                );
+            }
+        }
+    }
+
+    /// Hands what `session` has pending to its multipart upload, starting it once there is
+    /// more than one part; waits while too many parts are in flight.
+    fn feed(&self, session: &mut S3Session) -> Result<()> {
+        if session.multipart.is_none() {
+            if session.pending.len() < PART {
+                return Ok(());
+            }
+            let upload = self
+                .run(self.store.put_multipart(&session.data_key))
+                .map_err(io)?;
+            session.multipart = Some(object_store::WriteMultipart::new_with_chunk_size(
+                upload, PART,
+            ));
+        }
+        let handle = self.handle();
+        let pending = std::mem::take(&mut session.pending);
+        let Some(multipart) = session.multipart.as_mut() else {
+            return Ok(());
+        };
+        {
+            // `write` spawns the part uploads onto the current runtime.
+            let _entered = handle.enter();
+            multipart.write(&pending);
+        }
+        handle
+            .block_on(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
+            .map_err(io)
+    }
+
+    /// Every key under `repositories/` that links `digest`.
+    fn links_to(&self, digest: &Digest) -> Result<Vec<Path>> {
+        let tail = format!("/_layers/{}/{}", digest.algorithm().name(), digest.hex());
+        Ok(self
+            .list(&self.keys.repositories())?
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(|key| key.as_ref().ends_with(&tail))
+            .collect())
+    }
+
+    /// Deletes data objects no pointer names that are older than the upload expiry: a crash
+    /// between a data object's upload and its pointer, or between a sweep's two deletes.
+    fn sweep_orphans(&self) -> Result<usize> {
+        let cutoff = SystemTime::now() - self.limits.upload_expiry;
+        let old: Vec<ObjectMeta> = self
+            .list(&self.keys.all_data())?
+            .into_iter()
+            .filter(|meta| SystemTime::from(meta.last_modified) < cutoff)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        let mut named = BTreeSet::new();
+        for meta in self.list(&self.keys.pointers())? {
+            if let Some(digest) = Keys::digest_of(meta.location.as_ref()) {
+                if let Some(pointer) = self.pointer(&digest)? {
+                    named.insert(pointer.id);
+                }
+            }
+        }
+        let mut swept = 0;
+        for meta in old {
+            let id = meta.location.filename().unwrap_or_default().to_owned();
+            if !named.contains(&id) && self.remove(&meta.location)? {
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+}
+
+#[cfg(test)]
+impl S3Storage {
+    /// Whether session `id` has started its multipart upload.
+    fn session_has_multipart(&self, id: &str) -> bool {
+        self.slot(id).is_some_and(|slot| {
+            slot.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|s| s.multipart.is_some())
+        })
+    }
+}
+
+impl Drop for S3Storage {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Storage for S3Storage {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn blob_size(&self, repo: &RepoName, digest: &Digest, touch: bool) -> Result<Option<u64>> {
+        if !self.exists(&self.keys.link(repo, digest))? {
+            return Ok(None);
+        }
+        let pointer = if touch {
+            self.renew(digest)?
+        } else {
+            self.pointer(digest)?
+        };
+        Ok(pointer.map(|p| p.size))
+    }
+
+    fn open_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Blob>> {
+        if !self.exists(&self.keys.link(repo, digest))? {
+            return Ok(None);
+        }
+        let Some(pointer) = self.pointer(digest)? else {
+            return Ok(None);
+        };
+        let reader = ObjectReader::new(
+            self.store.clone(),
+            self.handle(),
+            self.keys.data(&pointer.id),
+            pointer.size,
+        );
+        Ok(Some(Blob {
+            size: pointer.size,
+            reader: Box::new(reader),
+        }))
+    }
+
+    fn mount_blob(&self, from: &RepoName, to: &RepoName, digest: &Digest) -> Result<bool> {
+        if self.blob_size(from, digest, true)?.is_none() {
+            return Ok(false);
+        }
+        self.put(&self.keys.link(to, digest), Bytes::new())?;
+        Ok(true)
+    }
+
+    fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        self.remove(&self.keys.link(repo, digest))
+    }
+
+    fn start_upload(&self, repo: &RepoName) -> Result<String> {
+        let id = random_id()?;
+        let session = S3Session::create(repo.as_str(), self.spool.join(&id), self.keys.data(&id))?;
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.clone(), Arc::new(Mutex::new(Some(session))));
+        Ok(id)
+    }
+
+    fn upload_state(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
+        self.with_session(repo, id, |session| Ok(UploadState { size: session.size }))
+    }
+
+    fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        offset: Option<u64>,
+        data: &[u8],
+    ) -> Result<UploadState> {
+        let limit = self.limits.max_blob_bytes;
+        let fed = self.with_session(repo, id, |session| {
+            if let Some(given) = offset {
+                if given != session.size {
+                    return Err(StorageError::RangeInvalid {
+                        given,
+                        have: session.size,
+                    });
+                }
+            }
+            if session.size + data.len() as u64 > limit {
+                return Err(StorageError::TooLarge {
+                    what: "the blob",
+                    limit,
+                });
+            }
+            session.append(data)?;
+            self.feed(session).map(|()| session.size)
+        });
+        match fed {
+            Ok(size) => Ok(UploadState { size }),
+            Err(StorageError::Io(error)) => {
+                // A failed part leaves the multipart upload unusable: the session ends.
+                if let Ok(mut session) = self.take_session(repo, id) {
+                    self.abort(&mut session);
+                }
+                Err(StorageError::Io(error))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64> {
+        let mut session = self.take_session(repo, id)?;
+        let actual = match digest.algorithm() {
+            Algorithm::Sha256 => {
+                Digest::from_hash(Algorithm::Sha256, &session.sha256.clone().finalize())
+            }
+            Algorithm::Sha512 => {
+                let mut sha512 = Sha512::new();
+                let mut file = std::fs::File::open(&session.spool_path)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    sha512.update(&buf[..n]);
+                }
+                Digest::from_hash(Algorithm::Sha512, &sha512.finalize())
+            }
+        };
+        if &actual != digest {
+            self.abort(&mut session);
+            return Err(StorageError::DigestInvalid {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        let size = session.size;
+        if self.renew(digest)?.is_some() {
+            self.abort(&mut session);
+        } else {
+            match session.multipart.take() {
+                Some(mut multipart) => {
+                    let handle = self.handle();
+                    let pending = std::mem::take(&mut session.pending);
+                    {
+                        let _entered = handle.enter();
+                        multipart.write(&pending);
+                    }
+                    handle.block_on(multipart.finish()).map_err(io)?;
+                }
+                None => {
+                    let pending = std::mem::take(&mut session.pending);
+                    self.put(&session.data_key, pending)?;
+                }
+            }
+            self.commit(digest, id, size)?;
+        }
+        self.put(&self.keys.link(repo, digest), Bytes::new())?;
+        Ok(size)
+    }
+
+    fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        let mut session = self.take_session(repo, id)?;
+        self.abort(&mut session);
+        Ok(())
+    }
+
+    fn read_upload(&self, repo: &RepoName, id: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.with_session(repo, id, |session| {
+            Ok(session.spool.read_at(buf, offset)?)
+        })
+    }
+
+    fn expire_uploads(&self) -> Result<usize> {
+        let expiry = self.limits.upload_expiry;
+        let stale: Vec<(String, Slot)> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(id, slot)| (id.clone(), slot.clone()))
+            .collect();
+        let mut expired = 0;
+        for (id, slot) in stale {
+            let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let old = guard.as_ref().is_some_and(|s| s.touched.elapsed() > expiry);
+            if old {
+                if let Some(mut session) = guard.take() {
+                    self.abort(&mut session);
+                }
+                self.sessions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+                expired += 1;
+            }
+        }
+        let swept = self.sweep_orphans()?;
+        if swept > 0 {
+            tracing::info!("the S3 store: removed {swept} data object(s) no blob names");
+        }
+        Ok(expired)
+    }
+
+    fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &Manifest,
+        tag: Option<&Tag>,
+        subject: Option<(&Digest, &Referrer)>,
+    ) -> Result<()> {
+        self.put_small_blob(&manifest.digest, &manifest.bytes)?;
+        self.put(
+            &self.keys.manifest(repo, &manifest.digest),
+            manifest.media_type.clone().into_bytes(),
+        )?;
+        if let Some((subject, referrer)) = subject {
+            let json = serde_json::to_vec(referrer).context("encoding a referrer")?;
+            self.put(&self.keys.referrer(repo, subject, &manifest.digest), json)?;
+        }
+        if let Some(tag) = tag {
+            self.put(
+                &self.keys.tag(repo, tag),
+                manifest.digest.to_string().into_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn manifest(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Manifest>> {
+        let Some(media_type) = self.get(&self.keys.manifest(repo, digest))? else {
+            return Ok(None);
+        };
+        let Some(pointer) = self.pointer(digest)? else {
+            return Ok(None);
+        };
+        let Some(bytes) = self.get(&self.keys.data(&pointer.id))? else {
+            return Ok(None);
+        };
+        Ok(Some(Manifest {
+            digest: digest.clone(),
+            media_type: String::from_utf8_lossy(&media_type).into_owned(),
+            bytes: bytes.to_vec(),
+        }))
+    }
+
+    fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        Ok(self
+            .get(&self.keys.tag(repo, tag))?
+            .and_then(|bytes| String::from_utf8_lossy(&bytes).trim().parse().ok()))
+    }
+
+    fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let existed = self.remove(&self.keys.manifest(repo, digest))?;
+        for tag in self.tags(repo)?.unwrap_or_default() {
+            if self.tag(repo, &tag)?.as_ref() == Some(digest) {
+                self.delete_tag(repo, &tag)?;
+            }
+        }
+        let entry = format!("/{}-{}", digest.algorithm().name(), digest.hex());
+        for meta in self.list(&self.keys.all_referrers(repo))? {
+            if meta.location.as_ref().ends_with(&entry) {
+                self.remove(&meta.location)?;
+            }
+        }
+        Ok(existed)
+    }
+
+    fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        self.remove(&self.keys.tag(repo, tag))
+    }
+
+    fn tags(&self, repo: &RepoName) -> Result<Option<Vec<Tag>>> {
+        let mut tags: Vec<Tag> = self
+            .list(&self.keys.tags(repo))?
+            .into_iter()
+            .filter_map(|meta| meta.location.filename().and_then(|n| n.parse().ok()))
+            .collect();
+        if tags.is_empty() {
+            let known = self.repositories()?.iter().any(|r| r == repo);
+            if !known {
+                return Ok(None);
+            }
+        }
+        tags.sort();
+        Ok(Some(tags))
+    }
+
+    fn repositories(&self) -> Result<Vec<RepoName>> {
+        let repos: BTreeSet<RepoName> = self
+            .list(&self.keys.repositories())?
+            .into_iter()
+            .filter_map(|meta| self.keys.repo_of(meta.location.as_ref()))
+            .collect();
+        Ok(repos.into_iter().collect())
+    }
+
+    fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Referrer>> {
+        let mut out = Vec::new();
+        for meta in self.list(&self.keys.referrers(repo, subject))? {
+            let Some(bytes) = self.get(&meta.location)? else {
+                continue;
+            };
+            match serde_json::from_slice::<Referrer>(&bytes) {
+                // A referrer whose manifest was deleted since is not listed.
+                Ok(referrer) => {
+                    let still_there = match referrer.digest.parse::<Digest>() {
+                        Ok(digest) => self.exists(&self.keys.manifest(repo, &digest))?,
+                        Err(_) => false,
+                    };
+                    if still_there {
+                        out.push(referrer);
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "unreadable referrer entry {}", meta.location),
+            }
+        }
+        Ok(out)
+    }
+
+    fn manifests(&self, repo: &RepoName) -> Result<Vec<Digest>> {
+        Ok(self
+            .list(&self.keys.manifests(repo))?
+            .into_iter()
+            .filter_map(|meta| Keys::digest_of(meta.location.as_ref()))
+            .collect())
+    }
+
+    fn stored_blobs(&self) -> Result<Vec<StoredBlob>> {
+        let mut out = Vec::new();
+        for meta in self.list(&self.keys.pointers())? {
+            let Some(digest) = Keys::digest_of(meta.location.as_ref()) else {
+                continue;
+            };
+            // Swept by someone else meanwhile: not there.
+            let Some(pointer) = self.pointer(&digest)? else {
+                continue;
+            };
+            out.push(StoredBlob {
+                digest,
+                size: pointer.size,
+                touched: SystemTime::from(meta.last_modified),
+            });
+        }
+        Ok(out)
+    }
+
+    fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        for link in self.links_to(digest)? {
+            self.remove(&link)?;
+        }
+        let pointer = self.pointer(digest)?;
+        self.remove(&self.keys.pointer(digest))?;
+        if let Some(pointer) = pointer {
+            self.remove(&self.keys.data(&pointer.id))?;
+        }
+        Ok(())
+    }
+
+    fn gc_lock(&self) -> &RwLock<()> {
+        &self.gc
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! The S3 backend against a real SeaweedFS (`weed mini` in a namespace of the test's own):
+//! verified commits, links per repository, multipart uploads that stay invisible until they
+//! are committed, manifests, tags and referrers, and two stores (two gateways) on one bucket.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use gateway_tests::seaweedfs::SeaweedFs;
+use gateway_tests::{in_netns, Netns};
+
+use super::*;
+
+/// A SeaweedFS of the test's own and the settings to reach it (from inside its namespace).
+struct World {
+    ns: Netns,
+    _weed: SeaweedFs,
+    settings: S3Settings,
+    dir: tempfile::TempDir,
+}
+
+fn world() -> World {
+    let lab = Netns::lab();
+    let ns = Netns::new(&lab, "up");
+    // Not under /tmp: SeaweedFS gets a /tmp of its own.
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-s3-test")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let weed = SeaweedFs::start(&ns, &dir.path().join("weed"), "registry");
+    let settings = S3Settings {
+        endpoint: weed.endpoint.clone(),
+        bucket: weed.bucket.clone(),
+        region: "us-east-1".into(),
+        access_key_id: weed.access_key_id.clone(),
+        secret_access_key: weed.secret_access_key.clone(),
+        prefix: "site".into(),
+        ca: None,
+        spool: dir.path().join("spool-a"),
+    };
+    World {
+        ns,
+        _weed: weed,
+        settings,
+        dir,
+    }
+}
+
+impl Drop for World {
+    // What SeaweedFS said, when a test failed.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.dir.path().join("weed/weed.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("--- {} (last lines)", log.display());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl World {
+    /// Settings for another gateway on the same bucket (its own spool).
+    fn second(&self) -> S3Settings {
+        S3Settings {
+            spool: self.dir.path().join("spool-b"),
+            ..self.settings.clone()
+        }
+    }
+
+    /// Runs `body` inside the namespace (where SeaweedFS's loopback is) with the settings of
+    /// two gateways on the bucket.
+    fn run<T: Send + 'static>(
+        &self,
+        body: impl FnOnce(S3Settings, S3Settings) -> T + Send + 'static,
+    ) -> T {
+        let (first, second) = (self.settings.clone(), self.second());
+        in_netns(self.ns.name(), move || body(first, second))
+    }
+}
+
+fn open(settings: S3Settings) -> S3Storage {
+    S3Storage::open(settings, Limits::default()).unwrap()
+}
+
+fn repo(name: &str) -> RepoName {
+    name.parse().unwrap()
+}
+
+fn push(store: &S3Storage, repo: &RepoName, data: &[u8], chunk: usize) -> Digest {
+    let id = store.start_upload(repo).unwrap();
+    for piece in data.chunks(chunk.max(1)) {
+        store.append_upload(repo, &id, None, piece).unwrap();
+    }
+    let digest = Digest::sha256_of(data);
+    store.finish_upload(repo, &id, &digest).unwrap();
+    digest
+}
+
+fn read_all(store: &S3Storage, repo: &RepoName, digest: &Digest) -> Option<Vec<u8>> {
+    let mut blob = store.open_blob(repo, digest).unwrap()?;
+    let mut out = Vec::new();
+    blob.reader.read_to_end(&mut out).unwrap();
+    assert_eq!(out.len() as u64, blob.size);
+    Some(out)
+}
+
+/// Every object under `data/` (committed or not).
+fn data_objects(store: &S3Storage) -> usize {
+    store.list(&store.keys.all_data()).unwrap().len()
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()
+}
+
+fn manifest(bytes: &[u8]) -> Manifest {
+    Manifest {
+        digest: Digest::sha256_of(bytes),
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        bytes: bytes.to_vec(),
+    }
+}
+
+#[test]
+fn blobs_are_verified_committed_and_served_only_where_linked() {
+    let world = world();
+    world.run(|settings, _| {
+        let store = open(settings);
+        let (a, b) = (repo("team/a"), repo("team/b"));
+        let digest = push(&store, &a, b"layer bytes", 3);
+        assert_eq!(read_all(&store, &a, &digest).unwrap(), b"layer bytes");
+        assert_eq!(store.blob_size(&a, &digest, true).unwrap(), Some(11));
+        assert!(
+            store.open_blob(&b, &digest).unwrap().is_none(),
+            "not by digest alone"
+        );
+        assert!(store.mount_blob(&a, &b, &digest).unwrap());
+        assert_eq!(read_all(&store, &b, &digest).unwrap(), b"layer bytes");
+        assert!(store.unlink_blob(&a, &digest).unwrap());
+        assert!(store.open_blob(&a, &digest).unwrap().is_none());
+        assert_eq!(read_all(&store, &b, &digest).unwrap(), b"layer bytes");
+
+        // Content that does not match its digest leaves nothing behind.
+        let id = store.start_upload(&a).unwrap();
+        store.append_upload(&a, &id, Some(0), b"evil").unwrap();
+        let claimed = Digest::sha256_of(b"good");
+        let error = store.finish_upload(&a, &id, &claimed).unwrap_err();
+        assert!(
+            matches!(error, StorageError::DigestInvalid { .. }),
+            "{error}"
+        );
+        assert!(store.blob_size(&a, &claimed, false).unwrap().is_none());
+        assert!(matches!(
+            store.upload_state(&a, &id),
+            Err(StorageError::UploadUnknown)
+        ));
+        assert_eq!(store.stored_blobs().unwrap().len(), 1);
+        assert_eq!(data_objects(&store), 1);
+
+        // Out-of-order chunks and another repository's session id are refused.
+        let id = store.start_upload(&a).unwrap();
+        store.append_upload(&a, &id, Some(0), b"abc").unwrap();
+        assert!(matches!(
+            store.append_upload(&a, &id, Some(1), b"x"),
+            Err(StorageError::RangeInvalid { given: 1, have: 3 })
+        ));
+        assert!(matches!(
+            store.upload_state(&b, &id),
+            Err(StorageError::UploadUnknown)
+        ));
+        store.cancel_upload(&a, &id).unwrap();
+
+        // sha512 is verified from the spooled copy.
+        let id = store.start_upload(&a).unwrap();
+        store
+            .append_upload(&a, &id, None, b"sha512 content")
+            .unwrap();
+        let digest512 = Digest::from_hash(Algorithm::Sha512, &Sha512::digest(b"sha512 content"));
+        store.finish_upload(&a, &id, &digest512).unwrap();
+        assert_eq!(read_all(&store, &a, &digest512).unwrap(), b"sha512 content");
+
+        // GC's view and its delete.
+        store.remove_blob(&digest).unwrap();
+        assert!(store.open_blob(&b, &digest).unwrap().is_none());
+        assert!(store.links_to(&digest).unwrap().is_empty());
+        assert_eq!(
+            data_objects(&store),
+            1,
+            "only the sha512 blob's data is left"
+        );
+    });
+}
+
+#[test]
+fn a_large_blob_goes_up_in_parts_and_is_invisible_until_committed() {
+    let world = world();
+    world.run(|settings, _| {
+        let store = open(settings.clone());
+        let a = repo("big");
+        let data = pattern(2 * PART + 12345);
+        let digest = Digest::sha256_of(&data);
+        let id = store.start_upload(&a).unwrap();
+        for piece in data.chunks(1 << 20) {
+            store.append_upload(&a, &id, None, piece).unwrap();
+        }
+        // Parts are in the bucket, yet nothing is visible: no data object, no pointer.
+        assert!(
+            store.session_has_multipart(&id),
+            "no multipart upload started"
+        );
+        assert_eq!(data_objects(&store), 0);
+        assert!(store.stored_blobs().unwrap().is_empty());
+        assert!(store.blob_size(&a, &digest, false).unwrap().is_none());
+        // The mirror reads a layer back while it arrives.
+        let mut head = [0u8; 16];
+        assert_eq!(store.read_upload(&a, &id, 100, &mut head).unwrap(), 16);
+        assert_eq!(&head, &data[100..116]);
+        assert_eq!(
+            store.finish_upload(&a, &id, &digest).unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(read_all(&store, &a, &digest).unwrap(), data);
+        // A Range request seeks.
+        let mut blob = store.open_blob(&a, &digest).unwrap().unwrap();
+        blob.reader.seek(SeekFrom::Start(PART as u64 - 3)).unwrap();
+        let mut six = [0u8; 6];
+        blob.reader.read_exact(&mut six).unwrap();
+        assert_eq!(&six, &data[PART - 3..PART + 3]);
+
+        // An abandoned upload (a client gone, a gateway killed): nothing of it is visible, and
+        // a new store on the bucket starts clean.
+        let id = store.start_upload(&a).unwrap();
+        for piece in pattern(PART + 1).chunks(1 << 20) {
+            store.append_upload(&a, &id, None, piece).unwrap();
+        }
+        drop(store);
+        let store = open(settings);
+        assert!(matches!(
+            store.upload_state(&a, &id),
+            Err(StorageError::UploadUnknown)
+        ));
+        assert_eq!(store.stored_blobs().unwrap().len(), 1);
+        assert_eq!(data_objects(&store), 1);
+    });
+}
+
+#[test]
+fn manifests_tags_and_referrers() {
+    let world = world();
+    world.run(|settings, _| {
+        let store = open(settings);
+        let app = repo("team/app");
+        let one = manifest(br#"{"schemaVersion":2,"n":1}"#);
+        let two = manifest(br#"{"schemaVersion":2,"n":2}"#);
+        let tag: Tag = "v1".parse().unwrap();
+        store.put_manifest(&app, &one, Some(&tag), None).unwrap();
+        let got = store.manifest(&app, &one.digest).unwrap().unwrap();
+        assert_eq!(got.bytes, one.bytes);
+        assert_eq!(got.media_type, one.media_type);
+        assert_eq!(store.tag(&app, &tag).unwrap(), Some(one.digest.clone()));
+        assert!(store
+            .manifest(&repo("other"), &one.digest)
+            .unwrap()
+            .is_none());
+        let referrer = Referrer {
+            digest: two.digest.to_string(),
+            media_type: two.media_type.clone(),
+            size: two.bytes.len() as u64,
+            artifact_type: Some("application/example".into()),
+            annotations: None,
+        };
+        store
+            .put_manifest(&app, &two, None, Some((&one.digest, &referrer)))
+            .unwrap();
+        assert_eq!(store.referrers(&app, &one.digest).unwrap(), vec![referrer]);
+        let mut manifests = store.manifests(&app).unwrap();
+        manifests.sort();
+        let mut expected = vec![one.digest.clone(), two.digest.clone()];
+        expected.sort();
+        assert_eq!(manifests, expected);
+        // Moving the tag replaces it whole.
+        store.put_manifest(&app, &two, Some(&tag), None).unwrap();
+        assert_eq!(store.tag(&app, &tag).unwrap(), Some(two.digest.clone()));
+        assert_eq!(store.tags(&app).unwrap(), Some(vec![tag.clone()]));
+        assert_eq!(store.tags(&repo("nobody")).unwrap(), None);
+        store.put_manifest(&repo("team"), &one, None, None).unwrap();
+        assert_eq!(store.tags(&repo("team")).unwrap(), Some(vec![]));
+        assert_eq!(
+            store.repositories().unwrap(),
+            vec![repo("team"), repo("team/app")]
+        );
+        // Deleting a manifest takes its tags and its referrer entries with it.
+        assert!(store.delete_manifest(&app, &two.digest).unwrap());
+        assert_eq!(store.tag(&app, &tag).unwrap(), None);
+        assert!(store.referrers(&app, &one.digest).unwrap().is_empty());
+        assert!(!store.delete_manifest(&app, &two.digest).unwrap());
+        // The manifest's content is a blob, as GC sees it.
+        let stored: Vec<Digest> = store
+            .stored_blobs()
+            .unwrap()
+            .into_iter()
+            .map(|b| b.digest)
+            .collect();
+        assert!(
+            stored.contains(&one.digest) && stored.contains(&two.digest),
+            "{stored:?}"
+        );
+    });
+}
+
+#[test]
+fn two_gateways_share_one_bucket() {
+    let world = world();
+    world.run(|first, second| {
+        let (a, b) = (open(first), open(second));
+        let app = repo("team/app");
+        // A push through one is pullable through the other at once.
+        let digest = push(&a, &app, b"shared layer", 5);
+        assert_eq!(read_all(&b, &app, &digest).unwrap(), b"shared layer");
+        let one = manifest(br#"{"schemaVersion":2,"from":"a"}"#);
+        let tag: Tag = "latest".parse().unwrap();
+        a.put_manifest(&app, &one, Some(&tag), None).unwrap();
+        assert_eq!(b.tag(&app, &tag).unwrap(), Some(one.digest.clone()));
+
+        // The same large blob pushed through both at the same moment: one commit wins, the
+        // other's copy is gone, both read the same bytes.
+        let data = pattern(PART + 999);
+        let (da, db) = std::thread::scope(|scope| {
+            let pa = scope.spawn(|| push(&a, &app, &data, 1 << 20));
+            let pb = scope.spawn(|| push(&b, &app, &data, 1 << 20));
+            (pa.join().unwrap(), pb.join().unwrap())
+        });
+        assert_eq!(da, db);
+        assert_eq!(read_all(&a, &app, &da).unwrap(), data);
+        assert_eq!(read_all(&b, &app, &da).unwrap(), data);
+        let blobs = a.stored_blobs().unwrap().len();
+        assert_eq!(data_objects(&a), blobs, "a losing commit left its copy");
+
+        // Racing tag updates: one winner, and neither manifest lost.
+        for round in 0..5 {
+            let ma = manifest(format!(r#"{{"schemaVersion":2,"a":{round}}}"#).as_bytes());
+            let mb = manifest(format!(r#"{{"schemaVersion":2,"b":{round}}}"#).as_bytes());
+            std::thread::scope(|scope| {
+                scope.spawn(|| a.put_manifest(&app, &ma, Some(&tag), None).unwrap());
+                scope.spawn(|| b.put_manifest(&app, &mb, Some(&tag), None).unwrap());
+            });
+            let winner = a.tag(&app, &tag).unwrap();
+            assert!(
+                winner == Some(ma.digest.clone()) || winner == Some(mb.digest.clone()),
+                "{winner:?}"
+            );
+            assert_eq!(b.tag(&app, &tag).unwrap(), winner);
+            for m in [&ma, &mb] {
+                assert_eq!(b.manifest(&app, &m.digest).unwrap().unwrap().bytes, m.bytes);
+            }
+        }
+    });
+}
+
+#[test]
+fn a_wrong_secret_is_refused_at_open_with_the_stores_answer() {
+    let world = world();
+    world.run(|settings, _| {
+        let wrong = S3Settings {
+            secret_access_key: "not-the-secret".into(),
+            ..settings
+        };
+        let error = S3Storage::open(wrong, Limits::default())
+            .err()
+            .expect("opened with a wrong secret");
+        let text = format!("{error:#}");
+        assert!(text.contains("http://127.0.0.1:8333/registry"), "{text}");
+        assert!(
+            text.contains("SignatureDoesNotMatch") || text.contains("403"),
+            "{text}"
+        );
+    });
+}
