@@ -68,6 +68,10 @@ enum Command {
     CheckConfig {
         /// The file to check (default: --config).
         file: Option<PathBuf>,
+        /// Also connect to the S3 store `registry.storage` names and list its prefix (the
+        /// unit runs check-config before every start, so this is only on request).
+        #[arg(long)]
+        probe_storage: bool,
     },
     /// The DHCP leases (asks the control socket).
     Leases {
@@ -243,7 +247,10 @@ enum MapsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => check_config(&file.unwrap_or(cli.config)),
+        Command::CheckConfig {
+            file,
+            probe_storage,
+        } => check_config(&file.unwrap_or(cli.config), probe_storage),
         Command::Completions { shell } => {
             // Into a buffer first: the generator panics on a write error (a closed pipe).
             let mut script = Vec::new();
@@ -384,14 +391,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &std::path::Path) -> ExitCode {
-    match load_checked(file) {
-        Some(_) => {
-            println!("{}: OK", file.display());
-            ExitCode::SUCCESS
+fn check_config(file: &std::path::Path, probe_storage: bool) -> ExitCode {
+    let Some(cfg) = load_checked(file) else {
+        return ExitCode::FAILURE;
+    };
+    if probe_storage {
+        match gateway_agent::registry::store::probe(&cfg) {
+            Ok(line) => println!("{line}"),
+            Err(error) => {
+                eprintln!("{}: registry.storage: {error:#}", file.display());
+                return ExitCode::FAILURE;
+            }
         }
-        None => ExitCode::FAILURE,
     }
+    println!("{}: OK", file.display());
+    ExitCode::SUCCESS
 }
 
 /// Loads and validates `path`, printing every error; `None` if there were any.

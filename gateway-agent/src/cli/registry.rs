@@ -12,7 +12,6 @@ use crate::control::{
 };
 use crate::registry::admin::{GcReport, RepoListing, Usage};
 use crate::registry::service::{limits, run as run_on, store_dir};
-use crate::registry::storage::FsStorage;
 
 /// Runs `operation` (`gc`, `ls` or `du`) and prints its result.
 pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
@@ -31,11 +30,17 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         }
     } else {
         let dir = store_dir(cfg);
-        if !dir.exists() {
+        let on_disk = cfg.registry.storage == crate::registry::config::StorageChoice::Filesystem;
+        if on_disk && !dir.exists() {
             bail!("no registry store at {} (registry.dir)", dir.display());
         }
-        let store = FsStorage::open(&dir, limits(cfg))?;
-        run_on(&store, operation, cfg.registry.gc_grace.as_duration())?
+        let store = crate::registry::store::open(
+            cfg,
+            crate::registry::store::Part::Registry,
+            dir,
+            limits(cfg),
+        )?;
+        run_on(&*store, operation, cfg.registry.gc_grace.as_duration())?
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);

@@ -33,5 +33,22 @@ pub fn check_host(cfg: &Config) -> Vec<ConfigError> {
             }
         }
     }
+    let stores_used = cfg.services.registry.enabled || cfg.services.mirror.enabled;
+    if let (true, crate::registry::config::StorageChoice::S3(s3)) =
+        (stores_used, &cfg.registry.storage)
+    {
+        let key = "registry.storage.credentials";
+        if let Err(message) = crate::config::secret::read_private_line(
+            &s3.credentials,
+            key,
+            "ACCESS_KEY_ID:SECRET_ACCESS_KEY",
+        ) {
+            let message = message
+                .strip_prefix(&format!("{key}: "))
+                .unwrap_or(&message)
+                .to_owned();
+            errors.push(ConfigError::new(key, message));
+        }
+    }
     errors
 }

@@ -17,6 +17,7 @@ mod error;
 mod host;
 mod parse;
 pub(crate) mod reader;
+pub mod secret;
 mod validate;
 pub(crate) mod values;
 

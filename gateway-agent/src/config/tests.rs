@@ -1298,3 +1298,61 @@ fn the_status_page_never_takes_a_service_port_or_another_address() {
     let error = only_error(&with("[status_page]\nadmins = [\"Not A Name\"]"));
     assert_eq!(error.key, "status_page.admins");
 }
+
+#[test]
+fn registry_storage_is_read_and_checked() {
+    use crate::registry::config::StorageChoice;
+    assert_eq!(
+        parse_ok(&with("")).registry.storage,
+        StorageChoice::Filesystem
+    );
+    let config = parse_ok(&with(
+        "[registry.storage]\nbackend = \"s3\"\nendpoint = \"https://nas.example:8333/\"\n\
+         bucket = \"gateway\"\ncredentials = \"/etc/gateway/s3\"\nprefix = \"/site-a/\"\n",
+    ));
+    let StorageChoice::S3(s3) = &config.registry.storage else {
+        panic!("not s3: {:?}", config.registry.storage);
+    };
+    assert_eq!(s3.endpoint, "https://nas.example:8333");
+    assert_eq!(
+        (s3.bucket.as_str(), s3.region.as_str()),
+        ("gateway", "us-east-1")
+    );
+    assert_eq!(s3.prefix, "site-a");
+    assert_eq!(s3.ca, None);
+    let s3 = |extra: &str| with(&format!("[registry.storage]\nbackend = \"s3\"\n{extra}"));
+    let complete = "bucket = \"gateway\"\ncredentials = \"/etc/gateway/s3\"\n";
+    assert_error(
+        &with("[registry.storage]\nbackend = \"nfs\"\n"),
+        "registry.storage.backend",
+        "\"filesystem\" or \"s3\"",
+    );
+    assert_error(&s3(complete), "registry.storage.endpoint", "requires it");
+    assert_error(
+        &s3(&format!("endpoint = \"ftp://nas\"\n{complete}")),
+        "registry.storage.endpoint",
+        "http:// or https://",
+    );
+    assert_error(
+        &s3(&format!("endpoint = \"http://key:secret@nas\"\n{complete}")),
+        "registry.storage.endpoint",
+        "no path, credentials",
+    );
+    assert_error(
+        &s3("endpoint = \"http://nas:8333\"\nbucket = \"Gateway_1\"\ncredentials = \"/etc/s3\"\n"),
+        "registry.storage.bucket",
+        "not a bucket name",
+    );
+    assert_error(
+        &s3(&format!(
+            "endpoint = \"http://nas\"\n{complete}prefix = \"a/../b\"\n"
+        )),
+        "registry.storage.prefix",
+        "not a key prefix",
+    );
+    assert_error(
+        &s3("endpoint = \"http://nas\"\nbucket = \"gateway\"\ncredentials = \"s3.cred\"\n"),
+        "registry.storage.credentials",
+        "absolute",
+    );
+}

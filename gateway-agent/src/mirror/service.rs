@@ -30,7 +30,7 @@ use crate::metrics::{Exposition, Kind};
 use crate::net::listener::{Clients, ListenerReader, ListenerStats};
 use crate::registry::admin;
 use crate::registry::names::{RepoName, Tag};
-use crate::registry::storage::{FsStorage, Limits, Storage};
+use crate::registry::storage::{Limits, Storage};
 use crate::service::{self, inside_listen, BoxFuture, Entry, Handles, Running, ServiceView};
 
 /// The mirror's entry in the service list.
@@ -70,11 +70,13 @@ pub fn limits(cfg: &Config) -> Limits {
 pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn Storage>>> {
     let mut stores = BTreeMap::new();
     for upstream in &cfg.mirror.upstreams {
-        let path = dir.join(&upstream.name);
-        let store: Arc<dyn Storage> = Arc::new(
-            FsStorage::open(&path, limits(cfg))
-                .with_context(|| format!("opening the mirror's store {}", path.display()))?,
-        );
+        let store = crate::registry::store::open(
+            cfg,
+            crate::registry::store::Part::Mirror(&upstream.name),
+            dir.join(&upstream.name),
+            limits(cfg),
+        )
+        .context("opening the mirror's cache")?;
         stores.insert(upstream.name.clone(), store);
     }
     Ok(stores)
@@ -198,39 +200,10 @@ pub fn tls_for(upstream: &Upstream) -> Result<Option<Arc<rustls::ClientConfig>>>
 /// `mirror.upstreams[0].credentials`), which must be root's (the agent's user's) alone: not
 /// readable or writable by group or others, owned by the agent's user. Errors name the key.
 pub fn credentials(upstream: &Upstream, key: &str) -> Result<Option<String>, String> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(path) = &upstream.credentials else {
         return Ok(None);
     };
-    let meta =
-        std::fs::metadata(path).map_err(|error| format!("{key}: {}: {error}", path.display()))?;
-    let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{key}: {} may be read by others (mode {:04o}); chmod 600 it",
-            path.display(),
-            mode & 0o7777
-        ));
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(format!(
-            "{key}: {} belongs to uid {}, not to the agent's user (uid {me}); chown it",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("{key}: reading {}: {error}", path.display()))?;
-    let line = text.lines().next().unwrap_or("").trim().to_owned();
-    if !line.contains(':') {
-        return Err(format!(
-            "{key}: {} must hold one line `user:password`",
-            path.display()
-        ));
-    }
-    Ok(Some(line))
+    crate::config::secret::read_private_line(path, key, "user:password").map(Some)
 }
 
 /// The config key of `cfg`'s upstream number `index`'s credentials.

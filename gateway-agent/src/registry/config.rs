@@ -24,6 +24,34 @@ pub struct Registry {
     pub gc_grace: Seconds,
     /// Who may push and delete where; everyone with a valid certificate may pull.
     pub access: Vec<Access>,
+    /// Where the store is (`[registry.storage]`): this host's disk or an S3 bucket. The
+    /// mirror's cache lives in the same place.
+    pub storage: StorageChoice,
+}
+
+/// `registry.storage.backend`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StorageChoice {
+    /// `registry.dir` (default `<state.dir>/registry`) and `<state.dir>/mirror`.
+    #[default]
+    Filesystem,
+    /// A bucket, maybe shared with other gateways.
+    S3(S3Store),
+}
+
+/// `[registry.storage]` with `backend = "s3"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Store {
+    /// `http://host:port` or `https://host:port`.
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    /// A root-only file with one line `ACCESS_KEY_ID:SECRET_ACCESS_KEY`.
+    pub credentials: PathBuf,
+    /// Key prefix in the bucket (gateways sharing a bucket share the prefix).
+    pub prefix: String,
+    /// PEM CA certificates for an `https` endpoint (else the system's roots).
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for Registry {
@@ -35,6 +63,7 @@ impl Default for Registry {
             upload_expiry: Seconds::new(24 * 3600),
             gc_grace: Seconds::new(3600),
             access: Vec::new(),
+            storage: StorageChoice::Filesystem,
         }
     }
 }
@@ -99,7 +128,11 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Registr
             None => ok = false,
         }
     }
+    let mut storage_section = section.table("storage", errors);
+    let storage = storage(&mut storage_section, errors);
+    storage_section.finish(errors);
     Some(Registry {
+        storage: storage?,
         dir: dir?,
         max_blob_size: max_blob_size?,
         max_manifest_size: max_manifest_size?,
@@ -107,6 +140,121 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Registr
         gc_grace: gc_grace?,
         access: ok.then_some(access)?,
     })
+}
+
+/// `[registry.storage]`. Every key is read whatever the backend (so a typo is named), the
+/// S3 ones are required only for `"s3"`.
+fn storage(section: &mut Section, errors: &mut Errors) -> Option<StorageChoice> {
+    let backend = section.optional("backend", "filesystem".to_owned(), errors, |value| {
+        let text = reader::string(value)?;
+        match text.as_str() {
+            "filesystem" | "s3" => Ok(text),
+            _ => Err(format!(
+                "{text:?} is not a backend: \"filesystem\" or \"s3\""
+            )),
+        }
+    });
+    let endpoint = section.optional("endpoint", None, errors, |value| {
+        endpoint(&reader::string(value)?).map(Some)
+    });
+    let bucket = section.optional("bucket", None, errors, |value| {
+        bucket(&reader::string(value)?).map(Some)
+    });
+    let region = section.optional("region", "us-east-1".to_owned(), errors, reader::string);
+    let credentials = section.optional("credentials", None, errors, |value| {
+        values::absolute_path(&reader::string(value)?).map(Some)
+    });
+    let prefix = section.optional("prefix", String::new(), errors, |value| {
+        prefix(&reader::string(value)?)
+    });
+    let ca = section.optional("ca", None, errors, |value| {
+        values::absolute_path(&reader::string(value)?).map(Some)
+    });
+    if backend? == "filesystem" {
+        return Some(StorageChoice::Filesystem);
+    }
+    let mut required = |name: &str, value: Option<Option<String>>, hint: &str| match value? {
+        Some(value) => Some(value),
+        None => {
+            errors.push(
+                &section.key(name),
+                format!("missing; backend = \"s3\" requires it: {hint}"),
+            );
+            None
+        }
+    };
+    let endpoint = required(
+        "endpoint",
+        endpoint,
+        "the object store's URL, like \"https://nas.lan:8333\"",
+    );
+    let bucket = required("bucket", bucket, "the bucket's name");
+    let credentials = required(
+        "credentials",
+        credentials.map(|path| path.map(|p| p.display().to_string())),
+        "a root-only file with one line ACCESS_KEY_ID:SECRET_ACCESS_KEY",
+    );
+    Some(StorageChoice::S3(S3Store {
+        endpoint: endpoint?,
+        bucket: bucket?,
+        region: region?,
+        credentials: PathBuf::from(credentials?),
+        prefix: prefix?,
+        ca: ca?,
+    }))
+}
+
+/// An `http` or `https` URL of a host and port, nothing else (requests are path-style).
+fn endpoint(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} is not an http:// or https:// URL"))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+        return Err(format!(
+            "{text:?}: give only the scheme, host and port (no path, credentials or query)"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// S3's bucket-name rules: 3 to 63 of lowercase letters, digits, `.` and `-`.
+fn bucket(text: &str) -> Result<String, String> {
+    let ok = (3..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a bucket name (3 to 63 of a-z, 0-9, '.', '-')"
+        ))
+    }
+}
+
+/// Components of letters, digits, `.`, `_` and `-`, separated by `/`.
+fn prefix(text: &str) -> Result<String, String> {
+    let trimmed = text.trim_matches('/');
+    let ok = trimmed.is_empty()
+        || trimmed.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        });
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a key prefix (components of a-z, A-Z, 0-9, '.', '_', '-' separated by '/')"
+        ))
+    }
 }
 
 /// One `[[registry.access]]`: `client` and `push`.

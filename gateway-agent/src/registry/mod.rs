@@ -18,5 +18,6 @@ pub mod names;
 pub(crate) mod server;
 pub mod service;
 pub mod storage;
+pub mod store;
 
 pub use service::SERVICE;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::admin;
 use super::api::{Api, ApiStats};
 use super::server::{RegistryServer, ServerSettings};
-use super::storage::{FsStorage, Limits, Storage};
+use super::storage::{Limits, Storage};
 use crate::config::Config;
 use crate::metrics::{Exposition, Kind};
 use crate::net::listener::{ListenerReader, ListenerStats};
@@ -63,10 +63,12 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         let state = handles.state_dir()?;
         let acceptor = server_tls(&cfg, &state).await?;
         let dir = store_dir(&cfg);
-        let store: Arc<dyn Storage> = Arc::new(
-            FsStorage::open(&dir, limits(&cfg))
-                .with_context(|| format!("opening the registry store {}", dir.display()))?,
-        );
+        let store = super::store::open(
+            &cfg,
+            super::store::Part::Registry,
+            dir.clone(),
+            limits(&cfg),
+        )?;
         let api = Arc::new(Api::new(store.clone(), Arc::new(cfg.registry.clone())));
         let settings = ServerSettings {
             listen: inside_listen(&cfg, cfg.services.registry.port),

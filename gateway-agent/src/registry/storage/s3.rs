@@ -11,6 +11,7 @@
 //! The [`Storage`] interface is synchronous (the API calls it on tokio's blocking pool): each
 //! call runs its requests on this backend's own small runtime and waits.
 
+mod blocking;
 mod keys;
 mod reader;
 mod session;
@@ -31,6 +32,7 @@ use object_store::{ClientOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
 
+use self::blocking::wait_on;
 use self::keys::Keys;
 use self::reader::ObjectReader;
 use self::session::{S3Session, PART, PARTS_IN_FLIGHT};
@@ -88,6 +90,9 @@ pub struct S3Storage {
     spool: PathBuf,
     sessions: Mutex<HashMap<String, Slot>>,
     gc: RwLock<()>,
+    /// Blob sizes read from pointers (a pointer never changes while it exists), so `du` and
+    /// GC, which list every blob, do not read every pointer each time.
+    sizes: Mutex<HashMap<Digest, u64>>,
     /// For messages.
     describe: String,
 }
@@ -153,9 +158,11 @@ impl S3Storage {
         let keys = Keys::new(&settings.prefix);
         let probe = store.clone();
         let root = keys.pointers();
-        runtime
-            .block_on(async move { probe.list_with_delimiter(Some(&root)).await })
-            .map_err(|error| anyhow!("the S3 store {describe} refused a listing: {error}"))?;
+        wait_on(runtime.handle(), async move {
+            probe.list_with_delimiter(Some(&root)).await
+        })
+        .ok_or_else(|| anyhow!("the S3 store's runtime stopped"))?
+        .map_err(|error| anyhow!("the S3 store {describe} refused a listing: {error}"))?;
         Ok(S3Storage {
             store,
             keys,
@@ -164,6 +171,7 @@ impl S3Storage {
             spool: settings.spool,
             sessions: Mutex::new(HashMap::new()),
             gc: RwLock::new(()),
+            sizes: Mutex::new(HashMap::new()),
             describe,
         })
     }
@@ -181,50 +189,58 @@ impl S3Storage {
         }
     }
 
-    fn run<F: Future>(&self, future: F) -> F::Output {
-        self.handle().block_on(future)
+    /// Runs the request `make` builds on the backend's runtime and waits for it.
+    fn run<T, F>(&self, make: impl FnOnce(Arc<dyn ObjectStore>) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = object_store::Result<T>> + Send + 'static,
+    {
+        wait_on(&self.handle(), make(self.store.clone()))
+            .ok_or_else(|| io("its runtime stopped"))?
+            .map_err(io)
     }
 
     fn get(&self, key: &Path) -> Result<Option<Bytes>> {
-        let store = self.store.clone();
-        self.run(async move {
-            match store.get(key).await {
+        let key = key.clone();
+        self.run(|store| async move {
+            match store.get(&key).await {
                 Ok(result) => result.bytes().await.map(Some),
                 Err(error) if not_found(&error) => Ok(None),
                 Err(error) => Err(error),
             }
         })
-        .map_err(io)
     }
 
     fn exists(&self, key: &Path) -> Result<bool> {
-        match self.run(self.store.head(key)) {
-            Ok(_) => Ok(true),
-            Err(error) if not_found(&error) => Ok(false),
-            Err(error) => Err(io(error)),
-        }
+        let key = key.clone();
+        self.run(|store| async move {
+            match store.head(&key).await {
+                Ok(_) => Ok(true),
+                Err(error) if not_found(&error) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
     }
 
     fn put(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<()> {
-        let payload = PutPayload::from(bytes.into());
-        self.run(self.store.put(key, payload)).map_err(io)?;
-        Ok(())
+        let (key, payload) = (key.clone(), PutPayload::from(bytes.into()));
+        self.run(|store| async move { store.put(&key, payload).await.map(|_| ()) })
     }
 
     /// Creates `key` unless it exists; whether this call created it.
     fn create(&self, key: &Path, bytes: impl Into<Bytes>) -> Result<bool> {
+        let (key, payload) = (key.clone(), PutPayload::from(bytes.into()));
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
         };
-        match self.run(
-            self.store
-                .put_opts(key, PutPayload::from(bytes.into()), options),
-        ) {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(error) => Err(io(error)),
-        }
+        self.run(|store| async move {
+            match store.put_opts(&key, payload, options).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
     }
 
     /// Deletes `key`; whether it was there.
@@ -232,18 +248,19 @@ impl S3Storage {
         if !self.exists(key)? {
             return Ok(false);
         }
-        match self.run(self.store.delete(key)) {
-            Ok(()) => Ok(true),
-            Err(error) if not_found(&error) => Ok(false),
-            Err(error) => Err(io(error)),
-        }
+        let key = key.clone();
+        self.run(|store| async move {
+            match store.delete(&key).await {
+                Ok(()) => Ok(true),
+                Err(error) if not_found(&error) => Ok(false),
+                Err(error) => Err(error),
+            }
+        })
     }
 
     fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-        let store = self.store.clone();
         let prefix = prefix.clone();
-        self.run(async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
-            .map_err(io)
+        self.run(|store| async move { store.list(Some(&prefix)).try_collect::<Vec<_>>().await })
     }
 
     fn pointer(&self, digest: &Digest) -> Result<Option<Pointer>> {
@@ -334,7 +351,7 @@ impl S3Storage {
     /// Drops a session's multipart upload, if it started one.
     fn abort(&self, session: &mut S3Session) {
         if let Some(multipart) = session.multipart.take() {
-            if let Err(error) = self.run(multipart.abort()) {
+            if let Err(error) = self.run(|_| multipart.abort()) {
                 tracing::warn!(
                     "the S3 store: aborting the upload of {}: {error}",
                     session.data_key
@@ -350,26 +367,28 @@ impl S3Storage {
             if session.pending.len() < PART {
                 return Ok(());
             }
-            let upload = self
-                .run(self.store.put_multipart(&session.data_key))
-                .map_err(io)?;
+            let key = session.data_key.clone();
+            let upload = self.run(|store| async move { store.put_multipart(&key).await })?;
             session.multipart = Some(object_store::WriteMultipart::new_with_chunk_size(
                 upload, PART,
             ));
         }
-        let handle = self.handle();
         let pending = std::mem::take(&mut session.pending);
-        let Some(multipart) = session.multipart.as_mut() else {
+        let Some(mut multipart) = session.multipart.take() else {
             return Ok(());
         };
         {
             // `write` spawns the part uploads onto the current runtime.
-            let _entered = handle.enter();
+            let _entered = self.handle().enter();
             multipart.write(&pending);
         }
-        handle
-            .block_on(multipart.wait_for_capacity(PARTS_IN_FLIGHT))
-            .map_err(io)
+        let (multipart, waited) = wait_on(&self.handle(), async move {
+            let waited = multipart.wait_for_capacity(PARTS_IN_FLIGHT).await;
+            (multipart, waited)
+        })
+        .ok_or_else(|| io("its runtime stopped"))?;
+        session.multipart = Some(multipart);
+        waited.map_err(io)
     }
 
     /// Every key under `repositories/` that links `digest`.
@@ -569,13 +588,12 @@ impl Storage for S3Storage {
         } else {
             match session.multipart.take() {
                 Some(mut multipart) => {
-                    let handle = self.handle();
                     let pending = std::mem::take(&mut session.pending);
                     {
-                        let _entered = handle.enter();
+                        let _entered = self.handle().enter();
                         multipart.write(&pending);
                     }
-                    handle.block_on(multipart.finish()).map_err(io)?;
+                    self.run(|_| async move { multipart.finish().await.map(|_| ()) })?;
                 }
                 None => {
                     let pending = std::mem::take(&mut session.pending);
@@ -762,13 +780,29 @@ impl Storage for S3Storage {
             let Some(digest) = Keys::digest_of(meta.location.as_ref()) else {
                 continue;
             };
-            // Swept by someone else meanwhile: not there.
-            let Some(pointer) = self.pointer(&digest)? else {
-                continue;
+            let known = self
+                .sizes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&digest)
+                .copied();
+            let size = match known {
+                Some(size) => size,
+                None => {
+                    // Swept by someone else meanwhile: not there.
+                    let Some(pointer) = self.pointer(&digest)? else {
+                        continue;
+                    };
+                    self.sizes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(digest.clone(), pointer.size);
+                    pointer.size
+                }
             };
             out.push(StoredBlob {
                 digest,
-                size: pointer.size,
+                size,
                 touched: SystemTime::from(meta.last_modified),
             });
         }
@@ -776,6 +810,10 @@ impl Storage for S3Storage {
     }
 
     fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        self.sizes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
         for link in self.links_to(digest)? {
             self.remove(&link)?;
         }

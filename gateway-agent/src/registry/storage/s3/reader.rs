@@ -12,6 +12,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use tokio::runtime::Handle;
 
+use super::blocking::wait_on;
+
 /// A reader over one object of known size.
 pub struct ObjectReader {
     store: Arc<dyn ObjectStore>,
@@ -42,10 +44,12 @@ impl ObjectReader {
             ..GetOptions::default()
         };
         let (store, key) = (self.store.clone(), self.key.clone());
-        let result = self
-            .runtime
-            .block_on(async move { store.get_opts(&key, options).await })
-            .map_err(|error| io::Error::other(format!("reading {}: {error}", self.key)))?;
+        let result = wait_on(
+            &self.runtime,
+            async move { store.get_opts(&key, options).await },
+        )
+        .ok_or_else(|| io::Error::other("the S3 store's runtime stopped"))?
+        .map_err(|error| io::Error::other(format!("reading {}: {error}", self.key)))?;
         self.stream = Some(result.into_stream());
         Ok(())
     }
@@ -60,10 +64,16 @@ impl Read for ObjectReader {
             if self.stream.is_none() {
                 self.open()?;
             }
-            let Some(stream) = self.stream.as_mut() else {
+            let Some(mut stream) = self.stream.take() else {
                 return Ok(0);
             };
-            match self.runtime.block_on(stream.next()) {
+            let (stream, next) = wait_on(&self.runtime, async move {
+                let next = stream.next().await;
+                (stream, next)
+            })
+            .ok_or_else(|| io::Error::other("the S3 store's runtime stopped"))?;
+            self.stream = Some(stream);
+            match next {
                 Some(Ok(chunk)) => self.chunk = chunk,
                 Some(Err(error)) => {
                     self.stream = None;
