@@ -74,7 +74,9 @@ fn check_config_checks_the_credentials_and_probes_the_store_on_request() {
     let lab = Netns::lab();
     let ns = Netns::new(&lab, "up");
     // The interfaces the config names (check-config looks for them), as one veth pair.
-    ns.ip(&["link", "add", "outside0", "type", "veth", "peer", "name", "inside0"]);
+    ns.ip(&[
+        "link", "add", "outside0", "type", "veth", "peer", "name", "inside0",
+    ]);
     let work = Work::new();
     let weed = SeaweedFs::start(&ns, &work.0.join("weed"), "gateway");
     let credentials = work.0.join("s3-credentials");

@@ -22,6 +22,9 @@ const TOR_OBJECT_BYTES: usize = 10 << 20;
 const TOR_RUNS: usize = 7;
 /// The C-tor client's SOCKS port, on the gateway's inside address.
 const C_TOR_SOCKS_PORT: u16 = 9150;
+/// The second C-tor client's, the one with conflux off (`ConfluxEnabled 0`): arti 0.47 has no
+/// conflux for exit streams, C tor links two circuits per stream by default.
+const C_TOR_NO_CONFLUX_PORT: u16 = 9151;
 
 pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let state = lab.state_dir();
@@ -55,7 +58,7 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         &config,
         base.replace(
             "allow = []",
-            &format!("allow = [\"tcp/{C_TOR_SOCKS_PORT}\"]"),
+            &format!("allow = [\"tcp/{C_TOR_SOCKS_PORT}\", \"tcp/{C_TOR_NO_CONFLUX_PORT}\"]"),
         ),
     )
     .context("writing the bench config")?;
@@ -82,19 +85,112 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         thread::sleep(Duration::from_secs(1));
     }
 
-    let data = state.join("bench-ctor");
+    let ctor = start_c_tor(lab, &gw, "bench-ctor", C_TOR_SOCKS_PORT, "")?;
+    let ctor_plain = start_c_tor(
+        lab,
+        &gw,
+        "bench-ctor-noconflux",
+        C_TOR_NO_CONFLUX_PORT,
+        "ConfluxEnabled 0\n",
+    )?;
+
+    let rss_bootstrapped = [
+        server.rss_kib("VmRSS"),
+        ctor.rss_kib("VmRSS"),
+        ctor_plain.rss_kib("VmRSS"),
+    ];
+    let proxies = [9050, C_TOR_SOCKS_PORT, C_TOR_NO_CONFLUX_PORT]
+        .map(|port| format!("{}:{port}", lab::GATEWAY_INSIDE_IP));
+    let Timed {
+        samples,
+        cpu_per_fetch,
+    } = fetch_interleaved(
+        &client,
+        &proxies,
+        [server.pid(), ctor.pid(), ctor_plain.pid()],
+        &url,
+    )?;
+    let mut rows = Vec::new();
+    for ((name, process), samples) in [
+        ("gateway-agent (arti)", &server),
+        ("tor (C) client", &ctor),
+        ("tor (C) client, ConfluxEnabled 0", &ctor_plain),
+    ]
+    .into_iter()
+    .zip(samples)
+    {
+        let mut m = median_of(&samples);
+        m.server = name.into();
+        m.peak_rss_kib = process.rss_kib("VmHWM");
+        rows.push(m);
+    }
+    drop(ctor_plain);
+    drop(ctor);
+    drop(server);
+    let ratio = |i: usize| {
+        let peer = rows[i].rate;
+        if peer > 0.0 {
+            format!("{:.2}x", rows[0].rate / peer)
+        } else {
+            "?".into()
+        }
+    };
+    let (vs_default, vs_plain) = (ratio(1), ratio(2));
+    let mib =
+        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+    let ms = |secs: Option<f64>| secs.map_or("?".to_string(), |s| format!("{:.0}", s * 1000.0));
+    let notes = format!(
+        "A 10 MiB object from the lab's origin, by name through the lab's private Tor network \
+         (3 authorities, 3 relays, 3 exits on one host), fetched with curl --socks5-hostname \
+         from c1: through the agent's SOCKS port and through a C-tor client's SocksPort on the \
+         same gateway address. \"per second\" is MiB/s and \"avg ms\" the time to first byte, each \
+         the median of {TOR_RUNS} fetches, the three clients taking turns after one warm-up \
+         each; circuits differ from fetch to fetch, so expect noise. Peak RSS is the agent's \
+         whole process (Tor, plus its DNS, DHCP and other services) against a C-tor client \
+         alone.\n\n\
+         Ratio gateway-agent / tor (C) client: **{vs_default}** the rate; against the C-tor \
+         client with conflux off: **{vs_plain}**. C tor (0.4.9) links two circuits to one exit \
+         per stream by default (conflux, proposal 329: ConfluxEnabled auto, cfx_enabled = 1 in \
+         the consensus) and the exit spreads the stream over both, about two congestion \
+         windows; arti 0.47 negotiates congestion control (Vegas) with the lab's relays as C \
+         tor does, but builds no conflux sets for exit streams (its conflux is experimental and \
+         unused there), and no arti setting changes that.\n\n\
+         Memory with Tor bootstrapped, before any fetch (VmRSS, MiB): the agent {} (the same \
+         agent with tor.enabled = false: {}), the C-tor clients {} and {}. CPU time per 10 MiB \
+         fetch (user + system, averaged over the timed fetches): the agent {} ms, the C-tor \
+         clients {} and {} ms. Neither is CPU-bound: the limit is how fast the exit feeds the \
+         circuit(s).",
+        mib(rss_bootstrapped[0]),
+        mib(rss_without_tor),
+        mib(rss_bootstrapped[1]),
+        mib(rss_bootstrapped[2]),
+        ms(cpu_per_fetch[0]),
+        ms(cpu_per_fetch[1]),
+        ms(cpu_per_fetch[2]),
+    );
+    Ok(("Tor (10 MiB through SOCKS)".into(), rows, notes))
+}
+
+/// One timed fetch: (time to first byte in seconds, bytes per second).
+type Fetch = (f64, f64);
+
+/// A C-tor client in `gw` with its data in the lab's `name` folder and its SOCKS port on the
+/// gateway's inside address, `extra` appended to its torrc; waits until it bootstrapped.
+fn start_c_tor(lab: &lab::Lab, gw: &str, name: &str, port: u16, extra: &str) -> Result<Server> {
+    let data = lab.state_dir().join(name);
     // tor refuses a DataDirectory others can read.
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
         .create(&data)
         .context("creating the C-tor client's data dir")?;
-    let torrc = lab_tor::client_torrc(lab, &data, C_TOR_SOCKS_PORT)?.replace(
-        &format!("SocksPort 127.0.0.1:{C_TOR_SOCKS_PORT}"),
-        &format!("SocksPort {}:{C_TOR_SOCKS_PORT}", lab::GATEWAY_INSIDE_IP),
+    let torrc = lab_tor::client_torrc(lab, &data, port)?.replace(
+        &format!("SocksPort 127.0.0.1:{port}"),
+        &format!("SocksPort {}:{port}", lab::GATEWAY_INSIDE_IP),
     );
     let torrc_path = data.join("torrc");
-    std::fs::write(&torrc_path, torrc).context("writing the C-tor client's torrc")?;
+    std::fs::write(&torrc_path, format!("{torrc}{extra}"))
+        .context("writing the C-tor client's torrc")?;
     let ctor = Server::spawn(
-        &gw,
+        gw,
         &[
             "tor".into(),
             "-f".into(),
@@ -112,62 +208,17 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         if Instant::now() > deadline {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            bail!("the C-tor client did not bootstrap: {tail:?}");
+            bail!("the C-tor client {name} did not bootstrap: {tail:?}");
         }
         thread::sleep(Duration::from_secs(1));
     }
-
-    let rss_bootstrapped = [server.rss_kib("VmRSS"), ctor.rss_kib("VmRSS")];
-    let proxies = [9050, C_TOR_SOCKS_PORT].map(|port| format!("{}:{port}", lab::GATEWAY_INSIDE_IP));
-    let Timed {
-        samples,
-        cpu_per_fetch,
-    } = fetch_interleaved(&client, &proxies, [server.pid(), ctor.pid()], &url)?;
-    let mut rows = Vec::new();
-    for ((name, process), samples) in [("gateway-agent (arti)", &server), ("tor (C) client", &ctor)]
-        .into_iter()
-        .zip(samples)
-    {
-        let mut m = median_of(&samples);
-        m.server = name.into();
-        m.peak_rss_kib = process.rss_kib("VmHWM");
-        rows.push(m);
-    }
-    drop(ctor);
-    drop(server);
-    let mib =
-        |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
-    let ms = |secs: Option<f64>| secs.map_or("?".to_string(), |s| format!("{:.0}", s * 1000.0));
-    let notes = format!(
-        "A 10 MiB object from the lab's origin, by name through the lab's private Tor network \
-         (3 authorities, 3 relays, 3 exits on one host), fetched with curl --socks5-hostname \
-         from c1: through the agent's SOCKS port and through a C-tor client's SocksPort on the \
-         same gateway address. \"per second\" is MiB/s and \"avg ms\" the time to first byte, each \
-         the median of {TOR_RUNS} fetches, the two clients taking turns after one warm-up each; \
-         circuits differ from fetch to fetch, so expect noise. Peak RSS is the agent's whole \
-         process (Tor, plus its DNS, DHCP and other services) against the C-tor client alone.\n\n\
-         Memory with Tor bootstrapped, before any fetch (VmRSS, MiB): the agent {} (the same \
-         agent with tor.enabled = false: {}), the C-tor client {}. CPU time per 10 MiB fetch \
-         (user + system, averaged over the timed fetches): the agent {} ms, the C-tor client {} \
-         ms. A fetch takes about a second, so neither is CPU-bound: the throughput gap is not the \
-         agent's copying (perf shows arti's reactor and memcpy, a fifth of a core) but how fast \
-         the stream is fed through the circuit.",
-        mib(rss_bootstrapped[0]),
-        mib(rss_without_tor),
-        mib(rss_bootstrapped[1]),
-        ms(cpu_per_fetch[0]),
-        ms(cpu_per_fetch[1]),
-    );
-    Ok(("Tor (10 MiB through SOCKS)".into(), rows, notes))
+    Ok(ctor)
 }
 
-/// One timed fetch: (time to first byte in seconds, bytes per second).
-type Fetch = (f64, f64);
-
-/// The timed fetches through each of two proxies, and each serving process's CPU time per fetch.
-struct Timed {
-    samples: [Vec<Fetch>; 2],
-    cpu_per_fetch: [Option<f64>; 2],
+/// The timed fetches through each proxy, and each serving process's CPU time per fetch.
+struct Timed<const N: usize> {
+    samples: [Vec<Fetch>; N],
+    cpu_per_fetch: [Option<f64>; N],
 }
 
 /// One fetch of `url` through the SOCKS `proxy` from `client`: (time to first byte in
@@ -200,13 +251,13 @@ fn fetch_once(client: &str, proxy: &str, url: &str) -> Option<(f64, f64)> {
 
 /// One warm-up fetch through each proxy (retried while the first circuits are built), then
 /// [`TOR_RUNS`] timed rounds in which the proxies take turns, so that a slow moment of the
-/// shared host hits both. The samples, per proxy.
-fn fetch_interleaved(
+/// shared host hits all. The samples, per proxy.
+fn fetch_interleaved<const N: usize>(
     client: &str,
-    proxies: &[String; 2],
-    pids: [u32; 2],
+    proxies: &[String; N],
+    pids: [u32; N],
     url: &str,
-) -> Result<Timed> {
+) -> Result<Timed<N>> {
     for proxy in proxies {
         let deadline = Instant::now() + Duration::from_secs(120);
         while fetch_once(client, proxy, url).is_none() {
@@ -216,10 +267,10 @@ fn fetch_interleaved(
             thread::sleep(Duration::from_secs(2));
         }
     }
-    let mut samples = [Vec::new(), Vec::new()];
-    let mut cpu = [Some(0.0), Some(0.0)];
+    let mut samples = std::array::from_fn(|_| Vec::new());
+    let mut cpu = [Some(0.0); N];
     for _ in 0..TOR_RUNS {
-        for i in 0..2 {
+        for i in 0..N {
             let before = cpu_seconds(pids[i]);
             samples[i].push(
                 fetch_once(client, &proxies[i], url)
