@@ -67,7 +67,11 @@ pub fn gc_sparing(
             report.young += 1;
             continue;
         }
-        store.remove_blob(&blob.digest)?;
+        if !store.remove_blob_untouched(&blob.digest, blob.touched)? {
+            // Another gateway on a shared store renewed it since the listing.
+            report.young += 1;
+            continue;
+        }
         report.swept += 1;
         report.swept_bytes += blob.size;
     }

@@ -825,6 +825,34 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    fn remove_blob_untouched(&self, digest: &Digest, touched: SystemTime) -> Result<bool> {
+        // Another gateway may have renewed it (a HEAD, a mount, a manifest that needs it)
+        // since the listing: then it stays. What remains is the moment between this check and
+        // the delete (docs/ARCHITECTURE.md).
+        let key = self.keys.pointer(digest);
+        let meta = self.run(|store| async move {
+            match store.head(&key).await {
+                Ok(meta) => Ok(Some(meta)),
+                Err(error) if not_found(&error) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })?;
+        match meta {
+            None => Ok(false),
+            // A HEAD's time has whole seconds, a listing's may have milliseconds: renewed
+            // means clearly later (GC's grace period is far longer than that second).
+            Some(meta)
+                if SystemTime::from(meta.last_modified) > touched + Duration::from_secs(1) =>
+            {
+                Ok(false)
+            }
+            Some(_) => {
+                self.remove_blob(digest)?;
+                Ok(true)
+            }
+        }
+    }
+
     fn gc_lock(&self) -> &RwLock<()> {
         &self.gc
     }

@@ -377,3 +377,65 @@ fn a_wrong_secret_is_refused_at_open_with_the_stores_answer() {
         );
     });
 }
+
+#[test]
+fn one_gateway_collects_while_the_other_pushes() {
+    let world = world();
+    world.run(|first, second| {
+        let (collector, pusher) = (open(first), open(second));
+        let grace = std::time::Duration::from_secs(3);
+        let app = repo("team/app");
+        // Garbage old enough to go, and an old unreferenced layer the pusher will use again.
+        let garbage = push(&pusher, &app, b"nobody needs this", 4);
+        let reused = push(&pusher, &app, b"a layer pushed long ago", 4);
+        std::thread::sleep(grace + std::time::Duration::from_millis(1500));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let pushed = std::thread::scope(|scope| {
+            let gc = scope.spawn(|| {
+                let mut swept = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    swept += crate::registry::admin::gc(&collector, grace).unwrap().swept;
+                }
+                swept
+            });
+            let mut pushed = Vec::new();
+            for round in 0..8 {
+                let config = format!("config {round}");
+                let layer = push(&pusher, &app, config.as_bytes(), 2);
+                // A client that finds the old layer there (HEAD) references it, as docker
+                // push does for a layer the registry already has.
+                assert_eq!(pusher.blob_size(&app, &reused, true).unwrap(), Some(23));
+                let body = serde_json::json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {
+                        "mediaType": "application/vnd.oci.image.config.v1+json",
+                        "digest": layer.to_string(),
+                        "size": config.len(),
+                    },
+                    "layers": [{
+                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": reused.to_string(),
+                        "size": 23,
+                    }],
+                });
+                let m = manifest(body.to_string().as_bytes());
+                pusher.put_manifest(&app, &m, None, None).unwrap();
+                pushed.push((m, vec![layer, reused.clone()]));
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(gc.join().unwrap() >= 1, "GC never swept the garbage");
+            pushed
+        });
+        assert!(collector.open_blob(&app, &garbage).unwrap().is_none());
+        for (m, layers) in &pushed {
+            assert!(collector.manifest(&app, &m.digest).unwrap().is_some());
+            for layer in layers {
+                assert!(
+                    read_all(&collector, &app, layer).is_some(),
+                    "{layer} of a pushed manifest was collected"
+                );
+            }
+        }
+    });
+}
