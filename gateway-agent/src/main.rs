@@ -306,7 +306,7 @@ fn main() -> ExitCode {
             let Some(cfg) = load(&cli.config) else {
                 return ExitCode::FAILURE;
             };
-            report(status::run(&cfg.control.socket, json))
+            report(status::run(&cfg, json))
         }
         Command::Registry { verb, json } => {
             let Some(cfg) = load(&cli.config) else {

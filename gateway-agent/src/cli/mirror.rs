@@ -27,7 +27,7 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
         let timeout = std::time::Duration::from_secs(600);
         match client::request_within(&cfg.control.socket, &request, timeout)? {
             Response::Operated { value } => value,
-            Response::Error { message } => bail!("the agent refused: {message}"),
+            Response::Error { message } => bail!("the agent refused mirror {operation}: {message}"),
             other => bail!("the agent answered something else: {other:?}"),
         }
     } else {

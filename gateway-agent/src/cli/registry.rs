@@ -1,7 +1,7 @@
 //! `gateway-agent registry gc|ls|du`: through the running agent's control socket when one
 //! answers (the store is the agent's while it runs), directly on the store otherwise.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::table;
@@ -26,15 +26,28 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         let timeout = std::time::Duration::from_secs(600);
         match client::request_within(&cfg.control.socket, &request, timeout)? {
             Response::Operated { value } => value,
-            Response::Error { message } => bail!("the agent refused: {message}"),
+            Response::Error { message } => {
+                bail!("the agent refused registry {operation}: {message}")
+            }
             other => bail!("the agent answered something else: {other:?}"),
         }
     } else {
         let dir = store_dir(cfg);
         if !dir.exists() {
-            bail!("no registry store at {} (registry.dir)", dir.display());
+            bail!(
+                "no registry store at {} (registry.dir): the agent makes it when the registry \
+                 first starts; no agent answers on {} to ask instead (`systemctl status \
+                 gateway-agent`)",
+                dir.display(),
+                cfg.control.socket.display()
+            );
         }
-        let store = FsStorage::open(&dir, limits(cfg))?;
+        let store = FsStorage::open(&dir, limits(cfg)).with_context(|| {
+            format!(
+                "opening the registry's store {} (registry.dir)",
+                dir.display()
+            )
+        })?;
         run_on(&store, operation, cfg.registry.gc_grace.as_duration())?
     };
     if json {
@@ -90,4 +103,28 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_store_and_no_agent_names_the_key_and_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[interfaces]\noutside = \"eth0\"\ninside = \"eth1\"\n[inside]\naddress = \
+             \"198.51.100.1/24\"\n[state]\ndir = \"{0}/state\"\n[control]\nsocket = \
+             \"{0}/control.sock\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::parse(&text).unwrap();
+        let err = run(&cfg, "gc", false).unwrap_err().to_string();
+        assert!(err.contains("registry.dir"), "{err}");
+        assert!(
+            err.contains(&format!("{}/state/registry", dir.path().display())),
+            "{err}"
+        );
+        assert!(err.contains("control.sock"), "{err}");
+    }
 }

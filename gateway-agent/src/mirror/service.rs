@@ -71,10 +71,14 @@ pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn 
     let mut stores = BTreeMap::new();
     for upstream in &cfg.mirror.upstreams {
         let path = dir.join(&upstream.name);
-        let store: Arc<dyn Storage> = Arc::new(
-            FsStorage::open(&path, limits(cfg))
-                .with_context(|| format!("opening the mirror's store {}", path.display()))?,
-        );
+        let store: Arc<dyn Storage> =
+            Arc::new(FsStorage::open(&path, limits(cfg)).with_context(|| {
+                format!(
+                    "opening the mirror's store {} (mirror.dir, upstream {:?})",
+                    path.display(),
+                    upstream.name
+                )
+            })?);
         stores.insert(upstream.name.clone(), store);
     }
     Ok(stores)
