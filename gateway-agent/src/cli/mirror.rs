@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
+use super::progress::Progress;
 use super::table;
 use crate::config::Config;
 use crate::control::{
@@ -17,6 +18,17 @@ use crate::registry::admin::{GcReport, RepoListing, Usage};
 
 /// Runs `operation` with `args` and prints its result.
 pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()> {
+    let progress = match operation {
+        "gc" => Some(Progress::start(
+            "mirror gc: marking and sweeping the caches",
+        )),
+        "du" => Some(Progress::start("mirror du: adding up the caches")),
+        "evict" => Some(Progress::start("mirror evict: evicting and sweeping")),
+        "purge" => Some(Progress::start(
+            "mirror purge: removing the image and sweeping",
+        )),
+        _ => None,
+    };
     let value = if client::agent_answers(&cfg.control.socket) {
         let request = Request::Operate {
             service: "mirror".into(),
@@ -40,6 +52,7 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
             &args,
         )?
     };
+    drop(progress);
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::progress::Progress;
 use super::table;
 use crate::config::Config;
 use crate::control::{
@@ -16,6 +17,13 @@ use crate::registry::storage::FsStorage;
 
 /// Runs `operation` (`gc`, `ls` or `du`) and prints its result.
 pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
+    let progress = match operation {
+        "gc" => Some(Progress::start(
+            "registry gc: marking and sweeping the store",
+        )),
+        "du" => Some(Progress::start("registry du: adding up the store")),
+        _ => None,
+    };
     let value = if client::agent_answers(&cfg.control.socket) {
         let request = Request::Operate {
             service: "registry".into(),
@@ -50,6 +58,7 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         })?;
         run_on(&store, operation, cfg.registry.gc_grace.as_duration())?
     };
+    drop(progress);
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
