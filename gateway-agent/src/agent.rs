@@ -80,9 +80,16 @@ async fn serve(cfg: Config, config_path: &Path, console: Arc<Console>) -> Result
         _ = sigint.recv() => "SIGINT",
     };
     follow.abort();
+    if console.style() == console::Style::Live {
+        console.set_bar(None);
+        console.say(&format!("{which}: stopping"));
+    }
     tracing::info!("{which}: stopping");
     systemd::notify("STOPPING=1");
     stop(running).await?;
+    if console.style() == console::Style::Live {
+        console.say("stopped cleanly");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -34,7 +34,9 @@ pub struct Screen {
     pub drops: Option<Vec<(String, u64)>>,
     pub dns_cache: Option<Ratio>,
     pub proxy_cache: Option<ProxyCache>,
-    /// Every service of the list, in order, and whether it runs.
+    /// Every service of the list before the control socket, in order, and whether it runs
+    /// (the control socket answered this, and it and the metrics endpoint are not in the
+    /// status they serve).
     pub services: Vec<(&'static str, bool)>,
 }
 
@@ -61,6 +63,7 @@ impl Screen {
             proxy_cache: service("http_proxy").and_then(model::proxy_cache),
             services: crate::agent::SERVICES
                 .iter()
+                .take_while(|entry| entry.name != crate::control::server::SERVICE.name)
                 .map(|entry| (entry.name, status.services.contains_key(entry.name)))
                 .collect(),
             status,
@@ -151,6 +154,7 @@ pub fn render(screen: &Screen) -> String {
     row(
         "DNS cache",
         match &screen.dns_cache {
+            Some(r) if r.total == 0 => "nothing looked up upstream yet".to_owned(),
             Some(r) => format!("{} hits ({} of {})", r.percent(), r.hits, r.total),
             None => "off".to_owned(),
         },
@@ -159,10 +163,17 @@ pub fn render(screen: &Screen) -> String {
         "HTTP cache",
         match &screen.proxy_cache {
             Some(c) => format!(
-                "{} hits ({} of {}), {} objects, {} of {}",
-                c.ratio.percent(),
-                c.ratio.hits,
-                c.ratio.total,
+                "{}, {} objects, {} of {}",
+                if c.ratio.total == 0 {
+                    "no cacheable requests yet".to_owned()
+                } else {
+                    format!(
+                        "{} hits ({} of {})",
+                        c.ratio.percent(),
+                        c.ratio.hits,
+                        c.ratio.total
+                    )
+                },
                 c.entries,
                 bytes(c.size_bytes),
                 bytes(c.max_bytes)
@@ -329,7 +340,8 @@ mod tests {
         ];
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(&lines[..expected.len()], &expected[..], "{text}");
-        assert!(text.ends_with("  metrics      off\n"), "{text}");
+        assert!(text.ends_with("  status_page  off\n"), "{text}");
+        assert!(!text.contains("control"), "{text}");
     }
 
     #[test]

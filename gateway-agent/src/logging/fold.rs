@@ -1,6 +1,8 @@
 //! Warnings that repeat, folded into one line. On a small Tor network arti warns "Requested 36
 //! relays, but only 0 were usable" many times a second; the journal should get that once, then
-//! one "… repeated N times in the last 5 s" line every few seconds while it goes on.
+//! one "… repeated N times in the last 5 s" line every few seconds while it goes on, less often
+//! the longer it goes on (the window doubles up to [`MAX_WINDOW`], and is back to [`WINDOW`]
+//! once the line has been quiet for a window).
 //!
 //! The key is where a line comes from (its target and call site, or the `log` record's file and
 //! line for what the `log` crate forwards), not its text: arti's counts change from one line to
@@ -17,8 +19,11 @@ use tracing::field::{Field, Visit};
 use tracing::{callsite::Identifier, Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 
-/// How long a folded run collects repeats before its count is printed.
+/// How long a folded run first collects repeats before its count is printed.
 pub const WINDOW: Duration = Duration::from_secs(5);
+
+/// The longest a run collects repeats: a warning that never stops still shows every 5 min.
+pub const MAX_WINDOW: Duration = Duration::from_secs(300);
 
 /// The target of the summary lines (never folded themselves).
 pub const SUMMARY_TARGET: &str = "gateway_agent::logging";
@@ -31,15 +36,18 @@ const QUOTE_CHARS: usize = 120;
 #[derive(Debug)]
 pub struct Folder<K> {
     window: Duration,
+    max_window: Duration,
     runs: HashMap<K, Run>,
 }
 
 #[derive(Debug)]
 struct Run {
-    /// The first line's text (shortened), quoted in the summary.
+    /// The first line's text, quoted in the summary.
     message: String,
     /// Where the current count started.
     since: Instant,
+    /// How long this count runs: doubled after each summary.
+    window: Duration,
     /// Lines held back since `since`.
     repeats: u64,
     /// The key's latest line.
@@ -47,10 +55,12 @@ struct Run {
 }
 
 impl<K: Eq + Hash + Clone> Folder<K> {
-    /// A folder whose runs print their count at most once per `window`.
-    pub fn new(window: Duration) -> Self {
+    /// A folder whose runs print their count after `window`, then after twice that, and so
+    /// on up to `max_window`.
+    pub fn new(window: Duration, max_window: Duration) -> Self {
         Folder {
             window,
+            max_window,
             runs: HashMap::new(),
         }
     }
@@ -58,17 +68,18 @@ impl<K: Eq + Hash + Clone> Folder<K> {
     /// Records a line from `key` saying `message` at `now`: whether to print it, and the
     /// summaries now due (this key's and any other's whose window has passed), to print first.
     pub fn observe(&mut self, key: K, message: &str, now: Instant) -> (bool, Vec<String>) {
-        let window = self.window;
+        let (first_window, max_window) = (self.window, self.max_window);
         let mut due = Vec::new();
         self.runs.retain(|_, run| {
             let age = now.saturating_duration_since(run.since);
-            if run.repeats > 0 && age >= window {
+            if run.repeats > 0 && age >= run.window {
                 due.push(summary(&run.message, run.repeats, age));
                 run.repeats = 0;
                 run.since = now;
+                run.window = (run.window * 2).min(max_window);
             }
-            // A key quiet for a whole window starts afresh: its next line is printed.
-            run.repeats > 0 || now.saturating_duration_since(run.last) < window
+            // A key quiet for a whole (first) window starts afresh: its next line is printed.
+            run.repeats > 0 || now.saturating_duration_since(run.last) < first_window
         });
         let print = match self.runs.get_mut(&key) {
             Some(run) => {
@@ -80,8 +91,9 @@ impl<K: Eq + Hash + Clone> Folder<K> {
                 self.runs.insert(
                     key,
                     Run {
-                        message: shorten(message),
+                        message: message.to_owned(),
                         since: now,
+                        window: first_window,
                         repeats: 0,
                         last: now,
                     },
@@ -95,17 +107,22 @@ impl<K: Eq + Hash + Clone> Folder<K> {
 
 fn summary(message: &str, repeats: u64, age: Duration) -> String {
     let times = if repeats == 1 { "time" } else { "times" };
-    format!(
-        "\"{message}\" repeated {repeats} {times} in the last {} s",
-        age.as_secs().max(1)
-    )
+    let secs = age.as_secs().max(1);
+    let age = if secs >= 120 {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    };
+    format!("{message} repeated {repeats} {times} in the last {age}")
 }
 
-fn shorten(message: &str) -> String {
-    match message.char_indices().nth(QUOTE_CHARS) {
+/// `tor_netdir: "Requested 36 relays, but only 0 were usable"`, the message cut short.
+pub fn quote(target: &str, message: &str) -> String {
+    let message = match message.char_indices().nth(QUOTE_CHARS) {
         Some((at, _)) => format!("{}…", &message[..at]),
         None => message.to_owned(),
-    }
+    };
+    format!("{target}: \"{message}\"")
 }
 
 /// Where a line comes from.
@@ -127,7 +144,7 @@ impl FoldLayer {
     /// A layer folding over [`WINDOW`].
     pub fn new() -> Self {
         FoldLayer {
-            folder: Mutex::new(Folder::new(WINDOW)),
+            folder: Mutex::new(Folder::new(WINDOW, MAX_WINDOW)),
         }
     }
 }
@@ -146,16 +163,16 @@ impl<S: Subscriber> Layer<S> for FoldLayer {
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        let place = match (fields.log_target, fields.log_file, fields.log_line) {
-            (Some(target), file, line) => {
-                format!(
-                    "{target} {} {}",
-                    file.unwrap_or_default(),
-                    line.unwrap_or(0)
-                )
-            }
+        let target = fields.log_target.as_deref().unwrap_or(meta.target());
+        let place = match (&fields.log_target, &fields.log_file, fields.log_line) {
+            (Some(target), file, line) => format!(
+                "{target} {} {}",
+                file.as_deref().unwrap_or_default(),
+                line.unwrap_or(0)
+            ),
             _ => meta.target().to_owned(),
         };
+        let quoted = quote(target, &fields.message);
         let origin = Origin {
             callsite: meta.callsite(),
             place,
@@ -165,7 +182,7 @@ impl<S: Subscriber> Layer<S> for FoldLayer {
                 .folder
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            folder.observe(origin, &fields.message, Instant::now())
+            folder.observe(origin, &quoted, Instant::now())
         };
         // Outside the lock: these go through the subscriber again (and this method, which
         // lets its own target through).
@@ -215,9 +232,13 @@ mod tests {
 
     const ARTI: &str = "Requested 36 relays, but only 0 were usable";
 
+    fn folder() -> Folder<&'static str> {
+        Folder::new(WINDOW, Duration::from_secs(20))
+    }
+
     #[test]
     fn the_first_line_passes_and_repeats_become_one_line_per_window() {
-        let mut folder = Folder::new(WINDOW);
+        let mut folder = folder();
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         assert_eq!(folder.observe("arti", ARTI, at(0)), (true, vec![]));
@@ -230,21 +251,50 @@ mod tests {
         assert!(!print);
         assert_eq!(
             due,
-            vec![format!("\"{ARTI}\" repeated 40 times in the last 5 s")]
+            vec![format!("{ARTI} repeated 40 times in the last 5 s")]
         );
-        // The next count includes that line; it comes out with another key's first line.
+        // The next count includes that line and runs twice as long; it comes out with
+        // another key's line.
         assert_eq!(folder.observe("arti", ARTI, at(6_000)), (false, vec![]));
         let (print, due) = folder.observe("other", "another warning", at(10_500));
         assert!(print, "another key's first line is printed");
+        assert!(due.is_empty(), "{due:?}");
+        assert_eq!(folder.observe("arti", ARTI, at(14_000)), (false, vec![]));
+        let (_, due) = folder.observe("other", "another warning", at(15_000));
         assert_eq!(
             due,
-            vec![format!("\"{ARTI}\" repeated 2 times in the last 5 s")]
+            vec![format!("{ARTI} repeated 3 times in the last 10 s")]
+        );
+    }
+
+    #[test]
+    fn the_window_doubles_up_to_its_bound_while_a_line_goes_on() {
+        let mut folder = folder();
+        let start = Instant::now();
+        let mut summaries = Vec::new();
+        // One line a second for two minutes.
+        for s in 0..120 {
+            let (_, due) = folder.observe("k", "again", start + Duration::from_secs(s));
+            summaries.extend(due);
+        }
+        assert_eq!(
+            summaries,
+            vec![
+                // The first line was printed; the next four held.
+                "again repeated 4 times in the last 5 s",
+                "again repeated 10 times in the last 10 s",
+                "again repeated 20 times in the last 20 s",
+                "again repeated 20 times in the last 20 s",
+                "again repeated 20 times in the last 20 s",
+                "again repeated 20 times in the last 20 s",
+                "again repeated 20 times in the last 20 s",
+            ]
         );
     }
 
     #[test]
     fn a_key_quiet_for_a_window_starts_afresh() {
-        let mut folder = Folder::new(WINDOW);
+        let mut folder = folder();
         let start = Instant::now();
         assert!(folder.observe("k", "first", start).0);
         // Nothing held back, so no summary; the next line after the quiet window is printed.
@@ -255,7 +305,7 @@ mod tests {
         assert!(!print);
         // One held line, reported once, then the key is forgotten.
         let (_, due) = folder.observe("x", "x", start + Duration::from_secs(20));
-        assert_eq!(due, vec!["\"again\" repeated 1 time in the last 14 s"]);
+        assert_eq!(due, vec!["again repeated 1 time in the last 14 s"]);
         assert!(
             folder
                 .observe("k", "later", start + Duration::from_secs(40))
@@ -264,16 +314,10 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_quoted_short() {
-        let long = "x".repeat(500);
-        let mut folder = Folder::new(WINDOW);
-        let start = Instant::now();
-        folder.observe(1, &long, start);
-        folder.observe(1, &long, start + Duration::from_secs(1));
-        let (_, due) = folder.observe(2, "y", start + Duration::from_secs(5));
-        let quoted = due.first().map(String::as_str).unwrap_or_default();
-        assert!(quoted.len() < 200, "{quoted}");
-        assert!(quoted.contains('…'));
+    fn quotes_name_the_target_and_stay_short() {
+        assert_eq!(quote("tor_netdir", ARTI), format!("tor_netdir: \"{ARTI}\""));
+        let quoted = quote("t", &"x".repeat(500));
+        assert!(quoted.len() < 200 && quoted.ends_with("…\""), "{quoted}");
     }
 
     /// The layer in a real subscriber: the same call site warning many times prints once, and
