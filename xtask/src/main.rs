@@ -211,6 +211,34 @@ fn wait_for_tor_network(lab: &lab::Lab) {
     }
 }
 
+/// Polls the agent's `status --json` until its Tor has bootstrapped (or it runs no Tor, or
+/// `bound` passes: the agent keeps trying and says so itself).
+fn wait_for_agent_tor(
+    agent: &std::path::Path,
+    gw: &str,
+    cfg: &std::path::Path,
+    bound: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + bound;
+    while std::time::Instant::now() < deadline {
+        let status = Command::new("ip")
+            .args(["netns", "exec", gw])
+            .arg(agent)
+            .arg("--config")
+            .arg(cfg)
+            .args(["status", "--json"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        let Ok(out) = status else { return };
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        match json.get("tor").and_then(|tor| tor.get("bootstrapped")) {
+            Some(serde_json::Value::Bool(false)) => {}
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// A progress printer for stderr: one line redrawn in place on a terminal, a line per change
 /// anywhere else (no escape codes in a log).
 fn progress() -> impl FnMut(&str) {
@@ -300,6 +328,9 @@ fn run_in_lab(agent: &std::path::Path) -> Result<()> {
     for (role, client) in lab::CLIENTS {
         lab.start_dhcp_client(role, client, Some(role))?;
     }
+    // The hints are for a gateway whose Tor is up: wait (bounded) while its live status shows
+    // the bootstrap, so they do not land in the middle of its progress bar.
+    wait_for_agent_tor(agent, &gw, &cfg, std::time::Duration::from_secs(60));
     let c1 = lab.ns("c1");
     // The hints describe the config the agent runs with; a config that does not parse gets
     // the defaults' hints (the agent has said what is wrong with it).

@@ -14,9 +14,9 @@ use super::protocol::{Request, Response};
 pub enum ClientError {
     /// Nothing listens on the socket.
     #[error(
-        "no agent is answering on {path} ({reason}): is the agent running? \
-         `systemctl status gateway-agent` says; if it runs, its control.socket is another path \
-         than this config's (pass the same --config)"
+        "no agent is answering on {path} ({reason}): is the agent running? See \
+         `systemctl status gateway-agent`; if it is, it has another control.socket than this \
+         config: pass the agent's own --config"
     )]
     NoAgent {
         /// The socket path.
