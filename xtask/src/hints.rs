@@ -45,6 +45,9 @@ fn port(cfg: &toml::Table, table: &str, default: u16) -> u16 {
         .unwrap_or(default)
 }
 
+/// Commands longer than this do not push the comments of the others to the right.
+const ALIGN_AT_MOST: usize = 90;
+
 /// The hint text for `lab` running the agent with `cfg` (the agent config's TOML).
 pub fn run_hints(lab: &LabSide<'_>, cfg: &toml::Table) -> String {
     let LabSide {
@@ -132,7 +135,13 @@ pub fn run_hints(lab: &LabSide<'_>, cfg: &toml::Table) -> String {
     try_in(gw, format!("{cli} leases"), "");
     try_in(gw, format!("{cli} maps drops"), "");
 
-    let width = lines.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+    // Comments line up after the client commands; the long CLI lines keep theirs close.
+    let width = lines
+        .iter()
+        .map(|(c, _)| c.len())
+        .filter(|len| *len <= ALIGN_AT_MOST)
+        .max()
+        .unwrap_or(0);
     let mut out = format!(
         "\nThe gateway runs in namespace `{gw}`; c1 (dhclient) and c2 (udhcpc) are taking \
          leases.\nTry from another shell:\n"
