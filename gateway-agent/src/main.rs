@@ -358,6 +358,14 @@ fn main() -> ExitCode {
             report(
                 dataplane::detach::run(&cfg.dataplane.bpf_pin_dir, &cfg.control.socket).map(
                     |detached| {
+                        if detached.links.is_empty() && detached.maps == 0 {
+                            println!(
+                                "nothing was pinned under {} (dataplane.bpf_pin_dir): no \
+                                 program of this config's was attached",
+                                cfg.dataplane.bpf_pin_dir.display()
+                            );
+                            return;
+                        }
                         for link in &detached.links {
                             println!("detached {link}");
                         }

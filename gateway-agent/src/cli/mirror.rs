@@ -43,6 +43,16 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
             other => bail!("the agent answered something else: {other:?}"),
         }
     } else {
+        let dir = crate::mirror::service::cache_dir(cfg);
+        if !dir.exists() {
+            bail!(
+                "no mirror cache at {} (mirror.dir): the agent makes it when the mirror first \
+                 starts; no agent answers on {} to ask instead (`systemctl status \
+                 gateway-agent`)",
+                dir.display(),
+                cfg.control.socket.display()
+            );
+        }
         let shelves = open_shelves(cfg)?;
         run_on(
             &shelves,
@@ -144,4 +154,28 @@ fn print_per_upstream(operation: &str, value: Value) -> Result<()> {
     };
     println!("{}", table::render(header, &rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cache_and_no_agent_names_the_key_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[interfaces]\noutside = \"eth0\"\ninside = \"eth1\"\n[inside]\naddress = \
+             \"198.51.100.1/24\"\n[state]\ndir = \"{0}/state\"\n[control]\nsocket = \
+             \"{0}/control.sock\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::parse(&text).unwrap();
+        let err = run(&cfg, "ls", Value::Null, false).unwrap_err().to_string();
+        assert!(err.contains("mirror.dir"), "{err}");
+        assert!(err.contains("control.sock"), "{err}");
+        assert!(
+            !dir.path().join("state").exists(),
+            "a read made the state directory"
+        );
+    }
 }
