@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
+    console::{self, Console},
     control, dataplane, dhcp, dns, hardening, http_proxy, metrics, mirror, registry,
     service::{Entry, Handles, Running, STOP_BOUND},
     socks, status_page, systemd, tor, transparent, uplink,
@@ -37,31 +38,35 @@ pub const SERVICES: [Entry; 14] = [
     metrics::SERVICE,
 ];
 
-/// Runs the agent until SIGTERM or SIGINT.
-pub fn run(cfg: Config, config_path: &Path) -> Result<()> {
+/// Runs the agent until SIGTERM or SIGINT, showing its start on `console`.
+pub fn run(cfg: Config, config_path: &Path, console: Arc<Console>) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(cfg, config_path))
+    runtime.block_on(serve(cfg, config_path, console))
 }
 
-async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
+async fn serve(cfg: Config, config_path: &Path, console: Arc<Console>) -> Result<()> {
     // Install the handlers before attaching, so a signal during start-up is not lost.
     let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
 
     let cfg = Arc::new(cfg);
     let mut running = Vec::new();
-    if let Err(err) = start(cfg.clone(), config_path, &mut running).await {
-        // Close the sockets and release the uplink of an agent that never ran; the dataplane's
-        // programs stay attached (fail closed).
-        if let Err(stop) = stop(running).await {
-            tracing::error!("stopping after a failed start: {stop:#}");
+    let started = start(cfg.clone(), config_path, &console, &mut running).await;
+    let follow = match started {
+        Ok(follow) => follow,
+        Err(err) => {
+            // Close the sockets and release the uplink of an agent that never ran; the dataplane's
+            // programs stay attached (fail closed).
+            if let Err(stop) = stop(running).await {
+                tracing::error!("stopping after a failed start: {stop:#}");
+            }
+            return Err(err);
         }
-        return Err(err);
-    }
+    };
     systemd::notify("READY=1");
     tracing::info!(
         inside = %cfg.interfaces.inside,
@@ -74,26 +79,53 @@ async fn serve(cfg: Config, config_path: &Path) -> Result<()> {
         _ = sigterm.recv() => "SIGTERM",
         _ = sigint.recv() => "SIGINT",
     };
+    follow.abort();
+    if console.style() == console::Style::Live {
+        console.set_bar(None);
+        console.say(&format!("{which}: stopping"));
+    }
     tracing::info!("{which}: stopping");
     systemd::notify("STOPPING=1");
     stop(running).await?;
+    if console.style() == console::Style::Live {
+        console.say("stopped cleanly");
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-/// Starts the list in order, pushing each started service onto `running`.
-async fn start(cfg: Arc<Config>, config_path: &Path, running: &mut Vec<Running>) -> Result<()> {
+/// Starts the list in order, pushing each started service onto `running` and saying so on
+/// `console` (a service's start returns once its sockets are bound); then the addresses
+/// clients should use. Returns the task that follows the uplink and Tor on the console.
+async fn start(
+    cfg: Arc<Config>,
+    config_path: &Path,
+    console: &Arc<Console>,
+    running: &mut Vec<Running>,
+) -> Result<tokio::task::JoinHandle<()>> {
     let known = SERVICES.iter().map(|entry| entry.name).collect();
-    let mut handles = Handles::new(cfg, config_path.to_path_buf(), known);
+    let mut handles = Handles::new(cfg.clone(), config_path.to_path_buf(), known);
+    let mut names = Vec::new();
     for entry in SERVICES {
         if let Some(service) = (entry.start)(&mut handles).await? {
             handles.views.push(service.view());
             running.push(service);
+            names.push(entry.name);
+            let listen = console::listen_of(&cfg, entry.name);
+            console.say(&console::started_line(entry.name, listen.as_deref()));
         } else {
             tracing::info!(service = entry.name, "not started (off in the config)");
         }
     }
-    Ok(())
+    for line in console::client_addresses(&cfg, &names) {
+        console.say(&line);
+    }
+    let uplink = handles.uplink.as_ref().map(|uplink| uplink.status.clone());
+    Ok(tokio::spawn(console::follow(
+        console.clone(),
+        uplink,
+        handles.tor.clone(),
+    )))
 }
 
 /// Stops `running` in reverse start order (those marked [`Running::stopped_last`] after all

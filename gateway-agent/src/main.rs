@@ -7,6 +7,7 @@ use gateway_agent::{
     agent,
     cli::{cache, clients, leases, maps, mirror, pki, registry, status},
     config::{self, Config},
+    console::{Console, Style},
     dataplane, logging,
 };
 
@@ -62,8 +63,14 @@ enum CacheCommand {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent: load and attach the dataplane, serve the control socket.
-    Run,
+    /// Run the agent: load and attach the dataplane, serve the control socket. On a terminal
+    /// it shows a live status (services, uplink lease, Tor's bootstrap, the addresses clients
+    /// use) with warnings over it; under systemd, or with --plain, log lines only.
+    Run {
+        /// Log lines only, every `info` line included, even on a terminal.
+        #[arg(long)]
+        plain: bool,
+    },
     /// Validate a config file and report every error with its key.
     CheckConfig {
         /// The file to check (default: --config).
@@ -267,12 +274,13 @@ fn main() -> ExitCode {
                 .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
                 .map_err(|err| anyhow::anyhow!("writing man pages into {}: {err}", dir.display())),
         ),
-        Command::Run => {
+        Command::Run { plain } => {
             let Some(cfg) = load_checked(&cli.config) else {
                 return ExitCode::FAILURE;
             };
-            logging::init(&cfg.log.level);
-            report(agent::run(cfg, &cli.config))
+            let console = Console::new(Style::detect(plain));
+            logging::init(&cfg.log.level, &console);
+            report(agent::run(cfg, &cli.config, console))
         }
         Command::Leases { json } => {
             let Some(cfg) = load(&cli.config) else {
@@ -305,7 +313,7 @@ fn main() -> ExitCode {
             let Some(cfg) = load(&cli.config) else {
                 return ExitCode::FAILURE;
             };
-            report(status::run(&cfg.control.socket, json))
+            report(status::run(&cfg, json))
         }
         Command::Registry { verb, json } => {
             let Some(cfg) = load(&cli.config) else {
@@ -357,6 +365,14 @@ fn main() -> ExitCode {
             report(
                 dataplane::detach::run(&cfg.dataplane.bpf_pin_dir, &cfg.control.socket).map(
                     |detached| {
+                        if detached.links.is_empty() && detached.maps == 0 {
+                            println!(
+                                "nothing was pinned under {} (dataplane.bpf_pin_dir): no \
+                                 program of this config's was attached",
+                                cfg.dataplane.bpf_pin_dir.display()
+                            );
+                            return;
+                        }
                         for link in &detached.links {
                             println!("detached {link}");
                         }

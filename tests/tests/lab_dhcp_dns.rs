@@ -54,8 +54,30 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
     }
     let lab = TestLab::up();
     let cfg = lab.config_without_tor("agent.toml");
-    let _agent = Agent::start(&lab, &cfg);
+    let agent = Agent::start(&lab, &cfg);
     lab.wait_uplink(&cfg);
+
+    // Not on a terminal: the start-up status is plain log lines, each service once bound, then
+    // the addresses of what runs (no SOCKS or proxy without Tor), with no escape codes.
+    let lines = [
+        "dns          started on 198.51.100.1:53 (udp, tcp)",
+        "dhcp         started on udp/67 on inside0",
+        "Clients use:",
+        "DNS          198.51.100.1: names in home.arpa, other names in clear text to the \
+         uplink's resolvers",
+    ];
+    // The addresses come after the last service, a moment after the control socket answers.
+    let all_logged = || {
+        let log = agent.log_text();
+        lines.iter().all(|line| log.contains(line))
+    };
+    assert!(
+        eventually(Duration::from_secs(5), all_logged),
+        "{lines:?} not all in the log:\n{}",
+        agent.log_text()
+    );
+    let log = agent.log_text();
+    assert!(!log.contains("SOCKS5") && !log.contains('\x1b'), "{log}");
 
     let c1 = lab.dhcp("c1", DhcpClient::Dhclient, Some("laptop"));
     assert!(in_pool(&c1["ip"]), "{c1:?}");
@@ -124,6 +146,35 @@ fn clients_get_leases_and_their_names_resolve_at_once() {
     let c1_mac = lab.mac("c1");
     let lease_map = lab.cli_json(&cfg, &["maps", "dump", "LEASES"]);
     assert_eq!(lease_map[&c1_mac]["ip"], c1["ip"].as_str(), "{lease_map}");
+
+    // `status` is the status page's first screen as text: the uplink with its address, Tor
+    // off in this config, the two bound leases, DHCP running; counts, never a client.
+    let uplink = lab.cli_json(&cfg, &["status"])["uplink"]["address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = lab.cli(&cfg, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{out:?}");
+    let row = |label: &str| {
+        text.lines()
+            .find(|line| line.starts_with(label))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        row("uplink ").contains(&format!("{uplink}/24")) && row("uplink ").contains("(bound)"),
+        "{text}"
+    );
+    assert_eq!(row("tor "), "tor          off", "{text}");
+    assert!(row("clients ").contains("2 leases bound"), "{text}");
+    assert!(row("  dhcp ").contains("running"), "{text}");
+    for client in [&c1["ip"], &c2["ip"], &c1_mac, &lab.mac("c2")] {
+        assert!(
+            !text.contains(client.as_str()),
+            "{client} in status:\n{text}"
+        );
+    }
 
     // A name only the modem knows is forwarded once, then answered from the cache. The modem
     // serves every gateway of the shared lab: this one's queries come from its uplink address.

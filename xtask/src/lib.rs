@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod build;
 pub mod deps;
+pub mod hints;
 pub mod lab;
 pub mod package;
 pub mod process;

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::Command};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xtask::lab::tor as lab_tor;
-use xtask::{bench, build, deps, lab, package, process};
+use xtask::{bench, build, deps, hints, lab, package, process};
 
 mod fuzz;
 
@@ -142,7 +142,11 @@ fn run(cli: Cli) -> Result<()> {
             deps::ensure_lab_packages()?;
             let lab = lab::Lab::new(&prefix).with_slot(slot.unwrap_or(0));
             match action {
-                LabAction::Up => lab.up(),
+                LabAction::Up => {
+                    lab.up()?;
+                    wait_for_tor_network(&lab);
+                    Ok(())
+                }
                 LabAction::Down { all: true } => lab::down_all(),
                 LabAction::Down { all: false } if lab.slot() > 0 => lab.down_slot(),
                 LabAction::Down { all: false } => lab.down(),
@@ -174,7 +178,8 @@ fn lab_tor_action(lab: &lab::Lab, action: TorAction) -> Result<()> {
             lab_tor::setup(lab)?;
             lab_tor::start(lab)?;
             if wait {
-                let took = lab_tor::wait_ready(lab, lab_tor::READY_TIMEOUT)?;
+                let took =
+                    lab_tor::wait_ready_showing(lab, lab_tor::READY_TIMEOUT, &mut progress())?;
                 eprintln!("lab: Tor network ready after {:.1} s", took.as_secs_f64());
             } else {
                 eprintln!("lab: Tor nodes run; `cargo xtask lab tor status` says when the network is ready");
@@ -190,6 +195,65 @@ fn lab_tor_action(lab: &lab::Lab, action: TorAction) -> Result<()> {
                 print!("{status}");
             }
             Ok(())
+        }
+    }
+}
+
+/// Waits (bounded) for the lab's Tor network to form, showing how far it is; a network that
+/// is not ready in time is a warning, not an error: the lab is up, and arti keeps retrying.
+fn wait_for_tor_network(lab: &lab::Lab) {
+    match lab_tor::wait_ready_showing(lab, lab_tor::READY_TIMEOUT, &mut progress()) {
+        Ok(took) => eprintln!("lab: Tor network ready after {:.1} s", took.as_secs_f64()),
+        Err(err) => eprintln!(
+            "\nlab: warning: {err:#}\n(the agent's Tor retries; `cargo xtask lab tor status` shows \
+             the nodes)"
+        ),
+    }
+}
+
+/// Polls the agent's `status --json` until its Tor has bootstrapped (or it runs no Tor, or
+/// `bound` passes: the agent keeps trying and says so itself).
+fn wait_for_agent_tor(
+    agent: &std::path::Path,
+    gw: &str,
+    cfg: &std::path::Path,
+    bound: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + bound;
+    while std::time::Instant::now() < deadline {
+        let status = Command::new("ip")
+            .args(["netns", "exec", gw])
+            .arg(agent)
+            .arg("--config")
+            .arg(cfg)
+            .args(["status", "--json"])
+            .stderr(std::process::Stdio::null())
+            .output();
+        let Ok(out) = status else { return };
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        match json.get("tor").and_then(|tor| tor.get("bootstrapped")) {
+            Some(serde_json::Value::Bool(false)) => {}
+            _ => return,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A progress printer for stderr: one line redrawn in place on a terminal, a line per change
+/// anywhere else (no escape codes in a log).
+fn progress() -> impl FnMut(&str) {
+    use std::io::{IsTerminal, Write};
+    let tty = std::io::stderr().is_terminal();
+    move |line: &str| {
+        let mut err = std::io::stderr().lock();
+        let _ = if tty {
+            write!(err, "\r\x1b[2Klab: {line}")
+        } else {
+            writeln!(err, "lab: {line}")
+        };
+        let _ = err.flush();
+        if tty && line.contains("ready") {
+            let _ = writeln!(err);
         }
     }
 }
@@ -224,6 +288,8 @@ fn run_in_lab(agent: &std::path::Path) -> Result<()> {
     deps::ensure_lab_packages()?;
     let lab = lab::Lab::default_lab();
     lab.up()?;
+    // The agent's own bootstrap goes faster against a network that has formed.
+    wait_for_tor_network(&lab);
     let status = lab.status()?;
     let gw = lab.ns("gw");
     let cfg = lab.agent_config();
@@ -262,23 +328,25 @@ fn run_in_lab(agent: &std::path::Path) -> Result<()> {
     for (role, client) in lab::CLIENTS {
         lab.start_dhcp_client(role, client, Some(role))?;
     }
+    // The hints are for a gateway whose Tor is up: wait (bounded) while its live status shows
+    // the bootstrap, so they do not land in the middle of its progress bar.
+    wait_for_agent_tor(agent, &gw, &cfg, std::time::Duration::from_secs(60));
     let c1 = lab.ns("c1");
-    eprintln!(
-        "\nThe gateway runs in namespace `{gw}`; c1 (dhclient) and c2 (udhcpc) are taking leases.\n\
-         Try from another shell:\n  \
-         ip netns exec {c1} ip -4 addr show eth0                  # a lease from the gateway\n  \
-         ip netns exec {c1} dig +short c2.home.arpa              # the other client, by name\n  \
-         ip netns exec {c1} dig +short {origin}           # forwarded to the uplink\n  \
-         ip netns exec {c1} curl -m3 http://{origin_ip}/   # dropped: inside never reaches outside\n  \
-         ip netns exec {gw} {agent} --config {cfg} leases\n  \
-         ip netns exec {gw} {agent} --config {cfg} maps drops\n  \
-         ip netns exec {gw} {agent} --config {cfg} status\n\
-         Stop with Ctrl-C; `cargo xtask lab down` removes the lab.\n",
-        origin = status.origin_name,
-        origin_ip = status.origin_ip,
-        agent = agent.display(),
-        cfg = cfg.display(),
-    );
+    // The hints describe the config the agent runs with; a config that does not parse gets
+    // the defaults' hints (the agent has said what is wrong with it).
+    let agent_cfg: toml::Table = std::fs::read_to_string(&cfg)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_default();
+    let side = hints::LabSide {
+        gw: &gw,
+        c1: &c1,
+        origin_name: &status.origin_name,
+        origin_ip: &status.origin_ip,
+        agent,
+        config: &cfg,
+    };
+    eprint!("{}", hints::run_hints(&side, &agent_cfg));
     let exit = child.wait().context("waiting for the agent")?;
     if !exit.success() {
         bail!("the agent exited with {exit}");

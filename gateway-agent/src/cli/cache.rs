@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
+use super::progress::Progress;
 use super::table;
 use crate::control::client;
 use crate::http_proxy::{CacheListed, CacheStats};
@@ -50,7 +51,10 @@ pub fn stats(socket: &Path, json: bool) -> Result<()> {
 
 /// Removes one URL's object.
 pub fn purge(socket: &Path, url: &str) -> Result<()> {
-    let value = operate(socket, "cache_purge", json!({ "url": url }))?;
+    let progress = Progress::start("cache purge: removing the object");
+    let value = operate(socket, "cache_purge", json!({ "url": url }));
+    drop(progress);
+    let value = value?;
     let shown = value["url"].as_str().unwrap_or(url);
     if value["purged"].as_bool() == Some(true) {
         println!("purged {shown}");

@@ -38,7 +38,10 @@ pub fn run(pin_dir: &Path, socket: &Path, view: View, json: bool) -> Result<()> 
                 socket.display()
             );
         } else {
-            eprintln!("no agent is answering on {}", socket.display());
+            eprintln!(
+                "no agent is answering on {} either (`systemctl status gateway-agent`)",
+                socket.display()
+            );
         }
     }
     result

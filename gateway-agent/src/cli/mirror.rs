@@ -5,6 +5,7 @@
 use anyhow::{bail, Result};
 use serde_json::Value;
 
+use super::progress::Progress;
 use super::table;
 use crate::config::Config;
 use crate::control::{
@@ -17,6 +18,17 @@ use crate::registry::admin::{GcReport, RepoListing, Usage};
 
 /// Runs `operation` with `args` and prints its result.
 pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()> {
+    let progress = match operation {
+        "gc" => Some(Progress::start(
+            "mirror gc: marking and sweeping the caches",
+        )),
+        "du" => Some(Progress::start("mirror du: adding up the caches")),
+        "evict" => Some(Progress::start("mirror evict: evicting and sweeping")),
+        "purge" => Some(Progress::start(
+            "mirror purge: removing the image and sweeping",
+        )),
+        _ => None,
+    };
     let value = if client::agent_answers(&cfg.control.socket) {
         let request = Request::Operate {
             service: "mirror".into(),
@@ -27,10 +39,20 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
         let timeout = std::time::Duration::from_secs(600);
         match client::request_within(&cfg.control.socket, &request, timeout)? {
             Response::Operated { value } => value,
-            Response::Error { message } => bail!("the agent refused: {message}"),
+            Response::Error { message } => bail!("the agent refused mirror {operation}: {message}"),
             other => bail!("the agent answered something else: {other:?}"),
         }
     } else {
+        let dir = crate::mirror::service::cache_dir(cfg);
+        if !dir.exists() {
+            bail!(
+                "no mirror cache at {} (mirror.dir): the agent makes it when the mirror first \
+                 starts; no agent answers on {} to ask instead (`systemctl status \
+                 gateway-agent`)",
+                dir.display(),
+                cfg.control.socket.display()
+            );
+        }
         let shelves = open_shelves(cfg)?;
         run_on(
             &shelves,
@@ -40,6 +62,7 @@ pub fn run(cfg: &Config, operation: &str, args: Value, json: bool) -> Result<()>
             &args,
         )?
     };
+    drop(progress);
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -131,4 +154,28 @@ fn print_per_upstream(operation: &str, value: Value) -> Result<()> {
     };
     println!("{}", table::render(header, &rows));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_cache_and_no_agent_names_the_key_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[interfaces]\noutside = \"eth0\"\ninside = \"eth1\"\n[inside]\naddress = \
+             \"198.51.100.1/24\"\n[state]\ndir = \"{0}/state\"\n[control]\nsocket = \
+             \"{0}/control.sock\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::parse(&text).unwrap();
+        let err = run(&cfg, "ls", Value::Null, false).unwrap_err().to_string();
+        assert!(err.contains("mirror.dir"), "{err}");
+        assert!(err.contains("control.sock"), "{err}");
+        assert!(
+            !dir.path().join("state").exists(),
+            "a read made the state directory"
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod leases;
 pub mod maps;
 pub mod mirror;
 pub mod pki;
+pub mod progress;
 pub mod registry;
 pub mod status;
 pub mod table;

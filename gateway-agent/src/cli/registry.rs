@@ -1,9 +1,10 @@
 //! `gateway-agent registry gc|ls|du`: through the running agent's control socket when one
 //! answers (the store is the agent's while it runs), directly on the store otherwise.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+use super::progress::Progress;
 use super::table;
 use crate::config::Config;
 use crate::control::{
@@ -15,6 +16,13 @@ use crate::registry::service::{limits, run as run_on, store_dir};
 
 /// Runs `operation` (`gc`, `ls` or `du`) and prints its result.
 pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
+    let progress = match operation {
+        "gc" => Some(Progress::start(
+            "registry gc: marking and sweeping the store",
+        )),
+        "du" => Some(Progress::start("registry du: adding up the store")),
+        _ => None,
+    };
     let value = if client::agent_answers(&cfg.control.socket) {
         let request = Request::Operate {
             service: "registry".into(),
@@ -25,23 +33,38 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         let timeout = std::time::Duration::from_secs(600);
         match client::request_within(&cfg.control.socket, &request, timeout)? {
             Response::Operated { value } => value,
-            Response::Error { message } => bail!("the agent refused: {message}"),
+            Response::Error { message } => {
+                bail!("the agent refused registry {operation}: {message}")
+            }
             other => bail!("the agent answered something else: {other:?}"),
         }
     } else {
         let dir = store_dir(cfg);
         let on_disk = cfg.registry.storage == crate::registry::config::StorageChoice::Filesystem;
         if on_disk && !dir.exists() {
-            bail!("no registry store at {} (registry.dir)", dir.display());
+            bail!(
+                "no registry store at {} (registry.dir): the agent makes it when the registry \
+                 first starts; no agent answers on {} to ask instead (`systemctl status \
+                 gateway-agent`)",
+                dir.display(),
+                cfg.control.socket.display()
+            );
         }
         let store = crate::registry::store::open(
             cfg,
             crate::registry::store::Part::Registry,
-            dir,
+            dir.clone(),
             limits(cfg),
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "opening the registry's store (registry.dir {})",
+                dir.display()
+            )
+        })?;
         run_on(&*store, operation, cfg.registry.gc_grace.as_duration())?
     };
+    drop(progress);
     if json {
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
@@ -95,4 +118,28 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_store_and_no_agent_names_the_key_and_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[interfaces]\noutside = \"eth0\"\ninside = \"eth1\"\n[inside]\naddress = \
+             \"198.51.100.1/24\"\n[state]\ndir = \"{0}/state\"\n[control]\nsocket = \
+             \"{0}/control.sock\"\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::parse(&text).unwrap();
+        let err = run(&cfg, "gc", false).unwrap_err().to_string();
+        assert!(err.contains("registry.dir"), "{err}");
+        assert!(
+            err.contains(&format!("{}/state/registry", dir.path().display())),
+            "{err}"
+        );
+        assert!(err.contains("control.sock"), "{err}");
+    }
 }

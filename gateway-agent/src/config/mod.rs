@@ -111,8 +111,15 @@ impl Config {
 
 /// Reads, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ConfigError::new("", format!("cannot read the config file: {error}")))?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::new(
+            "",
+            format!(
+                "cannot read the config file: {error} (pass --config FILE; \
+                     config/gateway.example.toml is the reference)"
+            ),
+        )
+    })?;
     parse(&text)
 }
 

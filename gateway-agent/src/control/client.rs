@@ -13,7 +13,11 @@ use super::protocol::{Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens on the socket.
-    #[error("no agent is answering on {path} ({reason})")]
+    #[error(
+        "no agent is answering on {path} ({reason}): is the agent running? See \
+         `systemctl status gateway-agent`; if it is, it has another control.socket than this \
+         config: pass the agent's own --config"
+    )]
     NoAgent {
         /// The socket path.
         path: String,
@@ -21,7 +25,11 @@ pub enum ClientError {
         reason: String,
     },
     /// The agent answered something unexpected, or too late.
-    #[error("the agent on {path} did not answer properly: {reason}")]
+    #[error(
+        "the agent on {path} did not answer properly: {reason} (a busy or older agent? \
+         `journalctl -u gateway-agent` shows what it is doing; `gateway-agent --version` and \
+         the agent's `status --json` version should match)"
+    )]
     BadAnswer {
         /// The socket path.
         path: String,
@@ -45,7 +53,9 @@ pub fn operate(
     };
     match request(socket, &asked)? {
         Response::Operated { value } => Ok(value),
-        Response::Error { message } => anyhow::bail!("the agent refused: {message}"),
+        Response::Error { message } => {
+            anyhow::bail!("the agent refused {service} {operation}: {message}")
+        }
         other => anyhow::bail!("the agent answered something else: {other:?}"),
     }
 }
@@ -89,4 +99,53 @@ pub fn request_within(
 /// Whether an agent answers on `socket`.
 pub fn agent_answers(socket: &Path) -> bool {
     matches!(request(socket, &Request::Status), Ok(Response::Status(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_agent_names_the_socket_and_what_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let err = request(&socket, &Request::Status).unwrap_err().to_string();
+        assert!(err.starts_with("no agent is answering on "), "{err}");
+        assert!(err.contains(&socket.display().to_string()), "{err}");
+        assert!(err.contains("systemctl status gateway-agent"), "{err}");
+        assert!(err.contains("control.socket"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_operation_names_the_service_and_operation() {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let agent = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            let answer = Response::Error {
+                message: "the http_proxy service does not run (see its `enabled` key)".into(),
+            };
+            let mut text = serde_json::to_vec(&answer).unwrap();
+            text.push(b'\n');
+            stream.write_all(&text).unwrap();
+        });
+        let err = operate(
+            &socket,
+            "http_proxy",
+            "cache_stats",
+            serde_json::Value::Null,
+        )
+        .unwrap_err()
+        .to_string();
+        agent.join().unwrap();
+        assert_eq!(
+            err,
+            "the agent refused http_proxy cache_stats: the http_proxy service does not run \
+             (see its `enabled` key)"
+        );
+    }
 }

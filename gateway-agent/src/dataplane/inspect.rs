@@ -2,7 +2,7 @@
 //! crashed, which leaves the pins in place).
 
 use crate::mac::MacAddr;
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap};
@@ -63,14 +63,18 @@ pub struct ClientRow {
     pub idle_secs: Option<u64>,
 }
 
+/// Why a map pin cannot be read, and what to check.
+fn no_pin(name: &str, path: &Path) -> String {
+    format!(
+        "no pinned map {name} at {}: the agent pins its maps under dataplane.bpf_pin_dir at \
+         start (has it run with this config? `systemctl status gateway-agent`)",
+        path.display()
+    )
+}
+
 fn open(pins: &PinLayout, name: &str) -> Result<Map> {
     let path = pins.map(name);
-    let data = MapData::from_pin(&path).with_context(|| {
-        format!(
-            "no pinned map {name} at {} (is the agent running with this config?)",
-            path.display()
-        )
-    })?;
+    let data = MapData::from_pin(&path).with_context(|| no_pin(name, &path))?;
     Map::from_map_data(data).with_context(|| format!("opening map {name}"))
 }
 
@@ -80,8 +84,7 @@ pub fn list(pins: &PinLayout) -> Result<Vec<MapSummary>> {
         .iter()
         .map(|name| {
             let path = pins.map(name);
-            let info = MapInfo::from_pin(&path)
-                .with_context(|| format!("no pinned map {name} at {}", path.display()))?;
+            let info = MapInfo::from_pin(&path).with_context(|| no_pin(name, &path))?;
             let entries = match *name {
                 names::OPEN_PORTS => open_ports(pins)?.len(),
                 names::CLIENT_STATS => clients(pins)?.len(),

@@ -76,7 +76,13 @@ pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn 
             dir.join(&upstream.name),
             limits(cfg),
         )
-        .context("opening the mirror's cache")?;
+        .with_context(|| {
+            format!(
+                "opening the mirror's cache (mirror.dir {}, upstream {:?})",
+                dir.display(),
+                upstream.name
+            )
+        })?;
         stores.insert(upstream.name.clone(), store);
     }
     Ok(stores)

@@ -13,8 +13,8 @@ mod chart;
 pub mod config;
 mod csrf;
 mod form;
-mod model;
-mod render;
+pub mod model;
+pub mod render;
 mod server;
 mod service;
 

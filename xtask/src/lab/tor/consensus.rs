@@ -48,6 +48,9 @@ pub struct TorStatus {
     pub consensus_valid_after: Option<String>,
     /// How many nodes run.
     pub running: usize,
+    /// How many nodes a fresh consensus (made since the nodes started) lists at their address
+    /// with the flags they need; 0 before one is out.
+    pub listed: usize,
     pub nodes: Vec<TorNodeStatus>,
     /// The onion service's address (`<56 chars>.onion`), once its host has started once.
     pub onion_address: Option<String>,
@@ -110,6 +113,7 @@ pub fn status(lab: &Lab) -> TorStatus {
         .collect();
     let running = nodes.iter().filter(|n| n.running).count();
     let mut consensus_valid_after = None;
+    let mut listed = 0;
     let verdict = if running < NODES.len() {
         Err(format!("{running} of {} nodes run", NODES.len()))
     } else {
@@ -121,6 +125,9 @@ pub fn status(lab: &Lab) -> TorStatus {
                         .ok()
                         .and_then(|s| s.trim().parse::<u64>().ok())
                         .unwrap_or(0);
+                    if consensus.valid_after > started {
+                        listed = listed_nodes(&consensus);
+                    }
                     check_consensus(&consensus, started, unix_now())
                 }
                 None => Err("the authorities serve no parsable consensus".to_string()),
@@ -133,6 +140,7 @@ pub fn status(lab: &Lab) -> TorStatus {
         not_ready_because: verdict.err(),
         consensus_valid_after,
         running,
+        listed,
         nodes,
         onion_address: onion_address(lab),
         onion_published: onion_published(lab),
@@ -142,9 +150,24 @@ pub fn status(lab: &Lab) -> TorStatus {
 
 /// Polls [`status`] until the network is ready; returns how long that took.
 pub fn wait_ready(lab: &Lab, timeout: Duration) -> Result<Duration> {
+    wait_ready_showing(lab, timeout, &mut |_| {})
+}
+
+/// [`wait_ready`], calling `show` with [`progress_line`] whenever it changes.
+pub fn wait_ready_showing(
+    lab: &Lab,
+    timeout: Duration,
+    show: &mut dyn FnMut(&str),
+) -> Result<Duration> {
     let begin = Instant::now();
+    let mut shown = String::new();
     loop {
         let status = status(lab);
+        let line = progress_line(&status);
+        if line != shown {
+            show(&line);
+            shown = line;
+        }
         if status.ready {
             return Ok(begin.elapsed());
         }
@@ -157,6 +180,39 @@ pub fn wait_ready(lab: &Lab, timeout: Duration) -> Result<Duration> {
         }
         thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// `Tor network: 9/9 nodes run, 4/9 relays in consensus`.
+pub fn progress_line(status: &TorStatus) -> String {
+    let total = NODES.len();
+    if status.ready {
+        return format!("Tor network: ready, {total}/{total} relays in consensus");
+    }
+    if status.running < total {
+        return format!("Tor network: {}/{total} nodes run", status.running);
+    }
+    format!(
+        "Tor network: {total}/{total} nodes run, {}/{total} relays in consensus",
+        status.listed
+    )
+}
+
+/// How many of the lab's nodes `consensus` lists at their address with the flags they need
+/// (`Running`, `Valid`, and `Exit` for exits).
+fn listed_nodes(consensus: &Consensus) -> usize {
+    NODES
+        .iter()
+        .filter(|node| {
+            consensus.relays.iter().any(|(nick, address, flags)| {
+                let has = |flag: &str| flags.iter().any(|f| f == flag);
+                nick == node.nick
+                    && address == node.address
+                    && has("Running")
+                    && has("Valid")
+                    && (node.role != Role::Exit || has("Exit"))
+            })
+        })
+        .count()
 }
 
 /// The microdescriptor consensus (the flavour clients use) from the first authority that
@@ -383,5 +439,36 @@ mod tests {
         let why = check_consensus(&parse_consensus(&text).unwrap(), start, start + 20).unwrap_err();
         assert!(why.contains("relay2 absent"), "{why}");
         assert_eq!(parse_consensus("nothing\n"), None);
+    }
+
+    #[test]
+    fn progress_counts_the_nodes_listed_with_their_flags() {
+        let good = parse_consensus(&consensus_text("Exit Running Valid")).unwrap();
+        assert_eq!(listed_nodes(&good), 9);
+        let text = consensus_text("Running Valid").replace("r relay2 ", "r other ");
+        assert_eq!(listed_nodes(&parse_consensus(&text).unwrap()), 7);
+        let mut status = TorStatus {
+            ready: false,
+            not_ready_because: None,
+            consensus_valid_after: None,
+            running: 4,
+            listed: 0,
+            nodes: Vec::new(),
+            onion_address: None,
+            onion_published: false,
+            arti_config: PathBuf::new(),
+        };
+        assert_eq!(progress_line(&status), "Tor network: 4/9 nodes run");
+        status.running = 9;
+        status.listed = 7;
+        assert_eq!(
+            progress_line(&status),
+            "Tor network: 9/9 nodes run, 7/9 relays in consensus"
+        );
+        status.ready = true;
+        assert_eq!(
+            progress_line(&status),
+            "Tor network: ready, 9/9 relays in consensus"
+        );
     }
 }

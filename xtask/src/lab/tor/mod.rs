@@ -37,8 +37,8 @@ use crate::process::{log_tail, read_pid, stop_processes};
 
 pub use crate::lab::layout::ARTI_CONFIG_FILE;
 pub use consensus::{
-    check_consensus, parse_consensus, status, wait_ready, Consensus, TorNodeStatus, TorStatus,
-    READY_TIMEOUT,
+    check_consensus, parse_consensus, progress_line, status, wait_ready, wait_ready_showing,
+    Consensus, TorNodeStatus, TorStatus, READY_TIMEOUT,
 };
 pub use keys::{read_keys, NodeKeys};
 pub use nodes::{
