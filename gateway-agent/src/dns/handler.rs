@@ -323,35 +323,9 @@ impl Shared {
         let Some(answered) = &self.answered else {
             return;
         };
-        if !matches!(reply.origin, Origin::Upstream | Origin::Cache)
-            || reply.rcode != ResponseCode::NoError
-        {
-            return;
+        if let Some(told) = told(q, reply) {
+            told.record(answered, client, now);
         }
-        let Some(query) = q.queries.first() else {
-            return;
-        };
-        let mut ttl = u32::MAX;
-        let addrs: Vec<Ipv4Addr> = reply
-            .answers
-            .iter()
-            .filter_map(|record| match record.data {
-                RData::A(a) => {
-                    ttl = ttl.min(record.ttl);
-                    Some(a.0)
-                }
-                _ => None,
-            })
-            .collect();
-        let name = query.name().to_ascii();
-        let name = name.trim_end_matches('.');
-        answered.record(
-            client,
-            name,
-            &addrs,
-            Duration::from_secs(u64::from(ttl)),
-            now,
-        );
     }
 
     fn special(&self, name: &Name, qtype: RecordType) -> Option<Reply> {
@@ -376,6 +350,57 @@ impl Shared {
         }
         Some(reply)
     }
+}
+
+/// What [`Shared::remember`] keeps of a forwarded answer: the name asked (without the final
+/// dot) and the A addresses given, with the shortest of their TTLs.
+#[derive(Debug)]
+pub(crate) struct Told {
+    pub name: String,
+    pub addrs: Vec<Ipv4Addr>,
+    pub ttl: u32,
+}
+
+impl Told {
+    /// Records that `client` was told this at `now`.
+    pub fn record(&self, answered: &AnsweredNames, client: IpAddr, now: Instant) {
+        answered.record(
+            client,
+            &self.name,
+            &self.addrs,
+            Duration::from_secs(u64::from(self.ttl)),
+            now,
+        );
+    }
+}
+
+/// What the transparent listener learns from `reply` to `q`: only from forwarded NOERROR
+/// answers, and only their A records.
+pub(crate) fn told(q: &Question<'_>, reply: &Reply) -> Option<Told> {
+    if !matches!(reply.origin, Origin::Upstream | Origin::Cache)
+        || reply.rcode != ResponseCode::NoError
+    {
+        return None;
+    }
+    let query = q.queries.first()?;
+    let mut ttl = u32::MAX;
+    let addrs: Vec<Ipv4Addr> = reply
+        .answers
+        .iter()
+        .filter_map(|record| match record.data {
+            RData::A(a) => {
+                ttl = ttl.min(record.ttl);
+                Some(a.0)
+            }
+            _ => None,
+        })
+        .collect();
+    let name = query.name().to_ascii();
+    Some(Told {
+        name: name.trim_end_matches('.').to_owned(),
+        addrs,
+        ttl,
+    })
 }
 
 /// What is wrong with a request the pipeline will not serve, if anything.

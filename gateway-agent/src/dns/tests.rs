@@ -596,7 +596,7 @@ async fn identical_questions_in_flight_share_one_lookup() {
 
 const ONION: &str = "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion";
 
-fn with_answered(mut s: Shared) -> (Shared, Arc<super::answered::AnsweredNames>) {
+pub(super) fn with_answered(mut s: Shared) -> (Shared, Arc<super::answered::AnsweredNames>) {
     use super::answered::{AnsweredNames, OnionRange};
     let book = Arc::new(AnsweredNames::new(Some(OnionRange::DEFAULT)));
     s.answered = Some(book.clone());

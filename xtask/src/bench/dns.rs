@@ -139,6 +139,9 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<(String, String)> {
             }
         }
         body.push_str(&table(mix, &runs));
+        if let Some(dir) = std::env::var_os(PROFILE_ENV) {
+            profile(&setup, file, Path::new(&dir), mix, &mut leased)?;
+        }
     }
     let versions = versions();
     let notes = format!(
@@ -173,6 +176,65 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<(String, String)> {
         unbound = unbound_text.replace(&state.display().to_string(), "<state>"),
     );
     Ok((body, notes))
+}
+
+/// Set to a directory, the bench also profiles the agent: one more agent run per mix, not in
+/// the table, under `perf record -g`, its report in that directory.
+const PROFILE_ENV: &str = "GATEWAY_BENCH_PERF";
+
+/// The agent under load with `perf record` attached: where its CPU goes.
+fn profile(
+    setup: &Setup<'_>,
+    queries: &Path,
+    dir: &Path,
+    mix: &str,
+    leased: &mut bool,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let gw = setup.lab.ns("gw");
+    let client = setup.lab.ns("c1");
+    let server = Server::agent(&gw, setup.agent, &setup.agent_config)?;
+    if !*leased || wait_dns(&client).is_err() {
+        lease_client_address(setup.lab)?;
+        *leased = true;
+    }
+    wait_dns(&client)?;
+    let slug: String = mix
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let data = dir.join(format!("{slug}.perf.data"));
+    let mut perf = std::process::Command::new("perf")
+        .args(["record", "-g", "-o"])
+        .arg(&data)
+        .args(["-p", &server.pid().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    let load = dnsperf(&client, queries);
+    // SAFETY: kill has no memory preconditions; SIGINT makes perf write its data and exit.
+    unsafe {
+        libc::kill(perf.id() as libc::pid_t, libc::SIGINT);
+    }
+    let _ = perf.wait();
+    drop(server);
+    let load = load?;
+    let report = process::output(
+        "perf",
+        [
+            "report",
+            "--stdio",
+            "--no-children",
+            "--percent-limit",
+            "1",
+            "-i",
+            &data.display().to_string(),
+        ],
+    )?;
+    let text = format!("{mix}: {:.0} q/s under perf\n\n{report}", load.rate);
+    std::fs::write(dir.join(format!("{slug}.txt")), text).context("writing the perf report")?;
+    Ok(())
 }
 
 /// unbound as a caching forwarder with the same local data: 2 threads, one `SO_REUSEPORT`

@@ -9,10 +9,11 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::wire::Query;
+use crate::dns::handler::Told;
 
 const SHARDS: usize = 16;
 
@@ -32,6 +33,8 @@ struct Entry {
     wire: Box<[u8]>,
     ttls: Box<[u16]>,
     kind: Kind,
+    /// What the transparent listener learns from each hit, when it listens.
+    told: Option<Arc<Told>>,
 }
 
 /// The answer cache.
@@ -43,8 +46,14 @@ pub(crate) struct AnswerCache {
 
 /// What [`AnswerCache::answer`] found.
 pub(crate) enum Lookup {
-    /// The answer is in the buffer: its length, and where it came from.
-    Hit(usize, Kind),
+    /// The answer is in the buffer: its length, where it came from, and for a forwarded
+    /// answer the seconds left and what the transparent listener learns from it.
+    Hit {
+        len: usize,
+        kind: Kind,
+        ttl: Option<u32>,
+        told: Option<Arc<Told>>,
+    },
     /// Not cached (or no longer good).
     Miss,
 }
@@ -91,6 +100,7 @@ impl AnswerCache {
         };
         out.copy_from_slice(&entry.wire);
         let kind = entry.kind;
+        let told = entry.told.clone();
         if let Some(ttl) = ttl {
             for &at in entry.ttls.iter() {
                 let at = usize::from(at);
@@ -99,11 +109,23 @@ impl AnswerCache {
         }
         drop(shard);
         out[..2].copy_from_slice(&query.id);
-        Lookup::Hit(len, kind)
+        Lookup::Hit {
+            len,
+            kind,
+            ttl,
+            told,
+        }
     }
 
     /// Keeps `wire`, the response to `query`, with the TTL fields at `ttls`.
-    pub fn insert(&self, query: &Query, wire: &[u8], ttls: Vec<u16>, kind: Kind) {
+    pub fn insert(
+        &self,
+        query: &Query,
+        wire: &[u8],
+        ttls: Vec<u16>,
+        kind: Kind,
+        told: Option<Told>,
+    ) {
         if self.per_shard == 0 {
             return;
         }
@@ -119,6 +141,7 @@ impl AnswerCache {
                 wire: wire.into(),
                 ttls: ttls.into(),
                 kind,
+                told: told.map(Arc::new),
             },
         );
     }

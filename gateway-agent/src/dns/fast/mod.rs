@@ -14,9 +14,9 @@
 //! for the same key (the name as spelled, the type, the header flags, the EDNS fields), so a
 //! hit is byte for byte what the slow path would send at that moment. It keeps only NOERROR
 //! and NXDOMAIN answers that fit untruncated, from the local zone (until the zone changes), the
-//! names never forwarded, and the forwarding cache (as long as that entry lives). `.onion`
-//! answers (per client) are never kept; neither are forwarded ones when the transparent
-//! listener wants to know who was told what, nor anything when queries are logged.
+//! names never forwarded, and the forwarding cache (as long as that entry lives). A hit on a
+//! forwarded answer tells the transparent listener who was told what, as the slow path does.
+//! `.onion` answers (per client) are never kept, nor anything when queries are logged.
 //!
 //! Sockets: one `SO_REUSEPORT` UDP socket per core on the inside address, each read by a thread
 //! of its own with `recvmmsg` and answered with `sendmmsg` ([`socket`]); misses become tasks on
@@ -33,7 +33,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use hickory_proto::op::ResponseCode;
@@ -41,7 +41,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::net::BufDnsStreamHandle;
 use hickory_server::server::{Request, ResponseHandle};
 
-use super::handler::{Admission, Handler, Origin, Reply};
+use super::handler::{question, told, Admission, Handler, Origin, Reply};
 use super::stats::bump;
 use cache::{AnswerCache, Kind, Lookup};
 
@@ -90,7 +90,22 @@ impl FastPath {
             .cache
             .answer(&query, now, shared.zone.generation(), out)
         {
-            Lookup::Hit(len, kind) => {
+            Lookup::Hit {
+                len,
+                kind,
+                ttl,
+                told,
+            } => {
+                if let (Some(answered), Some(told), Some(ttl)) = (&shared.answered, told, ttl) {
+                    // The addresses' TTL is the seconds left, as on the slow path.
+                    answered.record(
+                        src.ip(),
+                        &told.name,
+                        &told.addrs,
+                        Duration::from_secs(u64::from(ttl)),
+                        now,
+                    );
+                }
                 let counters = &shared.counters;
                 bump(match kind {
                     Kind::Local(_) => &counters.local_answers,
@@ -144,7 +159,11 @@ impl FastPath {
         if let (Some(query), false) = (query, info.truncation) {
             if let Some(kind) = self.keeps(&reply, generation) {
                 if let Some(ttls) = wire::ttl_offsets(&bytes) {
-                    self.cache.insert(&query, &bytes, ttls, kind);
+                    let told = shared
+                        .answered
+                        .as_ref()
+                        .and_then(|_| told(&question(&request), &reply));
+                    self.cache.insert(&query, &bytes, ttls, kind, told);
                 }
             }
         }
@@ -159,11 +178,7 @@ impl FastPath {
         match reply.origin {
             Origin::Local => Some(Kind::Local(generation)),
             Origin::Special => Some(Kind::NeverForwarded),
-            // The transparent listener learns from each forwarded answer who got which
-            // addresses (`Shared::remember`): those stay on the slow path.
-            Origin::Upstream | Origin::Cache if self.handler.0.answered.is_none() => {
-                reply.expires.map(Kind::Cached)
-            }
+            Origin::Upstream | Origin::Cache => reply.expires.map(Kind::Cached),
             _ => None,
         }
     }

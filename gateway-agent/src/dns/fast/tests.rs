@@ -12,7 +12,7 @@ use hickory_proto::rr::RecordType;
 
 use super::{FastPath, Outcome};
 use crate::dns::handler::{Admission, Handler};
-use crate::dns::tests::{fake, name, shared, CLIENT};
+use crate::dns::tests::{fake, name, shared, with_answered, CLIENT};
 use crate::dns::DnsStats;
 use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 use crate::mac::MacAddr;
@@ -322,4 +322,28 @@ async fn with_query_logging_everything_takes_the_slow_path() {
         .await
         .expect("answered");
     assert!(fast_answer(&fast, &msg, t0).0.is_none(), "nothing kept");
+}
+
+/// With the transparent listener on, a hit tells it who was told what, as the slow path does:
+/// another client's hit on the same cached answer is remembered for that client.
+#[tokio::test]
+async fn hits_on_forwarded_answers_are_remembered_for_their_client() {
+    let (s, book) = with_answered(shared(Some(fake(true)), 0));
+    let fast = FastPath::new(Handler(Arc::new(s)), 64);
+    let t0 = Instant::now();
+    let msg = request(11, "origin.example.com.", RecordType::A, None);
+    slow_answer(&fast, &msg, t0).await;
+    let origin = Ipv4Addr::new(203, 0, 113, 10);
+    let other = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77)), 5300);
+    assert_eq!(book.name_for(other.ip(), origin, t0), None);
+    let mut out = vec![0u8; 1232];
+    let t1 = t0 + Duration::from_secs(5);
+    assert!(matches!(
+        fast.answer(&msg, other, t1, &mut out),
+        Outcome::Answered(_)
+    ));
+    assert_eq!(
+        book.name_for(other.ip(), origin, t1).as_deref(),
+        Some("origin.example.com")
+    );
 }
