@@ -1,7 +1,13 @@
 //! The fast path's sockets: one `SO_REUSEPORT` UDP socket per core on the same address and
-//! port (the kernel spreads clients over them by flow), each read by a thread of its own in
-//! batches with `recvmmsg` and answered in batches with `sendmmsg`. A thread never waits for
-//! the runtime: misses are spawned onto it and reply on the same socket when done.
+//! port, each read by a thread of its own in batches with `recvmmsg` and answered in batches
+//! with `sendmmsg`. A thread never waits for the runtime: misses are spawned onto it and reply
+//! on the same socket when done.
+//!
+//! When the agent may use CPUs 0..n (n sockets), a classic BPF program on the group hands each
+//! datagram to the socket of the CPU that received it, and thread i runs on CPU i: a question
+//! is read, answered and its reply delivered on the core where it arrived, without waking a
+//! thread elsewhere (the kernel's flow hash, the fallback, put 3 of dnsperf's 4 flows on one
+//! socket).
 
 use std::io;
 use std::mem::zeroed;
@@ -29,11 +35,89 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 /// Threads (and sockets) at most, whatever the core count.
 const MAX_THREADS: usize = 8;
 
-/// The number of sockets to serve with: one per core.
+/// The number of sockets to serve with: one per core the agent may use.
 pub(crate) fn thread_count() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
+    contiguous_cpus()
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
         .clamp(1, MAX_THREADS)
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h, which x86 and arm use; the libc crate
+/// has it only for some targets).
+const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+
+/// The CPUs the agent may run on, if they are 0..n for some n (else `None`: no pinning).
+pub(crate) fn contiguous_cpus() -> Option<usize> {
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return None;
+    }
+    // SAFETY: CPU_COUNT and CPU_ISSET only read the set.
+    let count = usize::try_from(unsafe { libc::CPU_COUNT(&set) }).ok()?;
+    (0..count)
+        // SAFETY: as above.
+        .all(|cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .then_some(count)
+}
+
+/// Steers each datagram to socket `cpu % count` of `group`'s reuseport group (sockets are
+/// numbered in bind order).
+fn steer_by_cpu(group: &Socket, count: usize) -> io::Result<()> {
+    let mut code = [
+        libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        },
+        libc::sock_filter {
+            code: (libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k: u32::try_from(count).unwrap_or(1),
+        },
+        libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_A) as u16,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+    ];
+    let program = libc::sock_fprog {
+        len: code.len() as libc::c_ushort,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: a valid fd, and a sock_fprog pointing at `code` for the call (the kernel copies
+    // the program).
+    let rc = unsafe {
+        libc::setsockopt(
+            group.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&program as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs the calling thread on `cpu` only.
+fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: CPU_SET writes within the set (`cpu` is below the CPU count).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size given.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A UDP socket on `addr` that shares the port with the others of its group.
@@ -60,11 +144,28 @@ impl Workers {
             stop: stop.clone(),
             threads: Vec::new(),
         };
+        let count = sockets.len();
+        let steered = count > 1
+            && contiguous_cpus() == Some(count)
+            && match steer_by_cpu(&sockets[0], count) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::debug!(error = %err, "DNS sockets stay on the kernel's flow hash");
+                    false
+                }
+            };
         for (i, socket) in sockets.into_iter().enumerate() {
             let (fast, runtime, stop) = (fast.clone(), runtime.clone(), stop.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || serve(Arc::new(socket), &fast, &runtime, &stop))
+                .spawn(move || {
+                    if steered {
+                        if let Err(err) = pin_to(i) {
+                            tracing::debug!(error = %err, cpu = i, "a DNS thread is not pinned");
+                        }
+                    }
+                    serve(Arc::new(socket), &fast, &runtime, &stop)
+                })
                 .context("starting a DNS socket thread")?;
             workers.threads.push(thread);
         }
