@@ -265,4 +265,48 @@ mod tests {
         longer.push(0);
         assert_eq!(ttl_offsets(&longer), None, "trailing bytes");
     }
+
+    /// The fuzz target's property over every one-byte change and every cut of a few queries:
+    /// what the fast parser accepts and hickory reads, both read as the same question.
+    #[test]
+    fn the_parser_agrees_with_hickory_on_near_misses() {
+        use hickory_proto::op::Message;
+        use hickory_proto::serialize::binary::BinEncodable;
+        let bases = [
+            query(NAME, None),
+            query(NAME, Some(OPT)),
+            query(b"\x02H1\x04HoMe\x04arpa\x00", None),
+            query(b"\x00", Some(OPT)),
+        ];
+        let mut accepted = 0;
+        for base in &bases {
+            let mut variants: Vec<Vec<u8>> = (0..base.len()).map(|n| base[..n].to_vec()).collect();
+            for at in 0..base.len() {
+                for byte in [0, 1, 2, 0x3f, 0x40, 0x80, 0xc0, 0xff, base[at] ^ 0x20] {
+                    let mut m = base.clone();
+                    m[at] = byte;
+                    variants.push(m);
+                }
+            }
+            for msg in variants {
+                let Some(q) = parse_query(&msg) else {
+                    continue;
+                };
+                accepted += 1;
+                let Ok(message) = Message::from_vec(&msg) else {
+                    continue;
+                };
+                assert_eq!(message.queries.len(), 1, "{msg:?}");
+                let question = &message.queries[0];
+                assert_eq!(u16::from(question.query_type()), q.qtype(), "{msg:?}");
+                let name = question.name().to_bytes().expect("a parsed name encodes");
+                assert_eq!(name, q.name(), "{msg:?}");
+                assert_eq!(message.edns.is_some(), q.has_edns(), "{msg:?}");
+            }
+        }
+        assert!(
+            accepted > bases.len(),
+            "some variants are plain queries too"
+        );
+    }
 }
