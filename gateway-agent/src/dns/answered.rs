@@ -198,6 +198,13 @@ impl AnsweredNames {
             recent.retain(|_, (_, expiry)| *expiry > now);
         }
         for addr in addrs {
+            // The same answer again (a cache hit): a new expiry, no new allocation.
+            if let Some((known, expiry)) = recent.get_mut(&(client, *addr)) {
+                if known == name {
+                    *expiry = until;
+                    continue;
+                }
+            }
             if recent.len() >= MAX_RECENT {
                 // Full of live entries: this answer is connected by address instead.
                 break;

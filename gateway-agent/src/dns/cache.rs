@@ -126,7 +126,13 @@ impl Cache {
     }
 
     /// The live entry for `key` with TTLs counted down to `now`; an expired one is dropped.
+    #[cfg(test)]
     pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Cached> {
+        self.get_until(key, now).map(|(value, _)| value)
+    }
+
+    /// [`Cache::get`], with the moment the entry expires.
+    pub fn get_until(&mut self, key: &CacheKey, now: Instant) -> Option<(Cached, Instant)> {
         let entry = self.entries.get_mut(key)?;
         let remaining = entry.expires.saturating_duration_since(now).as_secs();
         if remaining == 0 {
@@ -141,14 +147,15 @@ impl Cache {
         self.next_tick += 1;
         self.recency.insert(entry.tick, key.clone());
         let ttl = u32::try_from(remaining).unwrap_or(u32::MAX);
-        Some(with_ttl(entry.value.clone(), ttl))
+        Some((with_ttl(entry.value.clone(), ttl), entry.expires))
     }
 
     /// Stores `value` for `ttl` seconds from `now`, evicting the least recently used entries
     /// beyond the capacity. A zero TTL is not stored (RFC 1035: use once, do not cache).
-    pub fn insert(&mut self, key: CacheKey, value: Cached, ttl: u32, now: Instant) {
+    /// Whether it was stored.
+    pub fn insert(&mut self, key: CacheKey, value: Cached, ttl: u32, now: Instant) -> bool {
         if self.capacity == 0 || ttl == 0 {
-            return;
+            return false;
         }
         if let Some(old) = self.entries.remove(&key) {
             self.recency.remove(&old.tick);
@@ -173,6 +180,7 @@ impl Cache {
                 tick,
             },
         );
+        true
     }
 }
 

@@ -74,6 +74,9 @@ pub(crate) struct Reply {
     pub answers: Vec<Record>,
     pub authorities: Vec<Record>,
     pub origin: Origin,
+    /// Until when a cached or forwarded answer stays in the cache (`None`: it was not
+    /// cached). The fast path keeps its wire copy exactly as long.
+    pub expires: Option<Instant>,
 }
 
 impl Reply {
@@ -84,6 +87,7 @@ impl Reply {
             answers: Vec::new(),
             authorities: Vec::new(),
             origin,
+            expires: None,
         }
     }
 
@@ -138,16 +142,32 @@ impl Shared {
 
     /// Decides the reply to `q`, received at `now`.
     pub async fn answer(&self, q: &Question<'_>, now: Instant) -> Reply {
+        match self.admit(q.src, now) {
+            Some(refused) => refused,
+            None => self.answer_admitted(q, now).await,
+        }
+    }
+
+    /// Counts a query from `src` and checks the ACL and the client's rate: the refusal, or
+    /// `None` when the query may be answered. The fast path calls it once per datagram, so
+    /// the slow path it hands a miss to must not ([`Admission`]).
+    pub fn admit(&self, src: IpAddr, now: Instant) -> Option<Reply> {
         let counters = &self.counters;
         bump(&counters.queries);
-        if !self.admits(q.src) {
+        if !self.admits(src) {
             bump(&counters.refused_acl);
-            return Reply::error(ResponseCode::Refused, Origin::Acl);
+            return Some(Reply::error(ResponseCode::Refused, Origin::Acl));
         }
-        if !self.limiter().allow(q.src, now) {
+        if !self.limiter().allow(src, now) {
             bump(&counters.rate_limited);
-            return Reply::error(ResponseCode::Refused, Origin::RateLimit);
+            return Some(Reply::error(ResponseCode::Refused, Origin::RateLimit));
         }
+        None
+    }
+
+    /// [`Shared::answer`] for a query [`Shared::admit`] let through.
+    pub async fn answer_admitted(&self, q: &Question<'_>, now: Instant) -> Reply {
+        let counters = &self.counters;
         if let Some(rcode) = malformed(q) {
             bump(&counters.bad_requests);
             return Reply::error(rcode, Origin::BadRequest);
@@ -170,9 +190,11 @@ impl Shared {
         }
 
         let key = CacheKey::new(name, qtype, DNSClass::IN);
-        if let Some(hit) = self.cache().get(&key, now) {
+        if let Some((hit, expires)) = self.cache().get_until(&key, now) {
             bump(&counters.cache_hits);
-            return Reply::from_cached(hit, Origin::Cache);
+            let mut reply = Reply::from_cached(hit, Origin::Cache);
+            reply.expires = Some(expires);
+            return reply;
         }
         let Some(upstream) = &self.upstream else {
             bump(&counters.servfail);
@@ -246,8 +268,10 @@ impl Shared {
             }
         };
         let value = with_ttl(value, ttl);
-        self.cache().insert(key, value.clone(), ttl, now);
-        Reply::from_cached(value, Origin::Upstream)
+        let cached = self.cache().insert(key, value.clone(), ttl, now);
+        let mut reply = Reply::from_cached(value, Origin::Upstream);
+        reply.expires = cached.then(|| now + Duration::from_secs(u64::from(ttl)));
+        reply
     }
 
     /// Only clients in the inside subnet are served; the gateway is nobody's open resolver.
@@ -299,35 +323,9 @@ impl Shared {
         let Some(answered) = &self.answered else {
             return;
         };
-        if !matches!(reply.origin, Origin::Upstream | Origin::Cache)
-            || reply.rcode != ResponseCode::NoError
-        {
-            return;
+        if let Some(told) = told(q, reply) {
+            told.record(answered, client, now);
         }
-        let Some(query) = q.queries.first() else {
-            return;
-        };
-        let mut ttl = u32::MAX;
-        let addrs: Vec<Ipv4Addr> = reply
-            .answers
-            .iter()
-            .filter_map(|record| match record.data {
-                RData::A(a) => {
-                    ttl = ttl.min(record.ttl);
-                    Some(a.0)
-                }
-                _ => None,
-            })
-            .collect();
-        let name = query.name().to_ascii();
-        let name = name.trim_end_matches('.');
-        answered.record(
-            client,
-            name,
-            &addrs,
-            Duration::from_secs(u64::from(ttl)),
-            now,
-        );
     }
 
     fn special(&self, name: &Name, qtype: RecordType) -> Option<Reply> {
@@ -352,6 +350,57 @@ impl Shared {
         }
         Some(reply)
     }
+}
+
+/// What [`Shared::remember`] keeps of a forwarded answer: the name asked (without the final
+/// dot) and the A addresses given, with the shortest of their TTLs.
+#[derive(Debug)]
+pub(crate) struct Told {
+    pub name: String,
+    pub addrs: Vec<Ipv4Addr>,
+    pub ttl: u32,
+}
+
+impl Told {
+    /// Records that `client` was told this at `now`.
+    pub fn record(&self, answered: &AnsweredNames, client: IpAddr, now: Instant) {
+        answered.record(
+            client,
+            &self.name,
+            &self.addrs,
+            Duration::from_secs(u64::from(self.ttl)),
+            now,
+        );
+    }
+}
+
+/// What the transparent listener learns from `reply` to `q`: only from forwarded NOERROR
+/// answers, and only their A records.
+pub(crate) fn told(q: &Question<'_>, reply: &Reply) -> Option<Told> {
+    if !matches!(reply.origin, Origin::Upstream | Origin::Cache)
+        || reply.rcode != ResponseCode::NoError
+    {
+        return None;
+    }
+    let query = q.queries.first()?;
+    let mut ttl = u32::MAX;
+    let addrs: Vec<Ipv4Addr> = reply
+        .answers
+        .iter()
+        .filter_map(|record| match record.data {
+            RData::A(a) => {
+                ttl = ttl.min(record.ttl);
+                Some(a.0)
+            }
+            _ => None,
+        })
+        .collect();
+    let name = query.name().to_ascii();
+    Some(Told {
+        name: name.trim_end_matches('.').to_owned(),
+        addrs,
+        ttl,
+    })
 }
 
 /// What is wrong with a request the pipeline will not serve, if anything.
@@ -437,16 +486,43 @@ pub(crate) fn response<'q>(
     )
 }
 
+/// What is left to check of a request the slow path gets.
+pub(crate) enum Admission {
+    /// Everything: it came straight from a socket.
+    Unchecked,
+    /// The fast path counted it and let it through ([`Shared::admit`]).
+    Admitted,
+    /// The fast path refused it; only the refusal is left to encode.
+    Refused(Reply),
+}
+
 impl Handler {
     pub(super) async fn handle<R: ResponseHandler>(
         &self,
         request: &Request,
-        mut response: R,
+        response: R,
     ) -> ResponseInfo {
+        self.respond(request, response, Admission::Unchecked, Instant::now())
+            .await
+            .0
+    }
+
+    /// Answers `request`, received at `now`, and returns the reply it was made from too
+    /// (for the fast path's cache).
+    pub(super) async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+        admission: Admission,
+        now: Instant,
+    ) -> (ResponseInfo, Reply) {
         let shared = &self.0;
         let question = question(request);
-        let now = Instant::now();
-        let reply = shared.answer(&question, now).await;
+        let reply = match admission {
+            Admission::Unchecked => shared.answer(&question, now).await,
+            Admission::Admitted => shared.answer_admitted(&question, now).await,
+            Admission::Refused(reply) => reply,
+        };
         shared.remember(question.src, &question, &reply, now);
         if shared.log_queries {
             log_query(&question, &reply);
@@ -460,7 +536,7 @@ impl Handler {
             .send_response(message)
             .with_subscriber(tracing::subscriber::NoSubscriber::default())
             .await;
-        match sent {
+        let info = match sent {
             Ok(info) => {
                 if info.truncation {
                     bump(&shared.counters.truncated);
@@ -476,7 +552,8 @@ impl Handler {
                     counts: HeaderCounts::default(),
                 })
             }
-        }
+        };
+        (info, reply)
     }
 }
 

@@ -4,11 +4,14 @@
 //! special-use or private names, and dropping upstream answers that point into private space.
 //!
 //! Served on UDP and TCP on the inside address, to inside clients only, rate limited per
-//! client. Queries are logged only when `log_queries` is set.
+//! client. Queries are logged only when `log_queries` is set. UDP goes through the fast path
+//! ([`fast`]: per-core sockets, answers kept as wire bytes) in front of the hickory pipeline;
+//! TCP is hickory's.
 
 pub mod answered;
 mod cache;
 pub mod config;
+pub mod fast;
 mod handler;
 mod inflight;
 mod names;
@@ -23,12 +26,13 @@ mod zone;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tokio::net::{TcpListener, UdpSocket};
+use socket2::Socket;
+use tokio::net::TcpListener;
 
 use crate::config::Inside;
 use crate::egress::Upstream;
@@ -42,6 +46,8 @@ pub use stats::DnsStats;
 pub use zone::{LocalZone, ZoneAnswer, ZoneError};
 
 use cache::{Cache, TtlPolicy};
+use fast::socket::Workers;
+use fast::FastPath;
 use handler::{Handler, Shared};
 use inflight::InFlight;
 use names::NeverForward;
@@ -85,8 +91,12 @@ pub struct DnsServerSettings {
 
 /// A running DNS server. Dropping it stops it too; [`DnsServer::stop`] waits for that.
 pub struct DnsServer {
+    /// TCP (and the steered TCP).
     server: hickory_server::Server<Handler>,
     shared: Arc<Shared>,
+    fast: Arc<FastPath>,
+    /// The UDP socket threads.
+    udp: Option<Workers>,
     local_addr: SocketAddr,
     /// The steered-UDP task, if [`DnsServer::serve_steered`] started one.
     steered_udp: Option<tokio::task::JoinHandle<()>>,
@@ -100,8 +110,8 @@ impl DnsServer {
         zone: Arc<LocalZone>,
         upstream: Option<Arc<dyn Upstream>>,
     ) -> Result<DnsServer> {
-        let (udp, tcp) = bind(settings.listen, settings.port).await?;
-        let local_addr = udp
+        let (udp, tcp) = bind(settings.listen, settings.port, fast::socket::thread_count())?;
+        let local_addr = tcp
             .local_addr()
             .context("reading the DNS socket's address")?;
         let never = NeverForward::new(zone.origin(), &settings.inside);
@@ -124,18 +134,26 @@ impl DnsServer {
             log_queries: settings.log_queries,
             answered: settings.answered.clone(),
         });
+        let fast = Arc::new(FastPath::new(
+            Handler(shared.clone()),
+            settings.dns.cache_size,
+        ));
+        let threads = udp.len();
+        let workers = Workers::spawn(udp, fast.clone(), tokio::runtime::Handle::current())?;
         let mut server = hickory_server::Server::new(Handler(shared.clone()));
-        server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         tracing::info!(
             address = %local_addr,
             gateway = %settings.gateway_ip,
             upstream = shared.upstream.as_ref().map(|u| u.name()).unwrap_or("none"),
+            udp_sockets = threads,
             "DNS server listening (udp and tcp)"
         );
         Ok(DnsServer {
             server,
             shared,
+            fast,
+            udp: Some(workers),
             local_addr,
             steered_udp: None,
         })
@@ -145,10 +163,10 @@ impl DnsServer {
     pub fn serve_steered(&mut self, sockets: steered::SteeredSockets) {
         self.server
             .register_listener(sockets.tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        if let Some(old) = self.steered_udp.replace(steered::serve_udp(
-            sockets.udp,
-            Handler(self.shared.clone()),
-        )) {
+        if let Some(old) = self
+            .steered_udp
+            .replace(steered::serve_udp(sockets.udp, self.fast.clone()))
+        {
             old.abort();
         }
     }
@@ -203,6 +221,9 @@ impl DnsServer {
         if let Some(udp) = self.steered_udp.take() {
             udp.abort();
         }
+        if let Some(workers) = self.udp.take() {
+            workers.stop().await;
+        }
         match tokio::time::timeout(Duration::from_secs(5), self.server.shutdown_gracefully()).await
         {
             Ok(Ok(())) => {}
@@ -212,21 +233,40 @@ impl DnsServer {
     }
 }
 
-/// UDP and TCP sockets on the same address and port. With port 0 the kernel picks the UDP
-/// port and TCP takes the same number, retried a few times in case it is taken for TCP.
-async fn bind(listen: Ipv4Addr, port: u16) -> Result<(UdpSocket, TcpListener)> {
+/// `count` UDP sockets sharing one address and port, and TCP on the same. With port 0 the
+/// kernel picks the UDP port and TCP takes the same number, retried a few times in case it is
+/// taken for TCP.
+fn bind(listen: Ipv4Addr, port: u16, count: usize) -> Result<(Vec<Socket>, TcpListener)> {
     let mut last_err = None;
     for _ in 0..if port == 0 { 8 } else { 1 } {
-        let udp = UdpSocket::bind((listen, port))
-            .await
+        let first = fast::socket::bind_udp(SocketAddrV4::new(listen, port))
             .with_context(|| format!("binding DNS udp {listen}:{port}"))?;
-        let actual = udp
+        let actual = first
             .local_addr()
+            .ok()
+            .and_then(|addr| addr.as_socket())
             .context("reading the DNS socket's address")?;
-        match TcpListener::bind(actual).await {
-            Ok(tcp) => return Ok((udp, tcp)),
-            Err(err) => last_err = Some(err),
+        let tcp = match std::net::TcpListener::bind(actual) {
+            Ok(tcp) => tcp,
+            Err(err) => {
+                last_err = Some(err);
+                continue;
+            }
+        };
+        tcp.set_nonblocking(true)
+            .context("making the DNS tcp listener non-blocking")?;
+        let tcp = TcpListener::from_std(tcp).context("registering the DNS tcp listener")?;
+        let mut udp = vec![first];
+        for _ in 1..count {
+            let SocketAddr::V4(actual) = actual else {
+                break;
+            };
+            udp.push(
+                fast::socket::bind_udp(actual)
+                    .with_context(|| format!("binding another DNS udp socket on {actual}"))?,
+            );
         }
+        return Ok((udp, tcp));
     }
     let err = last_err
         .map(anyhow::Error::from)

@@ -12,17 +12,15 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use anyhow::Result;
-use futures::StreamExt;
-use hickory_server::net::xfer::Protocol;
-use hickory_server::net::BufDnsStreamHandle;
-use hickory_server::server::{Request, ResponseHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::handler::Handler;
-use super::stats::bump;
+use super::fast::{FastPath, Outcome};
+use super::MAX_UDP_PAYLOAD;
 use crate::net::transparent::{self, SteeredUdp};
 
 /// Steered questions answered at once; more are dropped (the client retries), so a flood
@@ -50,12 +48,13 @@ impl SteeredSockets {
 }
 
 /// Answers steered UDP questions until the task is aborted (which closes the socket, and the
-/// kernel takes it out of the steering map).
-pub(crate) fn serve_udp(udp: SteeredUdp, handler: Handler) -> JoinHandle<()> {
+/// kernel takes it out of the steering map): from the fast path's answers when it has one,
+/// through the slow path otherwise, as for the inside address.
+pub(crate) fn serve_udp(udp: SteeredUdp, fast: Arc<FastPath>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let udp = Arc::new(udp);
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut buf = vec![0u8; 4096];
+        let mut out = vec![0u8; usize::from(MAX_UDP_PAYLOAD)];
         loop {
             let datagram = match udp.recv(&mut buf).await {
                 Ok(datagram) => datagram,
@@ -64,34 +63,32 @@ pub(crate) fn serve_udp(udp: SteeredUdp, handler: Handler) -> JoinHandle<()> {
                     continue;
                 }
             };
+            let (client, asked) = (datagram.from, datagram.to);
+            let now = Instant::now();
+            let msg = &buf[..datagram.len];
+            let admission = match fast.answer(msg, SocketAddr::V4(client), now, &mut out) {
+                Outcome::Answered(len) => {
+                    send(asked, client, &out[..len]).await;
+                    continue;
+                }
+                Outcome::Slow(admission) => admission,
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 continue;
             };
-            let bytes = buf[..datagram.len].to_vec();
-            let handler = handler.clone();
+            let (msg, fast) = (msg.to_vec(), fast.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                answer(&handler, bytes, datagram.from, datagram.to).await;
+                if let Some(reply) = fast.slow(msg, SocketAddr::V4(client), admission, now).await {
+                    send(asked, client, &reply).await;
+                }
             });
         }
     })
 }
 
-async fn answer(handler: &Handler, bytes: Vec<u8>, client: SocketAddrV4, asked: SocketAddrV4) {
-    let src = SocketAddr::V4(client);
-    let Ok(request) = Request::from_bytes(bytes, src, Protocol::Udp) else {
-        // hickory's own UDP path drops what it cannot parse too.
-        bump(&handler.0.counters.bad_requests);
-        return;
-    };
-    let (stream, mut replies) = BufDnsStreamHandle::new(src);
-    handler
-        .handle(&request, ResponseHandle::new(src, stream, Protocol::Udp))
-        .await;
-    // The response handle (and the sender in it) is gone now: the stream ends after the reply.
-    while let Some(reply) = replies.next().await {
-        if let Err(err) = SteeredUdp::reply(asked, client, reply.bytes()).await {
-            tracing::debug!(error = %err, "sending a steered DNS reply failed");
-        }
+async fn send(asked: SocketAddrV4, client: SocketAddrV4, reply: &[u8]) {
+    if let Err(err) = SteeredUdp::reply(asked, client, reply).await {
+        tracing::debug!(error = %err, "sending a steered DNS reply failed");
     }
 }

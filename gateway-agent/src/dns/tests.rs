@@ -23,9 +23,9 @@ use crate::lease_events::{LeaseEvent, LeaseInfo, LeaseSink};
 use crate::mac::MacAddr;
 
 const GW: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 50));
+pub(super) const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 50));
 
-fn name(text: &str) -> Name {
+pub(super) fn name(text: &str) -> Name {
     Name::from_ascii(text).unwrap()
 }
 
@@ -34,9 +34,9 @@ fn a(owner: &str, ttl: u32, ip: [u8; 4]) -> Record {
 }
 
 /// Answers from a table; counts the questions it gets.
-struct Fake {
+pub(super) struct Fake {
     answers: HashMap<(Name, RecordType), Result<UpstreamAnswer, UpstreamError>>,
-    calls: AtomicUsize,
+    pub(super) calls: AtomicUsize,
     ttls: bool,
 }
 
@@ -64,7 +64,7 @@ impl Upstream for Fake {
     }
 }
 
-fn fake(ttls: bool) -> Arc<Fake> {
+pub(super) fn fake(ttls: bool) -> Arc<Fake> {
     let mut answers = HashMap::new();
     answers.insert(
         (name("origin.example.com."), RecordType::A),
@@ -113,7 +113,7 @@ fn inside() -> Inside {
     }
 }
 
-fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
+pub(super) fn shared(upstream: Option<Arc<dyn Upstream>>, rate: u32) -> Shared {
     let (zone_name, ttl) = ("home.arpa".parse().unwrap(), Seconds::new(60));
     let zone =
         Arc::new(LocalZone::new(&zone_name, inside(), GW, &SERVICE_NAMES, &[], ttl).unwrap());
@@ -596,7 +596,7 @@ async fn identical_questions_in_flight_share_one_lookup() {
 
 const ONION: &str = "duckduckgogg42xjoc72x3sjasowoarfbgcmvfimaftt6twagswzczad.onion";
 
-fn with_answered(mut s: Shared) -> (Shared, Arc<super::answered::AnsweredNames>) {
+pub(super) fn with_answered(mut s: Shared) -> (Shared, Arc<super::answered::AnsweredNames>) {
     use super::answered::{AnsweredNames, OnionRange};
     let book = Arc::new(AnsweredNames::new(Some(OnionRange::DEFAULT)));
     s.answered = Some(book.clone());

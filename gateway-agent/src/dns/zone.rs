@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hickory_proto::rr::rdata::{A, NS, PTR, SOA};
@@ -67,6 +68,9 @@ pub struct LocalZone {
     mname: Name,
     ttl: u32,
     data: RwLock<ZoneData>,
+    /// Bumped after every change, under the write lock: the fast path's copies of zone
+    /// answers are good while it stays what it was when they were made.
+    generation: AtomicU64,
 }
 
 impl LocalZone {
@@ -139,7 +143,14 @@ impl LocalZone {
             mname,
             ttl: ttl.get(),
             data: RwLock::new(data),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// A number that changes whenever the zone's data does. Read it before a lookup: an
+    /// answer is current while the number is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The zone's apex, e.g. `home.arpa.`.
@@ -325,6 +336,7 @@ impl LocalZone {
         }
         if changed {
             data.serial = data.serial.wrapping_add(1);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -332,6 +344,7 @@ impl LocalZone {
         let mut data = self.write();
         if data.remove_lease_names_at(lease.address, None) {
             data.serial = data.serial.wrapping_add(1);
+            self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
