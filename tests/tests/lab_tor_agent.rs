@@ -120,6 +120,43 @@ fn tor_serves_the_inside_and_fails_closed() {
         "the origin saw {clients:?}, not an exit"
     );
 
+    // A stream held open (a slow download) counts as a circuit in use while it lasts.
+    let slow = lab.lab.state_dir().join("www").join("slow.bin");
+    std::fs::write(&slow, vec![7u8; 4 << 20]).expect("writing slow.bin");
+    let slow_url = format!("http://{}/slow.bin", lab::ORIGIN_NAME);
+    let download = lab.spawn(
+        "c1",
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "--limit-rate",
+            "20k",
+            "--socks5-hostname",
+            SOCKS,
+            &slow_url,
+        ],
+    );
+    let in_use = |at_least: u64| {
+        let tor = &status(&lab, &cfg)["tor"];
+        tor["streams_open"].as_u64() >= Some(at_least)
+            && tor["circuits_in_use"].as_u64() >= Some(at_least)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || in_use(1)),
+        "no circuit in use during a download: {}",
+        status(&lab, &cfg)["tor"]
+    );
+    drop(download);
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            status(&lab, &cfg)["tor"]["streams_open"] == 0
+        }),
+        "the stream still counts after its client went: {}",
+        status(&lab, &cfg)["tor"]
+    );
+
     // torsocks, pointed at the gateway.
     let conf = lab.lab.state_dir().join("torsocks.conf");
     std::fs::write(&conf, "TorAddress 198.51.100.1\nTorPort 9050\n").expect("torsocks.conf");

@@ -112,7 +112,7 @@ pub fn render(screen: &Screen) -> String {
         "tor",
         match &screen.tor {
             Some(tor) => format!(
-                "bootstrap {} %{}, {}, {} isolation groups{}",
+                "bootstrap {} %{}, {}, {} circuits in use, {} isolation groups{}",
                 tor.percent,
                 if tor.bootstrapped { " (ready)" } else { "" },
                 if tor.reachable {
@@ -120,6 +120,7 @@ pub fn render(screen: &Screen) -> String {
                 } else {
                     "NETWORK UNREACHABLE (streams and lookups refused)"
                 },
+                tor.circuits_in_use,
                 tor.isolation_groups,
                 if tor.bootstrapped || tor.progress.is_empty() {
                     String::new()
@@ -257,7 +258,7 @@ mod tests {
             (
                 "tor",
                 json!({"bootstrapped": false, "percent": 40, "progress": "loading directory",
-                       "reachable": true, "isolation_groups": 2}),
+                       "reachable": true, "isolation_groups": 2, "circuits_in_use": 1}),
             ),
             (
                 "dns",
@@ -324,7 +325,7 @@ mod tests {
             "agent        0.1.0 (pid 42), up 2 min 05 s, config /etc/gateway/gateway.toml",
             "inside       198.51.100.1/24 on inside0",
             "uplink       192.0.2.150/24 on outside0 (bound), lease left 3 h 01 min",
-            "tor          bootstrap 40 %, network reachable, 2 isolation groups: loading directory",
+            "tor          bootstrap 40 %, network reachable, 1 circuits in use, 2 isolation groups: loading directory",
             "clients      1 known, 1 leases bound",
             "drops        57 (foreign_destination 50, ipv6 7; `maps drops` for all)",
             "DNS cache    75.0 % hits (3 of 4)",

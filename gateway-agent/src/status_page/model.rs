@@ -52,6 +52,8 @@ pub struct Tor {
     pub progress: String,
     pub reachable: bool,
     pub isolation_groups: u64,
+    pub circuits_in_use: u64,
+    pub streams_open: u64,
 }
 
 /// One running service: its numbers and flags, by dotted key.
@@ -153,6 +155,14 @@ pub fn tor(status: &Value) -> Option<Tor> {
             .unwrap_or(false),
         isolation_groups: status
             .get("isolation_groups")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        circuits_in_use: status
+            .get("circuits_in_use")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        streams_open: status
+            .get("streams_open")
             .and_then(Value::as_u64)
             .unwrap_or(0),
     })

@@ -153,6 +153,7 @@ pub fn live(model: &Model) -> String {
             let _ = write!(
                 out,
                 "<p><progress max=\"100\" value=\"{}\"></progress> bootstrap {} %{} · {} · \
+                 <span id=\"circuits\">{} circuits in use</span> ({} streams) · \
                  {} isolation groups</p><p>{}</p>",
                 tor.percent,
                 tor.percent,
@@ -162,6 +163,8 @@ pub fn live(model: &Model) -> String {
                 } else {
                     "<span class=\"bad\">network unreachable</span>"
                 },
+                tor.circuits_in_use,
+                tor.streams_open,
                 tor.isolation_groups,
                 escape(&tor.progress)
             );

@@ -30,7 +30,7 @@ impl Connector for TorConnector {
     ) -> BoxFuture<'a, Result<BoxStream, EgressError>> {
         Box::pin(async move {
             self.tor.check_ready()?;
-            let mut prefs = self.tor.prefs(isolation);
+            let (mut prefs, group) = self.tor.prefs_in(isolation);
             let client = self.tor.client();
             let stream = match &target.host {
                 Host::Name(name) => {
@@ -58,7 +58,8 @@ impl Connector for TorConnector {
                         .await?
                 }
             };
-            Ok(Box::new(stream) as BoxStream)
+            let guard = self.tor.stream_opened(group);
+            Ok(Box::new(super::in_use::Counted::new(stream, guard)) as BoxStream)
         })
     }
 

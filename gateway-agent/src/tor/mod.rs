@@ -10,6 +10,7 @@ pub mod config;
 mod connector;
 mod dns_upstream;
 pub mod health;
+pub mod in_use;
 mod isolation;
 pub(crate) mod service;
 
@@ -78,6 +79,10 @@ pub struct TorStatus {
     pub isolation_groups: u64,
     /// Isolation groups created since start.
     pub isolation_groups_created: u64,
+    /// Streams open through Tor now.
+    pub streams_open: u64,
+    /// Isolation groups with an open stream: each holds at least one circuit.
+    pub circuits_in_use: u64,
     /// Whether the last attempts reached the Tor network ([`health`]); while not, streams
     /// and lookups are refused at once, with a probe every few seconds.
     pub reachable: bool,
@@ -116,6 +121,7 @@ struct Inner {
     groups: Mutex<IsolationGroups>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     health: health::Health,
+    in_use: Arc<in_use::InUse>,
 }
 
 impl Drop for Inner {
@@ -146,6 +152,7 @@ impl Tor {
             groups: Mutex::new(IsolationGroups::new(MAX_ISOLATION_GROUPS)),
             tasks: Mutex::new(Vec::new()),
             health: health::Health::default(),
+            in_use: Arc::default(),
         });
         let weak = Arc::downgrade(&inner);
         let events = inner.client.bootstrap_events();
@@ -163,6 +170,7 @@ impl Tor {
         let groups = lock(&self.inner.groups);
         status.isolation_groups = groups.len() as u64;
         status.isolation_groups_created = groups.created();
+        (status.streams_open, status.circuits_in_use) = self.inner.in_use.counts();
         let since = self.inner.health.unreachable_since();
         status.reachable = since.is_none();
         status.unreachable_secs = since.map(|at| at.elapsed().as_secs());
@@ -182,6 +190,11 @@ impl Tor {
 
     /// Stream preferences for a stream or lookup under `isolation`.
     pub(crate) fn prefs(&self, isolation: &Isolation) -> StreamPrefs {
+        self.prefs_in(isolation).0
+    }
+
+    /// [`Tor::prefs`] and the group number.
+    pub(crate) fn prefs_in(&self, isolation: &Isolation) -> (StreamPrefs, u64) {
         let (token, group, fresh) = {
             let mut groups = lock(&self.inner.groups);
             let fresh = !groups.contains(isolation);
@@ -194,7 +207,12 @@ impl Tor {
         }
         let mut prefs = StreamPrefs::new();
         prefs.set_isolation(token);
-        prefs
+        (prefs, group)
+    }
+
+    /// Counts a stream of `group` as open until the guard drops.
+    pub(crate) fn stream_opened(&self, group: u64) -> in_use::StreamGuard {
+        self.inner.in_use.open(group)
     }
 
     /// The client, for the egress connector.

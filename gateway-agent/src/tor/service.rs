@@ -92,4 +92,14 @@ pub(crate) fn metrics(out: &mut Exposition, tor: &TorStatus) {
         "Tor isolation groups created.",
         tor.isolation_groups_created,
     );
+    out.gauge(
+        "gateway_tor_streams_open",
+        "Streams open through Tor now.",
+        tor.streams_open,
+    );
+    out.gauge(
+        "gateway_tor_circuits_in_use",
+        "Isolation groups with an open stream (each holds at least one circuit).",
+        tor.circuits_in_use,
+    );
 }
