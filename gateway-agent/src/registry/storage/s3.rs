@@ -18,7 +18,6 @@ mod session;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -37,6 +36,7 @@ use self::keys::Keys;
 use self::reader::ObjectReader;
 use self::session::{S3Session, PART, PARTS_IN_FLIGHT};
 use super::layout::{is_id, random_id};
+use super::upload::hash_into;
 use super::{
     Blob, Limits, Manifest, Referrer, Result, Storage, StorageError, StoredBlob, UploadState,
 };
@@ -564,14 +564,7 @@ impl Storage for S3Storage {
             Algorithm::Sha512 => {
                 let mut sha512 = Sha512::new();
                 let mut file = std::fs::File::open(&session.spool_path)?;
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    sha512.update(&buf[..n]);
-                }
+                hash_into(&mut file, |chunk| sha512.update(chunk))?;
                 Digest::from_hash(Algorithm::Sha512, &sha512.finalize())
             }
         };

@@ -58,7 +58,7 @@ impl Session {
 }
 
 /// Feeds everything `file` holds from its start to `update`; the length.
-fn hash_into(file: &mut File, mut update: impl FnMut(&[u8])) -> std::io::Result<u64> {
+pub(crate) fn hash_into(file: &mut File, mut update: impl FnMut(&[u8])) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
