@@ -263,6 +263,16 @@ pub struct Handles {
 }
 
 impl Handles {
+    /// What the registries' storage connector leaves from: the uplink, once started.
+    pub fn storage_uplink(&self) -> Option<crate::registry::storage::s3::UplinkBinding> {
+        self.uplink
+            .as_ref()
+            .map(|uplink| crate::registry::storage::s3::UplinkBinding {
+                device: uplink.device.clone(),
+                status: uplink.status.clone(),
+            })
+    }
+
     /// Handles for a start of `cfg`: nothing running yet.
     pub fn new(cfg: Arc<Config>, config_path: PathBuf, known: Vec<&'static str>) -> Self {
         Handles {

@@ -55,6 +55,7 @@ pub fn run(cfg: &Config, operation: &str, json: bool) -> Result<()> {
             crate::registry::store::Part::Registry,
             dir.clone(),
             limits(cfg),
+            None,
         )
         .with_context(|| {
             format!(

@@ -1308,7 +1308,8 @@ fn registry_storage_is_read_and_checked() {
     );
     let config = parse_ok(&with(
         "[registry.storage]\nbackend = \"s3\"\nendpoint = \"https://nas.example:8333/\"\n\
-         bucket = \"gateway\"\ncredentials = \"/etc/gateway/s3\"\nprefix = \"/site-a/\"\n",
+         bucket = \"gateway\"\ncredentials = \"/etc/gateway/s3\"\nprefix = \"/site-a/\"\n\
+         address = \"192.0.2.2\"\ncache_size = 0\n",
     ));
     let StorageChoice::S3(s3) = &config.registry.storage else {
         panic!("not s3: {:?}", config.registry.storage);
@@ -1320,6 +1321,8 @@ fn registry_storage_is_read_and_checked() {
     );
     assert_eq!(s3.prefix, "site-a");
     assert_eq!(s3.ca, None);
+    assert_eq!(s3.address, Some("192.0.2.2".parse().unwrap()));
+    assert_eq!(s3.cache_size, 0);
     let s3 = |extra: &str| with(&format!("[registry.storage]\nbackend = \"s3\"\n{extra}"));
     let complete = "bucket = \"gateway\"\ncredentials = \"/etc/gateway/s3\"\n";
     assert_error(
@@ -1328,6 +1331,33 @@ fn registry_storage_is_read_and_checked() {
         "\"filesystem\" or \"s3\"",
     );
     assert_error(&s3(complete), "registry.storage.endpoint", "requires it");
+    // A name is never looked up: it needs its address, and an IP endpoint's must agree.
+    assert_error(
+        &s3(&format!("endpoint = \"https://nas.example\"\n{complete}")),
+        "registry.storage.address",
+        "never looks the store up",
+    );
+    assert_error(
+        &s3(&format!(
+            "endpoint = \"http://192.0.2.2:8333\"\naddress = \"192.0.2.3\"\n{complete}"
+        )),
+        "registry.storage.address",
+        "not the endpoint's own address",
+    );
+    assert_error(
+        &s3(&format!(
+            "endpoint = \"http://192.0.2.2:8333\"\naddress = \"nas\"\n{complete}"
+        )),
+        "registry.storage.address",
+        "not an IP address",
+    );
+    assert_error(
+        &s3(&format!(
+            "endpoint = \"http://192.0.2.2:8333\"\ncache_size = -1\n{complete}"
+        )),
+        "registry.storage.cache_size",
+        "negative",
+    );
     assert_error(
         &s3(&format!("endpoint = \"ftp://nas\"\n{complete}")),
         "registry.storage.endpoint",
@@ -1339,19 +1369,19 @@ fn registry_storage_is_read_and_checked() {
         "no path, credentials",
     );
     assert_error(
-        &s3("endpoint = \"http://nas:8333\"\nbucket = \"Gateway_1\"\ncredentials = \"/etc/s3\"\n"),
+        &s3("endpoint = \"http://192.0.2.2:8333\"\nbucket = \"Gateway_1\"\ncredentials = \"/etc/s3\"\n"),
         "registry.storage.bucket",
         "not a bucket name",
     );
     assert_error(
         &s3(&format!(
-            "endpoint = \"http://nas\"\n{complete}prefix = \"a/../b\"\n"
+            "endpoint = \"http://192.0.2.2\"\n{complete}prefix = \"a/../b\"\n"
         )),
         "registry.storage.prefix",
         "not a key prefix",
     );
     assert_error(
-        &s3("endpoint = \"http://nas\"\nbucket = \"gateway\"\ncredentials = \"s3.cred\"\n"),
+        &s3("endpoint = \"http://192.0.2.2\"\nbucket = \"gateway\"\ncredentials = \"s3.cred\"\n"),
         "registry.storage.credentials",
         "absolute",
     );

@@ -30,6 +30,7 @@ use crate::metrics::{Exposition, Kind};
 use crate::net::listener::{Clients, ListenerReader, ListenerStats};
 use crate::registry::admin;
 use crate::registry::names::{RepoName, Tag};
+use crate::registry::storage::s3::UplinkBinding;
 use crate::registry::storage::{Limits, Storage};
 use crate::service::{self, inside_listen, BoxFuture, Entry, Handles, Running, ServiceView};
 
@@ -66,8 +67,12 @@ pub fn limits(cfg: &Config) -> Limits {
     }
 }
 
-/// Opens each upstream's store under `dir`.
-pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn Storage>>> {
+/// Opens each upstream's store under `dir` (on S3: through a connector leaving from `uplink`).
+pub fn open_stores(
+    cfg: &Config,
+    dir: &Path,
+    uplink: Option<UplinkBinding>,
+) -> Result<BTreeMap<String, Arc<dyn Storage>>> {
     let mut stores = BTreeMap::new();
     for upstream in &cfg.mirror.upstreams {
         let store = crate::registry::store::open(
@@ -75,6 +80,7 @@ pub fn open_stores(cfg: &Config, dir: &Path) -> Result<BTreeMap<String, Arc<dyn 
             crate::registry::store::Part::Mirror(&upstream.name),
             dir.join(&upstream.name),
             limits(cfg),
+            uplink.clone(),
         )
         .with_context(|| {
             format!(
@@ -122,7 +128,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
         };
         let state = handles.state_dir()?;
         let acceptor = crate::registry::service::server_tls(&cfg, &state).await?;
-        let mirror = Arc::new(build(&cfg, connector)?);
+        let mirror = Arc::new(build(&cfg, connector, handles.storage_uplink())?);
         let settings = ServerSettings {
             listen: inside_listen(&cfg, cfg.services.mirror.port),
             clients: Clients::Inside(cfg.inside),
@@ -154,10 +160,15 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
     })
 }
 
-/// The mirror `cfg` describes, its upstream requests through `connector`.
-pub fn build(cfg: &Config, connector: Arc<dyn Connector>) -> Result<Mirror> {
+/// The mirror `cfg` describes, its upstream requests through `connector`, its S3 store (if
+/// any) through a storage connector leaving from `uplink`.
+pub fn build(
+    cfg: &Config,
+    connector: Arc<dyn Connector>,
+    uplink: Option<UplinkBinding>,
+) -> Result<Mirror> {
     let dir = cache_dir(cfg);
-    let stores = open_stores(cfg, &dir)?;
+    let stores = open_stores(cfg, &dir, uplink)?;
     let mut caches = BTreeMap::new();
     for (index, upstream) in cfg.mirror.upstreams.iter().enumerate() {
         let client = UpstreamClient::new(
@@ -342,7 +353,7 @@ fn shelves_of(mirror: &Mirror) -> Vec<StoredUpstream> {
 /// The stores `cfg` names, opened directly (the CLI without an agent).
 pub fn open_shelves(cfg: &Config) -> Result<Vec<StoredUpstream>> {
     let dir = cache_dir(cfg);
-    let stores = open_stores(cfg, &dir)?;
+    let stores = open_stores(cfg, &dir, None)?;
     Ok(cfg
         .mirror
         .upstreams

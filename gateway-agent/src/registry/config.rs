@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use toml::Value;
 
+use super::storage::s3::StorageTarget;
 use crate::config::reader::{self, Section};
 use crate::config::{values, Errors, Seconds};
 
@@ -52,6 +53,11 @@ pub struct S3Store {
     pub prefix: String,
     /// PEM CA certificates for an `https` endpoint (else the system's roots).
     pub ca: Option<PathBuf>,
+    /// The store's IP address, when the endpoint names a host: the agent never looks it up.
+    pub address: Option<std::net::IpAddr>,
+    /// The local read cache's bound in bytes, per store (registry, each mirror upstream);
+    /// 0: none.
+    pub cache_size: u64,
 }
 
 impl Default for Registry {
@@ -142,6 +148,9 @@ pub(crate) fn read(section: &mut Section, errors: &mut Errors) -> Option<Registr
     })
 }
 
+/// `registry.storage.cache_size` unless set: 4 GiB.
+const DEFAULT_CACHE_SIZE: u64 = 4 << 30;
+
 /// `[registry.storage]`. Every key is read whatever the backend (so a typo is named), the
 /// S3 ones are required only for `"s3"`.
 fn storage(section: &mut Section, errors: &mut Errors) -> Option<StorageChoice> {
@@ -170,6 +179,16 @@ fn storage(section: &mut Section, errors: &mut Errors) -> Option<StorageChoice> 
     let ca = section.optional("ca", None, errors, |value| {
         values::absolute_path(&reader::string(value)?).map(Some)
     });
+    let cache_size = section.optional("cache_size", DEFAULT_CACHE_SIZE, errors, |value| {
+        let n = reader::integer(value)?;
+        u64::try_from(n).map_err(|_| format!("{n} is negative: a size in bytes, 0 for no cache"))
+    });
+    let address = section.optional("address", None, errors, |value| {
+        let text = reader::string(value)?;
+        text.parse::<std::net::IpAddr>()
+            .map(Some)
+            .map_err(|_| format!("{text:?} is not an IP address"))
+    });
     if backend? == "filesystem" {
         return Some(StorageChoice::Filesystem);
     }
@@ -194,8 +213,16 @@ fn storage(section: &mut Section, errors: &mut Errors) -> Option<StorageChoice> 
         credentials.map(|path| path.map(|p| p.display().to_string())),
         "a root-only file with one line ACCESS_KEY_ID:SECRET_ACCESS_KEY",
     );
+    let (endpoint, address) = (endpoint?, address?);
+    // Only a name needs an address, and the two must agree: said here, at the right key.
+    if let Err(error) = StorageTarget::parse(&endpoint, address) {
+        errors.push(&section.key(error.key), error.problem);
+        return None;
+    }
     Some(StorageChoice::S3(S3Store {
-        endpoint: endpoint?,
+        endpoint,
+        address,
+        cache_size: cache_size?,
         bucket: bucket?,
         region: region?,
         credentials: PathBuf::from(credentials?),

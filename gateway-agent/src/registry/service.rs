@@ -68,6 +68,7 @@ fn start(handles: &mut Handles) -> service::BoxFuture<'_, Result<Option<Running>
             super::store::Part::Registry,
             dir.clone(),
             limits(&cfg),
+            handles.storage_uplink(),
         )?;
         let api = Arc::new(Api::new(store.clone(), Arc::new(cfg.registry.clone())));
         let settings = ServerSettings {

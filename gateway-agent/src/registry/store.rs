@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use super::config::{S3Store, StorageChoice};
+use super::storage::s3::{StorageTarget, UplinkBinding};
 use super::storage::{FsStorage, Limits, S3Settings, S3Storage, Storage};
 use crate::config::Config;
 
@@ -30,12 +31,15 @@ impl Part<'_> {
     }
 }
 
-/// Opens `part`'s store with `limits`. `fs_dir` is where it is on the filesystem backend.
+/// Opens `part`'s store with `limits`. `fs_dir` is where it is on the filesystem backend;
+/// `uplink` is what the storage connector leaves from (the running agent's uplink; `None` for
+/// the offline CLI, which leaves routing to the host).
 pub fn open(
     cfg: &Config,
     part: Part<'_>,
     fs_dir: PathBuf,
     limits: Limits,
+    uplink: Option<UplinkBinding>,
 ) -> Result<Arc<dyn Storage>> {
     match &cfg.registry.storage {
         StorageChoice::Filesystem => {
@@ -44,7 +48,10 @@ pub fn open(
             Ok(Arc::new(store))
         }
         StorageChoice::S3(s3) => {
-            let settings = s3_settings(cfg, s3, part)?;
+            let settings = S3Settings {
+                uplink,
+                ..s3_settings(cfg, s3, part)?
+            };
             let describe = format!("{}/{} ({})", s3.endpoint, s3.bucket, settings.prefix);
             let store = S3Storage::open(settings, limits)
                 .with_context(|| format!("opening the {} store in {describe}", part.name()))?;
@@ -69,6 +76,15 @@ pub fn s3_settings(cfg: &Config, s3: &S3Store, part: Part<'_>) -> Result<S3Setti
         ),
         None => None,
     };
+    let target = StorageTarget::parse(&s3.endpoint, s3.address)?;
+    if let std::net::IpAddr::V4(v4) = target.address {
+        if cfg.inside.contains(v4) {
+            anyhow::bail!(
+                "registry.storage: the store's address {v4} is on the inside LAN; the store is \
+                 reached from the uplink side only, where inside hosts cannot reach it"
+            );
+        }
+    }
     let name = part.name();
     let prefix = if s3.prefix.is_empty() {
         name.clone()
@@ -83,6 +99,12 @@ pub fn s3_settings(cfg: &Config, s3: &S3Store, part: Part<'_>) -> Result<S3Setti
         secret_access_key: secret.to_owned(),
         prefix,
         ca,
+        address: s3.address,
+        uplink: None,
+        cache: (s3.cache_size > 0).then(|| {
+            let dir = cfg.state.dir.join("s3-cache").join(name.replace('/', "-"));
+            (dir, s3.cache_size)
+        }),
         spool: cfg.state.dir.join("s3-spool").join(name.replace('/', "-")),
     })
 }
@@ -100,6 +122,7 @@ pub fn probe(cfg: &Config) -> Result<String> {
             let spool = std::env::temp_dir().join(format!("gateway-probe-{}", std::process::id()));
             let settings = S3Settings {
                 spool: spool.clone(),
+                cache: None,
                 ..settings
             };
             let opened = S3Storage::open(settings, Limits::default());

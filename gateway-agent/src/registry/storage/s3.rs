@@ -12,6 +12,8 @@
 //! call runs its requests on this backend's own small runtime and waits.
 
 mod blocking;
+mod cache;
+mod connector;
 mod keys;
 mod reader;
 mod session;
@@ -27,11 +29,16 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload,
+    RetryConfig,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
 
 use self::blocking::wait_on;
+use self::cache::ReadCache;
+pub use self::connector::{StorageConnector, StorageTarget, TargetError, UplinkBinding};
 use self::keys::Keys;
 use self::reader::ObjectReader;
 use self::session::{S3Session, PART, PARTS_IN_FLIGHT};
@@ -41,6 +48,19 @@ use super::{
     Blob, Limits, Manifest, Referrer, Result, Storage, StorageError, StoredBlob, UploadState,
 };
 use crate::registry::names::{Algorithm, Digest, RepoName, Tag};
+
+/// A failing request is tried again for a few seconds (the store restarting, the uplink's
+/// lease not there yet at start), not for object_store's default three minutes: a wrong CA or
+/// an unreachable store should stop a start, or fail a pull, while someone is still looking.
+const RETRY: RetryConfig = RetryConfig {
+    backoff: BackoffConfig {
+        init_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(5),
+        base: 2.0,
+    },
+    max_retries: 6,
+    retry_timeout: Duration::from_secs(30),
+};
 
 /// Where the bucket is and how to sign for it.
 #[derive(Clone)]
@@ -55,6 +75,12 @@ pub struct S3Settings {
     pub prefix: String,
     /// PEM certificates to trust for an `https` endpoint, instead of the system's.
     pub ca: Option<Vec<u8>>,
+    /// The store's address when the endpoint names a host (`registry.storage.address`).
+    pub address: Option<std::net::IpAddr>,
+    /// The uplink the connector leaves from (the agent's); `None`: the host routes.
+    pub uplink: Option<UplinkBinding>,
+    /// The local read cache's directory and bound (`None`: no cache).
+    pub cache: Option<(PathBuf, u64)>,
     /// A local directory for upload spool files (emptied at open).
     pub spool: PathBuf,
 }
@@ -93,12 +119,48 @@ pub struct S3Storage {
     /// Blob sizes read from pointers (a pointer never changes while it exists), so `du` and
     /// GC, which list every blob, do not read every pointer each time.
     sizes: Mutex<HashMap<Digest, u64>>,
+    /// Hot blobs on this host's disk.
+    cache: Option<Arc<ReadCache>>,
     /// For messages.
     describe: String,
 }
 
 fn io(error: impl std::fmt::Display) -> StorageError {
     StorageError::Io(anyhow!("the S3 store: {error}"))
+}
+
+/// `error` and every error under it (a TLS or connection failure is several levels down).
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let more = source.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        next = source.source();
+    }
+    text
+}
+
+/// Shuts its runtime down in the background when dropped (unless taken).
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl RuntimeGuard {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 fn not_found(error: &object_store::Error) -> bool {
@@ -120,20 +182,18 @@ impl S3Storage {
             .enable_all()
             .build()
             .context("starting the S3 store's runtime")?;
-        // A streamed layer may take as long as its client: no limit on a whole request, only
-        // on connecting.
-        let mut client = ClientOptions::new()
+        // A failed open may be in async code (a service's start): the runtime must go without
+        // waiting for its threads there.
+        let mut runtime = RuntimeGuard(Some(runtime));
+        let handle = runtime.handle();
+        // A streamed layer may take as long as its client: no limit on a whole request (the
+        // connector limits connecting).
+        let client = ClientOptions::new()
             .with_timeout_disabled()
-            .with_connect_timeout(Duration::from_secs(10))
             .with_allow_http(settings.endpoint.starts_with("http://"));
-        if let Some(pem) = &settings.ca {
-            client = client
-                .with_root_certificate(
-                    object_store::Certificate::from_pem(pem)
-                        .context("reading the S3 store's CA certificate")?,
-                )
-                .with_allow_invalid_certificates(false);
-        }
+        let target = StorageTarget::parse(&settings.endpoint, settings.address)
+            .map_err(anyhow::Error::msg)?;
+        let connector = StorageConnector::new(target, settings.uplink.clone(), settings.ca.clone());
         let store = AmazonS3Builder::new()
             .with_endpoint(&settings.endpoint)
             .with_bucket_name(&settings.bucket)
@@ -143,6 +203,8 @@ impl S3Storage {
             .with_virtual_hosted_style_request(false)
             .with_conditional_put(S3ConditionalPut::ETagMatch)
             .with_client_options(client)
+            .with_http_connector(connector)
+            .with_retry(RETRY)
             .build()
             .with_context(|| format!("configuring the S3 store {describe}"))?;
         let store: Arc<dyn ObjectStore> = Arc::new(store);
@@ -155,23 +217,36 @@ impl S3Storage {
             let path = entry?.path();
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
+        let cache = match &settings.cache {
+            Some((dir, bytes)) => Some(
+                ReadCache::open(dir, *bytes)
+                    .with_context(|| format!("opening the read cache {}", dir.display()))?,
+            ),
+            None => None,
+        };
         let keys = Keys::new(&settings.prefix);
         let probe = store.clone();
         let root = keys.pointers();
-        wait_on(runtime.handle(), async move {
+        wait_on(&handle, async move {
             probe.list_with_delimiter(Some(&root)).await
         })
         .ok_or_else(|| anyhow!("the S3 store's runtime stopped"))?
-        .map_err(|error| anyhow!("the S3 store {describe} refused a listing: {error}"))?;
+        .map_err(|error| {
+            anyhow!(
+                "the S3 store {describe} refused a listing: {}",
+                with_sources(&error)
+            )
+        })?;
         Ok(S3Storage {
             store,
             keys,
-            runtime: Some(runtime),
+            runtime: runtime.0.take(),
             limits,
             spool: settings.spool,
             sessions: Mutex::new(HashMap::new()),
             gc: RwLock::new(()),
             sizes: Mutex::new(HashMap::new()),
+            cache,
             describe,
         })
     }
@@ -475,18 +550,34 @@ impl Storage for S3Storage {
         if !self.exists(&self.keys.link(repo, digest))? {
             return Ok(None);
         }
+        // The link and the pointer are always asked of the bucket: the cache has bytes, not
+        // the right to see them.
         let Some(pointer) = self.pointer(digest)? else {
             return Ok(None);
         };
-        let reader = ObjectReader::new(
+        if let Some(file) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(digest, pointer.size))
+        {
+            return Ok(Some(Blob {
+                size: pointer.size,
+                reader: Box::new(file),
+            }));
+        }
+        let reader: Box<dyn super::ReadSeek> = Box::new(ObjectReader::new(
             self.store.clone(),
             self.handle(),
             self.keys.data(&pointer.id),
             pointer.size,
-        );
+        ));
+        let reader = match &self.cache {
+            Some(cache) => cache.fill(digest, pointer.size, reader),
+            None => reader,
+        };
         Ok(Some(Blob {
             size: pointer.size,
-            reader: Box::new(reader),
+            reader,
         }))
     }
 
@@ -807,6 +898,9 @@ impl Storage for S3Storage {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(digest);
+        if let Some(cache) = &self.cache {
+            cache.forget(digest);
+        }
         for link in self.links_to(digest)? {
             self.remove(&link)?;
         }
