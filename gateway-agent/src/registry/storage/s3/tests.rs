@@ -34,6 +34,9 @@ fn world() -> World {
         secret_access_key: weed.secret_access_key.clone(),
         prefix: "site".into(),
         ca: None,
+        address: None,
+        uplink: None,
+        cache: None,
         spool: dir.path().join("spool-a"),
     };
     World {
@@ -447,6 +450,127 @@ fn one_gateway_collects_while_the_other_pushes() {
                     "{layer} of a pushed manifest was collected"
                 );
             }
+        }
+    });
+}
+
+#[test]
+fn the_read_cache_serves_hot_blobs_but_the_bucket_still_decides_who_sees_them() {
+    let world = world();
+    let cache_dir = world.dir.path().join("cache-a");
+    world.run(move |settings, second| {
+        let cached = open(S3Settings {
+            cache: Some((cache_dir.clone(), 1 << 20)),
+            ..settings
+        });
+        let other = open(second);
+        let (a, b) = (repo("team/a"), repo("team/b"));
+        let data = pattern(300_000);
+        let digest = push(&other, &a, &data, 64 << 10);
+        assert!(other.mount_blob(&a, &b, &digest).unwrap());
+
+        // A range read does not fill; a whole read does, once the digest checked out.
+        let mut blob = cached.open_blob(&a, &digest).unwrap().unwrap();
+        blob.reader.seek(SeekFrom::Start(1000)).unwrap();
+        let mut part = vec![0u8; 10];
+        blob.reader.read_exact(&mut part).unwrap();
+        assert_eq!(part, data[1000..1010]);
+        drop(blob);
+        assert_eq!(cached.cache.as_ref().unwrap().bytes(), 0);
+        assert_eq!(read_all(&cached, &a, &digest).unwrap(), data);
+        assert_eq!(cached.cache.as_ref().unwrap().bytes(), data.len() as u64);
+
+        // The bytes now come from this gateway's disk: with the bucket's copy gone (its
+        // pointer and links left), the caching gateway still serves them, the other cannot.
+        let pointer = other.pointer(&digest).unwrap().unwrap();
+        assert!(other.remove(&other.keys.data(&pointer.id)).unwrap());
+        assert_eq!(read_all(&cached, &a, &digest).unwrap(), data);
+        let mut broken = other.open_blob(&a, &digest).unwrap().unwrap();
+        assert!(broken.reader.read_to_end(&mut Vec::new()).is_err());
+
+        // What may be seen is still the bucket's call: unlinked or deleted elsewhere, it is
+        // gone here too, cache or not.
+        assert!(other.unlink_blob(&a, &digest).unwrap());
+        assert!(cached.open_blob(&a, &digest).unwrap().is_none());
+        assert_eq!(read_all(&cached, &b, &digest).unwrap(), data);
+        other.remove_blob(&digest).unwrap();
+        assert!(cached.open_blob(&b, &digest).unwrap().is_none());
+    });
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, as PEM: (CA, cert, key).
+fn tls_files() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn an_https_store_is_reached_only_with_its_ca() {
+    let lab = Netns::lab();
+    let ns = Netns::new(&lab, "up");
+    let dir = tempfile::Builder::new()
+        .prefix("gateway-s3-tls")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let (ca, cert, key) = tls_files();
+    let (cert_file, key_file) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    let weed = SeaweedFs::start_with(
+        &ns,
+        &dir.path().join("weed"),
+        "registry",
+        Some((&cert_file, &key_file)),
+    );
+    let (other_ca, _, _) = tls_files();
+    let settings = S3Settings {
+        endpoint: format!(
+            "https://127.0.0.1:{}",
+            gateway_tests::seaweedfs::S3_TLS_PORT
+        ),
+        bucket: weed.bucket.clone(),
+        region: "us-east-1".into(),
+        access_key_id: weed.access_key_id.clone(),
+        secret_access_key: weed.secret_access_key.clone(),
+        prefix: "tls".into(),
+        ca: Some(ca.into_bytes()),
+        address: None,
+        uplink: None,
+        cache: None,
+        spool: dir.path().join("spool"),
+    };
+    in_netns(ns.name(), move || {
+        let store = open(settings.clone());
+        let digest = push(&store, &repo("team/tls"), b"over TLS", 4);
+        assert_eq!(
+            read_all(&store, &repo("team/tls"), &digest).unwrap(),
+            b"over TLS"
+        );
+        drop(store);
+        for (ca, why) in [(None, "the system roots"), (Some(other_ca), "another CA")] {
+            let refused = S3Storage::open(
+                S3Settings {
+                    ca: ca.map(String::into_bytes),
+                    ..settings.clone()
+                },
+                Limits::default(),
+            );
+            let error = format!("{:#}", refused.err().expect(why));
+            assert!(
+                error.contains("certificate") || error.contains("UnknownIssuer"),
+                "{why}: {error}"
+            );
         }
     });
 }
