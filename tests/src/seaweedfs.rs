@@ -11,6 +11,8 @@ use crate::{eventually, fail, Background, Netns, OrFail};
 
 /// The S3 port `weed mini` serves on.
 pub const S3_PORT: u16 = 8333;
+/// Its S3 port over TLS, when started with a certificate.
+pub const S3_TLS_PORT: u16 = 8334;
 
 /// A running SeaweedFS.
 pub struct SeaweedFs {
@@ -26,12 +28,17 @@ impl SeaweedFs {
     /// Starts it in `netns` with its data under `dir` (not under `/tmp`: see below) and
     /// `bucket` created; waits until it takes writes.
     pub fn start(netns: &Netns, dir: &Path, bucket: &str) -> SeaweedFs {
-        if dir.starts_with("/tmp") {
-            fail(format_args!(
-                "SeaweedFS gets a /tmp of its own, so its folder cannot be under /tmp: {}",
-                dir.display()
-            ));
-        }
+        SeaweedFs::start_with(netns, dir, bucket, None)
+    }
+
+    /// [`SeaweedFs::start`], also serving S3 over TLS on [`S3_TLS_PORT`] with the PEM
+    /// certificate and key files `tls` names (plain HTTP stays on [`S3_PORT`]).
+    pub fn start_with(
+        netns: &Netns,
+        dir: &Path,
+        bucket: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> SeaweedFs {
         let weed = xtask::deps::weed_bin();
         if !weed.exists() {
             fail(format_args!(
@@ -40,26 +47,20 @@ impl SeaweedFs {
             ));
         }
         let (access, secret) = ("GATEWAYTESTKEY", "gateway-test-secret");
-        std::fs::create_dir_all(dir.join("data")).or_fail("making SeaweedFS's folder");
-        let identities = serde_json::json!({"identities": [{
-            "name": "gateway",
-            "credentials": [{"accessKey": access, "secretKey": secret}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]});
-        let config = dir.join("s3.json");
-        std::fs::write(&config, identities.to_string()).or_fail("writing SeaweedFS's identities");
+        xtask::lab::write_seaweedfs_identity(dir, access, secret)
+            .or_fail("writing SeaweedFS's identity");
         let log = std::fs::File::create(dir.join("weed.log")).or_fail("SeaweedFS's log");
         let err = log.try_clone().or_fail("SeaweedFS's log");
-        // weed's gRPC Unix sockets are `/tmp/seaweedfs-<role>-grpc-<port>.sock` whatever the
-        // namespace: two at once would talk to each other's servers. So it gets a /tmp of its
-        // own (a tmpfs in a mount namespace of its own).
-        let script = format!(
-            "mount --make-rprivate / && mount -t tmpfs gateway-weed /tmp && exec {} mini \
-             -dir=data -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false \
-             -admin.ui=false -webdav=false -volume.max=16 -master.volumeSizeLimitMB=64 \
-             -s3.config=s3.json -bucket={bucket}",
-            weed.display()
-        );
+        let extra = tls
+            .map(|(cert, key)| {
+                format!(
+                    "-s3.port.https={S3_TLS_PORT} -s3.cert.file={} -s3.key.file={}",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .unwrap_or_default();
+        let script = xtask::lab::weed_mini_script("127.0.0.1", bucket, &extra);
         let child = netns
             .command("unshare")
             .current_dir(dir)
@@ -97,33 +98,15 @@ impl SeaweedFs {
     /// The bucket is made, and the volume server registers with the master, a few seconds
     /// after the port opens: wait until a signed write into the bucket succeeds.
     fn wait_bucket(&self, netns: &Netns) {
-        let url = format!("{}/{}/gateway-test-probe", self.endpoint, self.bucket);
-        let user = format!("{}:{}", self.access_key_id, self.secret_access_key);
-        // S3 wants the payload's hash among the signed headers; curl leaves it out.
-        let signed = |extra: &[&str]| {
-            netns
-                .command("curl")
-                .args(["-sf", "-m", "5", "--aws-sigv4", "aws:amz:us-east-1:s3"])
-                .args([
-                    "-H",
-                    "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                    "--user",
-                    &user,
-                ])
-                .args(extra)
-                .arg(&url)
-                .output()
-                .is_ok_and(|out| out.status.success())
-        };
-        let ready = eventually(Duration::from_secs(90), || {
-            signed(&["-X", "PUT", "--data-binary", "probe"])
-        });
-        let _ = signed(&["-X", "DELETE"]);
-        if !ready {
-            fail(format_args!(
-                "SeaweedFS never accepted a write into bucket {}",
-                self.bucket
-            ));
+        if let Err(err) = xtask::lab::wait_seaweedfs_writable(
+            netns.name(),
+            &self.endpoint,
+            &self.bucket,
+            &self.access_key_id,
+            &self.secret_access_key,
+            Duration::from_secs(90),
+        ) {
+            fail(format_args!("{err:#}"));
         }
     }
 }

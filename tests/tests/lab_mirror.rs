@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gateway_tests::{eventually, fail, lab_tor, Capture, OrFail};
-use registry_support::Setup;
+use registry_support::{fetched_by, upstream_requests, Setup};
 use sha2::{Digest as _, Sha256};
 use xtask::lab::{SeededImage, OTHER_NS, UPSTREAM_NS};
 
@@ -28,37 +28,6 @@ const TAG_TTL: Duration = Duration::from_secs(10);
 
 fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
-}
-
-/// The upstream `ns`'s access log: (peer, method, path, status) per request.
-fn upstream_requests(setup: &Setup, ns: &str) -> Vec<(String, String, String, String)> {
-    std::fs::read_to_string(setup.lab.lab.upstream_log(ns))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| {
-            // 203.0.113.41 - - [date] "GET /v2/… HTTP/1.1" 200 715 "" "agent"
-            let peer = line.split_whitespace().next()?.to_owned();
-            let request = line.split('"').nth(1)?;
-            let mut parts = request.split_whitespace();
-            let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-            let status = line
-                .split('"')
-                .nth(2)?
-                .split_whitespace()
-                .next()?
-                .to_owned();
-            Some((peer, method, path, status))
-        })
-        .collect()
-}
-
-/// Successful GETs of `path` upstream, by peer.
-fn fetched_by(setup: &Setup, ns: &str, path: &str) -> Vec<String> {
-    upstream_requests(setup, ns)
-        .into_iter()
-        .filter(|(_, method, p, status)| method == "GET" && p == path && status.starts_with('2'))
-        .map(|(peer, ..)| peer)
-        .collect()
 }
 
 fn image<'a>(images: &'a [SeededImage], ns: &str, reference: &str) -> &'a SeededImage {
@@ -86,7 +55,11 @@ fn assert_copied(dir: &Path, image: &SeededImage) {
 fn assert_fetched_once_by_exits(setup: &Setup, image: &SeededImage) {
     let repo = image.reference.split(':').next().unwrap_or_default();
     for blob in &image.blobs {
-        let peers = fetched_by(setup, &image.upstream, &format!("/v2/{repo}/blobs/{blob}"));
+        let peers = fetched_by(
+            &setup.lab,
+            &image.upstream,
+            &format!("/v2/{repo}/blobs/{blob}"),
+        );
         assert_eq!(
             peers.len(),
             1,
@@ -360,7 +333,7 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
         lower.contains(&format!("docker-content-digest: {}", tool.digest)),
         "{answer}"
     );
-    let peers = fetched_by(&setup, OTHER_NS, "/v2/team/tool/manifests/1.0");
+    let peers = fetched_by(&setup.lab, OTHER_NS, "/v2/team/tool/manifests/1.0");
     assert!(
         peers.len() == 1 && EXITS.contains(&peers[0].as_str()),
         "{peers:?}"
@@ -419,7 +392,7 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
     );
     let tag_path = "/v2/library/moving/manifests/1";
     let asked = |method: &str| {
-        upstream_requests(&setup, UPSTREAM_NS)
+        upstream_requests(&setup.lab, UPSTREAM_NS)
             .iter()
             .filter(|(_, m, p, _)| m == method && p == tag_path)
             .count()

@@ -80,7 +80,12 @@ enum Task {
 #[derive(Subcommand)]
 enum LabAction {
     /// Create the lab (idempotent).
-    Up,
+    Up {
+        /// Also start the NAS: SeaweedFS on the uplink bridge (192.0.2.2:8333, bucket
+        /// `gateway`), for `[registry.storage] backend = "s3"`.
+        #[arg(long)]
+        nas: bool,
+    },
     /// Remove the lab; `--all` removes every lab, including test labs left by a crash.
     Down {
         #[arg(long)]
@@ -142,8 +147,19 @@ fn run(cli: Cli) -> Result<()> {
             deps::ensure_lab_packages()?;
             let lab = lab::Lab::new(&prefix).with_slot(slot.unwrap_or(0));
             match action {
-                LabAction::Up => {
+                LabAction::Up { nas } => {
                     lab.up()?;
+                    if nas {
+                        lab.start_nas()?;
+                        eprintln!(
+                            "lab: the NAS is up; in the agent config:\n  [registry.storage]\n  \
+                             backend = \"s3\"\n  endpoint = \"{}\"\n  bucket = \"{}\"\n  \
+                             credentials = \"{}\"",
+                            lab.nas_endpoint(),
+                            lab::NAS_BUCKET,
+                            lab.nas_credentials().display()
+                        );
+                    }
                     wait_for_tor_network(&lab);
                     Ok(())
                 }

@@ -29,10 +29,22 @@ impl Drop for Setup {
 
 impl Setup {
     /// An agent without Tor where client `ci` may push to `team/`; c1 leased.
+    #[allow(dead_code)] // not lab_s3's
     pub fn up(name: &str) -> Setup {
-        let lab = TestLab::up();
+        Setup::up_edited(name, |text| text)
+    }
+
+    /// [`Setup::up`] with the config edited by `edit` first.
+    #[allow(dead_code)] // lab_s3's
+    pub fn up_edited(name: &str, edit: impl FnOnce(String) -> String) -> Setup {
+        Setup::up_in(TestLab::up(), name, edit)
+    }
+
+    /// [`Setup::up_edited`] in `lab`, a gateway slot the caller prepared.
+    #[allow(dead_code)] // lab_s3's
+    pub fn up_in(lab: TestLab, name: &str, edit: impl FnOnce(String) -> String) -> Setup {
         let cfg = lab.config_without_tor(&format!("{name}.toml"));
-        let mut text = std::fs::read_to_string(&cfg).or_fail("reading the agent config");
+        let mut text = edit(std::fs::read_to_string(&cfg).or_fail("reading the agent config"));
         text.push_str("\n[[registry.access]]\nclient = \"ci\"\npush = [\"team/\"]\n");
         std::fs::write(&cfg, text).or_fail("writing the agent config");
         Setup::start(lab, cfg, name)
@@ -42,7 +54,12 @@ impl Setup {
     /// edited by `edit`; c1 and c2 leased.
     #[allow(dead_code)] // lab_mirror's, not lab_registry's
     pub fn up_with_tor(name: &str, edit: impl FnOnce(String) -> String) -> Setup {
-        let lab = TestLab::up();
+        Setup::up_with_tor_in(TestLab::up(), name, edit)
+    }
+
+    /// [`Setup::up_with_tor`] in `lab`, a gateway slot the caller prepared.
+    #[allow(dead_code)] // lab_s3's
+    pub fn up_with_tor_in(lab: TestLab, name: &str, edit: impl FnOnce(String) -> String) -> Setup {
         let cfg = lab.agent_config(&format!("{name}.toml"), edit);
         let setup = Setup::start(lab, cfg, name);
         setup.lab.dhcp("c2", DhcpClient::Dhclient, None);
@@ -192,4 +209,37 @@ impl Setup {
     pub fn policy(&self) -> String {
         self.tools.join("policy.json").display().to_string()
     }
+}
+
+/// The lab's upstream `ns`'s access log: (peer, method, path, status) per request.
+#[allow(dead_code)] // lab_mirror's and lab_s3's
+pub fn upstream_requests(lab: &TestLab, ns: &str) -> Vec<(String, String, String, String)> {
+    std::fs::read_to_string(lab.lab.upstream_log(ns))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            // 203.0.113.41 - - [date] "GET /v2/… HTTP/1.1" 200 715 "" "agent"
+            let peer = line.split_whitespace().next()?.to_owned();
+            let request = line.split('"').nth(1)?;
+            let mut parts = request.split_whitespace();
+            let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+            let status = line
+                .split('"')
+                .nth(2)?
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some((peer, method, path, status))
+        })
+        .collect()
+}
+
+/// Successful GETs of `path` at the lab's upstream `ns`, by peer.
+#[allow(dead_code)] // lab_mirror's and lab_s3's
+pub fn fetched_by(lab: &TestLab, ns: &str, path: &str) -> Vec<String> {
+    upstream_requests(lab, ns)
+        .into_iter()
+        .filter(|(_, method, p, status)| method == "GET" && p == path && status.starts_with('2'))
+        .map(|(peer, ..)| peer)
+        .collect()
 }

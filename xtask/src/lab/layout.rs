@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 
 /// Where every lab keeps its state: `<root>/default` or `<root>/<prefix>`.
 pub const STATE_ROOT: &str = "/run/gateway-lab";
-/// Namespace roles, in creation order.
-pub const ROLES: [&str; 5] = ["up", "gw", "lan", "c1", "c2"];
+/// Namespace roles, in creation order (`nas` only when it is started: [`Lab::start_nas`]).
+pub const ROLES: [&str; 6] = ["up", "gw", "lan", "c1", "c2", "nas"];
 /// The roles of one gateway slot (all of [`ROLES`] but the shared `up`).
 pub const SLOT_ROLES: [&str; 4] = ["gw", "lan", "c1", "c2"];
 /// The highest gateway slot number (slot N's spare uplink address is 192.0.2.(250 - N)).

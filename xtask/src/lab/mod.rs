@@ -9,6 +9,9 @@
 //! The base also runs nginx beside the Python origin, plain and over TLS with a lab CA
 //! (`web_origin.rs`), for the HTTP cache's tests.
 //!
+//! The base can also have a NAS on the uplink bridge (`nas.rs`): SeaweedFS, the S3 store the
+//! registries of several gateway slots share, started on demand ([`Lab::start_nas`]).
+//!
 //! The base also has the upstream registries for the gateway's mirror (`upstream.rs`), started
 //! on demand: `lab up` starts them, tests that need them call [`Lab::start_upstream`].
 //!
@@ -28,6 +31,7 @@ mod clients;
 mod daemons;
 mod layout;
 mod lifecycle;
+mod nas;
 mod status;
 mod topology;
 pub mod tor;
@@ -37,6 +41,11 @@ mod web_origin;
 pub use clients::{DhcpClient, CLIENTS};
 pub use layout::*;
 pub use lifecycle::down_all;
+pub use nas::{
+    wait_writable as wait_seaweedfs_writable, weed_mini_script,
+    write_identity as write_seaweedfs_identity, NAS_ACCESS_KEY, NAS_BUCKET, NAS_IP, NAS_S3_PORT,
+    NAS_SECRET_KEY,
+};
 pub use status::{print_human, LabStatus};
 pub use upstream::{
     SeededImage, OTHER_HOST, OTHER_NS, REGISTRY_PORT, TOKEN_HOST, UPSTREAM_HOST, UPSTREAM_NS,
