@@ -221,30 +221,7 @@ fn pulls_go_through_tor_once_per_blob_and_the_cache_outlives_the_upstream() {
     // consensus without exits (docs/TORLAB.md): retry for a while.
     let hello = image(&images, UPSTREAM_NS, "library/hello:1");
     let out = work.join("hello");
-    let mut last = None;
-    let copied = eventually(Duration::from_secs(120), || {
-        let _ = std::fs::remove_dir_all(&out);
-        let done = setup.tool(
-            "skopeo",
-            &[
-                "copy",
-                "--src-cert-dir",
-                &bundle_arg,
-                &format!("docker://{MIRROR}/hello:1"),
-                &format!("dir:{}", out.display()),
-            ],
-        );
-        let ok = done.status.success();
-        last = Some(done);
-        ok
-    });
-    assert!(
-        copied,
-        "skopeo through the mirror: {}\n{}",
-        last.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            .unwrap_or_default(),
-        setup.agent().log_text()
-    );
+    setup.copy_through_tor(&bundle, &format!("docker://{MIRROR}/hello:1"), &out);
     assert_copied(&out, hello);
     assert_fetched_once_by_exits(&setup, hello);
 

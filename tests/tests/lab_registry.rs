@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use gateway_tests::{eventually, Agent};
 use registry_support::oci::{build_images, digest};
-use registry_support::{Setup, REGISTRY};
+use registry_support::{big_layer, Setup, REGISTRY};
 use serde_json::{json, Value};
 
 #[test]
@@ -436,12 +436,7 @@ fn a_push_killed_half_way_leaves_nothing_and_gc_spares_a_push_in_progress() {
     );
 
     // A 64 MiB layer, sent slowly; the agent is killed while it arrives.
-    let big = setup.work.join("big.layer");
-    let data: Vec<u8> = (0..64u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    std::fs::write(&big, &data).unwrap();
-    let big_digest = digest(&data);
+    let (big, big_digest) = big_layer(&setup.work, 64);
     let (_, out) = setup.curl(
         Some(&ci),
         &["-X", "POST", &format!("{base}team/app/blobs/uploads/")],
@@ -527,20 +522,7 @@ fn a_push_killed_half_way_leaves_nothing_and_gc_spares_a_push_in_progress() {
     assert_eq!(index["manifests"][0]["digest"], v1_digest.as_str());
 
     // The push can be redone.
-    let (_, out) = setup.curl(
-        Some(&ci),
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Expect:",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &format!("@{}", big.display()),
-            &format!("{base}team/app/blobs/uploads/?digest={big_digest}"),
-        ],
-    );
+    let out = setup.push_blob(&ci, "team/app", &big, &big_digest);
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
     let (_, out) = setup.curl(
         Some(&ci),

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use gateway_tests::{eventually, fail, Agent, OrFail, TestLab};
 use registry_support::oci::{build_images, digest};
-use registry_support::{fetched_by, Setup, REGISTRY};
+use registry_support::{big_layer, fetched_by, Setup, REGISTRY};
 use serde_json::Value;
 use xtask::lab::{SeededImage, NAS_ACCESS_KEY, NAS_BUCKET, NAS_IP, NAS_SECRET_KEY, UPSTREAM_NS};
 
@@ -296,12 +296,7 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
     );
 
     // 48 MiB, sent slowly through A: several 8 MiB parts of a multipart upload.
-    let big = a.work.join("big.layer");
-    let data: Vec<u8> = (0..48u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    std::fs::write(&big, &data).or_fail("writing the big layer");
-    let big_digest = digest(&data);
+    let (big, big_digest) = big_layer(&a.work, 48);
     let base = format!("https://{REGISTRY}/v2/");
     let (_, out) = a.curl(
         Some(&ca),
@@ -384,20 +379,7 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
 
     // The push can be redone through A, and B serves it whole.
     a.agent = Some(Agent::start(&a.lab, &a.cfg));
-    let (_, out) = a.curl(
-        Some(&ca),
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Expect:",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &format!("@{}", big.display()),
-            &format!("{base}team/app/blobs/uploads/?digest={big_digest}"),
-        ],
-    );
+    let out = a.push_blob(&ca, "team/app", &big, &big_digest);
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
     let pulled = b.work.join("big.pulled");
     let (ok, _) = b.curl(
@@ -487,31 +469,7 @@ fn the_mirror_cache_on_s3_is_shared_by_both_gateways() {
     let pull = |setup: &Setup, into: &str| {
         let bundle = setup.bundle("puller");
         let out = setup.work.join(into);
-        let mut last = None;
-        // The first circuits may meet an early consensus without exits: retry a while.
-        let copied = eventually(Duration::from_secs(120), || {
-            let _ = std::fs::remove_dir_all(&out);
-            let done = setup.tool(
-                "skopeo",
-                &[
-                    "copy",
-                    "--src-cert-dir",
-                    &bundle.display().to_string(),
-                    "docker://198.51.100.1:5000/spare:1",
-                    &format!("dir:{}", out.display()),
-                ],
-            );
-            let ok = done.status.success();
-            last = Some(done);
-            ok
-        });
-        assert!(
-            copied,
-            "skopeo through the mirror: {}\n{}",
-            last.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-                .unwrap_or_default(),
-            setup.agent().log_text()
-        );
+        setup.copy_through_tor(&bundle, "docker://198.51.100.1:5000/spare:1", &out);
         let manifest = std::fs::read(out.join("manifest.json")).or_fail("the manifest");
         assert_eq!(digest(&manifest), image.digest);
         for blob in &image.blobs {

@@ -206,6 +206,58 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Pushes `file` as one blob of `repo` in a single POST (`?digest=`), with `bundle`: the
+    /// response (`-i`).
+    #[allow(dead_code)] // lab_registry's and lab_s3's
+    pub fn push_blob(&self, bundle: &Path, repo: &str, file: &Path, digest: &str) -> String {
+        let (_, out) = self.curl(
+            Some(bundle),
+            &[
+                "-X",
+                "POST",
+                "-H",
+                "Expect:",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &format!("https://{REGISTRY}/v2/{repo}/blobs/uploads/?digest={digest}"),
+            ],
+        );
+        out
+    }
+
+    /// `skopeo copy` of `source` into `dir:<out>`, through the mirror with `bundle`, retried
+    /// for a while: the agent's first circuits may meet an early consensus without exits
+    /// (docs/TORLAB.md).
+    #[allow(dead_code)] // lab_mirror's and lab_s3's
+    pub fn copy_through_tor(&self, bundle: &Path, source: &str, out: &Path) {
+        let mut last = None;
+        let copied = gateway_tests::eventually(std::time::Duration::from_secs(120), || {
+            let _ = std::fs::remove_dir_all(out);
+            let done = self.tool(
+                "skopeo",
+                &[
+                    "copy",
+                    "--src-cert-dir",
+                    &bundle.display().to_string(),
+                    source,
+                    &format!("dir:{}", out.display()),
+                ],
+            );
+            let ok = done.status.success();
+            last = Some(done);
+            ok
+        });
+        assert!(
+            copied,
+            "skopeo through the mirror: {}\n{}",
+            last.map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+                .unwrap_or_default(),
+            self.agent().log_text()
+        );
+    }
+
     pub fn policy(&self) -> String {
         self.tools.join("policy.json").display().to_string()
     }
@@ -242,4 +294,15 @@ pub fn fetched_by(lab: &TestLab, ns: &str, path: &str) -> Vec<String> {
         .filter(|(_, method, p, status)| method == "GET" && p == path && status.starts_with('2'))
         .map(|(peer, ..)| peer)
         .collect()
+}
+
+/// A layer of `mib` MiB of patterned bytes in `work`: its path and digest.
+#[allow(dead_code)] // lab_registry's and lab_s3's
+pub fn big_layer(work: &Path, mib: u32) -> (PathBuf, String) {
+    let path = work.join(format!("big-{mib}.layer"));
+    let data: Vec<u8> = (0..mib << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&path, &data).or_fail("writing the big layer");
+    (path, oci::digest(&data))
 }
