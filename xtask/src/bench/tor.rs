@@ -11,10 +11,12 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::results::percentile;
-use super::server::{bench_config, ensure_client_address, Server};
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
 use super::{Measurement, Report};
+use crate::lab;
 use crate::lab::tor as lab_tor;
-use crate::{lab, process};
 
 /// Size of the object fetched through Tor.
 const TOR_OBJECT_BYTES: usize = 10 << 20;
@@ -51,7 +53,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let rss_without_tor = baseline.rss_kib("VmRSS");
     drop(baseline);
 
-    // The C-tor client's port must pass the agent's XDP program.
+    // The C-tor clients' ports must pass the agent's XDP program, and c1 its IP source guard:
+    // c1 takes its reserved lease once the agent runs.
     let base = std::fs::read_to_string(lab.agent_config()).context("reading the lab config")?;
     let config = state.join("bench.toml");
     std::fs::write(
@@ -59,31 +62,12 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         base.replace(
             "allow = []",
             &format!("allow = [\"tcp/{C_TOR_SOCKS_PORT}\", \"tcp/{C_TOR_NO_CONFLUX_PORT}\"]"),
-        ),
+        ) + &client_reservation(lab)?,
     )
     .context("writing the bench config")?;
     let server = Server::agent(&gw, agent, &config)?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let status = process::ns_output(
-            &gw,
-            &agent.display().to_string(),
-            [
-                "--config",
-                &config.display().to_string(),
-                "status",
-                "--json",
-            ],
-        )
-        .unwrap_or_default();
-        if status.contains("\"bootstrapped\": true") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the agent's Tor did not bootstrap");
-        }
-        thread::sleep(Duration::from_secs(1));
-    }
+    lease_client_address(lab)?;
+    server.wait_tor_bootstrapped(Duration::from_secs(240))?;
 
     let ctor = start_c_tor(lab, &gw, "bench-ctor", C_TOR_SOCKS_PORT, "")?;
     let ctor_plain = start_c_tor(
