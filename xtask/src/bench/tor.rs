@@ -144,11 +144,13 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          {fetches}\n\n\
          Ratio gateway-agent / tor (C) client: **{vs_default}** the rate; against the C-tor \
          client with conflux off: **{vs_plain}**. C tor (0.4.9) links two circuits to one exit \
-         per stream by default (conflux, proposal 329: ConfluxEnabled auto, cfx_enabled = 1 in \
-         the consensus) and the exit spreads the stream over both, about two congestion \
-         windows; arti 0.47 negotiates congestion control (Vegas) with the lab's relays as C \
-         tor does, but builds no conflux sets for exit streams (its conflux is experimental and \
-         unused there), and no arti setting changes that. The lab's consensus, as the C-tor \
+         per stream by default (conflux, proposal 329: ConfluxEnabled auto, and cfx_enabled \
+         defaults to 1 where the consensus does not set it) and the exit spreads the stream \
+         over both, about two congestion windows; arti 0.47 negotiates congestion control \
+         (Vegas) with the lab's relays as C tor does (with \
+         `RUST_LOG=tor_proto::client::reactor::circuit::extender=trace` the agent logs `alg: \
+         Vegas` for every hop it extends to), but builds no conflux sets for exit streams (its \
+         conflux is experimental and unused there), and no arti setting changes that. The lab's consensus, as the C-tor \
          client holds it: {consensus}\n\n\
          Memory with Tor bootstrapped, before any fetch (VmRSS, MiB): the agent {} (the same \
          agent with tor.enabled = false: {}), the C-tor clients {} and {}. CPU time per 10 MiB \
