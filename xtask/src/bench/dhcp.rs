@@ -115,7 +115,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<String> {
          all the requests that queued up meanwhile; Kea's memfile appends to its CSV without an \
          fsync. The agent is the release build with the lab's config (every service on, XDP \
          program attached) and `[dhcp] accept_relayed = true`, `rate_limit = 100000`; each of \
-         its runs waits for Tor to bootstrap first. Kea runs after the agent stopped.\n\n\
+         its runs waits for Tor to bootstrap first. Kea runs after the agent stopped. The agent's \
+         peak under the other services' loads is in their sections (RSS columns).\n\n\
          Versions: {versions}.",
         rates = RATES.map(|r| r.to_string()).join(" and "),
         versions = versions(),
@@ -328,7 +329,11 @@ fn versions() -> String {
     let first_line = |program: &str, arg: &str| {
         process::output(program, [arg])
             .ok()
-            .and_then(|out| out.lines().next().map(str::trim).map(str::to_owned))
+            // perfdhcp prints "VERSION: 2.2.0".
+            .and_then(|out| {
+                let line = out.lines().next()?.trim();
+                Some(line.trim_start_matches("VERSION:").trim().to_owned())
+            })
             .filter(|line| !line.is_empty())
             .unwrap_or_else(|| "?".into())
     };
