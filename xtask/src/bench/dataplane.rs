@@ -635,23 +635,6 @@ pub fn parse_client_counts(json: &str, mac: &str) -> Result<(u64, u64)> {
     Ok((field("packets")?, field("dropped")?))
 }
 
-/// The median of `values` (None when empty).
-fn median(values: &[f64]) -> Option<f64> {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    results::percentile(&sorted, 0.5)
-}
-
-/// "median (min–max)".
-fn spread(values: &[f64], digits: usize) -> String {
-    let Some(mid) = median(values) else {
-        return "-".into();
-    };
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{mid:.digits$} ({min:.digits$}–{max:.digits$})")
-}
-
 /// A table line: label, XDP samples, nftables samples, decimals, whether it gets a ratio.
 type Line<'a> = (&'a str, &'a [f64], &'a [f64], usize, bool);
 
@@ -744,22 +727,26 @@ fn report(xdp: &Samples, nft: &Samples) -> (String, String, String) {
     for (label, a, b, digits, ratio) in lines {
         let (a_text, b_text) = if label.starts_with("XDP program alone") {
             (
-                format!("{} / {}", spread(a, digits), spread(b, digits)),
+                format!(
+                    "{} / {}",
+                    results::spread(a, digits),
+                    results::spread(b, digits)
+                ),
                 "-".to_string(),
             )
         } else {
-            (spread(a, digits), spread(b, digits))
+            (results::spread(a, digits), results::spread(b, digits))
         };
         table.push_str(&format!("| {label} | {a_text} | {b_text} |\n"));
         if ratio {
             ours.push(Measurement {
                 server: format!("XDP {label}"),
-                rate: median(a).unwrap_or(0.0),
+                rate: results::median(a).unwrap_or(0.0),
                 ..Measurement::default()
             });
             theirs.push(Measurement {
                 server: format!("nft {label}"),
-                rate: median(b).unwrap_or(0.0),
+                rate: results::median(b).unwrap_or(0.0),
                 ..Measurement::default()
             });
         }
@@ -884,13 +871,5 @@ mod tests {
         assert!(ethtool_feature(out, "tcp-segmentation-offload").unwrap_or(false));
         assert!(!ethtool_feature(out, "generic-receive-offload").unwrap_or(true));
         assert!(ethtool_feature(out, "large-receive-offload").is_err());
-    }
-
-    #[test]
-    fn medians_and_spreads() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[]), None);
-        assert_eq!(spread(&[300.0, 100.0, 200.0], 0), "200 (100–300)");
-        assert_eq!(spread(&[], 0), "-");
     }
 }

@@ -75,8 +75,14 @@ pub fn run(which: &str) -> Result<()> {
         down?;
         return results::record_table("DNS (dnsperf)", &format!("{tables}{notes}\n"));
     }
+    if which == "dhcp" {
+        let result = dhcp::run(&lab, &agent);
+        let down = lab.down();
+        let body = result?;
+        down?;
+        return results::record_table("DHCP (perfdhcp)", &body);
+    }
     let result = match which {
-        "dhcp" => dhcp::run(&lab, &agent).map(|report| vec![report]),
         "tor" => tor::run(&lab, &agent).map(|report| vec![report]),
         // The private registry, then the mirror (each server stopped before the next).
         "registry" => registry::run(&lab, &agent)

@@ -18,6 +18,23 @@ pub(super) fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
         .copied()
 }
 
+/// The median of `values` (None when empty).
+pub(super) fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    percentile(&sorted, 0.5)
+}
+
+/// "median (min–max)".
+pub(super) fn spread(values: &[f64], digits: usize) -> String {
+    let Some(mid) = median(values) else {
+        return "-".into();
+    };
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{mid:.digits$} ({min:.digits$}–{max:.digits$})")
+}
+
 /// One line a measurement, ours against the peer's: `rows` holds ours first, then the
 /// peer's in the same order; each line names ours without `prefix`.
 pub(super) fn ratio_lines(rows: &[Measurement], prefix: &str, peer: &str) -> String {
@@ -143,6 +160,14 @@ mod tests {
             ratio_lines(&rows, "gateway-agent ", "Peer"),
             "\n- a: **1.50x** Peer's"
         );
+    }
+
+    #[test]
+    fn medians_and_spreads() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[]), None);
+        assert_eq!(spread(&[300.0, 100.0, 200.0], 0), "200 (100–300)");
+        assert_eq!(spread(&[], 0), "-");
     }
 
     #[test]

@@ -142,6 +142,35 @@ impl Server {
         })
     }
 
+    /// For an agent: waits until its Tor is bootstrapped, and returns its `status --json`.
+    pub(super) fn wait_tor_bootstrapped(&self, timeout: Duration) -> Result<serde_json::Value> {
+        let Some((ns, agent, config)) = &self.detach else {
+            bail!("not an agent");
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = process::ns_output(
+                ns,
+                &agent.display().to_string(),
+                [
+                    "--config",
+                    &config.display().to_string(),
+                    "status",
+                    "--json",
+                ],
+            )
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+            if let Some(status) = status.filter(|s| s["tor"]["bootstrapped"] == true) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("the agent's Tor did not bootstrap in {timeout:?}");
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+    }
+
     /// The process id (`ip netns exec` execs, so it is the server's).
     pub(super) fn pid(&self) -> u32 {
         self.child.id()

@@ -10,11 +10,13 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use super::results::percentile;
-use super::server::{bench_config, ensure_client_address, Server};
+use super::results::{percentile, spread};
+use super::server::{
+    bench_config, client_reservation, ensure_client_address, lease_client_address, Server,
+};
 use super::{Measurement, Report};
+use crate::lab;
 use crate::lab::tor as lab_tor;
-use crate::{lab, process};
 
 /// Size of the object fetched through Tor.
 const TOR_OBJECT_BYTES: usize = 10 << 20;
@@ -51,7 +53,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let rss_without_tor = baseline.rss_kib("VmRSS");
     drop(baseline);
 
-    // The C-tor client's port must pass the agent's XDP program.
+    // The C-tor clients' ports must pass the agent's XDP program, and c1 its IP source guard:
+    // c1 takes its reserved lease once the agent runs.
     let base = std::fs::read_to_string(lab.agent_config()).context("reading the lab config")?;
     let config = state.join("bench.toml");
     std::fs::write(
@@ -59,31 +62,12 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         base.replace(
             "allow = []",
             &format!("allow = [\"tcp/{C_TOR_SOCKS_PORT}\", \"tcp/{C_TOR_NO_CONFLUX_PORT}\"]"),
-        ),
+        ) + &client_reservation(lab)?,
     )
     .context("writing the bench config")?;
     let server = Server::agent(&gw, agent, &config)?;
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let status = process::ns_output(
-            &gw,
-            &agent.display().to_string(),
-            [
-                "--config",
-                &config.display().to_string(),
-                "status",
-                "--json",
-            ],
-        )
-        .unwrap_or_default();
-        if status.contains("\"bootstrapped\": true") {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the agent's Tor did not bootstrap");
-        }
-        thread::sleep(Duration::from_secs(1));
-    }
+    lease_client_address(lab)?;
+    server.wait_tor_bootstrapped(Duration::from_secs(240))?;
 
     let ctor = start_c_tor(lab, &gw, "bench-ctor", C_TOR_SOCKS_PORT, "")?;
     let ctor_plain = start_c_tor(
@@ -94,6 +78,13 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         "ConfluxEnabled 0\n",
     )?;
 
+    // What the C-tor client was told: the consensus parameters and the relays' protocols.
+    let consensus =
+        std::fs::read_to_string(state.join("bench-ctor").join("cached-microdesc-consensus"))
+            .map_or_else(
+                |err| format!("the C-tor client's consensus could not be read: {err}"),
+                |text| consensus_summary(&text),
+            );
     let rss_bootstrapped = [
         server.rss_kib("VmRSS"),
         ctor.rss_kib("VmRSS"),
@@ -117,9 +108,9 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         ("tor (C) client, ConfluxEnabled 0", &ctor_plain),
     ]
     .into_iter()
-    .zip(samples)
+    .zip(&samples)
     {
-        let mut m = median_of(&samples);
+        let mut m = median_of(samples);
         m.server = name.into();
         m.peak_rss_kib = process.rss_kib("VmHWM");
         rows.push(m);
@@ -136,6 +127,7 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         }
     };
     let (vs_default, vs_plain) = (ratio(1), ratio(2));
+    let fetches = fetch_lines(&rows, &samples);
     let mib =
         |kib: Option<u64>| kib.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
     let ms = |secs: Option<f64>| secs.map_or("?".to_string(), |s| format!("{:.0}", s * 1000.0));
@@ -148,13 +140,18 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          each; circuits differ from fetch to fetch, so expect noise. Peak RSS is the agent's \
          whole process (Tor, plus its DNS, DHCP and other services) against a C-tor client \
          alone.\n\n\
+         Each client's fetches, MiB/s: the median (min–max), then each in the order taken:\n\
+         {fetches}\n\n\
          Ratio gateway-agent / tor (C) client: **{vs_default}** the rate; against the C-tor \
          client with conflux off: **{vs_plain}**. C tor (0.4.9) links two circuits to one exit \
-         per stream by default (conflux, proposal 329: ConfluxEnabled auto, cfx_enabled = 1 in \
-         the consensus) and the exit spreads the stream over both, about two congestion \
-         windows; arti 0.47 negotiates congestion control (Vegas) with the lab's relays as C \
-         tor does, but builds no conflux sets for exit streams (its conflux is experimental and \
-         unused there), and no arti setting changes that.\n\n\
+         per stream by default (conflux, proposal 329: ConfluxEnabled auto, and cfx_enabled \
+         defaults to 1 where the consensus does not set it) and the exit spreads the stream \
+         over both, about two congestion windows; arti 0.47 negotiates congestion control \
+         (Vegas) with the lab's relays as C tor does (with \
+         `RUST_LOG=tor_proto::client::reactor::circuit::extender=trace` the agent logs `alg: \
+         Vegas` for every hop it extends to), but builds no conflux sets for exit streams (its \
+         conflux is experimental and unused there), and no arti setting changes that. The lab's consensus, as the C-tor \
+         client holds it: {consensus}\n\n\
          Memory with Tor bootstrapped, before any fetch (VmRSS, MiB): the agent {} (the same \
          agent with tor.enabled = false: {}), the C-tor clients {} and {}. CPU time per 10 MiB \
          fetch (user + system, averaged over the timed fetches): the agent {} ms, the C-tor \
@@ -173,6 +170,61 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
 
 /// One timed fetch: (time to first byte in seconds, bytes per second).
 type Fetch = (f64, f64);
+
+/// One line a client: its fetches' MiB/s, the median (min–max) and each in the order taken,
+/// so drift and outliers show.
+fn fetch_lines(rows: &[Measurement], samples: &[Vec<Fetch>]) -> String {
+    let mut out = Vec::new();
+    for (row, fetches) in rows.iter().zip(samples) {
+        let rates: Vec<f64> = fetches
+            .iter()
+            .map(|f| f.1 / f64::from(1u32 << 20))
+            .collect();
+        let each: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+        out.push(format!(
+            "- {}: {}; {}",
+            row.server,
+            spread(&rates, 2),
+            each.join(", ")
+        ));
+    }
+    out.join("\n")
+}
+
+/// What a microdescriptor consensus says about congestion control and conflux: its `params`
+/// line (the parameters absent from it take C tor's defaults: `cc_alg` 2, Vegas, and
+/// `cfx_enabled` 1) and how many relays list `FlowCtrl=2` (congestion control, proposal 324)
+/// and `Conflux=1` among their protocols.
+fn consensus_summary(text: &str) -> String {
+    let params = text
+        .lines()
+        .find_map(|l| l.strip_prefix("params "))
+        .unwrap_or("(none)");
+    let relays = text.lines().filter(|l| l.starts_with("r ")).count();
+    let supports = |name: &str, version: u32| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("pr "))
+            .filter(|pr| {
+                pr.split_whitespace()
+                    .filter_map(|entry| entry.strip_prefix(name)?.strip_prefix('='))
+                    .any(|versions| protocol_has(versions, version))
+            })
+            .count()
+    };
+    format!(
+        "`params {params}`; of its {relays} relays, {} list FlowCtrl=2 and {} Conflux=1.",
+        supports("FlowCtrl", 2),
+        supports("Conflux", 1)
+    )
+}
+
+/// Whether a protocol entry's versions (`1-2`, `1,3-4`, `2`) include `version`.
+fn protocol_has(versions: &str, version: u32) -> bool {
+    versions.split(',').any(|range| {
+        let (low, high) = range.split_once('-').unwrap_or((range, range));
+        matches!((low.parse::<u32>(), high.parse::<u32>()), (Ok(l), Ok(h)) if (l..=h).contains(&version))
+    })
+}
 
 /// A C-tor client in `gw` with its data in the lab's `name` folder and its SOCKS port on the
 /// gateway's inside address, `extra` appended to its torrc; waits until it bootstrapped.
@@ -331,6 +383,37 @@ mod tests {
         assert_eq!(cpu_seconds_of(line), Some(200.0 / hz));
         assert_eq!(cpu_seconds_of("garbage"), None);
         assert!(cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn consensus_protocols() {
+        let text = "network-status-version 3 microdesc\n\
+                    params cc_alg=2 hsdir_interval=8\n\
+                    r exit1 AAAA 2026-12-02 01:00:00 203.0.113.31 5000 7000\n\
+                    pr Conflux=1 FlowCtrl=1-2 Relay=1-4\n\
+                    r relay1 BBBB 2026-12-02 01:00:00 203.0.113.41 5000 7000\n\
+                    pr FlowCtrl=1 Relay=1-4\n";
+        assert_eq!(
+            consensus_summary(text),
+            "`params cc_alg=2 hsdir_interval=8`; of its 2 relays, 1 list FlowCtrl=2 and 1 Conflux=1."
+        );
+        assert!(consensus_summary("").starts_with("`params (none)`; of its 0 relays"));
+        assert!(protocol_has("1,3-4", 3));
+        assert!(!protocol_has("1,3-4", 2));
+        assert!(!protocol_has("x-2", 2));
+    }
+
+    #[test]
+    fn fetches_per_client() {
+        let rows = [Measurement {
+            server: "arti".into(),
+            ..Measurement::default()
+        }];
+        let samples = [vec![(0.1, 2.0 * 1048576.0), (0.1, 1.0 * 1048576.0)]];
+        assert_eq!(
+            fetch_lines(&rows, &samples),
+            "- arti: 1.00 (1.00–2.00); 2.0, 1.0"
+        );
     }
 
     #[test]
