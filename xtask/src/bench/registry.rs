@@ -3,9 +3,9 @@
 //! with the same TLS settings (TLS 1.3, client certificates from the agent's CA, the agent's
 //! server certificate) and the same client (`registry_load.py`: one keep-alive connection from
 //! c1). Blob push and pull throughput for a 256 MiB blob and for 200 small ones, and each
-//! server's peak memory.
+//! server's peak memory; on the filesystem, then on S3 (the lab's NAS, SeaweedFS) for both.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -42,18 +42,7 @@ pub fn ensure_package() -> Result<()> {
 
 pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let state = lab.state_dir();
-    let client = lab.ns("c1");
-    let gw = lab.ns("gw");
     ensure_client_address(lab)?;
-    // The IP source guard passes only leased sources: c1 takes a reserved lease first.
-    let config = bench_config(
-        lab,
-        &format!(
-            "[tor]\nenabled = false\n[dns]\nupstream = \"none\"\n[[registry.access]]\nclient = \
-             \"bench\"\npush = [\"\"]\n{}",
-            client_reservation(lab)?
-        ),
-    )?;
     let big = state.join("bench-big.blob");
     let data: Vec<u8> = (0..BIG_BYTES as u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
@@ -61,16 +50,122 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     std::fs::write(&big, data).context("writing the big blob")?;
     let script = state.join("registry_load.py");
     std::fs::write(&script, LOAD_SCRIPT).context("writing the load script")?;
-    let bundle = state.join("bench-client");
-    let pki = state.join("state/pki");
+    let bench = Bench {
+        lab,
+        agent,
+        script,
+        big,
+    };
 
-    let mut rows = Vec::new();
-    {
-        let server = Server::agent(&gw, agent, &config)?;
+    // The filesystem, each in the lab's state dir.
+    let mut fs_rows = bench.agent("gateway-agent", "")?;
+    let root = state.join("distribution");
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).context("creating distribution's storage")?;
+    fs_rows.extend(bench.distribution(
+        "docker-registry 2.8",
+        &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+        None,
+    )?);
+
+    // S3: the lab's NAS, each under a key prefix of its own (fresh every run).
+    lab.start_nas()?;
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut s3_rows = bench.agent(
+        "gateway-agent (S3)",
+        &format!(
+            "[registry.storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
+             credentials = \"{}\"\nprefix = \"bench-agent-{run}\"\n",
+            lab.nas_endpoint(),
+            lab::NAS_BUCKET,
+            lab.nas_credentials().display()
+        ),
+    )?;
+    s3_rows.extend(bench.distribution(
+        "docker-registry 2.8 (S3)",
+        &format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    \
+             regionendpoint: {}\n    bucket: {}\n    rootdirectory: /bench-distribution-{run}\n    \
+             secure: false\n    v4auth: true\n    chunksize: {}\n  redirect:\n    disable: true\n",
+            lab::NAS_ACCESS_KEY,
+            lab::NAS_SECRET_KEY,
+            lab.nas_endpoint(),
+            lab::NAS_BUCKET,
+            8 << 20
+        ),
+        Some(lab.spare_uplink_ip()),
+    )?);
+    let _ = std::fs::remove_file(&bench.big);
+
+    let mut notes = format!(
+        "From c1, one keep-alive TLS 1.3 connection with a client certificate (Python's http.client \
+         and ssl, `registry_load.py`): a {} MiB blob pushed (POST, then one PUT) and pulled, then \
+         {SMALL_COUNT} blobs of {} KiB pushed and pulled one by one. Both servers on \
+         198.51.100.1:443 with the agent's server certificate, requiring client certificates from \
+         its CA, TLS 1.3 minimum (distribution has no CRL support); the agent first, with its XDP \
+         program attached, then distribution after the agent stopped. Rates are MB/s for the big \
+         blob and blobs/s for the small ones.\n\n\
+         Filesystem: the lab's state dir for both. S3: the lab's NAS, SeaweedFS {} (`weed mini`, \
+         one process) in its own namespace on the uplink bridge, the same bucket for both under \
+         key prefixes of their own; the agent through its storage connector (8 MiB parts, 4 in \
+         flight; its read cache on, but every pull here is a blob's first read, so it comes from \
+         the store), distribution's s3-aws driver with 8 MiB chunks and redirects off (the \
+         inside cannot reach the store), from a static uplink address on the gateway.\n\n\
+         Filesystem:",
+        BIG_BYTES >> 20,
+        SMALL_BYTES >> 10,
+        deps::SEAWEEDFS_VERSION,
+    );
+    notes.push_str(&results::ratio_lines(
+        &fs_rows,
+        "gateway-agent ",
+        "distribution",
+    ));
+    notes.push_str("\n\nS3:");
+    notes.push_str(&results::ratio_lines(
+        &s3_rows,
+        "gateway-agent (S3) ",
+        "distribution",
+    ));
+    notes.push('\n');
+    fs_rows.extend(s3_rows);
+    Ok(("Registry (blob push and pull)".into(), fs_rows, notes))
+}
+
+/// What every run of the benchmark shares.
+struct Bench<'a> {
+    lab: &'a lab::Lab,
+    agent: &'a Path,
+    script: PathBuf,
+    big: PathBuf,
+}
+
+impl Bench<'_> {
+    fn bundle(&self) -> PathBuf {
+        self.lab.state_dir().join("bench-client")
+    }
+
+    /// The agent with `storage` (a config table, or "" for the filesystem) under load.
+    fn agent(&self, label: &str, storage: &str) -> Result<Vec<Measurement>> {
+        let lab = self.lab;
+        let gw = lab.ns("gw");
+        // The IP source guard passes only leased sources: c1 takes a reserved lease first.
+        let config = bench_config(
+            lab,
+            &format!(
+                "[tor]\nenabled = false\n[dns]\nupstream = \"none\"\n[[registry.access]]\n\
+                 client = \"bench\"\npush = [\"\"]\n{}{storage}",
+                client_reservation(lab)?
+            ),
+        )?;
+        let server = Server::agent(&gw, self.agent, &config)?;
         lease_client_address(lab)?;
         let issued = process::ns_run_ok(
             &gw,
-            &agent.display().to_string(),
+            &self.agent.display().to_string(),
             [
                 "--config",
                 &config.display().to_string(),
@@ -78,69 +173,91 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
                 "issue-client",
                 "bench",
                 "--out",
-                &bundle.display().to_string(),
+                &self.bundle().display().to_string(),
                 "--force",
             ],
         );
         if !issued {
             bail!("issuing the benchmark's client certificate failed");
         }
-        let result = load(&client, &script, &bundle, &big, "agent")?;
-        rows.extend(measurements(
-            "gateway-agent",
-            &result,
-            server.rss_kib("VmHWM"),
-        ));
+        let result = load(
+            &lab.ns("c1"),
+            &self.script,
+            &self.bundle(),
+            &self.big,
+            "agent",
+        )?;
+        Ok(measurements(label, &result, server.rss_kib("VmHWM")))
     }
-    {
-        let root = state.join("distribution");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).context("creating distribution's storage")?;
+
+    /// distribution with `storage` (the lines under `storage:`) under load; with
+    /// `uplink_ip`, the gateway's outside leg has that address meanwhile (the agent's lease
+    /// went with it).
+    fn distribution(
+        &self,
+        label: &str,
+        storage: &str,
+        uplink_ip: Option<String>,
+    ) -> Result<Vec<Measurement>> {
+        let lab = self.lab;
+        let gw = lab.ns("gw");
+        let pki = lab.state_dir().join("state/pki");
         let yaml = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {root}\n  \
-             delete:\n    enabled: true\nhttp:\n  addr: {ip}:443\n  tls:\n    certificate: {pki}/server.crt\n    \
+            "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n\
+             http:\n  addr: {ip}:443\n  tls:\n    certificate: {pki}/server.crt\n    \
              key: {pki}/server.key\n    clientcas:\n      - {pki}/ca.crt\n    minimumtls: tls1.3\n",
-            root = root.display(),
             ip = lab::GATEWAY_INSIDE_IP,
             pki = pki.display(),
         );
-        let yaml_path = state.join("distribution.yml");
+        let yaml_path = lab.state_dir().join("distribution.yml");
         std::fs::write(&yaml_path, yaml).context("writing distribution's config")?;
-        let server = Server::spawn(
-            &gw,
-            &[
-                "docker-registry".into(),
-                "serve".into(),
-                yaml_path.display().to_string(),
-            ],
-        )?;
-        std::thread::sleep(std::time::Duration::from_secs(2));
-        let result = load(&client, &script, &bundle, &big, "distribution")?;
-        rows.extend(measurements(
-            "docker-registry 2.8",
-            &result,
-            server.rss_kib("VmHWM"),
-        ));
+        let address = uplink_ip.map(|ip| format!("{ip}/24"));
+        if let Some(address) = &address {
+            process::run(
+                "ip",
+                [
+                    "-n",
+                    &gw,
+                    "addr",
+                    "replace",
+                    address,
+                    "dev",
+                    lab::OUTSIDE_IF,
+                ],
+            )?;
+        }
+        let result = (|| {
+            let server = Server::spawn(
+                &gw,
+                &[
+                    // This machine's AWS_CA_BUNDLE (the system roots) makes distribution's
+                    // AWS SDK refuse its own transport; the store here is plain HTTP.
+                    "env".into(),
+                    "-u".into(),
+                    "AWS_CA_BUNDLE".into(),
+                    "docker-registry".into(),
+                    "serve".into(),
+                    yaml_path.display().to_string(),
+                ],
+            )?;
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            let result = load(
+                &lab.ns("c1"),
+                &self.script,
+                &self.bundle(),
+                &self.big,
+                "distribution",
+            )?;
+            Ok(measurements(label, &result, server.rss_kib("VmHWM")))
+        })();
+        if let Some(address) = &address {
+            let _ = process::run(
+                "ip",
+                ["-n", &gw, "addr", "del", address, "dev", lab::OUTSIDE_IF],
+            );
+        }
+        result
     }
-    let _ = std::fs::remove_file(&big);
-    let mut notes = format!(
-        "From c1, one keep-alive TLS 1.3 connection with a client certificate (Python's http.client \
-         and ssl, `registry_load.py`): a {} MiB blob pushed (POST, then one PUT) and pulled, then \
-         {SMALL_COUNT} blobs of {} KiB pushed and pulled one by one. Both servers on \
-         198.51.100.1:443 with the agent's server certificate, requiring client certificates from \
-         its CA, TLS 1.3 minimum (distribution has no CRL support); the agent first, with its XDP \
-         program attached, then distribution after the agent stopped. Filesystem storage in the \
-         lab's state dir for both. Rates are MB/s for the big blob and blobs/s for the small ones.",
-        BIG_BYTES >> 20,
-        SMALL_BYTES >> 10
-    );
-    notes.push('\n');
-    notes.push_str(&results::ratio_lines(
-        &rows,
-        "gateway-agent ",
-        "distribution",
-    ));
-    Ok(("Registry (blob push and pull)".into(), rows, notes))
 }
 
 /// Runs the load script from `client`; its JSON.
