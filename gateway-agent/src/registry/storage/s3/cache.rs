@@ -2,8 +2,9 @@
 //! least recently used out first, so a pull on the LAN does not wait on the object store.
 //!
 //! A blob gets in by being read: the first whole, front-to-back read of it from the bucket is
-//! copied into a spool file as the client receives it, and only when the last byte is in and
-//! the digest checks out is it fsynced and renamed into place. A client that stops early or
+//! copied into a spool file as the client receives it (written and hashed by a thread of the
+//! fill's own, so the pull never waits for the disk or the hash), and only when the last byte
+//! is in and the digest checks out is it fsynced and renamed into place. A client that stops early or
 //! asks for a range leaves nothing behind, so the cache never holds half a blob, and a crash
 //! leaves at most a spool file, removed at the next start.
 //!
@@ -15,13 +16,20 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
 
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::registry::names::{Algorithm, Digest};
 use crate::registry::storage::layout::random_id;
 use crate::registry::storage::ReadSeek;
+
+/// Chunks a fill may fall behind the pull before it is given up (the API reads up to 1 MiB
+/// at a time).
+const FILL_QUEUE: usize = 32;
 
 /// Spool files start with this; never a cached blob's name.
 const SPOOL: &str = ".fill-";
@@ -134,19 +142,84 @@ impl ReadCache {
                 return source;
             }
         };
+        let fill = Fill {
+            key,
+            digest: digest.clone(),
+            size,
+            spool,
+            file,
+            hasher: Hasher::new(digest.algorithm()),
+            written: 0,
+        };
+        let (sender, chunks) = mpsc::sync_channel(FILL_QUEUE);
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let cache = self.clone();
+        let gave_up = abandoned.clone();
+        let spawned = thread::Builder::new()
+            .name("s3-cache-fill".into())
+            .spawn(move || cache.write_fill(fill, chunks, &gave_up));
+        if let Err(error) = spawned {
+            tracing::warn!("the S3 read cache: starting a fill: {error}");
+            return source;
+        }
         Box::new(Filling {
-            cache: self.clone(),
             source,
-            fill: Some(Fill {
-                key,
-                digest: digest.clone(),
-                size,
-                spool,
-                file,
-                hasher: Hasher::new(digest.algorithm()),
-                written: 0,
-            }),
+            sender: Some(sender),
+            sent: 0,
+            size,
+            abandoned,
         })
+    }
+
+    /// The fill's own thread: writes and hashes what the reader passes on, off the pull's
+    /// path, and puts the blob in place when all of it came and the digest matches.
+    fn write_fill(&self, mut fill: Fill, chunks: Receiver<Vec<u8>>, abandoned: &AtomicBool) {
+        let mut ok = true;
+        for chunk in chunks {
+            if abandoned.load(Ordering::Relaxed) {
+                ok = false;
+                break;
+            }
+            if let Err(error) = fill.file.write_all(&chunk) {
+                // A full disk costs the cache, never the pull.
+                tracing::warn!("the S3 read cache: writing {}: {error}", fill.key);
+                ok = false;
+                break;
+            }
+            fill.hasher.update(&chunk);
+            fill.written += chunk.len() as u64;
+        }
+        let whole = ok && !abandoned.load(Ordering::Relaxed) && fill.written == fill.size;
+        let verified = whole && {
+            let hasher = std::mem::replace(&mut fill.hasher, Hasher::new(fill.digest.algorithm()));
+            hasher.finish(fill.digest.algorithm()) == fill.digest
+        };
+        if verified {
+            if let Err(error) = self.commit(&fill) {
+                tracing::warn!("the S3 read cache: keeping {}: {error}", fill.key);
+                let _ = fs::remove_file(&fill.spool);
+            }
+        } else {
+            if whole {
+                tracing::warn!(
+                    "the S3 read cache: {} read from the store does not match its digest; \
+                     not cached",
+                    fill.key
+                );
+            }
+            let _ = fs::remove_file(&fill.spool);
+        }
+        self.lock().filling.remove(&fill.key);
+    }
+
+    /// Waits until no fill is in progress.
+    #[cfg(test)]
+    pub fn settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.lock().filling.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "a fill never ended");
+            thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Drops `digest` from the cache (it was deleted from the store).
@@ -251,39 +324,22 @@ struct Fill {
     written: u64,
 }
 
-/// The bucket's reader, teeing what it reads into a [`Fill`] until the fill ends.
+/// The bucket's reader, passing a copy of what it reads to the fill's thread until the fill
+/// ends. It never waits for that thread: a fill that falls behind is given up.
 struct Filling {
-    cache: Arc<ReadCache>,
     source: Box<dyn ReadSeek>,
-    /// `None` once the fill is committed or abandoned.
-    fill: Option<Fill>,
+    /// `None` once all was sent or the fill was given up.
+    sender: Option<SyncSender<Vec<u8>>>,
+    sent: u64,
+    size: u64,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Filling {
-    /// Ends the fill: into the cache if `whole`, else away.
-    fn end(&mut self, whole: bool) {
-        let Some(mut fill) = self.fill.take() else {
-            return;
-        };
-        let verified = whole && {
-            let hasher = std::mem::replace(&mut fill.hasher, Hasher::new(fill.digest.algorithm()));
-            hasher.finish(fill.digest.algorithm()) == fill.digest
-        };
-        if verified {
-            if let Err(error) = self.cache.commit(&fill) {
-                tracing::warn!("the S3 read cache: keeping {}: {error}", fill.key);
-                let _ = fs::remove_file(&fill.spool);
-            }
-        } else {
-            if whole {
-                tracing::warn!(
-                    "the S3 read cache: {} read from the store does not match its digest; not cached",
-                    fill.key
-                );
-            }
-            let _ = fs::remove_file(&fill.spool);
+    fn give_up(&mut self) {
+        if self.sender.take().is_some() {
+            self.abandoned.store(true, Ordering::Relaxed);
         }
-        self.cache.lock().filling.remove(&fill.key);
     }
 }
 
@@ -292,23 +348,20 @@ impl Read for Filling {
         let n = match self.source.read(buf) {
             Ok(n) => n,
             Err(error) => {
-                self.end(false);
+                self.give_up();
                 return Err(error);
             }
         };
-        if let Some(fill) = &mut self.fill {
-            let bytes = &buf[..n];
-            if fill.file.write_all(bytes).is_err() {
-                // A full disk costs the cache, never the pull.
-                self.end(false);
+        if let Some(sender) = &self.sender {
+            if n == 0 || sender.try_send(buf[..n].to_vec()).is_err() {
+                self.give_up();
             } else {
-                fill.hasher.update(bytes);
-                fill.written += n as u64;
-                let (written, size) = (fill.written, fill.size);
-                if written == size {
-                    self.end(true);
-                } else if n == 0 || written > size {
-                    self.end(false);
+                self.sent += n as u64;
+                if self.sent == self.size {
+                    // All of it: closing the channel tells the thread to check and commit.
+                    self.sender = None;
+                } else if self.sent > self.size {
+                    self.give_up();
                 }
             }
         }
@@ -320,10 +373,9 @@ impl Seek for Filling {
     fn seek(&mut self, position: SeekFrom) -> io::Result<u64> {
         // A range is not the whole blob front to back: no fill (a seek to where the fill is
         // already keeps it, as the API's seek to 0 before a whole read does).
-        let at = self.fill.as_ref().map(|fill| fill.written);
         let to = self.source.seek(position)?;
-        if at != Some(to) {
-            self.end(false);
+        if to != self.sent {
+            self.give_up();
         }
         Ok(to)
     }
@@ -331,7 +383,7 @@ impl Seek for Filling {
 
 impl Drop for Filling {
     fn drop(&mut self) {
-        self.end(false);
+        self.give_up();
     }
 }
 
@@ -367,6 +419,7 @@ mod tests {
         assert!(cache.get(&digest, 5000).is_none());
         let reader = cache.fill(&digest, 5000, Box::new(Cursor::new(bytes.clone())));
         assert_eq!(read_all(reader), bytes);
+        cache.settle();
         assert_eq!(cache.bytes(), 5000);
         let cached = cache.get(&digest, 5000).expect("cached after a whole read");
         assert_eq!(read_all(cached), bytes);
@@ -387,6 +440,7 @@ mod tests {
         let mut buf = [0u8; 1000];
         early.read_exact(&mut buf).unwrap();
         drop(early);
+        cache.settle();
         assert!(
             cache.get(&digest, 5000).is_none(),
             "a client that stopped early"
@@ -395,6 +449,7 @@ mod tests {
         let mut ranged = cache.fill(&digest, 5000, Box::new(Cursor::new(bytes.clone())));
         ranged.seek(SeekFrom::Start(100)).unwrap();
         assert_eq!(read_all(ranged), bytes[100..]);
+        cache.settle();
         assert!(cache.get(&digest, 5000).is_none(), "a range");
 
         let mut wrong = bytes.clone();
@@ -405,6 +460,7 @@ mod tests {
             wrong,
             "the pull goes on as the store sent it"
         );
+        cache.settle();
         assert!(
             cache.get(&digest, 5000).is_none(),
             "bytes that do not match"
@@ -422,11 +478,13 @@ mod tests {
         let blobs: Vec<_> = (0..3).map(|i| blob(4000, 10 + i)).collect();
         for (digest, bytes) in &blobs[..2] {
             read_all(cache.fill(digest, 4000, Box::new(Cursor::new(bytes.clone()))));
+            cache.settle();
         }
         // The first is used again, so the second is the least recent.
         assert!(cache.get(&blobs[0].0, 4000).is_some());
         let (digest, bytes) = &blobs[2];
         read_all(cache.fill(digest, 4000, Box::new(Cursor::new(bytes.clone()))));
+        cache.settle();
         assert!(cache.bytes() <= 10_000);
         assert!(cache.get(&blobs[0].0, 4000).is_some());
         assert!(cache.get(&blobs[1].0, 4000).is_none(), "evicted");
@@ -437,6 +495,7 @@ mod tests {
             read_all(cache.fill(&big, 20_000, Box::new(Cursor::new(big_bytes.clone())))),
             big_bytes
         );
+        cache.settle();
         assert!(cache.get(&big, 20_000).is_none());
         // A restart under a smaller bound trims, and a crash's spool file goes.
         fs::write(dir.path().join(".fill-left"), b"half").unwrap();
@@ -452,6 +511,7 @@ mod tests {
         let cache = ReadCache::open(dir.path(), 1 << 20).unwrap();
         let (digest, bytes) = blob(3000, 4);
         read_all(cache.fill(&digest, 3000, Box::new(Cursor::new(bytes))));
+        cache.settle();
         cache.forget(&digest);
         assert!(cache.get(&digest, 3000).is_none());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);

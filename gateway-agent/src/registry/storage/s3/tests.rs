@@ -476,9 +476,12 @@ fn the_read_cache_serves_hot_blobs_but_the_bucket_still_decides_who_sees_them() 
         blob.reader.read_exact(&mut part).unwrap();
         assert_eq!(part, data[1000..1010]);
         drop(blob);
-        assert_eq!(cached.cache.as_ref().unwrap().bytes(), 0);
+        let cache = cached.cache.clone().unwrap();
+        cache.settle();
+        assert_eq!(cache.bytes(), 0);
         assert_eq!(read_all(&cached, &a, &digest).unwrap(), data);
-        assert_eq!(cached.cache.as_ref().unwrap().bytes(), data.len() as u64);
+        cache.settle();
+        assert_eq!(cache.bytes(), data.len() as u64);
 
         // The bytes now come from this gateway's disk: with the bucket's copy gone (its
         // pointer and links left), the caching gateway still serves them, the other cannot.
