@@ -6,11 +6,11 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::{self, Receiver};
 
 use super::blocking::wait_on;
 
@@ -21,9 +21,14 @@ pub struct ObjectReader {
     key: Path,
     size: u64,
     position: u64,
-    stream: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    /// The response body, read ahead by a task on the backend's runtime (dropping it stops
+    /// the task).
+    stream: Option<Receiver<object_store::Result<Bytes>>>,
     chunk: Bytes,
 }
+
+/// Chunks read ahead of the client (hyper's are up to a few tens of KiB).
+const READ_AHEAD: usize = 64;
 
 impl ObjectReader {
     pub fn new(store: Arc<dyn ObjectStore>, runtime: Handle, key: Path, size: u64) -> Self {
@@ -50,7 +55,18 @@ impl ObjectReader {
         )
         .ok_or_else(|| io::Error::other("the S3 store's runtime stopped"))?
         .map_err(|error| io::Error::other(format!("reading {}: {error}", self.key)))?;
-        self.stream = Some(result.into_stream());
+        // One task pumps the body; the reader takes chunks off a channel instead of a task
+        // and a wake-up for each.
+        let (sender, receiver) = mpsc::channel(READ_AHEAD);
+        let mut body = result.into_stream();
+        self.runtime.spawn(async move {
+            while let Some(item) = body.next().await {
+                if sender.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        self.stream = Some(receiver);
         Ok(())
     }
 }
@@ -64,15 +80,11 @@ impl Read for ObjectReader {
             if self.stream.is_none() {
                 self.open()?;
             }
-            let Some(mut stream) = self.stream.take() else {
+            let Some(stream) = self.stream.as_mut() else {
                 return Ok(0);
             };
-            let (stream, next) = wait_on(&self.runtime, async move {
-                let next = stream.next().await;
-                (stream, next)
-            })
-            .ok_or_else(|| io::Error::other("the S3 store's runtime stopped"))?;
-            self.stream = Some(stream);
+            // The reader runs on the blocking pool, never on a runtime's worker.
+            let next = stream.blocking_recv();
             match next {
                 Some(Ok(chunk)) => self.chunk = chunk,
                 Some(Err(error)) => {
