@@ -235,7 +235,12 @@ pub(super) async fn patch(
                 })?,
         ),
     };
-    let state = stream_into(api, &name, &id, offset, request.into_body()).await?;
+    stream_into(api, &name, &id, offset, request.into_body()).await?;
+    // Acknowledged bytes must survive a crash: what the store still buffers is saved first.
+    let (n, i) = (name.clone(), id.clone());
+    let state = api
+        .store_call(move |store| store.save_upload(&n, &i))
+        .await?;
     Ok(session_response(StatusCode::ACCEPTED, &name, &id, state))
 }
 

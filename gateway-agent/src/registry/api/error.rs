@@ -80,6 +80,9 @@ impl From<StorageError> for ApiError {
             StorageError::UploadUnknown => {
                 ApiError::not_found(ErrorCode::BlobUploadUnknown, message)
             }
+            StorageError::UploadConflict => {
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::BlobUploadInvalid, message)
+            }
             StorageError::RangeInvalid { .. } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 ErrorCode::BlobUploadInvalid,

@@ -34,6 +34,9 @@ pub enum StorageError {
     /// No such upload session (or not in this repository, or expired).
     #[error("no such upload")]
     UploadUnknown,
+    /// Another writer (another gateway on a shared store) continued the upload meanwhile.
+    #[error("another gateway wrote to this upload meanwhile; start the push again")]
+    UploadConflict,
     /// A chunk that does not start where the upload ends.
     #[error("the chunk starts at {given}, the upload is {have} bytes long")]
     RangeInvalid { given: u64, have: u64 },
@@ -161,8 +164,14 @@ pub trait Storage: Send + Sync + 'static {
         offset: Option<u64>,
         data: &[u8],
     ) -> Result<UploadState>;
+    /// Makes what the session received durable before the client is told (the end of a
+    /// PATCH); its state. A store that writes as it receives has nothing more to do.
+    fn save_upload(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
+        self.upload_state(repo, id)
+    }
     /// Verifies the session's content against `digest`, commits the blob and links it into
-    /// `repo`; the session is gone afterwards either way but for an I/O error.
+    /// `repo`; the session is gone afterwards either way (on the filesystem, but for an I/O
+    /// error).
     fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64>;
     /// Drops the session and its data.
     fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()>;

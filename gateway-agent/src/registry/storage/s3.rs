@@ -17,6 +17,7 @@ mod connector;
 mod keys;
 mod reader;
 mod session;
+mod uploads;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -28,26 +29,25 @@ use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{
     BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload,
     RetryConfig,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha512};
 
 use self::blocking::wait_on;
 use self::cache::ReadCache;
 pub use self::connector::{StorageConnector, StorageTarget, TargetError, UplinkBinding};
 use self::keys::Keys;
 use self::reader::ObjectReader;
-use self::session::{S3Session, PART, PARTS_IN_FLIGHT};
+use self::session::S3Session;
 use super::layout::{is_id, random_id};
-use super::upload::hash_into;
 use super::{
     Blob, Limits, Manifest, Referrer, Result, Storage, StorageError, StoredBlob, UploadState,
 };
-use crate::registry::names::{Algorithm, Digest, RepoName, Tag};
+use crate::registry::names::{Digest, RepoName, Tag};
 
 /// A failing request is tried again for a few seconds (the store restarting, the uplink's
 /// lease not there yet at start), not for object_store's default three minutes: a wrong CA or
@@ -109,6 +109,8 @@ type Slot = Arc<Mutex<Option<S3Session>>>;
 /// A store in an S3 bucket.
 pub struct S3Storage {
     store: Arc<dyn ObjectStore>,
+    /// The same store, for multipart uploads a session resumes by their id.
+    multipart: Arc<dyn MultipartStore>,
     keys: Keys,
     // Dropped without waiting in `Drop` (the last reference may go in async code).
     runtime: Option<tokio::runtime::Runtime>,
@@ -207,10 +209,12 @@ impl S3Storage {
             .with_retry(RETRY)
             .build()
             .with_context(|| format!("configuring the S3 store {describe}"))?;
-        let store: Arc<dyn ObjectStore> = Arc::new(store);
+        let store = Arc::new(store);
+        let multipart: Arc<dyn MultipartStore> = store.clone();
+        let store: Arc<dyn ObjectStore> = store;
         std::fs::create_dir_all(&settings.spool)
             .with_context(|| format!("creating {}", settings.spool.display()))?;
-        // Sessions do not outlive the process: their spool files are leftovers.
+        // Sessions live in the bucket: spool files are only a process's local copies.
         for entry in std::fs::read_dir(&settings.spool)
             .with_context(|| format!("reading {}", settings.spool.display()))?
         {
@@ -239,6 +243,7 @@ impl S3Storage {
         })?;
         Ok(S3Storage {
             store,
+            multipart,
             keys,
             runtime: runtime.0.take(),
             limits,
@@ -386,86 +391,6 @@ impl S3Storage {
         self.commit(digest, &id, bytes.len() as u64)
     }
 
-    fn slot(&self, id: &str) -> Option<Slot> {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(id)
-            .cloned()
-    }
-
-    /// Runs `f` on session `id` of `repo`.
-    fn with_session<T>(
-        &self,
-        repo: &RepoName,
-        id: &str,
-        f: impl FnOnce(&mut S3Session) -> Result<T>,
-    ) -> Result<T> {
-        let slot = self.slot(id).ok_or(StorageError::UploadUnknown)?;
-        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        match guard.as_mut() {
-            Some(session) if session.repo == repo.as_str() => f(session),
-            _ => Err(StorageError::UploadUnknown),
-        }
-    }
-
-    /// Takes session `id` of `repo` out of the table.
-    fn take_session(&self, repo: &RepoName, id: &str) -> Result<S3Session> {
-        let slot = self.slot(id).ok_or(StorageError::UploadUnknown)?;
-        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.as_ref().is_none_or(|s| s.repo != repo.as_str()) {
-            return Err(StorageError::UploadUnknown);
-        }
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
-        guard.take().ok_or(StorageError::UploadUnknown)
-    }
-
-    /// Drops a session's multipart upload, if it started one.
-    fn abort(&self, session: &mut S3Session) {
-        if let Some(multipart) = session.multipart.take() {
-            if let Err(error) = self.run(|_| multipart.abort()) {
-                tracing::warn!(
-                    "the S3 store: aborting the upload of {}: {error}",
-                    session.data_key
-                );
-            }
-        }
-    }
-
-    /// Hands what `session` has pending to its multipart upload, starting it once there is
-    /// more than one part; waits while too many parts are in flight.
-    fn feed(&self, session: &mut S3Session) -> Result<()> {
-        if session.multipart.is_none() {
-            if session.pending.len() < PART {
-                return Ok(());
-            }
-            let key = session.data_key.clone();
-            let upload = self.run(|store| async move { store.put_multipart(&key).await })?;
-            session.multipart = Some(object_store::WriteMultipart::new_with_chunk_size(
-                upload, PART,
-            ));
-        }
-        let pending = std::mem::take(&mut session.pending);
-        let Some(mut multipart) = session.multipart.take() else {
-            return Ok(());
-        };
-        {
-            // `write` spawns the part uploads onto the current runtime.
-            let _entered = self.handle().enter();
-            multipart.write(&pending);
-        }
-        let (multipart, waited) = wait_on(&self.handle(), async move {
-            let waited = multipart.wait_for_capacity(PARTS_IN_FLIGHT).await;
-            (multipart, waited)
-        })
-        .ok_or_else(|| io("its runtime stopped"))?;
-        session.multipart = Some(multipart);
-        waited.map_err(io)
-    }
-
     /// Every key under `repositories/` that links `digest`.
     fn links_to(&self, digest: &Digest) -> Result<Vec<Path>> {
         let tail = format!("/_layers/{}/{}", digest.algorithm().name(), digest.hex());
@@ -594,17 +519,11 @@ impl Storage for S3Storage {
     }
 
     fn start_upload(&self, repo: &RepoName) -> Result<String> {
-        let id = random_id()?;
-        let session = S3Session::create(repo.as_str(), self.spool.join(&id), self.keys.data(&id))?;
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id.clone(), Arc::new(Mutex::new(Some(session))));
-        Ok(id)
+        self.start_session(repo)
     }
 
     fn upload_state(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
-        self.with_session(repo, id, |session| Ok(UploadState { size: session.size }))
+        self.session_state(repo, id)
     }
 
     fn append_upload(
@@ -614,119 +533,23 @@ impl Storage for S3Storage {
         offset: Option<u64>,
         data: &[u8],
     ) -> Result<UploadState> {
-        let limit = self.limits.max_blob_bytes;
-        let fed = self.with_session(repo, id, |session| {
-            if let Some(given) = offset {
-                if given != session.size {
-                    return Err(StorageError::RangeInvalid {
-                        given,
-                        have: session.size,
-                    });
-                }
-            }
-            if session.size + data.len() as u64 > limit {
-                return Err(StorageError::TooLarge {
-                    what: "the blob",
-                    limit,
-                });
-            }
-            session.append(data)?;
-            self.feed(session).map(|()| session.size)
-        });
-        match fed {
-            Ok(size) => Ok(UploadState { size }),
-            Err(StorageError::Io(error)) => {
-                // A failed part leaves the multipart upload unusable: the session ends.
-                if let Ok(mut session) = self.take_session(repo, id) {
-                    self.abort(&mut session);
-                }
-                Err(StorageError::Io(error))
-            }
-            Err(other) => Err(other),
-        }
+        self.append_session(repo, id, offset, data)
     }
 
     fn finish_upload(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64> {
-        let mut session = self.take_session(repo, id)?;
-        let actual = match digest.algorithm() {
-            Algorithm::Sha256 => {
-                Digest::from_hash(Algorithm::Sha256, &session.sha256.clone().finalize())
-            }
-            Algorithm::Sha512 => {
-                let mut sha512 = Sha512::new();
-                let mut file = std::fs::File::open(&session.spool_path)?;
-                hash_into(&mut file, |chunk| sha512.update(chunk))?;
-                Digest::from_hash(Algorithm::Sha512, &sha512.finalize())
-            }
-        };
-        if &actual != digest {
-            self.abort(&mut session);
-            return Err(StorageError::DigestInvalid {
-                expected: digest.clone(),
-                actual,
-            });
-        }
-        let size = session.size;
-        if self.renew(digest)?.is_some() {
-            self.abort(&mut session);
-        } else {
-            match session.multipart.take() {
-                Some(mut multipart) => {
-                    let pending = std::mem::take(&mut session.pending);
-                    {
-                        let _entered = self.handle().enter();
-                        multipart.write(&pending);
-                    }
-                    self.run(|_| async move { multipart.finish().await.map(|_| ()) })?;
-                }
-                None => {
-                    let pending = std::mem::take(&mut session.pending);
-                    self.put(&session.data_key, pending)?;
-                }
-            }
-            self.commit(digest, id, size)?;
-        }
-        self.put(&self.keys.link(repo, digest), Bytes::new())?;
-        Ok(size)
+        self.finish_session(repo, id, digest)
     }
 
     fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
-        let mut session = self.take_session(repo, id)?;
-        self.abort(&mut session);
-        Ok(())
+        self.cancel_session(repo, id)
     }
 
     fn read_upload(&self, repo: &RepoName, id: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
-        use std::os::unix::fs::FileExt;
-        self.with_session(repo, id, |session| {
-            Ok(session.spool.read_at(buf, offset)?)
-        })
+        self.read_session(repo, id, offset, buf)
     }
 
     fn expire_uploads(&self) -> Result<usize> {
-        let expiry = self.limits.upload_expiry;
-        let stale: Vec<(String, Slot)> = self
-            .sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(id, slot)| (id.clone(), slot.clone()))
-            .collect();
-        let mut expired = 0;
-        for (id, slot) in stale {
-            let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let old = guard.as_ref().is_some_and(|s| s.touched.elapsed() > expiry);
-            if old {
-                if let Some(mut session) = guard.take() {
-                    self.abort(&mut session);
-                }
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&id);
-                expired += 1;
-            }
-        }
+        let expired = self.expire_sessions()?;
         let swept = self.sweep_orphans()?;
         if swept > 0 {
             tracing::info!("the S3 store: removed {swept} data object(s) no blob names");

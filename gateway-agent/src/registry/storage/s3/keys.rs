@@ -9,6 +9,8 @@
 //! repositories/<repo>/_manifests/<alg>/<hex> the manifest's media type
 //! repositories/<repo>/_tags/<tag>            the digest the tag points at
 //! repositories/<repo>/_referrers/<alg>/<subject hex>/<alg>-<hex>   a referrer entry (JSON)
+//! uploads/<id>/state-<seq>                   an upload session's state, one per write (JSON)
+//! uploads/<id>/chunk-<seq>                   bytes of a session not yet in a part
 //! ```
 //!
 //! Repository name components never start with `_`, so `/_` ends a repository's part of a key.
@@ -63,6 +65,31 @@ impl Keys {
 
     pub fn all_data(&self) -> Path {
         self.key("data")
+    }
+
+    pub fn uploads(&self) -> Path {
+        self.key("uploads")
+    }
+
+    pub fn upload(&self, id: &str) -> Path {
+        self.key(&format!("uploads/{id}"))
+    }
+
+    /// Zero-padded, so a listing sorts states in the order they were written.
+    pub fn upload_state(&self, id: &str, seq: u64) -> Path {
+        self.key(&format!("uploads/{id}/state-{seq:010}"))
+    }
+
+    pub fn upload_chunk(&self, id: &str, seq: u64) -> Path {
+        self.key(&format!("uploads/{id}/chunk-{seq:010}"))
+    }
+
+    /// The session id and, for a state, its sequence number, of a key under `uploads/`.
+    pub fn upload_of(&self, key: &str) -> Option<(String, Option<u64>)> {
+        let rest = self.strip(key)?.strip_prefix("uploads/")?;
+        let (id, name) = rest.split_once('/')?;
+        let seq = name.strip_prefix("state-").and_then(|n| n.parse().ok());
+        Some((id.to_owned(), seq))
     }
 
     pub fn repositories(&self) -> Path {
@@ -155,6 +182,16 @@ mod tests {
         assert_eq!(keys.repo_of(link.as_ref()), Some(repo.clone()));
         assert_eq!(Keys::digest_of(link.as_ref()), Some(digest.clone()));
         assert_eq!(keys.repo_of("other/repositories/team/app/_tags/1"), None);
+        let state = keys.upload_state("ab", 12);
+        assert_eq!(state.as_ref(), "site-a/uploads/ab/state-0000000012");
+        assert_eq!(
+            keys.upload_of(state.as_ref()),
+            Some(("ab".to_owned(), Some(12)))
+        );
+        assert_eq!(
+            keys.upload_of(keys.upload_chunk("ab", 3).as_ref()),
+            Some(("ab".to_owned(), None))
+        );
         let root = Keys::new("");
         assert_eq!(
             root.pointer(&digest).as_ref(),

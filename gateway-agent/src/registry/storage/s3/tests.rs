@@ -7,7 +7,10 @@ use std::io::{Read, Seek, SeekFrom};
 use gateway_tests::seaweedfs::SeaweedFs;
 use gateway_tests::{in_netns, Netns};
 
+use super::session::PART;
 use super::*;
+use crate::registry::names::Algorithm;
+use sha2::{Digest as _, Sha512};
 
 /// A SeaweedFS of the test's own and the settings to reach it (from inside its namespace).
 struct World {
@@ -111,6 +114,11 @@ fn read_all(store: &S3Storage, repo: &RepoName, digest: &Digest) -> Option<Vec<u
 /// Every object under `data/` (committed or not).
 fn data_objects(store: &S3Storage) -> usize {
     store.list(&store.keys.all_data()).unwrap().len()
+}
+
+/// Every object under `uploads/` (session states and chunks).
+fn upload_objects(store: &S3Storage) -> usize {
+    store.list(&store.keys.uploads()).unwrap().len()
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -238,13 +246,147 @@ fn a_large_blob_goes_up_in_parts_and_is_invisible_until_committed() {
             store.append_upload(&a, &id, None, piece).unwrap();
         }
         drop(store);
+        // The bytes were never acknowledged (no PATCH ended): the session in the bucket has
+        // none of them, and cancelling it leaves nothing behind.
         let store = open(settings);
+        assert_eq!(store.upload_state(&a, &id).unwrap().size, 0);
+        store.cancel_upload(&a, &id).unwrap();
         assert!(matches!(
             store.upload_state(&a, &id),
             Err(StorageError::UploadUnknown)
         ));
+        assert_eq!(upload_objects(&store), 0);
         assert_eq!(store.stored_blobs().unwrap().len(), 1);
         assert_eq!(data_objects(&store), 1);
+    });
+}
+
+/// Appends `data` to session `id` in `chunk`-sized writes, then ends the request (a PATCH).
+fn patch(store: &S3Storage, repo: &RepoName, id: &str, data: &[u8], chunk: usize) -> u64 {
+    for piece in data.chunks(chunk) {
+        store.append_upload(repo, id, None, piece).unwrap();
+    }
+    store.save_upload(repo, id).unwrap().size
+}
+
+#[test]
+fn an_upload_goes_on_after_a_restart_and_through_another_gateway() {
+    let world = world();
+    world.run(|first, second| {
+        let app = repo("team/app");
+        let data = pattern(2 * PART + 3 * 1_000_003);
+        let digest = Digest::sha256_of(&data);
+        let (one, two, three) = (PART + 1_000_003, 2 * PART + 1_000_003, 2 * PART + 2_000_006);
+
+        let a = open(first.clone());
+        let id = a.start_upload(&app).unwrap();
+        assert_eq!(patch(&a, &app, &id, &data[..one], 1 << 20), one as u64);
+        // Unacknowledged bytes (a request cut short) are not counted once the process goes.
+        a.append_upload(&app, &id, None, &data[one..one + 5000])
+            .unwrap();
+        drop(a);
+
+        // The same gateway restarted: the session is where the last PATCH left it.
+        let a = open(first);
+        assert_eq!(a.upload_state(&app, &id).unwrap().size, one as u64);
+        assert_eq!(patch(&a, &app, &id, &data[one..two], 3 << 20), two as u64);
+
+        // Another gateway takes over; the first one's copy is stale now and is refused.
+        let b = open(second);
+        assert_eq!(b.upload_state(&app, &id).unwrap().size, two as u64);
+        assert!(matches!(
+            b.append_upload(&app, &id, Some(1), b"x"),
+            Err(StorageError::RangeInvalid { given: 1, .. })
+        ));
+        assert_eq!(
+            patch(&b, &app, &id, &data[two..three], 1 << 19),
+            three as u64
+        );
+        assert!(matches!(
+            a.append_upload(&app, &id, Some(two as u64), b"late"),
+            Err(StorageError::UploadConflict)
+        ));
+        // Having dropped its copy, the first one reads the bucket's again.
+        assert_eq!(a.upload_state(&app, &id).unwrap().size, three as u64);
+        for piece in data[three..].chunks(1 << 20) {
+            a.append_upload(&app, &id, None, piece).unwrap();
+        }
+        assert_eq!(
+            a.finish_upload(&app, &id, &digest).unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(read_all(&b, &app, &digest).unwrap(), data);
+        assert_eq!(upload_objects(&a), 0, "the finished session left objects");
+        assert!(matches!(
+            b.upload_state(&app, &id),
+            Err(StorageError::UploadUnknown)
+        ));
+    });
+}
+
+#[test]
+fn a_resumed_upload_is_verified_against_what_the_bucket_holds() {
+    let world = world();
+    world.run(|first, second| {
+        let (a, b) = (open(first), open(second));
+        let app = repo("team/app");
+        let real = pattern(PART + 4321);
+        let digest = push(&a, &app, &real, 1 << 20);
+        let other = repo("other/app");
+
+        // Bytes sent through two gateways are hashed from the bucket: a session that claims
+        // an existing blob's digest, without its bytes, does not get it linked.
+        let id = a.start_upload(&other).unwrap();
+        patch(&a, &other, &id, &real[..PART], 1 << 20);
+        let fake = b"not the rest of it";
+        b.append_upload(&other, &id, Some(PART as u64), fake)
+            .unwrap();
+        assert!(matches!(
+            b.finish_upload(&other, &id, &digest),
+            Err(StorageError::DigestInvalid { .. })
+        ));
+        assert!(b.blob_size(&other, &digest, false).unwrap().is_none());
+        assert_eq!(read_all(&a, &app, &digest).unwrap(), real);
+
+        // The right bytes, resumed elsewhere, do commit.
+        let id = a.start_upload(&other).unwrap();
+        patch(&a, &other, &id, &real[..PART + 10], 1 << 20);
+        b.append_upload(&other, &id, None, &real[PART + 10..])
+            .unwrap();
+        b.finish_upload(&other, &id, &digest).unwrap();
+        assert_eq!(read_all(&a, &other, &digest).unwrap(), real);
+        assert_eq!(upload_objects(&a), 0);
+        // One copy of the content, whoever committed last.
+        assert_eq!(data_objects(&a), a.stored_blobs().unwrap().len());
+    });
+}
+
+#[test]
+fn abandoned_sessions_expire_from_the_bucket() {
+    let world = world();
+    world.run(|first, second| {
+        let a = open(first);
+        let quick = Limits {
+            upload_expiry: Duration::ZERO,
+            ..Limits::default()
+        };
+        let b = S3Storage::open(second, quick).unwrap();
+        let app = repo("team/app");
+        let id = a.start_upload(&app).unwrap();
+        patch(&a, &app, &id, &pattern(PART + 77), 1 << 20);
+        // Past the (zero) expiry, in the store's whole-second clock too.
+        std::thread::sleep(Duration::from_millis(1100));
+        // Another gateway's expiry removes what this one abandoned, its multipart upload too.
+        assert_eq!(b.expire_uploads().unwrap(), 1);
+        assert_eq!(upload_objects(&a), 0);
+        assert!(matches!(
+            b.upload_state(&app, &id),
+            Err(StorageError::UploadUnknown)
+        ));
+        let digest = Digest::sha256_of(&pattern(PART + 77));
+        assert!(a.finish_upload(&app, &id, &digest).is_err());
+        assert!(a.blob_size(&app, &digest, false).unwrap().is_none());
+        assert_eq!(data_objects(&a), 0);
     });
 }
 
