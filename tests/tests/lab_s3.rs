@@ -3,7 +3,8 @@
 //! LAN, client and CA. A push through one is pullable through the other, digests equal; tag
 //! updates racing through both leave one winner and every manifest; a gateway killed during a
 //! multipart push leaves nothing visible and the push can be redone, while the other collects
-//! garbage; the mirror's cache is shared, so the second gateway's pull fetches nothing
+//! garbage; an acknowledged chunk survives kill -9 and the push goes on through the other
+//! gateway; the mirror's cache is shared, so the second gateway's pull fetches nothing
 //! upstream; a wrong secret stops the agent at start with the store's answer.
 //!
 //! Each test has a key prefix of its own in the bucket, so they run side by side.
@@ -399,6 +400,126 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
         .map(|p| p + 4)
         .unwrap_or(0);
     assert_eq!(digest(&bytes[body_at..]), big_digest);
+}
+
+#[test]
+fn an_acknowledged_chunk_survives_kill_9_and_the_push_goes_on_through_the_other_gateway() {
+    let (mut a, b) = pair("resume");
+    let (ca, cb) = (a.bundle("ci"), b.bundle("ci"));
+    let (big, big_digest) = big_layer(&a.work, 20);
+    let bytes = std::fs::read(&big).or_fail("reading the layer");
+    // More than one part, and a leftover that only a chunk object holds.
+    let cut = 12 << 20;
+    let (head, rest) = (a.work.join("head.part"), a.work.join("rest.part"));
+    std::fs::write(&head, &bytes[..cut]).or_fail("writing the head");
+    std::fs::write(&rest, &bytes[cut..]).or_fail("writing the rest");
+    let base = format!("https://{REGISTRY}");
+    let (_, out) = a.curl(
+        Some(&ca),
+        &["-X", "POST", &format!("{base}/v2/team/app/blobs/uploads/")],
+    );
+    let location =
+        header(&out, "location").unwrap_or_else(|| fail(format_args!("no upload location: {out}")));
+    let patch = |setup: &Setup, bundle: &Path, file: &Path, from: usize, to: usize| {
+        let (_, out) = setup.curl(
+            Some(bundle),
+            &[
+                "-X",
+                "PATCH",
+                "-H",
+                "Expect:",
+                "-H",
+                "Content-Type: application/octet-stream",
+                "-H",
+                &format!("Content-Range: {from}-{}", to - 1),
+                "--data-binary",
+                &format!("@{}", file.display()),
+                &format!("{base}{location}"),
+            ],
+        );
+        out
+    };
+    let out = patch(&a, &ca, &head, 0, cut);
+    assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+    assert_eq!(
+        header(&out, "range"),
+        Some(format!("0-{}", cut - 1)),
+        "{out}"
+    );
+    let held = session_objects(&a.lab, "resume", &location);
+    assert!(
+        held.contains("state-") && held.contains("chunk-"),
+        "the session is not in the bucket: {held}"
+    );
+
+    // A dies right after acknowledging; B knows where the push stands.
+    a.agent.take().unwrap_or_else(|| fail("A runs")).kill9();
+    let (_, out) = b.curl(Some(&cb), &[&format!("{base}{location}")]);
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert_eq!(
+        header(&out, "range"),
+        Some(format!("0-{}", cut - 1)),
+        "{out}"
+    );
+    let out = patch(&b, &cb, &rest, cut, bytes.len());
+    assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+    let (_, out) = b.curl(
+        Some(&cb),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Length: 0",
+            &format!("{base}{location}?digest={big_digest}"),
+        ],
+    );
+    assert!(out.starts_with("HTTP/1.1 201"), "{out}");
+
+    // Whole through both (A restarted), and no session objects left in the bucket.
+    a.agent = Some(Agent::start(&a.lab, &a.cfg));
+    for (setup, bundle) in [(&a, &ca), (&b, &cb)] {
+        let pulled = setup.work.join("resumed.pulled");
+        let (ok, _) = setup.curl(
+            Some(bundle),
+            &[
+                "-o",
+                &pulled.display().to_string(),
+                &format!("{base}/v2/team/app/blobs/{big_digest}"),
+            ],
+        );
+        assert!(ok, "pulling the resumed blob");
+        let got = std::fs::read(&pulled).or_fail("the pulled blob");
+        let body_at = got
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(0);
+        assert_eq!(digest(&got[body_at..]), big_digest);
+    }
+    let left = session_objects(&a.lab, "resume", &location);
+    assert!(
+        !left.contains("state-") && !left.contains("chunk-"),
+        "session objects left: {left}"
+    );
+}
+
+/// What the bucket holds of the upload session at `location` (SeaweedFS's filer listing of
+/// its folder: curl's SigV4 here cannot sign a listing).
+fn session_objects(lab: &TestLab, name: &str, location: &str) -> String {
+    let id = location.rsplit('/').next().unwrap_or_default();
+    let shared = prefix(lab, name);
+    lab.exec_ok(
+        "nas",
+        "curl",
+        &[
+            "-s",
+            "-m",
+            "5",
+            "-H",
+            "Accept: application/json",
+            &format!("http://{NAS_IP}:8888/buckets/{NAS_BUCKET}/{shared}/registry/uploads/{id}/"),
+        ],
+    )
 }
 
 #[test]
