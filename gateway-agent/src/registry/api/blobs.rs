@@ -193,12 +193,12 @@ pub(super) async fn start(
         stream_into(api, &name, &id, Some(0), request.into_body()).await?;
         return commit(api, name, id, digest).await;
     }
-    Ok(session_response(
-        StatusCode::ACCEPTED,
-        &name,
-        &id,
-        UploadState { size: 0 },
-    ))
+    // Named to the client: the store keeps it from here on (another gateway may go on).
+    let (n, i) = (name.clone(), id.clone());
+    let state = api
+        .store_call(move |store| store.save_upload(&n, &i))
+        .await?;
+    Ok(session_response(StatusCode::ACCEPTED, &name, &id, state))
 }
 
 pub(super) async fn status(

@@ -104,6 +104,9 @@ pub struct S3Session {
     pub chunks: Vec<Chunk>,
     /// The newest state this session wrote or read.
     pub seq: u64,
+    /// Whether the bucket holds any state of it (a session nobody was told of, a monolithic
+    /// push or a mirror fetch that fits in one part, needs none).
+    pub recorded: bool,
     /// Whether this process wrote that state for the request now running (a writer claims
     /// the session before it sends anything).
     pub claimed: bool,
@@ -131,6 +134,9 @@ impl S3Session {
             data_key,
         )?;
         session.sha256 = Some(Sha256::new());
+        session.recorded = false;
+        // Its requests write on without claiming it: no one else knows of it yet.
+        session.claimed = true;
         Ok(session)
     }
 
@@ -166,6 +172,7 @@ impl S3Session {
             in_flight: VecDeque::new(),
             chunks: saved.chunks,
             seq,
+            recorded: true,
             claimed: false,
             saved: saved.size,
             touched: Instant::now(),
@@ -183,6 +190,15 @@ impl S3Session {
         self.pending.extend_from_slice(data);
         self.touched = Instant::now();
         Ok(())
+    }
+
+    /// The number of the next state it writes.
+    pub fn next_seq(&self) -> u64 {
+        if self.recorded {
+            self.seq + 1
+        } else {
+            0
+        }
     }
 
     /// Where `pending` starts in the blob.

@@ -279,6 +279,9 @@ fn an_upload_goes_on_after_a_restart_and_through_another_gateway() {
         let (one, two, three) = (PART + 1_000_003, 2 * PART + 1_000_003, 2 * PART + 2_000_006);
 
         let a = open(first.clone());
+        // A push in one request (nobody told of its session) leaves no session objects.
+        push(&a, &app, b"in one go", 3);
+        assert_eq!(upload_objects(&a), 0);
         let id = a.start_upload(&app).unwrap();
         assert_eq!(patch(&a, &app, &id, &data[..one], 1 << 20), one as u64);
         // Unacknowledged bytes (a request cut short) are not counted once the process goes.

@@ -157,7 +157,7 @@ impl S3Storage {
     ) -> Result<()> {
         self.settle_parts(session, 0)?;
         let tail = session.tail_start();
-        let next = session.seq + 1;
+        let next = session.next_seq();
         let (mut saved, gone) = session.next_state(finishing);
         if chunk && session.size > saved.size {
             let from = (saved.size - tail) as usize;
@@ -176,6 +176,7 @@ impl S3Storage {
         }
         self.write_state(id, next, &saved)?;
         session.seq = next;
+        session.recorded = true;
         session.saved = saved.size;
         session.claimed = true;
         for chunk in gone {
@@ -389,12 +390,8 @@ impl S3Storage {
 
     pub(super) fn start_session(&self, repo: &RepoName) -> Result<String> {
         let id = random_id()?;
-        let mut session =
-            S3Session::create(repo.as_str(), self.spool.join(&id), self.keys.data(&id))?;
-        let (saved, _) = session.next_state(false);
-        self.write_state(&id, 0, &saved)?;
-        // The request that started it writes on without claiming it again.
-        session.claimed = true;
+        // In the bucket from its first save on (the API saves before it names the session).
+        let session = S3Session::create(repo.as_str(), self.spool.join(&id), self.keys.data(&id))?;
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -407,7 +404,7 @@ impl S3Storage {
     pub(super) fn session_state(&self, repo: &RepoName, id: &str) -> Result<UploadState> {
         let state = || {
             self.with_session(repo, id, |session| {
-                if session.size > session.saved {
+                if session.size > session.saved || !session.recorded {
                     self.record(id, session, true, false)?;
                 } else if self.newest_seq(id)? != Some(session.seq) {
                     return Err(StorageError::UploadConflict);
@@ -457,12 +454,15 @@ impl S3Storage {
 
     pub(super) fn finish_session(&self, repo: &RepoName, id: &str, digest: &Digest) -> Result<u64> {
         let mut session = self.take_session(repo, id)?;
-        // From here on no other writer touches it, nor loads it.
-        self.record(id, &mut session, false, true)?;
+        // From here on no other writer touches it, nor loads it (unless no one could).
+        if session.recorded {
+            self.record(id, &mut session, false, true)?;
+        }
         let result = self.commit_upload(id, &mut session, repo, digest);
         match &result {
             // Another writer holds it now.
             Err(StorageError::UploadConflict) => {}
+            _ if !session.recorded => {}
             _ => self.discard(id, session.multipart.take()),
         }
         result
