@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest as _, Sha256, Sha512};
@@ -223,8 +223,9 @@ impl S3Storage {
         Ok(())
     }
 
-    /// Aborts `session`'s multipart upload and removes what the bucket holds of it.
-    fn discard(&self, id: &str, multipart: Option<String>) {
+    /// Aborts session `id`'s multipart upload and removes `objects`, what the bucket holds of
+    /// it (`None`: whatever is listed under it).
+    fn discard(&self, id: &str, multipart: Option<String>, objects: Option<Vec<Path>>) {
         if let Some(upload) = multipart {
             let (store, key) = (self.multipart.clone(), self.keys.data(id));
             let aborted = wait_on(&self.handle(), async move {
@@ -234,22 +235,48 @@ impl S3Storage {
                 tracing::warn!("the S3 store: aborting the upload of {id}: {error}");
             }
         }
-        if let Err(error) = self.remove_session_objects(id) {
+        let objects = match objects {
+            Some(objects) => Ok(objects),
+            None => self
+                .list(&self.keys.upload(id))
+                .map(|metas| metas.into_iter().map(|meta| meta.location).collect()),
+        };
+        if let Err(error) = objects.and_then(|objects| self.delete_all(objects)) {
             tracing::warn!("the S3 store: removing upload {id}: {error}");
         }
     }
 
-    fn remove_session_objects(&self, id: &str) -> Result<()> {
-        for meta in self.list(&self.keys.upload(id))? {
-            let key = meta.location;
-            self.run(|store| async move {
-                match store.delete(&key).await {
-                    Err(error) if !not_found(&error) => Err(error),
-                    _ => Ok(()),
-                }
-            })?;
+    /// The objects `session` knows it has in the bucket: every state (none is deleted before
+    /// the end) and the chunks still named. Leftovers of a writer that died mid-request are
+    /// found by the expiry's listing.
+    fn session_objects(&self, id: &str, session: &S3Session) -> Vec<Path> {
+        if !session.recorded {
+            return Vec::new();
         }
-        Ok(())
+        let states = (0..=session.seq).map(|seq| self.keys.upload_state(id, seq));
+        let chunks = session
+            .chunks
+            .iter()
+            .map(|chunk| self.keys.upload_chunk(id, chunk.seq));
+        states.chain(chunks).collect()
+    }
+
+    /// Deletes `objects`, in as few requests as the store allows.
+    fn delete_all(&self, objects: Vec<Path>) -> Result<()> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        self.run(|store| async move {
+            let keys = futures::stream::iter(objects.into_iter().map(Ok)).boxed();
+            let mut deleted = store.delete_stream(keys);
+            while let Some(result) = deleted.next().await {
+                match result {
+                    Err(error) if !not_found(&error) => return Err(error),
+                    _ => {}
+                }
+            }
+            Ok(())
+        })
     }
 
     /// `key`'s content under `algorithm`, read back from the bucket.
@@ -463,14 +490,18 @@ impl S3Storage {
             // Another writer holds it now.
             Err(StorageError::UploadConflict) => {}
             _ if !session.recorded => {}
-            _ => self.discard(id, session.multipart.take()),
+            _ => {
+                let objects = self.session_objects(id, &session);
+                self.discard(id, session.multipart.take(), Some(objects));
+            }
         }
         result
     }
 
     pub(super) fn cancel_session(&self, repo: &RepoName, id: &str) -> Result<()> {
         let mut session = self.take_session(repo, id)?;
-        self.discard(id, session.multipart.take());
+        let objects = self.session_objects(id, &session);
+        self.discard(id, session.multipart.take(), Some(objects));
         Ok(())
     }
 
@@ -515,7 +546,7 @@ impl S3Storage {
             let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if guard.as_ref().is_some_and(|s| s.touched.elapsed() > expiry) {
                 if let Some(mut session) = guard.take() {
-                    self.discard(&id, session.multipart.take());
+                    self.discard(&id, session.multipart.take(), None);
                 }
                 self.forget(&id);
                 expired += 1;
@@ -541,7 +572,7 @@ impl S3Storage {
                     None
                 }
             };
-            self.discard(&id, multipart);
+            self.discard(&id, multipart, None);
             expired += 1;
         }
         Ok(expired)
