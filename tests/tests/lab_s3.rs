@@ -382,16 +382,21 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
     a.agent = Some(Agent::start(&a.lab, &a.cfg));
     let out = a.push_blob(&ca, "team/app", &big, &big_digest);
     assert!(out.starts_with("HTTP/1.1 201"), "{out}");
-    let pulled = b.work.join("big.pulled");
-    let (ok, _) = b.curl(
-        Some(&cb),
+    assert_eq!(pulled_digest(&b, &cb, "team/app", &big_digest), big_digest);
+}
+
+/// The digest of blob `blob` of `repo` as pulled through `setup`.
+fn pulled_digest(setup: &Setup, bundle: &Path, repo: &str, blob: &str) -> String {
+    let pulled = setup.work.join("blob.pulled");
+    let (ok, _) = setup.curl(
+        Some(bundle),
         &[
             "-o",
             &pulled.display().to_string(),
-            &format!("{base}team/app/blobs/{big_digest}"),
+            &format!("https://{REGISTRY}/v2/{repo}/blobs/{blob}"),
         ],
     );
-    assert!(ok, "pulling the redone blob through B");
+    assert!(ok, "pulling {blob} of {repo}");
     let bytes = std::fs::read(&pulled).or_fail("the pulled blob");
     // `-i` put the head in front of the body.
     let body_at = bytes
@@ -399,7 +404,7 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 4)
         .unwrap_or(0);
-    assert_eq!(digest(&bytes[body_at..]), big_digest);
+    digest(&bytes[body_at..])
 }
 
 #[test]
@@ -478,23 +483,10 @@ fn an_acknowledged_chunk_survives_kill_9_and_the_push_goes_on_through_the_other_
     // Whole through both (A restarted), and no session objects left in the bucket.
     a.agent = Some(Agent::start(&a.lab, &a.cfg));
     for (setup, bundle) in [(&a, &ca), (&b, &cb)] {
-        let pulled = setup.work.join("resumed.pulled");
-        let (ok, _) = setup.curl(
-            Some(bundle),
-            &[
-                "-o",
-                &pulled.display().to_string(),
-                &format!("{base}/v2/team/app/blobs/{big_digest}"),
-            ],
+        assert_eq!(
+            pulled_digest(setup, bundle, "team/app", &big_digest),
+            big_digest
         );
-        assert!(ok, "pulling the resumed blob");
-        let got = std::fs::read(&pulled).or_fail("the pulled blob");
-        let body_at = got
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map(|p| p + 4)
-            .unwrap_or(0);
-        assert_eq!(digest(&got[body_at..]), big_digest);
     }
     let left = session_objects(&a.lab, "resume", &location);
     assert!(

@@ -33,6 +33,7 @@ use super::lease::Lease;
 use super::upstream::UpstreamError;
 use crate::registry::api::Body;
 use crate::registry::names::{Digest, RepoName};
+use crate::registry::storage::ReadSeek;
 
 /// Bytes gathered from the upstream before one write to the store.
 const WRITE_CHUNK: usize = 256 << 10;
@@ -302,6 +303,7 @@ pub async fn respond(
         digest: digest.clone(),
         state,
         offset: 0,
+        blob: std::sync::Mutex::new(None),
         failed_reads: 0,
         finished: false,
     };
@@ -341,6 +343,9 @@ struct Follower {
     digest: Digest,
     state: watch::Receiver<State>,
     offset: u64,
+    /// The committed blob, once the follower reads from it (in a mutex only so the response
+    /// body is `Sync`; just `&mut self` reaches it).
+    blob: std::sync::Mutex<Option<Box<dyn ReadSeek>>>,
     failed_reads: u32,
     finished: bool,
 }
@@ -414,22 +419,40 @@ impl Follower {
         .map_err(std::io::Error::other)?
     }
 
-    async fn read_blob(&self) -> std::io::Result<Bytes> {
+    /// The next chunk of the committed blob, from a reader opened once (on an object store
+    /// each open is requests of its own) and kept between chunks.
+    async fn read_blob(&mut self) -> std::io::Result<Bytes> {
         let (repo, digest, offset) = (self.repo.clone(), self.digest.clone(), self.offset);
         let store = self.cache.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let blob = store
-                .open_blob(&repo, &digest)
-                .map_err(std::io::Error::other)?
-                .ok_or_else(|| std::io::Error::other("the committed blob is gone"))?;
-            let mut reader = blob.reader;
-            reader.seek(SeekFrom::Start(offset))?;
+        let open = self
+            .blob
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        let (bytes, reader) = tokio::task::spawn_blocking(move || {
+            let mut reader = match open {
+                Some(reader) => reader,
+                None => {
+                    let blob = store
+                        .open_blob(&repo, &digest)
+                        .map_err(std::io::Error::other)?
+                        .ok_or_else(|| std::io::Error::other("the committed blob is gone"))?;
+                    let mut reader = blob.reader;
+                    reader.seek(SeekFrom::Start(offset))?;
+                    reader
+                }
+            };
             let mut buf = vec![0u8; READ_CHUNK];
             let n = reader.read(&mut buf)?;
             buf.truncate(n);
-            Ok(Bytes::from(buf))
+            Ok::<_, std::io::Error>((Bytes::from(buf), reader))
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)??;
+        *self
+            .blob
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reader);
+        Ok(bytes)
     }
 }

@@ -65,9 +65,14 @@ impl Chunk {
 }
 
 impl Saved {
-    /// Whether the parts and chunks account for `size` bytes exactly, with no gap.
+    /// Whether the parts and chunks account for `size` bytes exactly, with no gap, and the
+    /// chunks for less than a part (a writer cuts a part as soon as it has one).
     pub fn is_consistent(&self) -> bool {
-        let mut at = self.parts.len() as u64 * PART as u64;
+        let tail = self.parts.len() as u64 * PART as u64;
+        if self.size.saturating_sub(tail) >= PART as u64 {
+            return false;
+        }
+        let mut at = tail;
         for chunk in &self.chunks {
             if chunk.start > at || chunk.end() <= at {
                 return false;
@@ -271,6 +276,8 @@ mod tests {
         assert!(!saved(0, &[(1, 5)], 6).is_consistent());
         assert!(!saved(0, &[(0, 5)], 6).is_consistent());
         assert!(!saved(1, &[(0, 5)], part).is_consistent());
+        // Chunks holding a whole part's worth (a loader would keep it all in memory).
+        assert!(!saved(0, &[(0, part)], part).is_consistent());
         // Parts with no multipart upload to hold them.
         let mut orphan = saved(1, &[], part);
         orphan.multipart = None;
