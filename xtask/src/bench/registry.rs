@@ -20,6 +20,8 @@ const BIG_BYTES: usize = 256 << 20;
 /// The small blobs: how many, and how big.
 const SMALL_COUNT: u32 = 200;
 const SMALL_BYTES: u32 = 64 << 10;
+/// Runs of each server per backend (they take turns).
+const ROUNDS: u32 = 3;
 
 const LOAD_SCRIPT: &str = include_str!("registry_load.py");
 
@@ -44,10 +46,6 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
     let state = lab.state_dir();
     ensure_client_address(lab)?;
     let big = state.join("bench-big.blob");
-    let data: Vec<u8> = (0..BIG_BYTES as u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    std::fs::write(&big, data).context("writing the big blob")?;
     let script = state.join("registry_load.py");
     std::fs::write(&script, LOAD_SCRIPT).context("writing the load script")?;
     let bench = Bench {
@@ -56,49 +54,69 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         script,
         big,
     };
-
-    // The filesystem, each in the lab's state dir.
-    let mut fs_rows = bench.agent("gateway-agent", "")?;
-    let root = state.join("distribution");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).context("creating distribution's storage")?;
-    fs_rows.extend(bench.distribution(
-        "docker-registry 2.8",
-        &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
-        None,
-    )?);
-
-    // S3: the lab's NAS, each under a key prefix of its own (fresh every run).
-    lab.start_nas()?;
     let run = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let mut s3_rows = bench.agent(
-        "gateway-agent (S3)",
-        &format!(
-            "[registry.storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
-             credentials = \"{}\"\nprefix = \"bench-agent-{run}\"\n",
-            lab.nas_endpoint(),
-            lab::NAS_BUCKET,
-            lab.nas_credentials().display()
-        ),
-    )?;
-    s3_rows.extend(bench.distribution(
-        "docker-registry 2.8 (S3)",
-        &format!(
-            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    \
-             regionendpoint: {}\n    bucket: {}\n    rootdirectory: /bench-distribution-{run}\n    \
-             secure: false\n    v4auth: true\n    chunksize: {}\n  redirect:\n    disable: true\n",
-            lab::NAS_ACCESS_KEY,
-            lab::NAS_SECRET_KEY,
-            lab.nas_endpoint(),
-            lab::NAS_BUCKET,
-            8 << 20
-        ),
-        Some(lab.spare_uplink_ip()),
-    )?);
+
+    // The filesystem, each in the lab's state dir; the two take turns, each round on content
+    // of its own (nothing a round pushes is there already).
+    let root = state.join("distribution");
+    let (mut agent_fs, mut distribution_fs) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        bench.write_big(round)?;
+        agent_fs.push(bench.agent("gateway-agent", "", round)?);
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).context("creating distribution's storage")?;
+        distribution_fs.push(bench.distribution(
+            "docker-registry 2.8",
+            &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+            None,
+            round,
+        )?);
+    }
+
+    // S3: the lab's NAS, each under a key prefix of its own (fresh every run and round).
+    lab.start_nas()?;
+    let (mut agent_s3, mut distribution_s3) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        bench.write_big(round)?;
+        agent_s3.push(bench.agent(
+            "gateway-agent (S3)",
+            &format!(
+                "[registry.storage]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\n\
+                 credentials = \"{}\"\nprefix = \"bench-agent-{run}-{round}\"\n",
+                lab.nas_endpoint(),
+                lab::NAS_BUCKET,
+                lab.nas_credentials().display()
+            ),
+            round,
+        )?);
+        distribution_s3.push(bench.distribution(
+            "docker-registry 2.8 (S3)",
+            &format!(
+                "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    \
+                 regionendpoint: {}\n    bucket: {}\n    \
+                 rootdirectory: /bench-distribution-{run}-{round}\n    \
+                 secure: false\n    v4auth: true\n    chunksize: {}\n  redirect:\n    \
+                 disable: true\n",
+                lab::NAS_ACCESS_KEY,
+                lab::NAS_SECRET_KEY,
+                lab.nas_endpoint(),
+                lab::NAS_BUCKET,
+                8 << 20
+            ),
+            Some(lab.spare_uplink_ip()),
+            round,
+        )?);
+    }
     let _ = std::fs::remove_file(&bench.big);
+    let runs = [&agent_fs, &distribution_fs, &agent_s3, &distribution_s3];
+    let every_run: String = runs.iter().map(|r| every_run(r)).collect();
+    let mut fs_rows = medians(&agent_fs);
+    fs_rows.extend(medians(&distribution_fs));
+    let mut s3_rows = medians(&agent_s3);
+    s3_rows.extend(medians(&distribution_s3));
 
     let mut notes = format!(
         "From c1, one keep-alive TLS 1.3 connection with a client certificate (Python's http.client \
@@ -106,8 +124,12 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
          {SMALL_COUNT} blobs of {} KiB pushed and pulled one by one. Both servers on \
          198.51.100.1:443 with the agent's server certificate, requiring client certificates from \
          its CA, TLS 1.3 minimum (distribution has no CRL support); the agent first, with its XDP \
-         program attached, then distribution after the agent stopped. Rates are MB/s for the big \
-         blob and blobs/s for the small ones.\n\n\
+         program attached, then distribution after the agent stopped; `sync` before each run. \
+         On the filesystem the agent fsyncs every blob before it answers 201; distribution does \
+         not. Rates are MB/s for the big blob and blobs/s for the small ones. The two take \
+         turns, {ROUNDS} runs each (agent, distribution, agent, …), each run on content of its \
+         own and, on S3, under a prefix of its own; the table gives medians and each server's \
+         highest peak.\n\n\
          Filesystem: the lab's state dir for both. S3: the lab's NAS, SeaweedFS {} (`weed mini`, \
          one process) in its own namespace on the uplink bridge, the same bucket for both under \
          key prefixes of their own; the agent through its storage connector (8 MiB parts, 4 in \
@@ -130,7 +152,8 @@ pub(super) fn run(lab: &lab::Lab, agent: &Path) -> Result<Report> {
         "gateway-agent (S3) ",
         "distribution",
     ));
-    notes.push('\n');
+    notes.push_str("\n\nEvery run (min–max, then each in order):\n");
+    notes.push_str(&every_run);
     fs_rows.extend(s3_rows);
     Ok(("Registry (blob push and pull)".into(), fs_rows, notes))
 }
@@ -149,8 +172,17 @@ impl Bench<'_> {
     }
 
     /// The agent with `storage` (a config table, or "" for the filesystem) under load.
-    fn agent(&self, label: &str, storage: &str) -> Result<Vec<Measurement>> {
+    /// The big blob of `round` (each round's content is its own).
+    fn write_big(&self, round: u32) -> Result<()> {
+        let data: Vec<u8> = (0..BIG_BYTES as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 24) as u8) ^ (round as u8 + 1))
+            .collect();
+        std::fs::write(&self.big, data).context("writing the big blob")
+    }
+
+    fn agent(&self, label: &str, storage: &str, round: u32) -> Result<Vec<Measurement>> {
         let lab = self.lab;
+        settle_disk()?;
         let gw = lab.ns("gw");
         // The IP source guard passes only leased sources: c1 takes a reserved lease first.
         let config = bench_config(
@@ -186,6 +218,7 @@ impl Bench<'_> {
             &self.bundle(),
             &self.big,
             "agent",
+            round,
         )?;
         Ok(measurements(label, &result, server.rss_kib("VmHWM")))
     }
@@ -198,8 +231,10 @@ impl Bench<'_> {
         label: &str,
         storage: &str,
         uplink_ip: Option<String>,
+        round: u32,
     ) -> Result<Vec<Measurement>> {
         let lab = self.lab;
+        settle_disk()?;
         let gw = lab.ns("gw");
         let pki = lab.state_dir().join("state/pki");
         let yaml = format!(
@@ -247,6 +282,7 @@ impl Bench<'_> {
                 &self.bundle(),
                 &self.big,
                 "distribution",
+                round,
             )?;
             Ok(measurements(label, &result, server.rss_kib("VmHWM")))
         })();
@@ -260,6 +296,13 @@ impl Bench<'_> {
     }
 }
 
+/// Writes back what the previous run left dirty, so no run pays for another's writes (the
+/// agent fsyncs each blob before it answers 201, which on ext4 can also flush others' data;
+/// distribution does not fsync).
+fn settle_disk() -> Result<()> {
+    process::run("sync", std::iter::empty::<&str>())
+}
+
 /// Runs the load script from `client`; its JSON.
 fn load(
     client: &str,
@@ -267,6 +310,7 @@ fn load(
     bundle: &Path,
     big: &Path,
     repo: &str,
+    round: u32,
 ) -> Result<serde_json::Value> {
     let out = process::ns_output(
         client,
@@ -281,10 +325,59 @@ fn load(
             format!("bench/{repo}"),
             SMALL_COUNT.to_string(),
             SMALL_BYTES.to_string(),
+            round.to_string(),
         ],
     )
     .context("running the registry load script")?;
     serde_json::from_str(out.trim()).with_context(|| format!("the load script printed {out:?}"))
+}
+
+/// One row a measurement: the median rate over the runs, the highest peak.
+fn medians(runs: &[Vec<Measurement>]) -> Vec<Measurement> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|row| {
+            let rates: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(row))
+                .map(|m| m.rate)
+                .collect();
+            Measurement {
+                server: first[row].server.clone(),
+                rate: results::median(&rates).unwrap_or(0.0),
+                peak_rss_kib: runs
+                    .iter()
+                    .filter_map(|r| r.get(row).and_then(|m| m.peak_rss_kib))
+                    .max(),
+                ..Measurement::default()
+            }
+        })
+        .collect()
+}
+
+/// A line a row: its rate in every run.
+fn every_run(runs: &[Vec<Measurement>]) -> String {
+    let Some(first) = runs.first() else {
+        return String::new();
+    };
+    (0..first.len())
+        .map(|row| {
+            let rates: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(row))
+                .map(|m| m.rate)
+                .collect();
+            let each: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
+            format!(
+                "- {}: {} ({})\n",
+                first[row].server,
+                results::spread(&rates, 1),
+                each.join(", ")
+            )
+        })
+        .collect()
 }
 
 fn measurements(server: &str, result: &serde_json::Value, rss: Option<u64>) -> Vec<Measurement> {

@@ -9,7 +9,7 @@ import ssl
 import sys
 import time
 
-host, cert, key, ca, big_path, repo, small_count, small_size = sys.argv[1:9]
+host, cert, key, ca, big_path, repo, small_count, small_size, salt = sys.argv[1:10]
 small_count, small_size = int(small_count), int(small_size)
 
 ctx = ssl.create_default_context(cafile=ca)
@@ -85,7 +85,8 @@ if got != big_size:
 
 smalls = []
 for i in range(small_count):
-    data = i.to_bytes(8, "big") * (small_size // 8)
+    # Each run its own content (`salt`): nothing it pushes is stored already.
+    data = (int(salt) << 32 | i).to_bytes(8, "big") * (small_size // 8)
     smalls.append((data, "sha256:" + hashlib.sha256(data).hexdigest()))
 start = time.monotonic()
 for data, digest in smalls:

@@ -36,12 +36,14 @@ pub const NAS_SECRET_KEY: &str = "gateway-lab-secret-key";
 /// `/tmp/seaweedfs-<role>-grpc-<port>.sock` whatever the network namespace, so two at once
 /// would talk to each other's servers: the script gives it a /tmp of its own (a tmpfs in a
 /// mount namespace of its own: run it under `unshare --mount`), and `dir` must not be under
-/// /tmp. `extra` is more of weed's flags (TLS, say).
+/// /tmp. `extra` is more of weed's flags (TLS, say). Volumes of 64 MiB, up to 64 of them:
+/// 4 GiB, grown only as written (the registry benchmark's three rounds of both servers write
+/// about 2 GiB; 16 volumes filled up and the store answered 500).
 pub fn weed_mini_script(bind_ip: &str, bucket: &str, extra: &str) -> String {
     format!(
         "mount --make-rprivate / && mount -t tmpfs gateway-weed /tmp && exec {} mini \
          -dir=data -ip={bind_ip} -ip.bind={bind_ip} -master.telemetry=false \
-         -admin.ui=false -webdav=false -volume.max=16 -master.volumeSizeLimitMB=64 \
+         -admin.ui=false -webdav=false -volume.max=64 -master.volumeSizeLimitMB=64 \
          -s3.config=s3.json -bucket={bucket} {extra}",
         crate::deps::weed_bin().display()
     )
