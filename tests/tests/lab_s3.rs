@@ -328,23 +328,12 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
         ],
     );
     let shared = prefix(&a.lab, "crash");
-    // In-progress multipart uploads are folders under the bucket's `.uploads` in SeaweedFS's
-    // filer (curl's SigV4 here cannot sign S3's `?uploads` listing).
+    // The session's newest state names its multipart upload once it started (the bucket's
+    // `.uploads` is every test's, so it would not tell whose).
     let mut last = String::new();
     let multipart = eventually(Duration::from_secs(30), || {
-        last = a.lab.exec_ok(
-            "nas",
-            "curl",
-            &[
-                "-s",
-                "-m",
-                "5",
-                "-H",
-                "Accept: application/json",
-                &format!("http://{NAS_IP}:8888/buckets/{NAS_BUCKET}/.uploads/"),
-            ],
-        );
-        last.contains("\"FullPath\"")
+        last = newest_state(&a.lab, "crash", &location);
+        last.contains("\"multipart\":\"")
     });
     assert!(
         multipart,
@@ -495,11 +484,37 @@ fn an_acknowledged_chunk_survives_kill_9_and_the_push_goes_on_through_the_other_
     );
 }
 
-/// What the bucket holds of the upload session at `location` (SeaweedFS's filer listing of
-/// its folder: curl's SigV4 here cannot sign a listing).
+/// What the bucket holds of the upload session at `location`.
 fn session_objects(lab: &TestLab, name: &str, location: &str) -> String {
     let id = location.rsplit('/').next().unwrap_or_default();
-    let shared = prefix(lab, name);
+    filer_listing(
+        lab,
+        &format!("{}/registry/uploads/{id}/", prefix(lab, name)),
+    )
+}
+
+/// The newest state of the upload session at `location`, as the bucket holds it.
+fn newest_state(lab: &TestLab, name: &str, location: &str) -> String {
+    let listing = session_objects(lab, name, location);
+    let newest = listing
+        .split('"')
+        .filter_map(|part| part.rsplit('/').next())
+        .filter(|file| file.starts_with("state-"))
+        .max()
+        .map(str::to_owned);
+    let Some(newest) = newest else {
+        return format!("no state in {listing}");
+    };
+    let id = location.rsplit('/').next().unwrap_or_default();
+    filer_listing(
+        lab,
+        &format!("{}/registry/uploads/{id}/{newest}", prefix(lab, name)),
+    )
+}
+
+/// SeaweedFS's filer listing (JSON) of `folder` in the bucket (or a file's content): curl's SigV4 here cannot sign
+/// S3's listings.
+fn filer_listing(lab: &TestLab, folder: &str) -> String {
     lab.exec_ok(
         "nas",
         "curl",
@@ -509,7 +524,7 @@ fn session_objects(lab: &TestLab, name: &str, location: &str) -> String {
             "5",
             "-H",
             "Accept: application/json",
-            &format!("http://{NAS_IP}:8888/buckets/{NAS_BUCKET}/{shared}/registry/uploads/{id}/"),
+            &format!("http://{NAS_IP}:8888/buckets/{NAS_BUCKET}/{folder}"),
         ],
     )
 }

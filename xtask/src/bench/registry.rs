@@ -332,6 +332,14 @@ fn load(
     serde_json::from_str(out.trim()).with_context(|| format!("the load script printed {out:?}"))
 }
 
+/// Row `row`'s rate in every run.
+fn rates(runs: &[Vec<Measurement>], row: usize) -> Vec<f64> {
+    runs.iter()
+        .filter_map(|r| r.get(row))
+        .map(|m| m.rate)
+        .collect()
+}
+
 /// One row a measurement: the median rate over the runs, the highest peak.
 fn medians(runs: &[Vec<Measurement>]) -> Vec<Measurement> {
     let Some(first) = runs.first() else {
@@ -339,11 +347,7 @@ fn medians(runs: &[Vec<Measurement>]) -> Vec<Measurement> {
     };
     (0..first.len())
         .map(|row| {
-            let rates: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.get(row))
-                .map(|m| m.rate)
-                .collect();
+            let rates = rates(runs, row);
             Measurement {
                 server: first[row].server.clone(),
                 rate: results::median(&rates).unwrap_or(0.0),
@@ -364,11 +368,7 @@ fn every_run(runs: &[Vec<Measurement>]) -> String {
     };
     (0..first.len())
         .map(|row| {
-            let rates: Vec<f64> = runs
-                .iter()
-                .filter_map(|r| r.get(row))
-                .map(|m| m.rate)
-                .collect();
+            let rates = rates(runs, row);
             let each: Vec<String> = rates.iter().map(|r| format!("{r:.1}")).collect();
             format!(
                 "- {}: {} ({})\n",
