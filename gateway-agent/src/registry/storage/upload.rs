@@ -48,13 +48,45 @@ impl Session {
         self.file.sync_all()?;
         match algorithm {
             Algorithm::Sha256 => Ok(Digest::from_hash(algorithm, &self.sha256.finalize())),
-            Algorithm::Sha512 => {
-                let mut sha512 = Sha512::new();
-                hash_into(&mut File::open(path)?, |chunk| sha512.update(chunk))?;
-                Ok(Digest::from_hash(algorithm, &sha512.finalize()))
-            }
+            Algorithm::Sha512 => file_digest(path, algorithm),
         }
     }
+}
+
+/// A running hash under whichever algorithm a digest names.
+pub(crate) enum Hasher {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Hasher {
+    pub(crate) fn new(algorithm: Algorithm) -> Hasher {
+        match algorithm {
+            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
+            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
+        }
+    }
+
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Hasher::Sha256(h) => h.update(bytes),
+            Hasher::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    pub(crate) fn finish(self) -> Digest {
+        match self {
+            Hasher::Sha256(h) => Digest::from_hash(Algorithm::Sha256, &h.finalize()),
+            Hasher::Sha512(h) => Digest::from_hash(Algorithm::Sha512, &h.finalize()),
+        }
+    }
+}
+
+/// The digest under `algorithm` of the file at `path`.
+pub(crate) fn file_digest(path: &Path, algorithm: Algorithm) -> std::io::Result<Digest> {
+    let mut hasher = Hasher::new(algorithm);
+    hash_into(&mut File::open(path)?, |chunk| hasher.update(chunk))?;
+    Ok(hasher.finish())
 }
 
 /// Feeds everything `file` holds from its start to `update`; the length.

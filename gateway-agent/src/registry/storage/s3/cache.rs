@@ -21,10 +21,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-use sha2::{Digest as _, Sha256, Sha512};
 
-use crate::registry::names::{Algorithm, Digest};
+use crate::registry::names::Digest;
 use crate::registry::storage::layout::random_id;
+use crate::registry::storage::upload::Hasher;
 use crate::registry::storage::ReadSeek;
 
 /// Chunks a fill may fall behind the pull before it is given up (the API reads up to 1 MiB
@@ -192,7 +192,7 @@ impl ReadCache {
         let whole = ok && !abandoned.load(Ordering::Relaxed) && fill.written == fill.size;
         let verified = whole && {
             let hasher = std::mem::replace(&mut fill.hasher, Hasher::new(fill.digest.algorithm()));
-            hasher.finish(fill.digest.algorithm()) == fill.digest
+            hasher.finish() == fill.digest
         };
         if verified {
             if let Err(error) = self.commit(&fill) {
@@ -283,34 +283,6 @@ fn is_key(name: &str) -> bool {
     ["sha256", "sha512"].contains(&algorithm)
         && !hex.is_empty()
         && hex.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-enum Hasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    fn new(algorithm: Algorithm) -> Hasher {
-        match algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
-        }
-    }
-
-    fn finish(self, algorithm: Algorithm) -> Digest {
-        match self {
-            Hasher::Sha256(h) => Digest::from_hash(algorithm, &h.finalize()),
-            Hasher::Sha512(h) => Digest::from_hash(algorithm, &h.finalize()),
-        }
-    }
 }
 
 /// One blob on its way into the cache.

@@ -15,14 +15,14 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::Digest as _;
 
 use super::blocking::wait_on;
 use super::session::{Chunk, S3Session, Saved, PART, PARTS_IN_FLIGHT};
 use super::{io, not_found, S3Storage, Slot};
 use crate::registry::names::{Algorithm, Digest, RepoName};
 use crate::registry::storage::layout::{is_id, random_id};
-use crate::registry::storage::upload::hash_into;
+use crate::registry::storage::upload::{file_digest, Hasher};
 use crate::registry::storage::{Result, StorageError, UploadState};
 
 impl S3Storage {
@@ -284,17 +284,11 @@ impl S3Storage {
         let key = key.clone();
         self.run(move |store: Arc<dyn ObjectStore>| async move {
             let mut stream = store.get(&key).await?.into_stream();
-            let (mut sha256, mut sha512) = (Sha256::new(), Sha512::new());
+            let mut hasher = Hasher::new(algorithm);
             while let Some(bytes) = stream.try_next().await? {
-                match algorithm {
-                    Algorithm::Sha256 => sha256.update(&bytes),
-                    Algorithm::Sha512 => sha512.update(&bytes),
-                }
+                hasher.update(&bytes);
             }
-            Ok(match algorithm {
-                Algorithm::Sha256 => Digest::from_hash(algorithm, &sha256.finalize()),
-                Algorithm::Sha512 => Digest::from_hash(algorithm, &sha512.finalize()),
-            })
+            Ok(hasher.finish())
         })
     }
 
@@ -305,12 +299,7 @@ impl S3Storage {
         };
         Ok(Some(match algorithm {
             Algorithm::Sha256 => Digest::from_hash(algorithm, &sha256.clone().finalize()),
-            Algorithm::Sha512 => {
-                let mut sha512 = Sha512::new();
-                let mut file = std::fs::File::open(&session.spool_path)?;
-                hash_into(&mut file, |chunk| sha512.update(chunk))?;
-                Digest::from_hash(algorithm, &sha512.finalize())
-            }
+            Algorithm::Sha512 => file_digest(&session.spool_path, algorithm)?,
         }))
     }
 
