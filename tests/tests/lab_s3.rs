@@ -255,6 +255,19 @@ fn a_push_through_one_gateway_is_pulled_through_the_other_and_racing_tags_keep_e
 }
 
 /// A signed S3 request to the NAS from its namespace: (HTTP status, body).
+/// A new upload session in `repo` through `setup`: its location.
+fn start_upload(setup: &Setup, bundle: &Path, repo: &str) -> String {
+    let (_, out) = setup.curl(
+        Some(bundle),
+        &[
+            "-X",
+            "POST",
+            &format!("https://{REGISTRY}/v2/{repo}/blobs/uploads/"),
+        ],
+    );
+    header(&out, "location").unwrap_or_else(|| fail(format_args!("no upload location: {out}")))
+}
+
 fn s3(lab: &TestLab, method: &str, path_and_query: &str) -> (u16, String) {
     let url = format!("{}/{NAS_BUCKET}{path_and_query}", lab.lab.nas_endpoint());
     let user = format!("{NAS_ACCESS_KEY}:{NAS_SECRET_KEY}");
@@ -299,12 +312,7 @@ fn a_gateway_killed_during_a_multipart_push_leaves_nothing_while_the_other_colle
     // 48 MiB, sent slowly through A: several 8 MiB parts of a multipart upload.
     let (big, big_digest) = big_layer(&a.work, 48);
     let base = format!("https://{REGISTRY}/v2/");
-    let (_, out) = a.curl(
-        Some(&ca),
-        &["-X", "POST", &format!("{base}team/app/blobs/uploads/")],
-    );
-    let location =
-        header(&out, "location").unwrap_or_else(|| fail(format_args!("no upload location: {out}")));
+    let location = start_upload(&a, &ca, "team/app");
     let url = format!("https://{REGISTRY}{location}?digest={big_digest}");
     let pki = a.lab.lab.agent_state_dir().join("pki/ca.crt");
     let push = a.lab.spawn(
@@ -408,12 +416,7 @@ fn an_acknowledged_chunk_survives_kill_9_and_the_push_goes_on_through_the_other_
     std::fs::write(&head, &bytes[..cut]).or_fail("writing the head");
     std::fs::write(&rest, &bytes[cut..]).or_fail("writing the rest");
     let base = format!("https://{REGISTRY}");
-    let (_, out) = a.curl(
-        Some(&ca),
-        &["-X", "POST", &format!("{base}/v2/team/app/blobs/uploads/")],
-    );
-    let location =
-        header(&out, "location").unwrap_or_else(|| fail(format_args!("no upload location: {out}")));
+    let location = start_upload(&a, &ca, "team/app");
     let patch = |setup: &Setup, bundle: &Path, file: &Path, from: usize, to: usize| {
         let (_, out) = setup.curl(
             Some(bundle),

@@ -21,7 +21,6 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 
-
 use crate::registry::names::Digest;
 use crate::registry::storage::layout::random_id;
 use crate::registry::storage::upload::Hasher;
